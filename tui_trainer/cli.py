@@ -1,0 +1,151 @@
+"""The ``tui-trainer`` command.
+
+    tui-trainer                      train the demo on the embedded corpus
+    tui-trainer train [flags]        train (dashboard, or --headless)
+    tui-trainer view PATH... [--follow]
+
+Every train flag is generated from ``TrainConfig``'s fields, so a flag, its
+TOML key and the config field always share one name.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import FIELDS, TrainConfig, UserError, load_toml, make_config
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one ``error:`` line naming the fix."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"error: {message}; see {self.prog} --help\n")
+
+
+def _field_type(f: dataclasses.Field) -> Any:
+    ann = str(f.type)
+    if "int" in ann:
+        return int
+    if "float" in ann:
+        return float
+    return str
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training settings (also valid as keys of --config FILE.toml)")
+    for name, f in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        help_ = f.metadata.get("help", "")
+        if "bool" in str(f.type):
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=f"{help_} (default: {f.default})")
+        else:
+            g.add_argument(flag, type=_field_type(f), default=argparse.SUPPRESS, metavar=name.upper(),
+                           help=f"{help_} (default: {f.default})" if f.default is not None else help_)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="tui-trainer", description="Train a small GPT and watch and steer it from the terminal.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    t = sub.add_parser("train", help="train a model (opens the dashboard unless --headless)")
+    t.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file; flags override it")
+    t.add_argument("--headless", action="store_true", help="no dashboard: print plain log lines")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    t.add_argument("--no-mouse", action="store_true", help="dashboard: leave the mouse to the terminal (copy/paste)")
+    add_train_flags(t)
+    v = sub.add_parser("view", help="replay, follow or compare run logs")
+    v.add_argument("paths", nargs="+", metavar="PATH", help="a losses.jsonl or a run folder holding one")
+    v.add_argument("--follow", "-f", action="store_true", help="keep reading as another process appends")
+    v.add_argument("--no-mouse", action="store_true", help="leave the mouse to the terminal (copy/paste)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        values.update(load_toml(args.config))
+    for name in FIELDS:
+        if hasattr(args, name):
+            values[name] = getattr(args, name)
+    return make_config(values)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .console import ConsoleSink
+    from .engine import Trainer
+    from .rundir import check_new_run_dir, create_run_dir
+    from .runlog import LOG_NAME, JsonlSink
+
+    cfg = config_from_args(args)
+    headless = args.headless or not (sys.stdout.isatty() and sys.stdin.isatty())
+    check_new_run_dir(cfg.out)
+    # All fallible preparation happens here, before a run folder exists.
+    trainer = Trainer(cfg, interactive=not headless)
+    run_dir = create_run_dir(cfg.out, cfg.name)
+    trainer.run_dir, trainer.run_name = run_dir, run_dir.name
+    log = JsonlSink(run_dir / LOG_NAME)
+    trainer.sinks.append(log)
+    try:
+        if headless:
+            trainer.sinks.append(ConsoleSink(cfg.log_every))
+            _install_stop_signals(trainer)
+            end = trainer.run()
+        else:
+            from .ui.app import run_dashboard
+            end = run_dashboard(trainer, mouse=not args.no_mouse)
+    finally:
+        log.close()
+    if headless:
+        print(f"log: {run_dir / LOG_NAME}")
+    return EXIT_OK if end is None or end.status in ("finished", "stopped") else EXIT_FAILED
+
+
+def _install_stop_signals(trainer: Any) -> None:
+    """SIGINT/SIGTERM: stop after the current step with a final checkpoint."""
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if trainer.stopping and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: leave now
+        trainer.request_stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from .ui.viewer import run_viewer
+
+    return run_viewer([Path(p) for p in args.paths], follow=args.follow, mouse=not args.no_mouse)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv:
+        argv = ["train"]  # the demo: embedded corpus, default config
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "view":
+            return cmd_view(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

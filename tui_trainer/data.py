@@ -1,0 +1,203 @@
+"""Data: the embedded corpus, user files, the train/val split and batches.
+
+Two kinds of input, one shape after loading: a 1-D array of token ids.
+- Any text or binary file: byte-level tokens (vocab 256), so every file works.
+- A nanoGPT-style ``.bin`` of uint16 token ids, memory-mapped so a corpus
+  tokenised elsewhere can be any size without being read into memory.
+
+Targets are always the inputs shifted by one position.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.resources
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import TrainConfig, UserError
+
+DEFAULT_CORPUS = "stdlib.txt.gz"
+
+
+def load_default_corpus() -> bytes:
+    """The embedded default: ~1 MB of CPython standard-library source (PSF
+    licence), shipped gzipped in the package; see scripts/make_corpus.py."""
+    ref = importlib.resources.files("tui_trainer") / "corpus" / DEFAULT_CORPUS
+    return gzip.decompress(ref.read_bytes())
+
+
+class ByteTokenizer:
+    vocab_size = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(ids).decode("utf-8", errors="replace")
+
+
+class IdTokenizer:
+    """For pre-tokenised .bin files we have no vocabulary: prompts are
+    space-separated ids and samples print as ids."""
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            ids = [int(t) for t in text.split()]
+        except ValueError:
+            ids = []
+        return [i for i in ids if 0 <= i < self.vocab_size] or [0]
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(map(str, ids))
+
+
+@dataclass
+class Corpus:
+    train: Any  # torch.Tensor (uint8) or np.memmap (uint16)
+    val: Any
+    vocab_size: int
+    tokenizer: ByteTokenizer | IdTokenizer
+    source: str  # what the user would call it: a path, or "embedded stdlib corpus"
+    fingerprint: str  # identifies the data for resume checks
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.train) + len(self.val)
+
+
+def load_corpus(cfg: TrainConfig) -> Corpus:
+    if cfg.data is None:
+        raw = load_default_corpus()
+        tokens: Any = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+        vocab, tok = 256, ByteTokenizer()
+        source = "embedded stdlib corpus"
+        fingerprint = "sha256:" + hashlib.sha256(raw).hexdigest()[:16]
+    else:
+        path = Path(cfg.data)
+        if not path.exists():
+            raise UserError(f"data file {path} not found; check the --data path")
+        if path.is_dir():
+            raise UserError(f"--data {path} is a directory; pass a file inside it (text, or a .bin of uint16 tokens)")
+        try:
+            size = path.stat().st_size
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            raise UserError(f"cannot read data file {path} ({e.strerror}); check its permissions") from None
+        if size == 0:
+            raise UserError(f"data file {path} is empty; pass a file with some text in it")
+        fingerprint = _fingerprint(path, size)
+        source = str(path)
+        if path.suffix == ".bin":
+            if size % 2:
+                raise UserError(f"{path} has an odd number of bytes, so it is not uint16 tokens; "
+                                "rename it (not .bin) to train on its bytes")
+            tokens = np.memmap(path, dtype=np.uint16, mode="r")
+            top = int(_chunked_max(tokens)) + 1
+            vocab = cfg.vocab_size or top
+            if top > vocab:
+                raise UserError(f"{path} holds token id {top - 1}, outside --vocab-size {vocab}; "
+                                f"pass --vocab-size {top} or more")
+            tok = IdTokenizer(vocab)
+        else:
+            tokens = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+            vocab, tok = 256, ByteTokenizer()
+            if cfg.vocab_size not in (None, 256):
+                raise UserError(f"--vocab-size {cfg.vocab_size} applies to .bin token files only; "
+                                f"{path.name} is read as bytes (vocab 256)")
+    n = len(tokens)
+    need = cfg.context_length + 1
+    if n < need:
+        raise UserError(f"data has {n} tokens, shorter than one context window plus one ({need}); "
+                        f"use a larger file or a smaller --context-length")
+    n_val = int(n * cfg.val_fraction)
+    if n_val < need or n - n_val < need:
+        raise UserError(f"data has {n} tokens: too few to split into train and validation of at least "
+                        f"{need} tokens each; use a larger file or a smaller --context-length")
+    # Validation is the tail: a fixed, contiguous slice, the same on every run.
+    return Corpus(train=tokens[: n - n_val], val=tokens[n - n_val:], vocab_size=vocab,
+                  tokenizer=tok, source=source, fingerprint=fingerprint)
+
+
+def _fingerprint(path: Path, size: int) -> str:
+    # Hash the size and the first and last MiB: cheap on a 100 GB token file,
+    # and enough to notice that --resume was pointed at different data.
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        if size > 2 << 20:
+            f.seek(-(1 << 20), os.SEEK_END)
+            h.update(f.read(1 << 20))
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def _chunked_max(arr: np.ndarray, chunk: int = 1 << 26) -> int:
+    return max(int(arr[i:i + chunk].max()) for i in range(0, len(arr), chunk))
+
+
+def _windows(token_ids: Any, starts: Any, length: int) -> torch.Tensor:
+    """Rows ``token_ids[s : s + length]`` for each start, as an int64 tensor."""
+    if isinstance(token_ids, torch.Tensor):
+        starts = torch.as_tensor(starts)
+        idx = starts[:, None] + torch.arange(length)
+        return token_ids[idx].long()
+    starts = np.asarray(starts)
+    rows = np.stack([np.asarray(token_ids[s: s + length]) for s in starts])
+    return torch.from_numpy(rows.astype(np.int64))
+
+
+def make_batches(token_ids: Any, batch_size: int, context_length: int,
+                 max_batches: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Slice a token sequence into consecutive (inputs, targets) batches.
+
+    Windows do not overlap; targets are the inputs shifted by one.  The last
+    batch may hold fewer rows; a tail shorter than one window is dropped.
+    """
+    n_windows = (len(token_ids) - 1) // context_length
+    if max_batches is not None:
+        n_windows = min(n_windows, max_batches * batch_size)
+    batches = []
+    for b in range(0, n_windows, batch_size):
+        starts = np.arange(b, min(b + batch_size, n_windows)) * context_length
+        w = _windows(token_ids, starts, context_length + 1)
+        batches.append((w[:, :-1], w[:, 1:]))
+    return batches
+
+
+class BatchSampler:
+    """Random training windows drawn with a private generator.
+
+    The generator's state is part of a checkpoint, so a resumed run draws the
+    very batches the uninterrupted run would have drawn.
+    """
+
+    def __init__(self, token_ids: Any, batch_size: int, context_length: int, seed: int,
+                 device: torch.device | str = "cpu"):
+        self.data = token_ids
+        self.batch_size = batch_size
+        self.context_length = context_length
+        self.device = torch.device(device)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.high = len(token_ids) - context_length - 1
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = torch.randint(0, self.high + 1, (self.batch_size,), generator=self.generator)
+        w = _windows(self.data, starts, self.context_length + 1)
+        if self.device.type == "cuda":
+            w = w.pin_memory().to(self.device, non_blocking=True)
+        return w[:, :-1], w[:, 1:]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,407 @@
+"""The training loop.  It knows nothing of any UI.
+
+It emits typed records (see ``records``) to a list of sinks and, between
+steps, drains a thread-safe queue of commands.  The lesson's functions are
+public here under their names: ``calc_loss_batch``, ``evaluate_model``,
+``generate_and_print_sample`` and ``train``.
+"""
+from __future__ import annotations
+
+import math
+import queue
+import random
+import threading
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .data import BatchSampler, load_corpus, make_batches
+from .hardware import configure
+from .model import GPT, GPTConfig
+from .optim import cosine_with_warmup, make_optimizer, set_lr
+from .records import (Ack, BadStep, Checkpoint, Eval, Paused, Record, Resumed, RunEnd, RunStart,
+                      Sample, Status, TrainStep)
+
+CHECKPOINT_FORMAT = "tui-trainer/1"
+
+
+class Command(str, Enum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    TOGGLE_PAUSE = "toggle_pause"
+    EVAL = "eval"
+    CHECKPOINT = "checkpoint"
+    STOP = "stop"
+
+
+class Sink(Protocol):
+    def emit(self, record: Record) -> None: ...
+
+
+# --- the lesson's functions -------------------------------------------------
+
+def calc_loss_batch(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                    device: torch.device | str | None = None) -> torch.Tensor:
+    """Mean next-token cross entropy of one batch.
+
+    Logits (B, T, V) and targets (B, T) are flattened to (B*T, V) and (B*T,);
+    the targets must already be the inputs shifted by one.
+    """
+    if device is not None:
+        inputs, targets = inputs.to(device), targets.to(device)
+    logits = model(inputs)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, val_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                   max_batches: int | None = None, *, device: torch.device | str | None = None,
+                   autocast: Callable[[], Any] | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> float:
+    """Mean loss over (at most ``max_batches`` of) fixed batches: no grad, in
+    eval mode (no dropout), and the model's mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float32)
+    n = 0
+    try:
+        for i, (x, y) in enumerate(val_batches):
+            if max_batches is not None and i >= max_batches:
+                break
+            if should_stop is not None and should_stop():
+                break
+            if autocast is not None:
+                with autocast():
+                    loss = calc_loss_batch(model, x, y, device)
+            else:
+                loss = calc_loss_batch(model, x, y, device)
+            # Accumulate on the device: one host sync at the end, not per batch.
+            total = total.to(loss.device) + loss.detach().float()
+            n += 1
+    finally:
+        model.train(was_training)
+    return total.item() / n if n else math.nan
+
+
+def generate_and_print_sample(model: GPT, tokenizer: Any, prompt: str, max_new_tokens: int, *,
+                              temperature: float = 1.0, top_k: int | None = None,
+                              device: torch.device | str | None = None,
+                              generator: torch.Generator | None = None,
+                              print_fn: Callable[[str], Any] | None = print,
+                              should_stop: Callable[[], bool] | None = None) -> str:
+    """Continue ``prompt`` by ``max_new_tokens`` tokens, print it (unless
+    ``print_fn`` is None) and return the whole text, prompt included."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = device or next(model.parameters()).device
+        idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)
+        out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k,
+                             generator=generator, should_stop=should_stop)
+    finally:
+        model.train(was_training)
+    text = tokenizer.decode(out[0].tolist())
+    if print_fn is not None:
+        print_fn(text.replace("\n", " "))
+    return text
+
+
+# --- the engine -------------------------------------------------------------
+
+class Trainer:
+    """Owns the model, optimizer and data for one run and drives the loop.
+
+    Construction does all the fallible preparation (data, model, device) and
+    writes nothing, so bad input fails before a run folder exists.
+    """
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path | None = None,
+                 sinks: Iterable[Sink] = (), commands: queue.Queue | None = None, *,
+                 interactive: bool = False, run_name: str | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run_name = run_name or (self.run_dir.name if self.run_dir else "run")
+        self.sinks: list[Sink] = list(sinks)
+        self.commands: queue.Queue = commands if commands is not None else queue.Queue()
+        # Dashboard attached: divergence pauses for a human; headless it stops.
+        self.interactive = interactive
+        self.stop_event = threading.Event()
+
+        self.hw = configure(cfg)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        torch.manual_seed(cfg.seed)
+        self.corpus = load_corpus(cfg)
+        self.model_config = GPTConfig(vocab_size=self.corpus.vocab_size, context_length=cfg.context_length,
+                                      n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
+                                      dropout=cfg.dropout, bias=cfg.bias)
+        self.model = GPT(self.model_config).to(self.hw.device)
+        self.train_model: nn.Module = torch.compile(self.model) if self.hw.compile else self.model
+        self.optimizer = make_optimizer(self.model, cfg.weight_decay, cfg.max_lr, (cfg.beta1, cfg.beta2),
+                                        fused=self.hw.fused_adamw)
+        self.scaler = torch.amp.GradScaler(self.hw.device.type, enabled=self.hw.dtype == "fp16")
+        self.sampler = BatchSampler(self.corpus.train, cfg.batch_size, cfg.context_length,
+                                    seed=cfg.seed, device=self.hw.device)
+        # Both eval slices are cut once, here, and reused identically at every probe.
+        self.val_batches = self._to_device(make_batches(self.corpus.val, cfg.batch_size, cfg.context_length,
+                                                        max_batches=cfg.eval_batches))
+        self.train_eval_batches = self._to_device(make_batches(self.corpus.train, cfg.batch_size,
+                                                               cfg.context_length, max_batches=cfg.eval_batches))
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+
+        self.step = 0
+        self.tokens = 0
+        self.elapsed_before = 0.0  # wall time of earlier sessions of a resumed run
+        self.best_val = math.inf
+        self.last_val: float | None = None
+        self.last_val_step = -1
+        self.last_ckpt_step = -1
+        self.bad_in_row = 0
+        self.paused = False
+        self.diverged = False
+        self.resumed = False
+        self._t0 = time.perf_counter()
+
+    def _to_device(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(x.to(self.hw.device), y.to(self.hw.device)) for x, y in batches]
+
+    # --- control from other threads ---
+    def send(self, command: Command | str) -> None:
+        self.commands.put(Command(command))
+
+    def request_stop(self) -> None:
+        """Stop after the current step; evals, samples and pauses notice at once."""
+        self.stop_event.set()
+        self.commands.put(Command.STOP)
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_event.is_set()
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.perf_counter() - self._t0)
+
+    def emit(self, record: Record) -> None:
+        for sink in self.sinks:
+            sink.emit(record)
+
+    # --- the loop ---
+    def run(self) -> RunEnd:
+        cfg = self.cfg
+        self._t0 = time.perf_counter()
+        self.emit(RunStart(step=self.step, run_name=self.run_name, config=cfg.to_dict(),
+                           n_params=self.model.num_params(), device=self.hw.describe(),
+                           total_steps=cfg.steps, resumed=self.resumed))
+        status, error = "finished", None
+        try:
+            while self.step < cfg.steps:
+                self._drain_commands()
+                if self.stopping:
+                    status = "stopped"
+                    break
+                if not self._train_step():
+                    if self.bad_in_row >= cfg.max_bad_steps:
+                        self.diverged = True
+                        if not self.interactive:
+                            status = "diverged"
+                            break
+                        self._pause("diverged")
+                    continue
+                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                    self._probe(forced=False)
+                if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                    self._save("scheduled")
+        except Exception as e:  # shown in the UI and written to the log, never lost
+            status, error = "failed", f"{type(e).__name__}: {e}"
+        if self.diverged and status == "stopped":
+            status = "diverged"
+        if status in ("finished", "stopped") and self.step > 0 and self.last_ckpt_step != self.step:
+            self._save("final")
+        end = RunEnd(step=self.step, status=status, elapsed_s=self.elapsed,
+                     val_loss=self.last_val, error=error)
+        self.emit(end)
+        return end
+
+    def _train_step(self) -> bool:
+        cfg = self.cfg
+        lr = cosine_with_warmup(self.step, cfg.warmup_steps, cfg.steps, cfg.max_lr, cfg.lr_floor)
+        set_lr(self.optimizer, lr)
+        t = time.perf_counter()
+        x, y = self.sampler.next()
+        with self.hw.autocast():
+            loss = calc_loss_batch(self.train_model, x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        # One host sync for both numbers the record needs.
+        loss_v, norm_v = torch.stack([loss.detach().float(), norm.detach().float()]).tolist()
+        if not math.isfinite(loss_v) or (not math.isfinite(norm_v) and not self.scaler.is_enabled()):
+            # Never let a NaN/inf reach the weights: drop this step's gradients.
+            self.optimizer.zero_grad(set_to_none=True)
+            self.bad_in_row += 1
+            self.emit(BadStep(step=self.step + 1, train_loss=loss_v, grad_norm=norm_v,
+                              consecutive=self.bad_in_row))
+            return False
+        self.scaler.step(self.optimizer)  # fp16: skips the update itself on inf grads
+        self.scaler.update()
+        self.bad_in_row = 0
+        self.step += 1
+        n = x.numel()
+        self.tokens += n
+        dt = time.perf_counter() - t
+        self.emit(TrainStep(step=self.step, train_loss=loss_v, lr=lr, tokens_per_sec=n / dt if dt > 0 else 0.0,
+                            grad_norm=norm_v, elapsed_s=self.elapsed, tokens=self.tokens))
+        return True
+
+    def _drain_commands(self) -> None:
+        while True:
+            try:
+                if self.paused and not self.stopping:
+                    cmd = self.commands.get(timeout=0.1)
+                else:
+                    cmd = self.commands.get_nowait()
+            except queue.Empty:
+                if self.paused and not self.stopping:
+                    continue
+                return
+            self._handle(Command(cmd))
+
+    def _handle(self, cmd: Command) -> None:
+        if cmd is Command.STOP:
+            self.stop_event.set()
+        elif cmd is Command.PAUSE or (cmd is Command.TOGGLE_PAUSE and not self.paused):
+            if not self.paused:
+                self._pause("user")
+        elif cmd is Command.RESUME or cmd is Command.TOGGLE_PAUSE:
+            if self.paused:
+                self.paused = False
+                self.bad_in_row = 0
+                self.emit(Resumed(step=self.step))
+        elif cmd is Command.EVAL:
+            self._probe(forced=True)
+        elif cmd is Command.CHECKPOINT:
+            self._save("manual")
+
+    def _pause(self, reason: str) -> None:
+        self.paused = True
+        self.emit(Paused(step=self.step, reason=reason))
+
+    def _probe(self, forced: bool) -> None:
+        cfg = self.cfg
+        self.emit(Status(step=self.step, state="evaluating"))
+        stop = self.stop_event.is_set
+        val = evaluate_model(self.train_model, self.val_batches, autocast=self.hw.autocast, should_stop=stop)
+        train = evaluate_model(self.train_model, self.train_eval_batches, autocast=self.hw.autocast,
+                               should_stop=stop)
+        if self.stopping:
+            return  # a partial eval is not a number worth logging
+        self.last_val, self.last_val_step = val, self.step
+        self.emit(Eval(step=self.step, val_loss=val, train_loss=train, elapsed_s=self.elapsed, forced=forced))
+        # Seeded by step: the sample at step k is the same in a resumed run, and
+        # sampling never touches the training RNG.
+        gen = torch.Generator(device=self.hw.device).manual_seed(cfg.seed + self.step)
+        with self.hw.autocast():
+            text = generate_and_print_sample(self.model, self.corpus.tokenizer, cfg.sample_prompt,
+                                             cfg.sample_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                                             device=self.hw.device, generator=gen, print_fn=None,
+                                             should_stop=stop)
+        if not self.stopping:
+            self.emit(Sample(step=self.step, prompt=cfg.sample_prompt, text=text))
+        self.emit(Status(step=self.step, state="paused" if self.paused else "running"))
+
+    # --- checkpoints ---
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "tokens": self.tokens,
+            "elapsed_s": self.elapsed,
+            "best_val": self.best_val,
+            "last_val": self.last_val,
+            "last_val_step": self.last_val_step,
+            "config": self.cfg.to_dict(),
+            "data_fingerprint": self.corpus.fingerprint,
+            "vocab_size": self.corpus.vocab_size,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": {
+                "python": random.getstate(),
+                "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.sampler.load_state_dict(state["sampler"])
+        rng = state["rng"]
+        py = rng["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+        npst = rng["numpy"]
+        np.random.set_state((npst[0], np.array(npst[1], dtype=np.uint32), *npst[2:]))
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.step = state["step"]
+        self.tokens = state["tokens"]
+        self.elapsed_before = state["elapsed_s"]
+        self.best_val = state["best_val"]
+        self.last_val = state["last_val"]
+        self.last_val_step = state["last_val_step"]
+        self.last_ckpt_step = self.step
+        self.resumed = True
+
+    def _weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    def _save(self, reason: str) -> Path | None:
+        if self.run_dir is None:
+            return None
+        if self.diverged or not self._weights_finite():
+            # A diverged model must never overwrite a good checkpoint.
+            self.emit(Ack(step=self.step, command="checkpoint", ok=False,
+                          message="model diverged: checkpoint refused, the last good one is kept"))
+            return None
+        self.emit(Status(step=self.step, state="checkpointing"))
+        best = self.last_val_step == self.step and self.last_val is not None and self.last_val < self.best_val
+        if best:
+            self.best_val = self.last_val  # type: ignore[assignment]
+        path = ckpt.save_checkpoint(self.state_dict(), self.run_dir, self.step, keep=self.cfg.keep, best=best)
+        self.last_ckpt_step = self.step
+        self.emit(Checkpoint(step=self.step, path=str(path), reason=reason,
+                             val_loss=self.last_val if self.last_val_step == self.step else None))
+        self.emit(Status(step=self.step, state="paused" if self.paused else "running"))
+        return path
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, sinks: Iterable[Sink] = (),
+          commands: queue.Queue | None = None) -> RunEnd:
+    """Run a whole training job into ``run_dir`` (its ``losses.jsonl`` included)."""
+    from .runlog import LOG_NAME, JsonlSink
+
+    trainer = Trainer(cfg, run_dir, sinks, commands)  # fails on bad input before anything is written
+    assert trainer.run_dir is not None
+    trainer.run_dir.mkdir(parents=True, exist_ok=True)
+    log = JsonlSink(trainer.run_dir / LOG_NAME)
+    trainer.sinks.insert(0, log)
+    try:
+        return trainer.run()
+    finally:
+        log.close()

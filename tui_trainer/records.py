@@ -1,0 +1,166 @@
+"""The typed records a run emits: one stream, many consumers.
+
+The engine builds these; sinks consume them (the JSONL run log, the live
+dashboard, the headless printer).  Each record serialises to one flat JSON
+object with a ``type`` and a ``step``; ``from_dict`` turns a JSON object read
+back from a log into the same dataclass, so a followed file and the in-process
+queue feed the UI through one path.
+
+Field names are a contract with users' scripts: the lesson's
+``{"step", "train_loss", "lr"}`` keys keep their names.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass
+class Record:
+    type: ClassVar[str] = "record"
+    step: int
+    time: float = field(default_factory=time.time, kw_only=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict.  Non-finite floats become None and are named in
+        ``nonfinite`` so strict JSON parsers accept every line."""
+        d: dict[str, Any] = {"type": self.type}
+        bad: list[str] = []
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                bad.append(f.name)
+                v = None
+            d[f.name] = v
+        if bad:
+            d["nonfinite"] = bad
+        return d
+
+
+@dataclass
+class RunStart(Record):
+    type: ClassVar[str] = "run_start"
+    run_name: str
+    config: dict[str, Any]
+    n_params: int
+    device: str
+    total_steps: int
+    resumed: bool = False
+
+
+@dataclass
+class TrainStep(Record):
+    type: ClassVar[str] = "train"
+    train_loss: float
+    lr: float
+    tokens_per_sec: float
+    grad_norm: float
+    elapsed_s: float
+    tokens: int = 0  # tokens seen so far in the run
+
+
+@dataclass
+class Eval(Record):
+    type: ClassVar[str] = "eval"
+    val_loss: float
+    train_loss: float  # the same metric on a fixed slice of the train split
+    elapsed_s: float
+    forced: bool = False  # asked for with the `e` key rather than by cadence
+
+
+@dataclass
+class Sample(Record):
+    type: ClassVar[str] = "sample"
+    prompt: str
+    text: str
+
+
+@dataclass
+class Checkpoint(Record):
+    type: ClassVar[str] = "checkpoint"
+    path: str
+    reason: str  # "scheduled", "manual", "final", "best"
+    val_loss: float | None = None
+
+
+@dataclass
+class Paused(Record):
+    type: ClassVar[str] = "pause"
+    reason: str = "user"  # "user" or "diverged"
+
+
+@dataclass
+class Resumed(Record):
+    type: ClassVar[str] = "resume"
+
+
+@dataclass
+class BadStep(Record):
+    """A step whose loss or gradient was NaN/inf: skipped, never applied."""
+
+    type: ClassVar[str] = "bad_step"
+    train_loss: float | None
+    grad_norm: float | None
+    consecutive: int
+
+
+@dataclass
+class Status(Record):
+    """Transient engine state for the UI (evaluating, checkpointing, compiling)."""
+
+    type: ClassVar[str] = "status"
+    state: str
+    detail: str = ""
+
+
+@dataclass
+class Ack(Record):
+    """The engine's answer to a command from the UI or the control channel."""
+
+    type: ClassVar[str] = "ack"
+    command: str
+    ok: bool = True
+    message: str = ""
+
+
+@dataclass
+class RunEnd(Record):
+    type: ClassVar[str] = "run_end"
+    status: str  # "finished", "stopped", "diverged", "failed", "killed"
+    elapsed_s: float
+    val_loss: float | None = None
+    error: str | None = None
+
+
+RECORD_TYPES: dict[str, type[Record]] = {
+    cls.type: cls
+    for cls in (RunStart, TrainStep, Eval, Sample, Checkpoint, Paused, Resumed,
+                BadStep, Status, Ack, RunEnd)
+}
+
+
+def from_dict(d: dict[str, Any]) -> Record | None:
+    """Rebuild a record from a parsed JSON object; None if it is not one of ours.
+
+    Unknown keys are dropped and missing optional keys take their defaults, so
+    logs written by older or newer versions still load.
+    """
+    cls = RECORD_TYPES.get(d.get("type"))  # type: ignore[arg-type]
+    if cls is None or not isinstance(d.get("step"), int):
+        return None
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in d:
+            v = d[f.name]
+            # Strict JSON wrote non-finite floats as null; restore NaN for the
+            # float fields so consumers see "not a number", not "missing".
+            if v is None and f.name in d.get("nonfinite", ()):
+                v = math.nan
+            kwargs[f.name] = v
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        return None
