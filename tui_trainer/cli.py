@@ -129,7 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     if not argv:
         argv = ["train"]  # the demo: embedded corpus, default config
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error already printed as one line
+        return int(e.code or 0)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

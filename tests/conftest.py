@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import pytest
+
+from tui_trainer.config import make_config
+
+TINY = dict(n_layer=1, n_head=2, n_embd=32, context_length=16, batch_size=4, eval_batches=2,
+            sample_tokens=8, steps=40, eval_every=20, warmup_steps=5, log_every=10)
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """A model small enough that a few dozen steps take well under a second."""
+
+    def make(**overrides):
+        values = dict(TINY, out=str(tmp_path / "run"))
+        values.update(overrides)
+        return make_config(values)
+
+    return make
