@@ -141,3 +141,15 @@ def test_generate_crops_to_context_and_respects_top_k():
 def test_forward_rejects_sequences_longer_than_context():
     with pytest.raises(ValueError):
         tiny_model()(torch.zeros((1, 9), dtype=torch.long))
+
+
+def test_generate_and_print_sample_prints_and_returns_text(capsys):
+    from tui_trainer.engine import generate_and_print_sample
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=256, context_length=16, n_layer=1, n_head=2, n_embd=16))
+    text = generate_and_print_sample(model, "ab", 5, top_k=3)
+    printed = capsys.readouterr().out
+    assert text.startswith("ab") and len(text.encode("utf-8", "replace")) >= 2
+    assert printed.strip() == text.replace("\n", " ").strip()
+    assert model.training  # restored

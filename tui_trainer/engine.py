@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .data import BatchSampler, load_corpus, make_batches
+from .data import BatchSampler, ByteTokenizer, load_corpus, make_batches
 from .hardware import configure
 from .model import GPT, GPTConfig
 from .optim import cosine_with_warmup, make_optimizer, set_lr
@@ -91,14 +91,16 @@ def evaluate_model(model: nn.Module, val_batches: Iterable[tuple[torch.Tensor, t
     return total.item() / n if n else math.nan
 
 
-def generate_and_print_sample(model: GPT, tokenizer: Any, prompt: str, max_new_tokens: int, *,
-                              temperature: float = 1.0, top_k: int | None = None,
+def generate_and_print_sample(model: GPT, prompt: str, max_new_tokens: int, *,
+                              tokenizer: Any = None, temperature: float = 1.0, top_k: int | None = None,
                               device: torch.device | str | None = None,
                               generator: torch.Generator | None = None,
                               print_fn: Callable[[str], Any] | None = print,
                               should_stop: Callable[[], bool] | None = None) -> str:
     """Continue ``prompt`` by ``max_new_tokens`` tokens, print it (unless
-    ``print_fn`` is None) and return the whole text, prompt included."""
+    ``print_fn`` is None) and return the whole text, prompt included.
+    Without a ``tokenizer`` the model is taken to be byte-level."""
+    tokenizer = tokenizer or ByteTokenizer()
     was_training = model.training
     model.eval()
     try:
@@ -311,8 +313,9 @@ class Trainer:
         # sampling never touches the training RNG.
         gen = torch.Generator(device=self.hw.device).manual_seed(cfg.seed + self.step)
         with self.hw.autocast():
-            text = generate_and_print_sample(self.model, self.corpus.tokenizer, cfg.sample_prompt,
-                                             cfg.sample_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+            text = generate_and_print_sample(self.model, cfg.sample_prompt, cfg.sample_tokens,
+                                             tokenizer=self.corpus.tokenizer,
+                                             temperature=cfg.temperature, top_k=cfg.top_k,
                                              device=self.hw.device, generator=gen, print_fn=None,
                                              should_stop=stop)
         if not self.stopping:
