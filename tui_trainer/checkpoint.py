@@ -1,21 +1,27 @@
 """Checkpoints: written atomically, loaded without unpickling arbitrary code.
 
 Layout inside a run folder:
-    ckpt-step00000400.pt   one per save, the newest ``keep`` retained
+    ckpt-step00000400.pt   one per save: the newest, plus ``keep`` older ones
     latest.pt              hard link (or copy) of the newest save
     best.pt                hard link (or copy) of the save with the lowest val loss
 
 Each file is written to a temporary name in the same folder, flushed and
 fsynced, then ``os.replace``d into place: a kill at any instant leaves the old
-file or the new one, never a torn one.
+file or the new one, never a torn one.  ``latest.pt`` is repointed only after
+the step file is complete, so it always names a whole checkpoint; a kill
+between the two leaves ``latest.pt`` at the previous save, which is still a
+valid place to resume from.  Temporary files a killed writer left behind are
+removed by the next save.
+
+Loading uses ``torch.load(weights_only=True)``: tensors and plain containers
+only, so a hostile file cannot run code, and every unreadable file (truncated,
+random bytes, someone else's pickle) becomes a one-line ``CheckpointError``.
 """
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import shutil
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +29,14 @@ import torch
 
 from .config import UserError
 
+FORMAT = "tui-trainer/1"
 LATEST = "latest.pt"
 BEST = "best.pt"
 _STEP_RE = re.compile(r"^ckpt-step(\d+)\.pt$")
+_TMP_RE = re.compile(r"^\..+\.tmp-\d+$")
+# What a checkpoint must hold for --resume to continue a run from it.
+HINT = "resume from another ckpt-step*.pt file in that folder"
+REQUIRED_KEYS = ("format", "step", "tokens", "config", "model", "optimizer", "sampler", "rng")
 
 
 class CheckpointError(UserError):
@@ -45,9 +56,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
 def atomic_save(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, fsync, rename."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _tmp_name(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(state, f)
@@ -55,33 +71,38 @@ def atomic_save(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)  # only still there if the write failed
     _fsync_dir(path.parent)
     return path
 
 
 def _link_atomic(src: Path, dst: Path) -> None:
     """Point ``dst`` at the same bytes as ``src``, atomically."""
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        tmp.unlink()
+    tmp = _tmp_name(dst)
+    tmp.unlink(missing_ok=True)
     try:
-        os.link(src, tmp)
-    except OSError:  # no hard links here (some network or FAT filesystems)
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+        try:
+            os.link(src, tmp)
+        except OSError:  # no hard links here (some network or FAT filesystems)
+            with open(src, "rb") as fi, open(tmp, "wb") as fo:
+                shutil.copyfileobj(fi, fo)
+                fo.flush()
+                os.fsync(fo.fileno())
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
     _fsync_dir(dst.parent)
 
 
 def step_path(run_dir: Path, step: int) -> Path:
-    return run_dir / f"ckpt-step{step:08d}.pt"
+    return Path(run_dir) / f"ckpt-step{step:08d}.pt"
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: str | os.PathLike[str], step: int, *,
                     keep: int, best: bool) -> Path:
     """Write this step's checkpoint, repoint latest (and best), prune old ones."""
     run_dir = Path(run_dir)
+    remove_stale_temps(run_dir)
     path = atomic_save(state, step_path(run_dir, step))
     _link_atomic(path, run_dir / LATEST)
     if best:
@@ -90,9 +111,19 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | os.PathLike[str], step
     return path
 
 
-def list_step_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+def remove_stale_temps(run_dir: Path) -> None:
+    """Delete temporary files of writers that were killed mid-save.  One
+    process writes a run folder at a time (see ``resume.RunLock``), so any
+    temporary file not named with our pid is a leftover."""
+    mine = f".tmp-{os.getpid()}"
+    for p in Path(run_dir).iterdir():
+        if _TMP_RE.match(p.name) and not p.name.endswith(mine):
+            p.unlink(missing_ok=True)
+
+
+def list_step_checkpoints(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
     found = []
-    for p in run_dir.iterdir():
+    for p in Path(run_dir).iterdir():
         m = _STEP_RE.match(p.name)
         if m:
             found.append((int(m.group(1)), p))
@@ -100,27 +131,38 @@ def list_step_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def prune(run_dir: Path, keep: int) -> None:
-    # latest.pt and best.pt are links of their own, so removing a step file
-    # never removes the bytes they point at.
+    """Keep the newest step file and the ``keep`` before it.
+
+    latest.pt and best.pt are links of their own, so removing a step file
+    never removes the bytes they point at."""
     steps = list_step_checkpoints(run_dir)
-    for _, p in steps[: max(0, len(steps) - max(keep, 1))]:
+    for _, p in steps[: max(0, len(steps) - (max(keep, 0) + 1))]:
         p.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``: tensors and plain
-    containers only, so a hostile file cannot run code.  Any unreadable file
-    becomes a one-line ``CheckpointError``."""
+    """Load a checkpoint with ``weights_only=True``.  Any file that is not a
+    whole tui-trainer checkpoint becomes a one-line ``CheckpointError``."""
     path = Path(path)
+    if path.is_dir():
+        path = path / LATEST
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found; pass a run folder that has {LATEST}")
+        raise CheckpointError(f"checkpoint {path} not found; pass a run folder that has {LATEST}, "
+                              "or one of its ckpt-step*.pt files")
+    hint = HINT
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError,
-            OSError, AttributeError, KeyError, IndexError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as e:  # any unreadable file: truncated, random bytes, a foreign pickle
+        text = str(e).strip()
+        first = text.splitlines()[0] if text else type(e).__name__
         raise CheckpointError(f"checkpoint {path} is truncated or not a tui-trainer checkpoint "
-                              f"({first[:120]}); resume from another checkpoint in the folder") from None
-    if not isinstance(state, dict) or state.get("format") != "tui-trainer/1":
-        raise CheckpointError(f"{path} is not a tui-trainer checkpoint; pass a checkpoint this tool wrote")
+                              f"({first[:100]}); {hint}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a tui-trainer checkpoint (no {FORMAT!r} format tag); "
+                              "pass a checkpoint this tool wrote")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}; {hint}")
     return state

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -66,56 +65,82 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+def config_values_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Only the settings the user gave (TOML, then flags), no defaults."""
     values: dict[str, Any] = {}
     if getattr(args, "config", None):
         values.update(load_toml(args.config))
     for name in FIELDS:
         if hasattr(args, name):
             values[name] = getattr(args, name)
-    return make_config(values)
+    return values
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return make_config(config_values_from_args(args))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import threading
+
     from .console import ConsoleSink
     from .engine import Trainer
+    from .resume import RunLock, apply_resume, find_checkpoint, plan_resume, set_aside_superseded
     from .rundir import check_new_run_dir, create_run_dir
     from .runlog import LOG_NAME, JsonlSink
+    from .signals import RunSignals, TerminalSink
 
-    cfg = config_from_args(args)
     headless = args.headless or not (sys.stdout.isatty() and sys.stdin.isatty())
-    check_new_run_dir(cfg.out)
-    # All fallible preparation happens here, before a run folder exists.
-    trainer = Trainer(cfg, interactive=not headless)
-    run_dir = create_run_dir(cfg.out, cfg.name)
-    trainer.run_dir, trainer.run_name = run_dir, run_dir.name
-    log = JsonlSink(run_dir / LOG_NAME)
-    trainer.sinks.append(log)
+    lock = None
     try:
-        if headless:
-            trainer.sinks.append(ConsoleSink(cfg.log_every))
-            _install_stop_signals(trainer)
-            end = trainer.run()
+        if args.resume:
+            # Lock first: a run still going in that folder must not get a second writer.
+            lock = RunLock(find_checkpoint(args.resume)[0]).acquire()
+            plan = plan_resume(args.resume, config_values_from_args(args))
+            cfg = plan.cfg
+            trainer = Trainer(cfg, interactive=not headless)
+            apply_resume(plan, trainer)
+            run_dir = plan.run_dir
+            set_aside_superseded(plan)
         else:
-            from .ui.app import run_dashboard
-            end = run_dashboard(trainer, mouse=not args.no_mouse)
+            cfg = config_from_args(args)
+            check_new_run_dir(cfg.out)
+            # All fallible preparation happens here, before a run folder exists.
+            trainer = Trainer(cfg, interactive=not headless)
+            run_dir = create_run_dir(cfg.out, cfg.name)
+            lock = RunLock(run_dir).acquire()
+        trainer.run_dir, trainer.run_name = run_dir, run_dir.name
+        log = JsonlSink(run_dir / LOG_NAME)  # appends on resume; never rewrites
+        trainer.sinks.append(log)
+        try:
+            with RunSignals(trainer) as sig:
+                if headless:
+                    trainer.sinks.append(TerminalSink(ConsoleSink(cfg.log_every)))
+                    end = trainer.run()
+                else:
+                    from .ui.app import run_dashboard
+                    try:
+                        end = run_dashboard(trainer, mouse=not args.no_mouse)
+                    except Exception:
+                        if not sig.hung_up.is_set():
+                            raise
+                        end = None  # the terminal went away under the dashboard
+                    if sig.hung_up.is_set():
+                        # SSH dropped: the trainer thread carries on headless; wait for it.
+                        while not trainer.done.wait(1.0) and threading.active_count() > 1:
+                            pass
+                        end = trainer.end or end
+        finally:
+            log.close()
     finally:
-        log.close()
+        if lock is not None:
+            lock.release()
     if headless:
-        print(f"log: {run_dir / LOG_NAME}")
+        try:
+            print(f"log: {run_dir / LOG_NAME}", flush=True)
+        except OSError:
+            pass  # the terminal is gone (SIGHUP); the log is what matters
     return EXIT_OK if end is None or end.status in ("finished", "stopped") else EXIT_FAILED
-
-
-def _install_stop_signals(trainer: Any) -> None:
-    """SIGINT/SIGTERM: stop after the current step with a final checkpoint."""
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if trainer.stopping and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: leave now
-        trainer.request_stop()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
 
 
 def cmd_view(args: argparse.Namespace) -> int:

@@ -86,7 +86,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # chattily the run goes on, not what it computes at a given step.
 RESUMABLE_CHANGES = {"steps", "eval_every", "log_every", "checkpoint_every", "keep", "max_bad_steps",
                      "out", "name", "sample_prompt", "sample_tokens", "temperature", "top_k",
-                     "device", "compile", "threads", "eval_batches"}
+                     "device", "compile", "threads", "eval_batches", "tf32", "fused_adamw"}
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

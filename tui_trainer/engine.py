@@ -170,6 +170,10 @@ class Trainer:
         self.paused = False
         self.diverged = False
         self.resumed = False
+        self.resumed_from: str | None = None  # set by resume.py: the checkpoint continued from
+        self.config_changes: dict[str, Any] | None = None  # resume: {key: [old, new]}
+        self.done = threading.Event()  # set once run() has emitted its run_end
+        self.end: RunEnd | None = None
         self._t0 = time.perf_counter()
 
     def _to_device(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -202,7 +206,8 @@ class Trainer:
         self._t0 = time.perf_counter()
         self.emit(RunStart(step=self.step, run_name=self.run_name, config=cfg.to_dict(),
                            n_params=self.model.num_params(), device=self.hw.describe(),
-                           total_steps=cfg.steps, resumed=self.resumed))
+                           total_steps=cfg.steps, resumed=self.resumed, resumed_from=self.resumed_from,
+                           changes=self.config_changes))
         status, error = "finished", None
         try:
             while self.step < cfg.steps:
@@ -224,13 +229,25 @@ class Trainer:
                     self._save("scheduled")
         except Exception as e:  # shown in the UI and written to the log, never lost
             status, error = "failed", f"{type(e).__name__}: {e}"
+        except KeyboardInterrupt:  # a second Ctrl-C (signals.py): leave now, but say so in the log
+            self.end = RunEnd(step=self.step, status="killed", elapsed_s=self.elapsed, val_loss=self.last_val,
+                              error="interrupted twice: no final checkpoint")
+            try:
+                self.emit(self.end)
+            finally:
+                self.done.set()
+            raise
         if self.diverged and status == "stopped":
             status = "diverged"
         if status in ("finished", "stopped") and self.step > 0 and self.last_ckpt_step != self.step:
             self._save("final")
         end = RunEnd(step=self.step, status=status, elapsed_s=self.elapsed,
                      val_loss=self.last_val, error=error)
-        self.emit(end)
+        self.end = end
+        try:
+            self.emit(end)
+        finally:
+            self.done.set()
         return end
 
     def _train_step(self) -> bool:
@@ -257,6 +274,7 @@ class Trainer:
         self.scaler.step(self.optimizer)  # fp16: skips the update itself on inf grads
         self.scaler.update()
         self.bad_in_row = 0
+        self.diverged = False  # a good step after a human resumed a diverged run: checkpoints allowed again
         self.step += 1
         n = x.numel()
         self.tokens += n

@@ -49,6 +49,11 @@ class RunStart(Record):
     device: str
     total_steps: int
     resumed: bool = False
+    # On resume: the checkpoint continued from (its step is ``step``) and the
+    # config changes allowed on resume, {key: [old, new]}.  Records earlier in
+    # the file with a step above ``step`` are superseded (runlog.effective_records).
+    resumed_from: str | None = None
+    changes: dict[str, Any] | None = None
 
 
 @dataclass

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from .records import Record
 
@@ -102,3 +102,29 @@ def _reject_constant(name: str) -> Any:
 
 def read_records(path: str | os.PathLike[str], stats: ReadStats | None = None) -> list[dict[str, Any]]:
     return list(iter_jsonl(path, stats))
+
+
+def _field(r: Any, name: str, default: Any = None) -> Any:
+    return r.get(name, default) if isinstance(r, dict) else getattr(r, name, default)
+
+
+def effective_records(records: Iterable[Any]) -> list[Any]:
+    """The records that still count, after resumes (dicts or ``Record``s).
+
+    A resumed session appends to the same file, starting with a ``run_start``
+    whose ``resumed`` is true and whose ``step`` S is the checkpoint it
+    continued from.  Whatever an earlier session wrote with a step above S
+    (steps trained after that checkpoint, before a crash or kill) is
+    superseded: the resumed session trains those steps again.  So, reading in
+    file order, each resumed ``run_start`` drops the earlier records whose
+    step is greater than S; records at or below S are kept.  The file itself
+    is never rewritten.
+    """
+    out: list[Any] = []
+    for r in records:
+        if _field(r, "type") == "run_start" and _field(r, "resumed"):
+            s = _field(r, "step")
+            if isinstance(s, int):
+                out = [x for x in out if not isinstance(_field(x, "step"), int) or _field(x, "step") <= s]
+        out.append(r)
+    return out

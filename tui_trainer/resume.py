@@ -1,0 +1,236 @@
+"""``tui-trainer train --resume RUN_DIR``: continue a run where it stopped.
+
+What is continued.  RUN_DIR's ``latest.pt`` (or a ``ckpt-step*.pt`` file
+named instead of the folder) restores the model, the optimizer, the grad
+scaler, the step and token counts, the best val loss, the data sampler's
+generator and every RNG (Python, NumPy, torch CPU and CUDA).  On CPU with the
+same settings, the resumed run computes exactly the losses the uninterrupted
+run would have, step for step.
+
+Settings.  The run's settings come from the checkpoint; flags (and --config)
+given with --resume override them.  Only ``RESUMABLE_CHANGES`` (config.py:
+total steps, eval and checkpoint cadence, sampling, device, ...) may differ;
+they are recorded in the ``run_start`` record as ``changes``.  Anything that
+changes what the run computes (model shape, data, vocabulary, batch size,
+learning-rate settings, seed, ...) is refused with a one-line error naming
+each difference.  Changing ``--steps`` reshapes the cosine schedule from the
+resume point on, so such a run is no longer the same as an uninterrupted one.
+
+The log (README text).  A resumed run appends to RUN_DIR/losses.jsonl; the
+file is never rewritten or truncated.  The resumed session starts with a
+``run_start`` record with ``"resumed": true``, ``step`` = the checkpoint's
+step S and ``resumed_from`` = the checkpoint file.  Records an earlier session
+wrote with a step above S (steps trained after its last checkpoint, before a
+crash or ``kill -9``) are *superseded*: the resumed session trains those
+steps again and writes them anew.  Readers apply the rule with
+``runlog.effective_records``: in file order, each resumed ``run_start`` drops
+the earlier records whose step is greater than its own.  A line torn by a
+kill mid-write is closed with a newline and stays as one unreadable line that
+readers skip and count.
+
+One writer.  A run folder is locked (``.lock``, an advisory ``flock``) while a
+process trains in it, so resuming a run that is still going (say after SSH
+dropped and the run carried on) is refused instead of interleaving two
+writers.  The kernel drops the lock when the process dies, even by kill -9.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import checkpoint as ckpt
+from .config import FIELDS, RESUMABLE_CHANGES, TrainConfig, UserError, make_config
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one writer is then up to the user
+    fcntl = None  # type: ignore[assignment]
+
+LOCK_NAME = ".lock"
+
+
+@dataclass
+class ResumePlan:
+    run_dir: Path
+    ckpt_path: Path
+    state: dict[str, Any]
+    cfg: TrainConfig
+    changes: dict[str, list[Any]] = field(default_factory=dict)
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+
+def find_checkpoint(target: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """(run folder, checkpoint file) for a ``--resume`` argument: a run folder
+    (its latest save) or one ``.pt`` file inside it."""
+    p = Path(target)
+    if not p.exists():
+        raise UserError(f"--resume {p} not found; pass the folder of an earlier run")
+    if p.is_file():
+        return p.parent, p
+    steps = ckpt.list_step_checkpoints(p)
+    latest = p / ckpt.LATEST
+    if not latest.exists():
+        if steps:
+            raise UserError(f"--resume {p} has no {ckpt.LATEST}; pass --resume {steps[-1][1]} to continue "
+                            "from its newest checkpoint")
+        raise UserError(f"--resume {p} holds no checkpoint (no {ckpt.LATEST}); it cannot be resumed, "
+                        "start a new run instead")
+    return p, latest
+
+
+def _newer_step_file(run_dir: Path, ckpt_path: Path, step: int) -> Path | None:
+    """A step file newer than latest.pt: the save finished but a kill came
+    before latest.pt was repointed.  Being renamed into place, it is whole."""
+    if ckpt_path.name != ckpt.LATEST:
+        return None
+    newer = [p for s, p in ckpt.list_step_checkpoints(run_dir) if s > step]
+    return newer[-1] if newer else None
+
+
+def _sound_alternative(run_dir: Path, bad: Path) -> Path | None:
+    """The newest step file other than ``bad`` that loads."""
+    for _, p in reversed(ckpt.list_step_checkpoints(run_dir)):
+        try:
+            if bad.exists() and p.samefile(bad):
+                continue
+            ckpt.load_checkpoint(p)
+        except (OSError, ckpt.CheckpointError):
+            continue
+        return p
+    return None
+
+
+def _with_alternative(e: Exception, run_dir: Path, bad: Path) -> ckpt.CheckpointError:
+    alt = _sound_alternative(run_dir, bad)
+    msg = str(e)
+    if alt is not None:
+        msg = msg.replace(ckpt.HINT, f"pass --resume {alt} to continue from the newest sound checkpoint")
+    return ckpt.CheckpointError(msg)
+
+
+def load_resume_state(run_dir: Path, ckpt_path: Path) -> tuple[Path, dict[str, Any]]:
+    try:
+        state = ckpt.load_checkpoint(ckpt_path)
+    except ckpt.CheckpointError as e:
+        raise _with_alternative(e, run_dir, ckpt_path) from None
+    newer = _newer_step_file(run_dir, ckpt_path, int(state["step"]))
+    if newer is not None:
+        try:
+            return newer, ckpt.load_checkpoint(newer)
+        except ckpt.CheckpointError:
+            pass  # keep latest.pt, which did load
+    return ckpt_path, state
+
+
+def plan_resume(target: str | os.PathLike[str], values: dict[str, Any]) -> ResumePlan:
+    """Load the checkpoint and merge settings: the checkpoint's config,
+    overridden by ``values`` (only the settings the user gave).  Refuses a
+    change that matters with one line naming every difference."""
+    run_dir, ckpt_path = find_checkpoint(target)
+    ckpt_path, state = load_resume_state(run_dir, ckpt_path)
+    step = int(state["step"])
+    saved = {k: v for k, v in dict(state["config"]).items() if k in FIELDS}
+    values = dict(values)
+    out = values.pop("out", None)
+    if out is not None and Path(out).resolve() != run_dir.resolve():
+        raise UserError(f"--out {out} cannot be used with --resume: the run continues in {run_dir}; drop --out")
+    values.pop("name", None)  # a name only picks a new folder
+    here = {"out": str(run_dir), "name": run_dir.name}
+    try:
+        before = make_config({**saved, **here})
+    except UserError as e:
+        raise ckpt.CheckpointError(f"checkpoint {ckpt_path} holds settings this version rejects ({e})") from None
+    cfg = make_config({**saved, **values, **here})
+    old, new = before.to_dict(), cfg.to_dict()
+    changes = {k: [old[k], new[k]] for k in new if old[k] != new[k]}
+    refused = {k: v for k, v in changes.items() if k not in RESUMABLE_CHANGES and k != "data"}
+    if refused:
+        diffs = ", ".join(f"{k} ({a!r} in the checkpoint, {b!r} now)" for k, (a, b) in refused.items())
+        flags = " ".join("--" + k.replace("_", "-") for k in refused)
+        raise UserError(f"cannot resume {run_dir}: {diffs} differ; drop {flags} to continue that run, "
+                        "or start a new run with the new settings")
+    if cfg.steps <= step:
+        raise UserError(f"run {run_dir} is already at step {step} of --steps {cfg.steps}; "
+                        f"pass --steps N with N above {step} to train it longer")
+    return ResumePlan(run_dir=run_dir, ckpt_path=ckpt_path, state=state, cfg=cfg, changes=changes)
+
+
+def apply_resume(plan: ResumePlan, trainer: Any) -> None:
+    """Check the data against the checkpoint, then load every state into the
+    trainer (built from ``plan.cfg``)."""
+    st = plan.state
+    fp = st.get("data_fingerprint")
+    if fp is not None and fp != trainer.corpus.fingerprint:
+        raise UserError(f"cannot resume {plan.run_dir}: the data differs from the checkpoint's "
+                        f"({trainer.corpus.source}: {trainer.corpus.fingerprint}, checkpoint: {fp}); "
+                        "pass --data with the file that run trained on")
+    vocab = st.get("vocab_size")
+    if vocab is not None and vocab != trainer.corpus.vocab_size:
+        raise UserError(f"cannot resume {plan.run_dir}: vocab_size ({vocab} in the checkpoint, "
+                        f"{trainer.corpus.vocab_size} now) differs; pass --vocab-size {vocab}")
+    try:
+        trainer.load_state_dict(st)
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        err = ckpt.CheckpointError(f"checkpoint {plan.ckpt_path} does not fit this run ({first[:120]}); "
+                                   f"{ckpt.HINT}")
+        raise _with_alternative(err, plan.run_dir, plan.ckpt_path) from None
+    trainer.resumed_from = str(plan.ckpt_path)
+    trainer.config_changes = plan.changes or None
+
+
+def set_aside_superseded(plan: ResumePlan) -> list[Path]:
+    """Step files newer than the checkpoint resumed from (only when an older
+    file was named on purpose) belong to the abandoned branch: rename them so
+    that pruning, which keeps the highest steps, cannot prefer them over the
+    new saves.  Nothing is deleted."""
+    moved = []
+    for s, p in ckpt.list_step_checkpoints(plan.run_dir):
+        if s > plan.step:
+            dst = p.with_name(p.stem + ".superseded.pt")
+            os.replace(p, dst)
+            moved.append(dst)
+    return moved
+
+
+class RunLock:
+    """An advisory lock on a run folder, held while a process trains in it."""
+
+    def __init__(self, run_dir: str | os.PathLike[str]):
+        self.path = Path(run_dir) / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        if fcntl is None:
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            finally:
+                os.close(fd)
+            raise UserError(f"run {self.path.parent} is in use by another tui-trainer (pid {pid}); "
+                            f"follow it with `tui-trainer view --follow {self.path.parent}`, or stop it "
+                            f"(kill -TERM {pid}) before resuming") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock; the file stays (harmless)
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
