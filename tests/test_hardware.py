@@ -134,8 +134,32 @@ def test_no_fused_adamw_flag_turns_it_off(fake_cuda):
     assert not configure(make_config({"device": "cuda", "fused_adamw": False})).fused_adamw
 
 
-def test_cpu_uses_the_default_adamw():
+def test_cpu_uses_fused_adamw_where_torch_has_the_kernel(monkeypatch):
+    monkeypatch.setattr(hardware, "_fused_adamw_devices", lambda: ["cuda", "cpu"])
+    assert pick_fused_adamw(True, CPU) is True
+    assert pick_fused_adamw(False, CPU) is False
+    monkeypatch.setattr(hardware, "_fused_adamw_devices", lambda: ["cuda"])  # torch < 2.4
     assert pick_fused_adamw(True, CPU) is False
+
+
+def test_fused_adamw_on_cpu_trains_like_the_default_loop():
+    from tui_trainer.model import GPT, GPTConfig
+    from tui_trainer.optim import make_optimizer
+
+    losses = {}
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(n_layer=1, n_embd=32, n_head=2, context_length=16))
+        opt = make_optimizer(model, 0.1, 3e-3, (0.9, 0.99), fused=pick_fused_adamw(fused, CPU))
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(5):
+            x = torch.randint(0, 256, (4, 16), generator=gen)
+            loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), x.roll(-1, 1).flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        losses[fused] = loss.item()
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
 
 
 # --- torch.compile: opt-in ---
