@@ -230,17 +230,16 @@ class Trainer:
         except Exception as e:  # shown in the UI and written to the log, never lost
             status, error = "failed", f"{type(e).__name__}: {e}"
         except KeyboardInterrupt:  # a second Ctrl-C (signals.py): leave now, but say so in the log
-            self.end = RunEnd(step=self.step, status="killed", elapsed_s=self.elapsed, val_loss=self.last_val,
-                              error="interrupted twice: no final checkpoint")
-            try:
-                self.emit(self.end)
-            finally:
-                self.done.set()
+            self._end_killed()
             raise
         if self.diverged and status == "stopped":
             status = "diverged"
         if status in ("finished", "stopped") and self.step > 0 and self.last_ckpt_step != self.step:
-            self._save("final")
+            try:
+                self._save("final")
+            except KeyboardInterrupt:
+                self._end_killed()
+                raise
         end = RunEnd(step=self.step, status=status, elapsed_s=self.elapsed,
                      val_loss=self.last_val, error=error)
         self.end = end
@@ -249,6 +248,14 @@ class Trainer:
         finally:
             self.done.set()
         return end
+
+    def _end_killed(self) -> None:
+        self.end = RunEnd(step=self.step, status="killed", elapsed_s=self.elapsed, val_loss=self.last_val,
+                          error="interrupted twice: no final checkpoint")
+        try:
+            self.emit(self.end)
+        finally:
+            self.done.set()
 
     def _train_step(self) -> bool:
         cfg = self.cfg
