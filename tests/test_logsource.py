@@ -1,0 +1,315 @@
+"""Reading logs back without the UI: formats, bad lines, resume, following."""
+import json
+import math
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tui_trainer.logsource import (LineParser, LogError, LogSource, Tail, TrainBlock, apply_items,
+                                   load_series, preview, resolve)
+from tui_trainer.records import Eval, RunEnd, RunStart, Sample, TrainStep
+from tui_trainer.runlog import JsonlSink, dumps
+from tui_trainer.series import RunSeries
+
+
+def write_run(path, steps=50, eval_every=10, loss=lambda s: 4.0 - s / 100, session=None, end=True):
+    """A deterministic run log in our own format (no training needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sink = JsonlSink(path)
+    sink.emit(RunStart(step=0, run_name=path.parent.name, config={}, n_params=10, device="cpu",
+                       total_steps=steps, time=0.0))
+    for s in range(1, steps + 1):
+        sink.emit(TrainStep(step=s, train_loss=loss(s), lr=1e-3 * s / steps, tokens_per_sec=1000.0,
+                            grad_norm=0.5, elapsed_s=s * 0.1, tokens=s * 64, time=float(s)))
+        if s % eval_every == 0:
+            sink.emit(Eval(step=s, val_loss=loss(s) + 0.1, train_loss=loss(s), elapsed_s=s * 0.1, time=float(s)))
+            sink.emit(Sample(step=s, prompt="def ", text=f"sample at {s}", time=float(s)))
+    if end:
+        sink.emit(RunEnd(step=steps, status="finished", elapsed_s=steps * 0.1, time=float(steps)))
+    sink.close()
+    return path
+
+
+def raw_points(curve):
+    return curve.recent.view()
+
+
+def test_own_log_loads_with_every_figure(tmp_path):
+    log = write_run(tmp_path / "run1" / "losses.jsonl")
+    series, counts = load_series(tmp_path / "run1")
+    assert series.name == "run1" and series.state == "finished"
+    x, y = raw_points(series.loss)
+    assert list(x) == list(range(1, 51)) and y[0] == pytest.approx(3.99)
+    assert [e.step for e in series.evals] == [10, 20, 30, 40, 50]
+    assert series.sample() == (50, "sample at 50", 5, 5)
+    assert series.tokens_per_sec == 1000.0 and series.step == 50 and series.total_steps == 50
+    assert counts.bad == 0 and counts.plottable == 55
+    assert resolve(tmp_path / "run1") == log
+
+
+def test_bulk_load_matches_record_by_record(tmp_path):
+    log = write_run(tmp_path / "r" / "losses.jsonl", steps=6000, eval_every=1000,
+                    loss=lambda s: 3 + math.sin(s / 50))
+    bulk, _ = load_series(log)
+    one = RunSeries("r")
+    parser = LineParser(bulk=False)
+    apply_items(one, parser.feed(log.read_bytes().split(b"\n")))
+    for width in (80, 200):
+        for a, b in zip(bulk.train_points(width), one.train_points(width)):
+            np.testing.assert_allclose(a, b)
+        for a, b in zip(bulk.train_points(width, smooth=True), one.train_points(width, smooth=True)):
+            np.testing.assert_allclose(a, b)
+        for a, b in zip(bulk.lr_points(width), one.lr_points(width)):
+            np.testing.assert_allclose(a, b)
+    assert bulk.step == one.step == 6000 and len(bulk.evals) == len(one.evals) == 6
+
+
+def test_lesson_format_plots(tmp_path):
+    log = tmp_path / "losses.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "train_loss": 5 - s / 10, "lr": 1e-3}) + "\n"
+                           for s in range(1, 21)))
+    series, counts = load_series(log)
+    x, y = raw_points(series.loss)
+    assert list(x) == list(range(1, 21)) and y[-1] == pytest.approx(3.0)
+    assert series.lr == pytest.approx(1e-3) and counts.bad == 0
+
+
+def test_hugging_face_log_history_plots(tmp_path):
+    lines = [{"loss": 2.5, "grad_norm": 1.2, "learning_rate": 5e-5, "epoch": 0.1, "step": 10},
+             {"loss": 2.1, "learning_rate": 4e-5, "epoch": 0.2, "step": 20},
+             {"eval_loss": 1.9, "eval_runtime": 3.2, "eval_samples_per_second": 10.0, "epoch": 0.2, "step": 20},
+             {"train_runtime": 50.0, "train_samples_per_second": 3.0, "total_flos": 1e12,
+              "train_loss": 2.3, "epoch": 0.2, "step": 20}]
+    log = tmp_path / "trainer_log.jsonl"
+    log.write_text("\n".join(json.dumps(d) for d in lines))  # no final newline: still read
+    series, counts = load_series(log)
+    x, y = raw_points(series.loss)
+    assert list(x) == [10, 20] and list(y) == [2.5, 2.1]  # the summary's average is not a point
+    assert [(e.step, e.val) for e in series.evals] == [(20, 1.9)]
+    assert series.lr == pytest.approx(4e-5)
+    assert counts.ignored == 1 and counts.bad == 0 and not counts.torn_tail
+
+
+def test_other_step_and_loss_keys(tmp_path):
+    log = tmp_path / "x.jsonl"
+    log.write_text('{"iter": 1, "loss": 3.0, "extra": [1, 2]}\n'
+                   '{"global_step": 2, "learning_rate": 0.1}\n'
+                   '{"iter": 3.0, "train_loss": 2.0, "val_loss": 2.5}\n'
+                   '{"note": "no step here"}\n')
+    series, counts = load_series(log)
+    x, y = raw_points(series.loss)
+    assert list(x) == [1] and list(y) == [3.0]
+    assert list(raw_points(series.lr_curve)[0]) == [2]
+    assert [(e.step, e.train, e.val) for e in series.evals] == [(3, 2.0, 2.5)]
+    assert counts.ignored == 1
+
+
+def test_bad_lines_are_skipped_and_counted(tmp_path):
+    good = lambda s: json.dumps({"step": s, "train_loss": 1.0, "lr": 0.1})  # noqa: E731
+    log = tmp_path / "l.jsonl"
+    log.write_bytes("\n".join([
+        good(1),
+        "not json at all",                                   # 2
+        "[1, 2, 3]",                                         # 3 not an object
+        '{"step": 4, "train_loss": NaN, "lr": 0.1}',         # 4 NaN literal
+        '{"step": 5, "train_loss": Infinity}',               # 5
+        '{"step": "6", "train_loss": 1.0}',                  # 6 step of the wrong type
+        '{"step": 7, "train_loss": "low"}',                  # 7 loss of the wrong type
+        '{"step": true, "loss": 1.0}',                       # 8 a bool is not a step
+        '{"type": "train", "step": 9, "train_loss": [1]}',   # 9
+        '{"type": "eval", "step": 10, "val_loss": "x", "train_loss": 1, "elapsed_s": 1}',  # 10
+        "",
+        "   ",
+        good(13),
+    ]).encode() + b"\n\xff\xfe{garbage\n" + good(15).encode() + b"\n")
+    series, counts = load_series(log)
+    assert list(raw_points(series.loss)[0]) == [1, 13, 15]
+    assert counts.bad == 10
+    assert counts.first_bad == [2, 3, 4, 5, 6, 7, 8, 9, 10, 14]
+    assert series.bad_lines == 10
+    assert "10 bad lines skipped (line 2, 3, 4…)" in counts.describe()
+
+
+def test_torn_last_line_is_not_a_bad_line(tmp_path):
+    log = write_run(tmp_path / "r" / "losses.jsonl", steps=5, end=False)
+    with open(log, "a") as f:
+        f.write('{"type":"train","step":6,"train_lo')
+    series, counts = load_series(log)
+    assert series.step == 5 and counts.bad == 0 and counts.torn_tail
+
+
+def test_resumed_run_supersedes_steps_after_its_checkpoint(tmp_path):
+    log = tmp_path / "r" / "losses.jsonl"
+    write_run(log, steps=10, eval_every=5, loss=lambda s: 1.0, end=False)  # killed after step 10
+    sink = JsonlSink(log)
+    sink.emit(RunStart(step=6, run_name="r", config={}, n_params=10, device="cpu", total_steps=12, resumed=True))
+    for s in range(7, 13):
+        sink.emit(TrainStep(step=s, train_loss=2.0, lr=1e-3, tokens_per_sec=1.0, grad_norm=0.1, elapsed_s=s))
+    sink.emit(RunEnd(step=12, status="finished", elapsed_s=12.0))
+    sink.close()
+    series, _ = load_series(log)
+    x, y = raw_points(series.loss)
+    assert list(x) == list(range(1, 13))
+    assert list(y) == [1.0] * 6 + [2.0] * 6
+    assert [e.step for e in series.evals] == [5]  # the eval at 10 belonged to the superseded steps
+    assert series.state == "finished"
+
+
+def test_preview_samples_the_whole_file(tmp_path):
+    log = write_run(tmp_path / "r" / "losses.jsonl", steps=3000, eval_every=500)
+    pv = preview(log, "r", points=100)
+    x, _ = raw_points(pv.loss)
+    assert 80 <= len(x) <= 100 and x[0] < 100 and x[-1] > 2900 and np.all(np.diff(x) > 0)
+
+
+def test_parser_makes_blocks_in_bulk_and_records_otherwise():
+    lines = [dumps(TrainStep(step=s, train_loss=1.0, lr=0.1, tokens_per_sec=5.0, grad_norm=1.0,
+                             elapsed_s=1.0)).encode() for s in (1, 2, 3)]
+    items = LineParser(bulk=True).feed(lines)
+    assert len(items) == 1 and isinstance(items[0], TrainBlock)
+    assert list(items[0].steps) == [1, 2, 3] and items[0].last.tokens_per_sec == 5.0
+    items = LineParser(bulk=False).feed(lines)
+    assert [type(i) for i in items] == [TrainStep] * 3
+
+
+# --- following ---
+
+def test_tail_holds_a_torn_line_until_complete(tmp_path):
+    p = tmp_path / "l.jsonl"
+    p.write_bytes(b'{"step": 1, "loss": 1}\n{"step": 2, "lo')
+    t = Tail(p)
+    assert t.open()
+    assert t.read() == [b'{"step": 1, "loss": 1}']
+    assert t.read() is None
+    with open(p, "ab") as f:
+        f.write(b'ss": 2}\n')
+    assert t.read() == [b'{"step": 2, "loss": 2}']
+
+
+def test_tail_notices_truncation_replacement_and_rewrite(tmp_path):
+    p = tmp_path / "l.jsonl"
+    p.write_bytes(b"a\nb\n")
+    t = Tail(p)
+    t.open()
+    t.read()
+    assert not t.changed()
+    p.write_bytes(b"a\n")                     # truncated (shorter than what we read)
+    assert t.changed()
+    t.open()
+    t.read()
+    p.write_bytes(b"X\nb\nc\nd\n")            # rewritten in place, now longer
+    assert t.changed()
+    t.open()
+    t.read()
+    (tmp_path / "new").write_bytes(b"X\nb\nc\nd\n")
+    os.replace(tmp_path / "new", p)          # same bytes, another file (log rotation)
+    assert t.changed()
+
+
+def wait_for(cond, source, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        source.poll_into_runs()
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class Driven(LogSource):
+    """A LogSource whose poll results are applied here the way the app applies them."""
+
+    def poll_into_runs(self):
+        for i, rec in self.poll():
+            self.runs[i].apply(rec)
+
+
+def test_follow_waits_for_the_file_then_picks_up_appends(tmp_path):
+    log = tmp_path / "run" / "losses.jsonl"
+    src = Driven([tmp_path / "run"], follow=True)
+    src.prepare()
+    src.start()
+    try:
+        assert wait_for(lambda: "waiting for" in src.status_text(), src)
+        log.parent.mkdir()
+        t0 = time.monotonic()
+
+        def writer():
+            with open(log, "ab", buffering=0) as f:
+                for s in range(1, 11):
+                    f.write(dumps(TrainStep(step=s, train_loss=1.0 / s, lr=0.1, tokens_per_sec=1.0,
+                                            grad_norm=1.0, elapsed_s=s)).encode() + b"\n")
+                line = dumps(TrainStep(step=11, train_loss=0.05, lr=0.1, tokens_per_sec=1.0,
+                                       grad_norm=1.0, elapsed_s=11)).encode() + b"\n"
+                f.write(line[:20])              # a line written in two halves
+                time.sleep(0.4)
+                f.write(line[20:])
+
+        th = threading.Thread(target=writer)
+        th.start()
+        assert wait_for(lambda: src.runs[0].step == 10, src)
+        assert time.monotonic() - t0 < 2.0  # generous: appears within a poll or two
+        assert src.runs[0].bad_lines == 0
+        th.join()
+        assert wait_for(lambda: src.runs[0].step == 11, src)
+        assert src.runs[0].bad_lines == 0 and src.feeds[0].counts.bad == 0
+        x, y = raw_points(src.runs[0].loss)
+        assert list(x) == list(range(1, 12)) and y[-1] == 0.05
+        assert "waiting" not in src.status_text()
+    finally:
+        src.close()
+
+
+def test_follow_rereads_a_truncated_file(tmp_path):
+    log = write_run(tmp_path / "r" / "losses.jsonl", steps=30, end=False, loss=lambda s: 1.0)
+    src = Driven([log], follow=True)
+    src.prepare()
+    assert src.runs[0].step == 30 and len(src.runs[0].evals) == 3
+    src.start()
+    try:
+        log.write_text("")  # truncated: a rerun writing the same path
+        write_run(log, steps=5, eval_every=5, loss=lambda s: 2.0, end=False)
+        assert wait_for(lambda: src.runs[0].step == 5, src)
+        x, y = raw_points(src.runs[0].loss)
+        assert list(x) == [1, 2, 3, 4, 5] and set(y) == {2.0}
+        assert [e.step for e in src.runs[0].evals] == [5]
+        assert src.resets == 1
+    finally:
+        src.close()
+
+
+def test_follow_rereads_when_a_resume_supersedes_steps(tmp_path):
+    log = write_run(tmp_path / "r" / "losses.jsonl", steps=10, eval_every=5, loss=lambda s: 1.0, end=False)
+    src = Driven([log], follow=True)
+    src.prepare()
+    src.start()
+    try:
+        with open(log, "a") as f:
+            f.write(dumps(RunStart(step=6, run_name="r", config={}, n_params=1, device="cpu",
+                                   total_steps=12, resumed=True)) + "\n")
+            f.write(dumps(TrainStep(step=7, train_loss=2.0, lr=1e-3, tokens_per_sec=1.0, grad_norm=0.1,
+                                    elapsed_s=7)) + "\n")
+        assert wait_for(lambda: src.resets == 1 and src.runs[0].step == 7, src)
+        x, y = raw_points(src.runs[0].loss)
+        assert list(x) == list(range(1, 8)) and list(y) == [1.0] * 6 + [2.0]
+    finally:
+        src.close()
+
+
+# --- paths ---
+
+def test_resolve_names_the_problem(tmp_path):
+    with pytest.raises(LogError, match="does not exist"):
+        resolve(tmp_path / "nope")
+    (tmp_path / "outputs" / "run-a").mkdir(parents=True)
+    write_run(tmp_path / "outputs" / "run-b" / "losses.jsonl", steps=2)
+    with pytest.raises(LogError, match=r"folder without losses.jsonl; it holds runs \(run-b\)"):
+        resolve(tmp_path / "outputs")
+    with pytest.raises(LogError, match="folder without losses.jsonl; pass a run folder"):
+        resolve(tmp_path / "outputs" / "run-a")
+    (tmp_path / "model.pt").write_bytes(b"PK\x03\x04\x00\x00binary")
+    with pytest.raises(LogError, match="binary file"):
+        resolve(tmp_path / "model.pt")
