@@ -15,6 +15,7 @@ wound down before the app may exit.
 """
 from __future__ import annotations
 
+import asyncio
 import math
 import queue
 import threading
@@ -32,7 +33,7 @@ from ..engine import Command
 from ..records import Record, RunEnd
 from ..series import RunSeries
 from .plot import VAL_COLOUR, CurvePlot, rich_colour
-from .widgets import Alert, EvalLog, HelpScreen, SamplePane, StatusLine
+from .widgets import Alert, EvalLog, HelpScreen, SamplePane, StatusLine, fmt_count
 
 POLL_S = 0.25          # drain the source 4 times a second
 PLOT_S = 0.5           # redraw plots at most twice a second (plotext runs on the UI thread)
@@ -172,10 +173,11 @@ class DashboardApp(App):
         Binding("e", "eval", "eval"),
         Binding("c", "checkpoint", "ckpt"),
         Binding("s", "smooth", "smooth"),
-        Binding("l", "log_y", "log y"),
+        Binding("l", "log_y", "log"),
         Binding("w", "window", "window"),
-        Binding("left_square_bracket", "sample(1)", "older", key_display="["),
-        Binding("right_square_bracket", "sample(-1)", "newer", key_display="]"),
+        # One footer entry for both: 80 columns must show every key and q.
+        Binding("left_square_bracket", "sample(1)", "sample", key_display="[]"),
+        Binding("right_square_bracket", "sample(-1)", "newer sample", show=False),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("q", "quit", "quit"),
         Binding("ctrl+c", "quit", "quit", show=False, priority=True),
@@ -193,6 +195,7 @@ class DashboardApp(App):
         self._plots_dirty = True
         self._evals_seen = -1
         self._samples_seen = (-1, -1)
+        self._keys_state: tuple | None = None
         if title:
             self.title = title
 
@@ -207,11 +210,10 @@ class DashboardApp(App):
             yield CurvePlot("lr", id="lr")
             with VerticalScroll(id="sample-box"):
                 yield SamplePane(id="sample")
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#evals").border_title = "evals"
-        self.query_one("#lr").border_title = "learning rate"
         self.query_one("#sample-box").border_title = "sample"
         for plot in self.query(CurvePlot):
             plot.runs = self.runs
@@ -259,30 +261,37 @@ class DashboardApp(App):
             for plot in self.query(CurvePlot):
                 plot.runs = self.runs
                 plot.refresh()
-        self.refresh_bindings()
+        # Refreshing bindings rebuilds the footer: only when what it shows changes.
+        keys = (self.source.can_steer, self.quitting, all(r.ended for r in self.runs))
+        if keys != self._keys_state:
+            self._keys_state = keys
+            self.refresh_bindings()
 
     def _title_plots(self) -> None:
+        """Current figures and the plot options in the pane titles (compact
+        mode has no bottom border, so nothing goes in subtitles)."""
         loss = self.query_one("#loss", CurvePlot)
-        t = Text("train loss")
+        t = Text("loss")
         if len(self.runs) == 1:
             r = self.runs[0]
             if math.isfinite(r.train_loss):
                 t.append(f" {r.train_loss:.3f}")
             if loss.smooth and math.isfinite(r.smoothed_loss):
-                t.append(f" (ema {r.smoothed_loss:.3f})")
-            t.append(" · ")
+                t.append(f" ema {r.smoothed_loss:.3f}")
+            t.append(" ")
             t.append("●", style=f"color({VAL_COLOUR})")
             t.append(" val")
         else:
             for i, r in enumerate(self.runs):
-                t.append("  ■", style=rich_colour(i))
+                t.append(" ■", style=rich_colour(i))
                 t.append(f" {r.name[:16]}")
+        flags = [f for f, on in (("ema", loss.smooth), ("log", loss.log_y),
+                                 (f"last {fmt_count(self.window_steps)}", loss.window)) if on]
+        if flags:
+            t.append(" · " + " ".join(flags), style="italic")
         loss.border_title = Content.from_rich_text(t)
-        opts = [("ema" if loss.smooth else "raw"), ("log" if loss.log_y else "lin"),
-                (f"last {self.window_steps:,}" if loss.window else "whole run")]
-        loss.border_subtitle = " · ".join(opts)
         lr = self.query_one("#lr", CurvePlot)
-        lr.border_subtitle = "" if lr.window is None else f"last {self.window_steps:,}"
+        lr.border_title = "learning rate" + ("" if lr.window is None else f" · last {fmt_count(self.window_steps)}")
 
     def _show_sample(self) -> None:
         run = self.runs[0] if self.runs else None
@@ -367,10 +376,24 @@ def run_dashboard(trainer: Any, mouse: bool = True) -> RunEnd | None:
     """
     source = TrainerSource(trainer)
     app = DashboardApp(source, [RunSeries(trainer.run_name)], title=f"tui-trainer · {trainer.run_name}")
+    # SSH dropped (signals.RunSignals): close the UI, the run carries on headless.
+    getattr(trainer, "on_hangup", []).append(lambda: _detach(app, source))
     try:
         app.run(mouse=mouse)
     finally:
-        if not source.done:
+        if not source.done and not getattr(source, "detached", False):
             source.stop()
             source.join()
     return source.end
+
+
+def _detach(app: App, source: TrainerSource) -> None:
+    """The terminal is gone: stop feeding the UI and close it; the trainer
+    thread goes on writing its log and checkpoints (cli waits for it)."""
+    source.detached = True  # type: ignore[attr-defined]
+    t = source.trainer
+    t.sinks = [s for s in t.sinks if getattr(s, "queue", None) is not source.queue]
+    try:  # we are in a signal handler on the app's thread: schedule, don't call
+        asyncio.get_running_loop().call_soon_threadsafe(app.exit)
+    except RuntimeError:
+        pass

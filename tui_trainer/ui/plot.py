@@ -112,7 +112,7 @@ class CurvePlot(Widget):
         lo, hi = _x_range(series, self.start_x())
         if hi > lo:
             f.ruler("x").lim(lo, hi)
-            ticks = nice_ticks(lo, hi, max(2, w // 10))
+            ticks = nice_ticks(lo, hi, max(2, w // 14))
             f.ruler("x").ticks(ticks, [fmt_step(t) for t in ticks])
         if self.kind == "lr":
             ys = np.concatenate([y for _, _, y, _, _ in series if len(y)] or [np.zeros(1)])

@@ -64,6 +64,8 @@ def fmt_duration(s: float) -> str:
 class StatusLine(Static):
     """One line per run: name, step/total, tok/s, ETA, lr, state; the source's note at the end."""
 
+    _shown = Text("")
+
     def show(self, runs: list[RunSeries], note: str = "") -> None:
         lines = []
         for i, r in enumerate(runs):
@@ -88,11 +90,17 @@ class StatusLine(Static):
             if i == 0 and note:
                 t.append(f"  {note}", style="italic")
             lines.append(t)
-        self.update(Text("\n").join(lines) if lines else Text("no run yet"))
+        text = Text("\n").join(lines) if lines else Text("no run yet")
+        if text != self._shown:
+            # A relayout only when the number of lines changes: this runs 4 times a second.
+            self.update(text, layout=len(text.plain.splitlines()) != len(self._shown.plain.splitlines()))
+            self._shown = text
 
 
 class Alert(Static):
     """A banner for what must not be missed: divergence, failure, a refused command."""
+
+    _shown: tuple[str, bool] = ("", False)
 
     def show(self, runs: list[RunSeries]) -> None:
         parts = []
@@ -105,9 +113,14 @@ class Alert(Static):
                 parts.append(f"{r.name} {r.state.upper()} at step {r.step:,}: {r.error or 'no error text'}")
             elif r.message:
                 parts.append(f"{r.name}: {r.message}")
+        bad = any(r.state in ("diverged", "failed", "killed") or r.error for r in runs)
+        shown = (printable("\n".join(parts)), bad)
+        if shown == self._shown:
+            return
+        self._shown = shown
         self.set_class(bool(parts), "-shown")
-        self.set_class(any(r.state in ("diverged", "failed", "killed") or r.error for r in runs), "-bad")
-        self.update(printable("\n".join(parts)))
+        self.set_class(bad, "-bad")
+        self.update(shown[0])
 
 
 class EvalLog(DataTable):
@@ -170,19 +183,19 @@ class SamplePane(Static):
 
 HELP = """\
 [b]Keys[/b]
-  [b]p[/b]  pause / resume training          [b]e[/b]  evaluate and sample now
-  [b]c[/b]  save a checkpoint now            [b]q[/b]  quit: stop cleanly, final checkpoint
-  [b]s[/b]  smooth the train curve (EMA)     [b]l[/b]  log-scale y axis of the loss
-  [b]w[/b]  whole run / recent window        [b][[/b] [b]][/b]  older / newer sample
-  [b]?[/b]  this help                        [b]ctrl+p[/b]  commands (e.g. a light theme)
+  [b]p[/b]  pause / resume           [b]e[/b]  evaluate and sample now
+  [b]c[/b]  checkpoint now           [b]q[/b]  quit cleanly (final checkpoint)
+  [b]s[/b]  smooth loss (EMA)        [b]l[/b]  log-scale loss axis
+  [b]w[/b]  whole run / last steps   [b]\\[[/b] [b]][/b]  older / newer sample
+  [b]?[/b]  this help                [b]ctrl+p[/b]  commands (e.g. a light theme)
 
 [b]Reading the screen[/b]
-  Loss: the line is the train loss of each step (min and max per column, so
-  spikes stay visible, or its EMA with s); dots are the validation loss at each
-  eval.  A * in the eval log marks a new best val loss.
-  A DIVERGED run met NaN/inf losses several steps in a row: it is paused and
-  no bad step touched the weights; p resumes, q stops.
-  Over SSH, start with --no-mouse to keep your terminal's copy and paste.
+  The loss line is each step's train loss (min and max per column,
+  so spikes stay visible; its EMA with s); dots are the validation
+  loss at each eval; * in the eval log marks a new best.
+  DIVERGED: the loss was NaN/inf several steps in a row.  The run is
+  paused and no bad step touched the weights; p resumes, q stops.
+  Over SSH, --no-mouse keeps your terminal's copy and paste.
 
 Press escape or ? to close."""
 

@@ -1,0 +1,144 @@
+"""What the live dashboard costs training: tokens/sec with it up versus headless.
+
+One process, interleaved: each round trains the same short run headless (the
+loop in this thread, writing the JSONL log) and with the dashboard (the loop
+in the app's training thread, the app hosted headless by ``run_test``, its
+timers draining the queue and redrawing plots as in a terminal), in
+alternating order.  Tokens/sec is measured from the run's own records between
+the first and last step past warm-up; the UI thread's CPU share is its thread
+CPU time over wall time in the same steady-state stretch.
+
+Headless Textual still lays out and renders every widget (plotext included);
+it skips only encoding the frame for, and writing it to, a terminal.
+
+    python benchmarks/bench_dashboard.py [--rounds 5] [--steps 400] [--shape small|tiny]
+
+Timings on a shared machine are noisy: read medians and spread, not one run.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from tui_trainer.config import make_config
+from tui_trainer.engine import Trainer
+from tui_trainer.records import Record, TrainStep
+from tui_trainer.runlog import LOG_NAME, JsonlSink
+from tui_trainer.series import RunSeries
+from tui_trainer.ui.app import DashboardApp, TrainerSource
+
+SHAPES = {
+    # ~10-30 ms steps on a laptop CPU core: a realistic small CPU run.
+    "small": dict(n_layer=2, n_head=4, n_embd=64, context_length=64, batch_size=8),
+    # ~1-3 ms steps: hundreds of records a second, the worst case for the UI.
+    "tiny": dict(n_layer=1, n_head=2, n_embd=32, context_length=16, batch_size=4),
+}
+
+
+class Steps:
+    """A sink keeping (perf_counter, tokens) per train step, for steady-state throughput."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[float, int, int]] = []
+
+    def emit(self, r: Record) -> None:
+        if isinstance(r, TrainStep):
+            self.points.append((time.perf_counter(), r.step, r.tokens))
+
+    def tokens_per_sec(self, warm: float = 0.2) -> float:
+        pts = self.points[int(len(self.points) * warm):]
+        (t0, _, k0), (t1, _, k1) = pts[0], pts[-1]
+        return (k1 - k0) / (t1 - t0)
+
+
+def make_trainer(args, out: Path) -> tuple[Trainer, Steps, JsonlSink]:
+    cfg = make_config(dict(SHAPES[args.shape], steps=args.steps, eval_every=10**9, warmup_steps=10,
+                           threads=args.threads, out=str(out)))
+    out.mkdir(parents=True)
+    trainer = Trainer(cfg, out, interactive=True)
+    steps, log = Steps(), JsonlSink(out / LOG_NAME)
+    trainer.sinks += [log, steps]
+    return trainer, steps, log
+
+
+def run_headless(args, out: Path) -> tuple[float, float]:
+    trainer, steps, log = make_trainer(args, out)
+    try:
+        trainer.run()
+    finally:
+        log.close()
+    return steps.tokens_per_sec(), float("nan")
+
+
+def run_dashboard(args, out: Path) -> tuple[float, float]:
+    trainer, steps, log = make_trainer(args, out)
+    source = TrainerSource(trainer)
+    app = DashboardApp(source, [RunSeries(trainer.run_name)])
+    ui: dict[str, tuple[float, float]] = {}
+
+    async def drive() -> None:
+        async with app.run_test(size=tuple(args.size)) as pilot:
+            while not source.done:
+                n = len(steps.points)
+                # Sampled on the UI thread itself: thread_time is this thread's CPU.
+                if "a" not in ui and n >= args.steps * 0.2:
+                    ui["a"] = (time.thread_time(), time.perf_counter())
+                if "b" not in ui and n >= args.steps * 0.9:
+                    ui["b"] = (time.thread_time(), time.perf_counter())
+                await pilot.pause(0.25)  # as rarely as the app's own poll: this loop is not the app
+            assert threading.current_thread() is threading.main_thread()
+
+    try:
+        asyncio.run(drive())
+    finally:
+        source.stop()
+        source.join()
+        log.close()
+    (c0, w0), (c1, w1) = ui["a"], ui["b"]
+    return steps.tokens_per_sec(), (c1 - c0) / (w1 - w0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--shape", choices=sorted(SHAPES), default="small")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--size", type=int, nargs=2, default=(120, 40), metavar=("W", "H"))
+    args = p.parse_args()
+
+    head, dash, ratios, cpu = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            order = [("headless", run_headless), ("dashboard", run_dashboard)]
+            if r % 2:
+                order.reverse()
+            got = {}
+            for name, fn in order:
+                got[name] = fn(args, Path(tmp) / f"{name}-{r}")
+            h, (d, share) = got["headless"][0], got["dashboard"]
+            head.append(h)
+            dash.append(d)
+            ratios.append(d / h)
+            cpu.append(share)
+            print(f"round {r + 1}: headless {h:,.0f} tok/s  dashboard {d:,.0f} tok/s  "
+                  f"ratio {d / h:.3f}  UI thread {share:.1%} of a core", flush=True)
+
+    def summary(xs: list[float], fmt: str) -> str:
+        return f"median {format(statistics.median(xs), fmt)} (min {format(min(xs), fmt)}, max {format(max(xs), fmt)})"
+
+    print(f"shape {args.shape}, {args.steps} steps, {args.rounds} rounds, torch threads {args.threads}, "
+          f"app size {args.size[0]}x{args.size[1]}")
+    print(f"headless tok/s:     {summary(head, ',.0f')}")
+    print(f"dashboard tok/s:    {summary(dash, ',.0f')}")
+    print(f"ratio dash/headless: {summary(ratios, '.3f')}  (target >= 0.95)")
+    print(f"UI thread CPU:      {summary(cpu, '.1%')} of one core  (target < 10%)")
+
+
+if __name__ == "__main__":
+    main()
