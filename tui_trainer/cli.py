@@ -3,6 +3,8 @@
     tui-trainer                      train the demo on the embedded corpus
     tui-trainer train [flags]        train (dashboard, or --headless)
     tui-trainer view PATH... [--follow]
+    tui-trainer attach RUN_DIR       dashboard on a running (headless) run; steer it
+    torchrun --nproc_per_node=N -m tui_trainer train --headless ...   data-parallel
 
 Every train flag is generated from ``TrainConfig``'s fields, so a flag, its
 TOML key and the config field always share one name.
@@ -62,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("paths", nargs="+", metavar="PATH", help="a losses.jsonl or a run folder holding one")
     v.add_argument("--follow", "-f", action="store_true", help="keep reading as another process appends")
     v.add_argument("--no-mouse", action="store_true", help="leave the mouse to the terminal (copy/paste)")
+    a = sub.add_parser("attach", help="open the dashboard on a running (e.g. headless) run and steer it")
+    a.add_argument("run_dir", metavar="RUN_DIR", help="the folder the run is writing (outputs/run-...)")
+    a.add_argument("--send", metavar="CMD", choices=("pause", "resume", "toggle_pause", "eval", "checkpoint",
+                                                     "stop", "status"),
+                   help="no UI: send one command (pause, resume, eval, checkpoint, stop, status), print the answer")
+    a.add_argument("--no-mouse", action="store_true", help="leave the mouse to the terminal (copy/paste)")
     return p
 
 
@@ -84,13 +92,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     import threading
 
     from .console import ConsoleSink
+    from .control import start_for_run
+    from .distributed import from_env, run_worker
     from .engine import Trainer
     from .resume import RunLock, apply_resume, find_checkpoint, plan_resume, set_aside_superseded
     from .rundir import check_new_run_dir, create_run_dir
     from .runlog import LOG_NAME, JsonlSink
     from .signals import RunSignals, TerminalSink
 
-    headless = args.headless or not (sys.stdout.isatty() and sys.stdin.isatty())
+    world = from_env()
+    if not world.is_main:
+        return run_worker(args)  # torchrun rank > 0: trains in step, writes nothing
+    headless = args.headless or world.enabled or not (sys.stdout.isatty() and sys.stdin.isatty())
     lock = None
     try:
         if args.resume:
@@ -112,6 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer.run_dir, trainer.run_name = run_dir, run_dir.name
         log = JsonlSink(run_dir / LOG_NAME)  # appends on resume; never rewrites
         trainer.sinks.append(log)
+        control = start_for_run(trainer, run_dir)  # tui-trainer attach steers the run through it
         try:
             with RunSignals(trainer) as sig:
                 if headless:
@@ -131,6 +145,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                             pass
                         end = trainer.end or end
         finally:
+            if control is not None:
+                control.close()
+            trainer.dist.close()
             log.close()
     finally:
         if lock is not None:
@@ -141,6 +158,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         except OSError:
             pass  # the terminal is gone (SIGHUP); the log is what matters
     return EXIT_OK if end is None or end.status in ("finished", "stopped") else EXIT_FAILED
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    """Follow a run's log in the dashboard and steer it over its control
+    channel; quitting leaves the run going."""
+    import json
+
+    from .control import request
+
+    if args.send:
+        answer = request(args.run_dir, args.send)  # ControlError: one line, exit 2
+        print(json.dumps(answer))
+        return EXIT_OK if answer.get("ok") else EXIT_FAILED
+    from .ui.attach import run_attach
+
+    return run_attach(Path(args.run_dir), mouse=not args.no_mouse)
 
 
 def cmd_view(args: argparse.Namespace) -> int:
@@ -166,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_train(args)
         if args.command == "view":
             return cmd_view(args)
+        if args.command == "attach":
+            return cmd_attach(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
