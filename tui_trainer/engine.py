@@ -22,7 +22,8 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from . import checkpoint as ckpt
-from .config import TrainConfig
+from . import distributed
+from .config import TrainConfig, UserError
 from .data import BatchSampler, ByteTokenizer, load_corpus, make_batches
 from .hardware import configure
 from .model import GPT, GPTConfig
@@ -138,6 +139,9 @@ class Trainer:
         self.stop_event = threading.Event()
 
         self.hw = configure(cfg)
+        # torchrun: join the process group (a world of one does nothing).
+        self.dist = distributed.setup(self.hw)
+        self._agreed_stop = False  # data-parallel: the stop every rank agreed on at the last step
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         torch.manual_seed(cfg.seed)
@@ -146,17 +150,20 @@ class Trainer:
                                       n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                                       dropout=cfg.dropout, bias=cfg.bias)
         self.model = GPT(self.model_config).to(self.hw.device)
-        self.train_model: nn.Module = torch.compile(self.model) if self.hw.compile else self.model
+        ddp = self.dist.wrap(self.model)  # the model itself when there is one process
+        self.train_model: nn.Module = torch.compile(ddp) if self.hw.compile else ddp
         self.optimizer = make_optimizer(self.model, cfg.weight_decay, cfg.max_lr, (cfg.beta1, cfg.beta2),
                                         fused=self.hw.fused_adamw)
         self.scaler = torch.amp.GradScaler(self.hw.device.type, enabled=self.hw.dtype == "fp16")
-        self.sampler = BatchSampler(self.corpus.train, cfg.batch_size, cfg.context_length,
-                                    seed=cfg.seed, device=self.hw.device)
+        self.sampler = self.dist.sampler(self.corpus.train, cfg.batch_size, cfg.context_length,
+                                         seed=cfg.seed, device=self.hw.device)
         # Both eval slices are cut once, here, and reused identically at every probe.
-        self.val_batches = self._to_device(make_batches(self.corpus.val, cfg.batch_size, cfg.context_length,
-                                                        max_batches=cfg.eval_batches))
-        self.train_eval_batches = self._to_device(make_batches(self.corpus.train, cfg.batch_size,
-                                                               cfg.context_length, max_batches=cfg.eval_batches))
+        # Data-parallel: cut with the global batch, each rank evaluates its rows.
+        gb, shard = cfg.batch_size * self.dist.world_size, self.dist.shard_batches
+        self.val_batches = self._to_device(shard(make_batches(self.corpus.val, gb, cfg.context_length,
+                                                              max_batches=cfg.eval_batches)))
+        self.train_eval_batches = self._to_device(shard(make_batches(self.corpus.train, gb,
+                                                                     cfg.context_length, max_batches=cfg.eval_batches)))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
 
         self.step = 0
@@ -190,13 +197,17 @@ class Trainer:
 
     @property
     def stopping(self) -> bool:
-        return self.stop_event.is_set()
+        # Data-parallel: a signal seen by one rank counts from the next step's
+        # sync, so no rank ever leaves the loop alone and hangs the others.
+        return self._agreed_stop if self.dist.enabled else self.stop_event.is_set()
 
     @property
     def elapsed(self) -> float:
         return self.elapsed_before + (time.perf_counter() - self._t0)
 
     def emit(self, record: Record) -> None:
+        if not self.dist.is_main:
+            return  # data-parallel: rank 0 alone writes the log
         for sink in self.sinks:
             sink.emit(record)
 
@@ -205,7 +216,7 @@ class Trainer:
         cfg = self.cfg
         self._t0 = time.perf_counter()
         self.emit(RunStart(step=self.step, run_name=self.run_name, config=cfg.to_dict(),
-                           n_params=self.model.num_params(), device=self.hw.describe(),
+                           n_params=self.model.num_params(), device=self.hw.describe() + self.dist.describe(),
                            total_steps=cfg.steps, resumed=self.resumed, resumed_from=self.resumed_from,
                            changes=self.config_changes))
         status, error = "finished", None
@@ -270,7 +281,9 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         # One host sync for both numbers the record needs.
-        loss_v, norm_v = torch.stack([loss.detach().float(), norm.detach().float()]).tolist()
+        stats = torch.stack([loss.detach().float(), norm.detach().float()])
+        # Data-parallel: the global mean, so every rank takes the same skip-or-step decision.
+        loss_v, norm_v = self.dist.mean(stats) if self.dist.enabled else stats.tolist()
         if not math.isfinite(loss_v) or (not math.isfinite(norm_v) and not self.scaler.is_enabled()):
             # Never let a NaN/inf reach the weights: drop this step's gradients.
             self.optimizer.zero_grad(set_to_none=True)
@@ -283,7 +296,7 @@ class Trainer:
         self.bad_in_row = 0
         self.diverged = False  # a good step after a human resumed a diverged run: checkpoints allowed again
         self.step += 1
-        n = x.numel()
+        n = x.numel() * self.dist.world_size  # tokens in the global batch
         self.tokens += n
         dt = time.perf_counter() - t
         self.emit(TrainStep(step=self.step, train_loss=loss_v, lr=lr, tokens_per_sec=n / dt if dt > 0 else 0.0,
@@ -291,6 +304,8 @@ class Trainer:
         return True
 
     def _drain_commands(self) -> None:
+        if self.dist.enabled:
+            return self._sync_commands()
         while True:
             try:
                 if self.paused and not self.stopping:
@@ -302,6 +317,25 @@ class Trainer:
                     continue
                 return
             self._handle(Command(cmd))
+
+    def _sync_commands(self) -> None:
+        """Data-parallel: rank 0 takes the commands, every rank applies them at this step."""
+        while True:
+            taken: list[Command] = []
+            if self.dist.is_main:
+                try:
+                    waiting = self.paused and not self.stopping
+                    taken.append(self.commands.get(timeout=0.1) if waiting else self.commands.get_nowait())
+                    while len(taken) < distributed.MAX_COMMANDS_PER_STEP:
+                        taken.append(self.commands.get_nowait())
+                except queue.Empty:
+                    pass
+            cmds, stop = self.dist.sync_commands(taken, self.stop_event.is_set())
+            self._agreed_stop = self._agreed_stop or stop or Command.STOP in cmds
+            for cmd in cmds:
+                self._handle(cmd)
+            if not (self.paused and not self.stopping):
+                return
 
     def _handle(self, cmd: Command) -> None:
         if cmd is Command.STOP:
@@ -330,10 +364,14 @@ class Trainer:
         val = evaluate_model(self.train_model, self.val_batches, autocast=self.hw.autocast, should_stop=stop)
         train = evaluate_model(self.train_model, self.train_eval_batches, autocast=self.hw.autocast,
                                should_stop=stop)
+        if self.dist.enabled:  # each rank evaluated its rows of the same batches
+            val, train = self.dist.mean([val, train])
         if self.stopping:
             return  # a partial eval is not a number worth logging
         self.last_val, self.last_val_step = val, self.step
         self.emit(Eval(step=self.step, val_loss=val, train_loss=train, elapsed_s=self.elapsed, forced=forced))
+        if not self.dist.is_main:
+            return  # only rank 0 writes samples
         # Seeded by step: the sample at step k is the same in a resumed run, and
         # sampling never touches the training RNG.
         gen = torch.Generator(device=self.hw.device).manual_seed(cfg.seed + self.step)
@@ -353,6 +391,7 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
+            "world_size": self.dist.world_size,
             "tokens": self.tokens,
             "elapsed_s": self.elapsed,
             "best_val": self.best_val,
@@ -374,6 +413,13 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.dist.world_size:
+            raise UserError(f"the checkpoint was written by {saved_world} process(es) and this run has "
+                            f"{self.dist.world_size}; resume with torchrun --nproc_per_node={saved_world}"
+                            if saved_world > 1 else
+                            f"the checkpoint was written by one process and this run has {self.dist.world_size}; "
+                            "resume it without torchrun")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
@@ -400,7 +446,7 @@ class Trainer:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
     def _save(self, reason: str) -> Path | None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self.dist.is_main:  # data-parallel: rank 0 writes checkpoints
             return None
         if self.diverged or not self._weights_finite():
             # A diverged model must never overwrite a good checkpoint.
