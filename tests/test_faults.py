@@ -287,3 +287,27 @@ def test_dashboard_mode_pauses_on_divergence_and_recovers_when_resumed(tmp_path,
     assert not refused.ok and "diverged" in refused.message
     # after good steps again, checkpoints are written as usual
     assert [r.step for r in rec.records if isinstance(r, Checkpoint)] == [5, 10, 15, 20]
+
+
+def test_sighup_under_the_dashboard_closes_it_and_the_run_finishes(tmp_path):
+    """Dashboard mode (a pty for a terminal): on SIGHUP the UI closes, the
+    trainer thread carries on to the end and the process then exits."""
+    out = tmp_path / "run"
+    master, slave = pty.openpty()
+    os.set_blocking(master, False)
+    cmd = [sys.executable, "-m", "tui_trainer", "train", "--out", str(out), *TINY, "--steps", "150",
+           "--eval-every", "50"]
+    p = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                         env=dict(ENV, TERM="xterm-256color"))
+    os.close(slave)
+    try:
+        wait_until(lambda: last_train_step(out) >= 10, p, tick=lambda: _drain(master))
+    finally:
+        os.close(master)
+    time.sleep(0.05)
+    p.send_signal(signal.SIGHUP)
+    assert last_train_step(out) < 150
+    assert p.wait(timeout=60) == 0  # the UI did not keep the process alive, nor take the run down
+    recs = records(out)
+    assert recs[-1]["type"] == "run_end" and recs[-1]["status"] == "finished" and recs[-1]["step"] == 150
+    assert sorted(train_losses(out)) == list(range(1, 151))

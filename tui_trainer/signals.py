@@ -72,6 +72,7 @@ class RunSignals:
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> "RunSignals":
+        self.trainer.on_hangup = self.on_hangup  # the dashboard registers its way out here
         if threading.current_thread() is not threading.main_thread():
             return self
         for sig in STOP_SIGNALS:
