@@ -93,7 +93,7 @@ def test_resume_is_exact(full_run, tmp_path, k):
     recs = read_records(split / LOG_NAME)
     starts = [r for r in recs if r["type"] == "run_start"]
     assert [s["resumed"] for s in starts] == [False, True]
-    assert starts[1]["step"] == k and starts[1]["resumed_from"].endswith(".pt")
+    assert starts[1]["step"] == k and starts[1]["resumed_from"].endswith(f"ckpt-step{k:08d}.pt")
     assert recs[-1]["type"] == "run_end" and recs[-1]["status"] == "finished"
     # the final weights are identical too
     a = ckpt.load_checkpoint(full_run / ckpt.LATEST)["model"]

@@ -155,10 +155,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as e:  # any unreadable file: truncated, random bytes, a foreign pickle
-        text = str(e).strip()
-        first = text.splitlines()[0] if text else type(e).__name__
+        # torch's first sentence names the fault ("...failed finding central
+        # directory", "Weights only load failed"); the rest is advice for coders.
+        text = str(e).strip().splitlines()[0].split(". ")[0].rstrip(".") if str(e).strip() else ""
+        reason = text[:90] if text else type(e).__name__
         raise CheckpointError(f"checkpoint {path} is truncated or not a tui-trainer checkpoint "
-                              f"({first[:100]}); {hint}") from None
+                              f"({reason}); {hint}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a tui-trainer checkpoint (no {FORMAT!r} format tag); "
                               "pass a checkpoint this tool wrote")

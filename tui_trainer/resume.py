@@ -124,7 +124,18 @@ def load_resume_state(run_dir: Path, ckpt_path: Path) -> tuple[Path, dict[str, A
             return newer, ckpt.load_checkpoint(newer)
         except ckpt.CheckpointError:
             pass  # keep latest.pt, which did load
-    return ckpt_path, state
+    return _step_file_of(run_dir, ckpt_path), state
+
+
+def _step_file_of(run_dir: Path, path: Path) -> Path:
+    """latest.pt is a link that moves on: name the step file it points at."""
+    try:
+        for _, p in ckpt.list_step_checkpoints(run_dir):
+            if p.samefile(path):
+                return p
+    except OSError:
+        pass
+    return path
 
 
 def plan_resume(target: str | os.PathLike[str], values: dict[str, Any]) -> ResumePlan:
@@ -152,7 +163,8 @@ def plan_resume(target: str | os.PathLike[str], values: dict[str, Any]) -> Resum
     if refused:
         diffs = ", ".join(f"{k} ({a!r} in the checkpoint, {b!r} now)" for k, (a, b) in refused.items())
         flags = " ".join("--" + k.replace("_", "-") for k in refused)
-        raise UserError(f"cannot resume {run_dir}: {diffs} differ; drop {flags} to continue that run, "
+        verb = "differs" if len(refused) == 1 else "differ"
+        raise UserError(f"cannot resume {run_dir}: {diffs} {verb}; drop {flags} to continue that run, "
                         "or start a new run with the new settings")
     if cfg.steps <= step:
         raise UserError(f"run {run_dir} is already at step {step} of --steps {cfg.steps}; "
