@@ -104,7 +104,8 @@ def _runs_hint(folder: Path) -> str:
 def check_file(log: Path) -> None:
     """Raise ``LogError`` unless ``log`` is a readable regular file of text."""
     try:
-        fd = os.open(log, os.O_RDONLY)
+        # Non-blocking: opening a FIFO for reading would otherwise wait for a writer.
+        fd = os.open(log, os.O_RDONLY | os.O_NONBLOCK)
     except PermissionError:
         raise LogError(f"cannot read {log}: permission denied; check its permissions (ls -l {log})") from None
     except OSError as e:
@@ -403,7 +404,7 @@ class Tail:
         """Open the file; False while it does not exist."""
         self.close()
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             return False
         except PermissionError:

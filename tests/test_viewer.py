@@ -1,0 +1,243 @@
+"""``tui-trainer view``: the dashboard's panes over files, driven with Pilot."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from test_logsource import write_run
+from tui_trainer import cli
+from tui_trainer.records import TrainStep
+from tui_trainer.runlog import dumps
+from tui_trainer.ui.plot import CurvePlot
+from tui_trainer.ui.viewer import FileSource, ViewerApp
+from tui_trainer.ui.widgets import EvalLog, SamplePane
+
+SIZE = (100, 30)
+BRAILLE = range(0x2801, 0x2900)
+
+
+def drawn(plot: CurvePlot) -> str:
+    return plot.render().plain
+
+
+def has_curve(plot: CurvePlot) -> bool:
+    return any(ord(ch) in BRAILLE for ch in drawn(plot))
+
+
+async def until(pilot, cond, what: str, timeout: float = 20.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def viewer(paths, follow=False):
+    src = FileSource(paths, follow=follow)
+    src.prepare()
+    return ViewerApp(src), src
+
+
+async def test_replay_shows_plots_evals_and_samples(tmp_path):
+    write_run(tmp_path / "run1" / "losses.jsonl", steps=200, eval_every=50)
+    app, src = viewer([tmp_path / "run1"])
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        run = app.runs[0]
+        assert run.step == 200 and run.state == "finished" and len(run.evals) == 4
+        assert has_curve(app.query_one("#loss", CurvePlot)) and has_curve(app.query_one("#lr", CurvePlot))
+        assert app.query_one(EvalLog).row_count == 4
+        assert "sample at 200" in str(app.query_one(SamplePane).render())
+        assert app.query_one("#sample-box").border_title == "sample @ step 200 (4/4)"
+        await pilot.press("left_square_bracket", "left_square_bracket")
+        assert "sample at 100" in str(app.query_one(SamplePane).render())
+        assert app.query_one("#sample-box").border_title == "sample @ step 100 (2/4)"
+        await pilot.press("right_square_bracket")
+        assert app.query_one("#sample-box").border_title == "sample @ step 150 (3/4)"
+        # A log cannot be steered: the keys are not offered and do nothing.
+        assert app.check_action("pause", ()) is False and app.check_action("eval", ()) is False
+        await pilot.press("p", "e", "c")
+        assert run.state == "finished"
+        await pilot.press("q")
+    assert src.done
+
+
+async def test_a_real_run_replays(tmp_path, capsys):
+    out = tmp_path / "real"
+    code = cli.main(["train", "--headless", "--steps", "20", "--eval-every", "10", "--warmup-steps", "5",
+                     "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--context-length", "16",
+                     "--batch-size", "4", "--eval-batches", "2", "--sample-tokens", "8", "--out", str(out)])
+    assert code == 0
+    capsys.readouterr()
+    app, _ = viewer([out])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        run = app.runs[0]
+        assert run.name == "real" and run.step == 20 and run.state == "finished"
+        assert [e.step for e in run.evals] == [10, 20] and len(run.samples) == 2
+        assert has_curve(app.query_one("#loss", CurvePlot))
+        await pilot.press("q")
+
+
+async def test_two_runs_overlay_in_one_plot(tmp_path):
+    write_run(tmp_path / "lr-3e-3" / "losses.jsonl", steps=100, loss=lambda s: 4 - s / 50)
+    write_run(tmp_path / "lr-1e-3" / "losses.jsonl", steps=80, loss=lambda s: 4 - s / 100)
+    app, _ = viewer([tmp_path / "lr-3e-3", tmp_path / "lr-1e-3" / "losses.jsonl"])
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        assert [r.name for r in app.runs] == ["lr-3e-3", "lr-1e-3"]
+        loss = app.query_one("#loss", CurvePlot)
+        assert loss.runs is app.runs and len(loss.runs) == 2
+        assert "lr-3e-3" in loss.border_title and "lr-1e-3" in loss.border_title
+        text = loss.render()
+        colours = {str(span.style) for span in text.spans}
+        assert len([c for c in colours if "color(4)" in c or "blue" in c]) and \
+            len([c for c in colours if "color(1)" in c or "red" in c])  # one colour per run
+        assert app.query_one(EvalLog).row_count == 10 + 8
+        await pilot.press("q")
+
+
+async def test_lesson_and_hugging_face_files_plot(tmp_path):
+    lesson = tmp_path / "lesson.jsonl"
+    lesson.write_text("".join(json.dumps({"step": s, "train_loss": 5 - s / 50, "lr": 1e-3}) + "\n"
+                              for s in range(1, 101)))
+    hf = tmp_path / "hf.jsonl"
+    hf.write_text("".join(json.dumps(d) + "\n" for s in range(10, 210, 10) for d in
+                          ([{"loss": 3 - s / 200, "learning_rate": 5e-5, "epoch": s / 100, "step": s}] +
+                           ([{"eval_loss": 2.9 - s / 200, "epoch": s / 100, "step": s}] if s % 50 == 0 else []))))
+    for path, steps, evals in ((lesson, 100, 0), (hf, 200, 4)):
+        app, _ = viewer([path])
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.2)
+            assert app.runs[0].step == steps and len(app.runs[0].evals) == evals
+            assert has_curve(app.query_one("#loss", CurvePlot)), path
+            assert has_curve(app.query_one("#lr", CurvePlot)), path
+            await pilot.press("q")
+
+
+async def test_follow_shows_appends_and_survives_truncation(tmp_path):
+    log = write_run(tmp_path / "r" / "losses.jsonl", steps=20, eval_every=10, end=False)
+    app, src = viewer([log], follow=True)
+
+    def append(steps):
+        with open(log, "ab", buffering=0) as f:
+            for s in steps:
+                line = dumps(TrainStep(step=s, train_loss=1.0, lr=0.1, tokens_per_sec=1.0,
+                                       grad_norm=1.0, elapsed_s=s)).encode() + b"\n"
+                f.write(line[:15])
+                time.sleep(0.01)
+                f.write(line[15:])
+
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        assert app.runs[0].step == 20 and app.query_one(EvalLog).row_count == 2
+        assert "following" in src.status_text()
+        th = threading.Thread(target=append, args=(range(21, 41),))
+        th.start()
+        await until(pilot, lambda: app.runs[0].step == 40, "appended steps")
+        th.join()
+        assert src.feeds[0].counts.bad == 0
+        log.write_text("")  # a rerun over the same file
+        write_run(log, steps=5, eval_every=5, end=False)
+        await until(pilot, lambda: app.runs[0].step == 5, "the re-read after truncation")
+        await pilot.pause(0.3)
+        assert app.query_one(EvalLog).row_count == 1  # the old run's rows are gone
+        await pilot.press("q")
+        await until(pilot, lambda: src.done, "the watcher to stop")
+
+
+def test_follow_a_headless_run_in_another_process(tmp_path):
+    """The viewer waits for a run folder that does not exist yet, then follows
+    the real training process writing it, to its run-end record."""
+    out = tmp_path / "live"
+    src = FileSource([out], follow=True)
+    src.prepare()
+    src.start()
+    proc = subprocess.Popen([sys.executable, "-m", "tui_trainer", "train", "--headless", "--steps", "30",
+                             "--eval-every", "15", "--warmup-steps", "5", "--n-layer", "1", "--n-head", "2",
+                             "--n-embd", "32", "--context-length", "16", "--batch-size", "4",
+                             "--eval-batches", "2", "--sample-tokens", "8", "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert src.status_text().startswith("following · waiting for")
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not (src.runs[0].ended and src.runs[0].step == 30):
+            for i, rec in src.poll():
+                src.runs[i].apply(rec)
+            time.sleep(0.05)
+        run = src.runs[0]
+        assert run.state == "finished" and run.step == 30 and [e.step for e in run.evals] == [15, 30]
+        assert src.feeds[0].counts.bad == 0
+    finally:
+        proc.wait(timeout=120)
+        src.close()
+    assert proc.returncode == 0, proc.stderr.read().decode()
+
+
+# --- bad input: one line, exit 2, no screen ---
+
+def view(args, capsys):
+    code = cli.main(["view", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, err
+
+
+def one_error_line(err):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("missing", "does not exist"),
+    ("empty_dir", "folder without losses.jsonl; pass a run folder"),
+    ("outputs", "folder without losses.jsonl; it holds runs (run-b)"),
+    ("binary", "is a binary file"),
+    ("empty_file", "has no plottable record"),
+    ("junk", "has no plottable record (3 lines: 2 unreadable, 1 without a step and a loss)"),
+    ("fifo", "not a regular file"),
+])
+def test_bad_paths_exit_2_with_one_line(tmp_path, capsys, case, expect):
+    p = tmp_path / case
+    if case == "empty_dir":
+        p.mkdir()
+    elif case == "outputs":
+        (p / "run-a").mkdir(parents=True)
+        write_run(p / "run-b" / "losses.jsonl", steps=2)
+    elif case == "binary":
+        p.write_bytes(bytes(range(256)) * 4)
+    elif case == "empty_file":
+        p.write_text("")
+    elif case == "junk":
+        p.write_text('not json\n{"type": "eval", "step": "x"}\n{"message": "hello"}\n')
+    elif case == "fifo":
+        os.mkfifo(p)
+    code, err = view([p], capsys)
+    assert code == 2
+    assert expect in one_error_line(err)
+
+
+def test_unreadable_file_exits_2(tmp_path, capsys, monkeypatch):
+    p = write_run(tmp_path / "r" / "losses.jsonl", steps=2)
+    real_open = os.open
+
+    def deny(path, *a, **kw):  # the tests run as root, where chmod 000 does not stop a read
+        if os.fspath(path) == os.fspath(p):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr(os, "open", deny)
+    code, err = view([p], capsys)
+    assert code == 2 and "permission denied" in one_error_line(err)
+
+
+def test_one_bad_path_among_good_ones_names_it(tmp_path, capsys):
+    good = write_run(tmp_path / "good" / "losses.jsonl", steps=3)
+    code, err = view([good, tmp_path / "typo"], capsys)
+    assert code == 2 and "typo does not exist" in one_error_line(err)
