@@ -112,7 +112,7 @@ async def test_pause_key_resumes_a_run_the_log_shows_paused(tmp_path):
             await pilot.press("p")
             await until(pilot, lambda: len(src.answers) == 1, "the answer")
             await pilot.press("q")
-    assert drained(t.commands) == [Command.RESUME]
+    assert drained(t.commands) == [Command.RESUME], src.answers
 
 
 async def test_a_finished_run_is_view_only(tmp_path):
@@ -135,3 +135,16 @@ def test_attach_to_a_missing_folder_is_a_one_line_error(tmp_path, capsys):
     assert cli.main(["attach", str(tmp_path / "nope"), "--send", "status"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+async def test_help_says_q_leaves_the_run_going(live):
+    run_dir, _ = live
+    src = AttachSource(run_dir)
+    src.prepare()
+    app = AttachApp(src)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause(0.2)
+        text = str(app.screen.query_one("#help-text").render())
+        assert "the run goes on" in text and "final checkpoint" not in text
+        await pilot.press("escape", "q")

@@ -14,12 +14,29 @@ from pathlib import Path
 from typing import Any, Callable
 
 from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import Static
 
 from ..control import ControlClient
 from ..engine import Command
 from .viewer import FileSource, ViewerApp
+from .widgets import HELP, HelpScreen
 
 CONFIRM_S = 3.0  # x must be pressed twice within this to stop the run
+
+ATTACH_NOTE = """\
+[b]Attached[/b] to a run in another process: p, e, c and x x (stop the
+  run) go over its control channel; the answer shows at the top right
+  of the status line.  q only closes this window: the run goes on.
+
+"""
+
+
+class AttachHelp(HelpScreen):
+    def compose(self):
+        with Vertical(id="help-box"):
+            yield Static(ATTACH_NOTE + HELP.replace("quit cleanly (final checkpoint)", "close (the run goes on)"),
+                         id="help-text")
 
 
 class AttachSource(FileSource):
@@ -35,7 +52,8 @@ class AttachSource(FileSource):
     def __init__(self, run_dir: Path, client: ControlClient | None = None):
         super().__init__([run_dir], follow=True)
         self.run_dir = run_dir
-        self.client = client or ControlClient(run_dir)
+        # Requests run off the UI thread, so a generous timeout costs nothing.
+        self.client = client or ControlClient(run_dir, timeout=10.0)
         self.note = "" if self.client.available() else "no live run: view only"
         self._lock = threading.Lock()
         self.answers: list[dict[str, Any]] = []  # every answer, newest last (tests read it)
@@ -100,13 +118,19 @@ class AttachApp(ViewerApp):
             return super().check_action("pause", parameters)
         return super().check_action(action, parameters)
 
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(AttachHelp())
+
     def action_stop_run(self) -> None:
         if not self.check_action("stop_run", ()):
             return
         now = time.monotonic()
         if now - self._stop_asked_at > CONFIRM_S:
             self._stop_asked_at = now
-            self.steering.note = "press x again to stop the run (q only closes this window)"
+            self.steering.note = "x again: stop"
+            self.notify("Press x again to stop the run. (q only closes this window; the run goes on.)",
+                        timeout=CONFIRM_S)
         else:
             self._stop_asked_at = -1e9
             self.steering.send("stop")
