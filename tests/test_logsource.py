@@ -313,3 +313,20 @@ def test_resolve_names_the_problem(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"PK\x03\x04\x00\x00binary")
     with pytest.raises(LogError, match="binary file"):
         resolve(tmp_path / "model.pt")
+
+
+def test_a_log_ending_paused_loads_paused(tmp_path):
+    """Train points read before a pause record must not set the run back to running."""
+    from tui_trainer.records import Paused, Resumed, Status
+    log = write_run(tmp_path / "r" / "losses.jsonl", steps=30, eval_every=30, end=False)
+    with open(log, "a") as f:
+        f.write(dumps(Paused(step=30)) + "\n")
+    series, _ = load_series(log)
+    assert series.state == "paused" and series.step == 30 and len(series.loss) == 30
+    with open(log, "a") as f:
+        f.write(dumps(Resumed(step=30)) + "\n")
+        f.write(dumps(TrainStep(step=31, train_loss=1.0, lr=0.1, tokens_per_sec=1.0, grad_norm=1.0,
+                                elapsed_s=31)) + "\n")
+        f.write(dumps(Status(step=31, state="evaluating")) + "\n")
+    series, _ = load_series(log)
+    assert series.state == "evaluating" and series.step == 31 and len(series.loss) == 31

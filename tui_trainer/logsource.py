@@ -42,7 +42,8 @@ import numpy as np
 import orjson
 
 from .config import UserError
-from .records import RECORD_TYPES, Eval, Record, RunEnd, RunStart, TrainStep, from_dict
+from .records import (RECORD_TYPES, Eval, Paused, Record, Resumed, RunEnd, RunStart, Status, TrainStep,
+                      from_dict)
 from .runlog import LOG_NAME
 from .series import RunSeries
 
@@ -61,6 +62,7 @@ HEAD = 256                 # bytes of the file's start remembered to notice a re
 NAN = math.nan
 _NUM = frozenset({int, float})
 _NUM_OR_NONE = frozenset({int, float, type(None)})
+_STATE_RECORDS = (Paused, Resumed, Status)
 _TRAIN_FIELDS = operator.itemgetter("type", "step", "train_loss", "lr")
 
 
@@ -190,6 +192,7 @@ class LineParser:
         self._cut = cutoffs[0] if cutoffs else None
         self._rows: list[tuple] = []
         self._last: dict | None = None
+        self._mark: tuple[int, int] | None = None  # (rows pending, item index) at the last state record
         self._items: list[Item] = []
 
     def feed(self, lines: list[bytes]) -> list[Item]:
@@ -263,6 +266,8 @@ class LineParser:
                 return
             if isinstance(rec, (RunStart, RunEnd)):
                 self._flush()
+            elif isinstance(rec, _STATE_RECORDS):
+                self._mark = (len(self._rows), len(items))
             self.max_step = max(self.max_step, rec.step)
             if isinstance(rec, TrainStep) or (isinstance(rec, Eval) and math.isfinite(rec.val_loss)):
                 c.plottable += 1
@@ -289,17 +294,25 @@ class LineParser:
                                    grad_norm=NAN, elapsed_s=NAN, time=NAN))
 
     def _flush(self) -> None:
-        rows, last = self._rows, self._last
-        self._last = None
+        rows, last, mark = self._rows, self._last, self._mark
+        self._last = self._mark = None
         if not rows:
             return
         a = np.array(rows, dtype=np.float64)  # None (a null loss or lr) becomes NaN
         rows.clear()
+        self.max_step = max(self.max_step, int(a[:, 0].max()))
+        self.counts.plottable += len(a)
+        if mark is not None and mark[0] > 0:
+            # The points read before the last state record (pause, resume,
+            # status) go before it, or a paused run would read as running.
+            k, at = mark
+            self._items.insert(at, TrainBlock(a[:k, 0], a[:k, 1], a[:k, 2]))
+            a = a[k:]
+            if not len(a):
+                return
         block = TrainBlock(a[:, 0], a[:, 1], a[:, 2])
         if last is not None and last.get("step") == a[-1, 0]:
             block.last = typed_record(last)  # type: ignore[assignment]
-        self.max_step = max(self.max_step, int(a[:, 0].max()))
-        self.counts.plottable += len(a)
         self._items.append(block)
 
     def _bad(self, lineno: int) -> None:
