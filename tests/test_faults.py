@@ -289,9 +289,12 @@ def test_dashboard_mode_pauses_on_divergence_and_recovers_when_resumed(tmp_path,
     assert [r.step for r in rec.records if isinstance(r, Checkpoint)] == [5, 10, 15, 20]
 
 
-def test_sighup_under_the_dashboard_closes_it_and_the_run_finishes(tmp_path):
-    """Dashboard mode (a pty for a terminal): on SIGHUP the UI closes, the
-    trainer thread carries on to the end and the process then exits."""
+@pytest.mark.parametrize("sig", ["SIGHUP", "SIGTERM"])
+def test_signals_under_the_dashboard(tmp_path, sig):
+    """Dashboard mode (a pty for a terminal).  SIGHUP: the terminal is gone,
+    the UI closes, the trainer thread carries on to the end, then the process
+    exits.  SIGTERM: the UI closes and the run stops after its step with a
+    final checkpoint."""
     out = tmp_path / "run"
     master, slave = pty.openpty()
     os.set_blocking(master, False)
@@ -302,12 +305,31 @@ def test_sighup_under_the_dashboard_closes_it_and_the_run_finishes(tmp_path):
     os.close(slave)
     try:
         wait_until(lambda: last_train_step(out) >= 10, p, tick=lambda: _drain(master))
+        if sig == "SIGHUP":
+            os.close(master)  # the terminal goes away first
+            master = -1
+            time.sleep(0.05)
+        p.send_signal(getattr(signal, sig))
+        assert last_train_step(out) < 150
+        deadline = time.monotonic() + 60
+        while p.poll() is None and time.monotonic() < deadline:
+            if master >= 0:
+                _drain(master)
+            time.sleep(0.01)
+        # neither did the UI keep the process alive, nor take the run down with it
+        assert p.poll() == 0
     finally:
-        os.close(master)
-    time.sleep(0.05)
-    p.send_signal(signal.SIGHUP)
-    assert last_train_step(out) < 150
-    assert p.wait(timeout=60) == 0  # the UI did not keep the process alive, nor take the run down
+        if master >= 0:
+            os.close(master)
+        if p.poll() is None:
+            p.kill()
     recs = records(out)
-    assert recs[-1]["type"] == "run_end" and recs[-1]["status"] == "finished" and recs[-1]["step"] == 150
-    assert sorted(train_losses(out)) == list(range(1, 151))
+    end = recs[-1]
+    assert end["type"] == "run_end"
+    if sig == "SIGHUP":
+        assert end["status"] == "finished" and end["step"] == 150
+        assert sorted(train_losses(out)) == list(range(1, 151))
+    else:
+        assert end["status"] == "stopped" and 10 <= end["step"] < 150
+        assert last_train_step(out) == end["step"]
+        assert [r for r in recs if r["type"] == "checkpoint"][-1]["step"] == end["step"]

@@ -14,8 +14,12 @@
   person who is gone).  The JSONL log and checkpoints keep being written:
   reconnect and ``tui-trainer view --follow RUN_DIR``, or ``--resume`` it
   once it ends.  With the dashboard, hangup callbacks registered in
-  ``on_hangup`` run (the dashboard can close itself there); ``cli`` then
+  ``on_hangup`` run (the dashboard closes itself there); ``cli`` then
   waits for the trainer thread to finish before the process exits.
+- With the dashboard, the first SIGINT/SIGTERM also runs ``on_stop``
+  callbacks: the dashboard closes, and its way out stops the trainer after
+  the step (final checkpoint, run_end) and waits for it.  (Ctrl-C typed at
+  the dashboard is a key, not a signal: the dashboard handles it.)
 
 Handlers can only be installed from the main thread; elsewhere ``RunSignals``
 does nothing, so tests and embedders that drive a Trainer from a worker
@@ -68,11 +72,14 @@ class RunSignals:
         self.hangup = hangup and SIGHUP is not None
         self.hung_up = threading.Event()
         self.on_hangup: list[Callable[[], Any]] = []
+        self.on_stop: list[Callable[[], Any]] = []  # after the first SIGINT/SIGTERM
         self.stop_count = 0
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> "RunSignals":
-        self.trainer.on_hangup = self.on_hangup  # the dashboard registers its way out here
+        # The dashboard registers its ways out here.
+        self.trainer.on_hangup = self.on_hangup
+        self.trainer.on_stop_signal = self.on_stop
         if threading.current_thread() is not threading.main_thread():
             return self
         for sig in STOP_SIGNALS:
@@ -91,6 +98,7 @@ class RunSignals:
         if self.stop_count > 1:
             raise KeyboardInterrupt  # the second one: leave now
         self.trainer.request_stop()
+        _run_all(self.on_stop)
         try:
             name = signal.Signals(signum).name
             print(f"{name}: stopping after this step (again to quit at once)", file=sys.stderr, flush=True)
@@ -106,11 +114,15 @@ class RunSignals:
         t.interactive = False
         if getattr(t, "paused", False) and getattr(t, "diverged", False):
             t.request_stop()  # nobody is left to look at a diverged, paused run
-        for cb in list(self.on_hangup):
-            try:
-                cb()
-            except Exception:
-                pass
+        _run_all(self.on_hangup)
+
+
+def _run_all(callbacks: list[Callable[[], Any]]) -> None:
+    for cb in list(callbacks):
+        try:
+            cb()
+        except Exception:
+            pass
 
 
 class TerminalSink:

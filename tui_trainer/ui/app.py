@@ -378,6 +378,9 @@ def run_dashboard(trainer: Any, mouse: bool = True) -> RunEnd | None:
     app = DashboardApp(source, [RunSeries(trainer.run_name)], title=f"tui-trainer · {trainer.run_name}")
     # SSH dropped (signals.RunSignals): close the UI, the run carries on headless.
     getattr(trainer, "on_hangup", []).append(lambda: _detach(app, source))
+    # SIGTERM/SIGINT (signals.RunSignals): close the UI; the finally below
+    # stops the trainer after its step, with a final checkpoint and run_end.
+    getattr(trainer, "on_stop_signal", []).append(lambda: _exit_soon(app))
     try:
         app.run(mouse=mouse)
     finally:
@@ -393,6 +396,10 @@ def _detach(app: App, source: TrainerSource) -> None:
     source.detached = True  # type: ignore[attr-defined]
     t = source.trainer
     t.sinks = [s for s in t.sinks if getattr(s, "queue", None) is not source.queue]
+    _exit_soon(app)
+
+
+def _exit_soon(app: App) -> None:
     try:  # we are in a signal handler on the app's thread: schedule, don't call
         asyncio.get_running_loop().call_soon_threadsafe(app.exit)
     except RuntimeError:
