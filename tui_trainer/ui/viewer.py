@@ -25,6 +25,9 @@ class FileSource(LogSource, RecordSource):
 class ViewerApp(DashboardApp):
     """The dashboard, fed from files; redraws when a run is loaded or re-read."""
 
+    # Absolute, so a subclass defined elsewhere (a benchmark, a test) finds the stylesheet.
+    CSS_PATH = str(Path(__file__).with_name("dashboard.tcss"))
+
     def __init__(self, source: FileSource, title: str | None = None):
         super().__init__(source, source.runs, title=title or _title(source))
         self.files = source
