@@ -323,6 +323,7 @@ def test_a_log_ending_paused_loads_paused(tmp_path):
         f.write(dumps(Paused(step=30)) + "\n")
     series, _ = load_series(log)
     assert series.state == "paused" and series.step == 30 and len(series.loss) == 30
+    assert series.tokens_per_sec == 1000.0  # the last train line's own figures still reach the status
     with open(log, "a") as f:
         f.write(dumps(Resumed(step=30)) + "\n")
         f.write(dumps(TrainStep(step=31, train_loss=1.0, lr=0.1, tokens_per_sec=1.0, grad_norm=1.0,

@@ -306,14 +306,21 @@ class LineParser:
             # The points read before the last state record (pause, resume,
             # status) go before it, or a paused run would read as running.
             k, at = mark
-            self._items.insert(at, TrainBlock(a[:k, 0], a[:k, 1], a[:k, 2]))
-            a = a[k:]
+            before, a = TrainBlock(a[:k, 0], a[:k, 1], a[:k, 2]), a[k:]
+            self._items.insert(at, before)
             if not len(a):
+                before.last = self._full(last, before.steps[-1])
                 return
         block = TrainBlock(a[:, 0], a[:, 1], a[:, 2])
-        if last is not None and last.get("step") == a[-1, 0]:
-            block.last = typed_record(last)  # type: ignore[assignment]
+        block.last = self._full(last, a[-1, 0])
         self._items.append(block)
+
+    @staticmethod
+    def _full(last: dict | None, step: float) -> TrainStep | None:
+        """The last train line as a full record, when it is the block's last point."""
+        if last is not None and last.get("step") == step:
+            return typed_record(last)  # type: ignore[return-value]
+        return None
 
     def _bad(self, lineno: int) -> None:
         self.counts.bad += 1
