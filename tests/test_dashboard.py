@@ -170,6 +170,9 @@ async def test_fixed_run_fills_every_pane():
         assert loss.smooth and loss.log_y and loss.window == app.window_steps
         await pilot.press("question_mark")
         assert app.screen.__class__.__name__ == "HelpScreen"
+        app.source = FixedSource(fixed_records(n=700)[-150:])  # records keep coming under the help screen
+        app.poll_source()
+        assert app.runs[0].step == 700
         await pilot.press("escape")
         await pilot.press("q")
         await until(pilot, lambda: not app.is_running, "q to exit a finished view", timeout=5)

@@ -307,6 +307,7 @@ class RunSeries:
         self.config: dict[str, Any] = {}
         self.version = 0             # bumped on every change; widgets redraw when it moves
         self.evals_version = 0
+        self._eval_cache: tuple[int, np.ndarray] = (-1, np.empty((0, 2)))
         self._ema_state, self._ema_count = 0.0, 0
         self._rate: deque[tuple[float, int, int]] = deque(maxlen=64)  # (elapsed, step, tokens)
 
@@ -418,15 +419,21 @@ class RunSeries:
             start = self.step - window
         return self.lr_curve.points(width, start, mean=True)
 
-    def eval_points(self, start: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(step, val loss) of the evals at or after ``start``, finite only."""
+    def eval_points(self, start: float | None = None, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(step, val loss) of the evals at or after ``start``, finite only; with
+        ``width``, at most one point (the mean) per column."""
         if not self.evals:
             return np.empty(0), np.empty(0)
-        a = np.array([(e.step, e.val) for e in self.evals], dtype=np.float64)
-        keep = np.isfinite(a[:, 1])
+        if self._eval_cache[0] != self.evals_version:
+            a = np.array([(e.step, e.val) for e in self.evals], dtype=np.float64)
+            self._eval_cache = (self.evals_version, a[np.isfinite(a[:, 1])])
+        a = self._eval_cache[1]
         if start is not None:
-            keep &= a[:, 0] >= start
-        return a[keep, 0], a[keep, 1]
+            a = a[a[:, 0] >= start]
+        x, y = a[:, 0], a[:, 1]
+        if width is not None and len(x) > width:
+            x, y = _columns(x, y, y, y, np.ones_like(y), width, mean=True)
+        return x, y
 
     @property
     def smoothed_loss(self) -> float:

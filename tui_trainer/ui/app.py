@@ -189,12 +189,13 @@ class DashboardApp(App):
         self.source = source or RecordSource()
         self.runs: list[RunSeries] = runs if runs is not None else []
         self.window_steps = window_steps
-        self.sample_back = 0
+        self.sample_run = 0   # whose samples the sample pane shows
+        self.sample_back = 0  # how many samples back from the latest
         self.quitting = False
         self._plotted_at = 0.0
         self._plots_dirty = True
         self._evals_seen = -1
-        self._samples_seen = (-1, -1)
+        self._samples_seen: tuple[int, int, int] = (0, -1, -1)
         self._keys_state: tuple | None = None
         if title:
             self.title = title
@@ -213,13 +214,15 @@ class DashboardApp(App):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        self.query_one("#evals").border_title = "evals"
-        self.query_one("#sample-box").border_title = "sample"
-        for plot in self.query(CurvePlot):
+        # The panes' screen: queries go here, not to whatever screen is on top (help).
+        self.main = self.screen
+        self.main.query_one("#evals").border_title = "evals"
+        self.main.query_one("#sample-box").border_title = "sample"
+        for plot in self.main.query(CurvePlot):
             plot.runs = self.runs
         self._apply_size()
         self.poll_source()
-        self.set_interval(POLL_S, self.poll_source)
+        self.poll_timer = self.set_interval(POLL_S, self.poll_source)
         self.source.start()
 
     def on_resize(self) -> None:
@@ -232,6 +235,8 @@ class DashboardApp(App):
     # --- feeding ---
     def poll_source(self) -> None:
         """Drain the source, fold records into the runs, update what changed."""
+        if not self.main.query(StatusLine):
+            return  # shutting down (or a screen without the panes): nothing to update
         batch = self.source.poll()
         for i, record in batch:
             while i >= len(self.runs):
@@ -244,21 +249,22 @@ class DashboardApp(App):
             for i, record in self.source.poll():  # whatever the last moments sent
                 if i < len(self.runs):
                     self.runs[i].apply(record)
+            self.poll_timer.stop()
             self.exit(self.source.result)
 
     def update_view(self, force_plots: bool = False) -> None:
-        self.query_one(StatusLine).show(self.runs, self.source.status_text())
-        self.query_one(Alert).show(self.runs)
+        self.main.query_one(StatusLine).show(self.runs, self.source.status_text())
+        self.main.query_one(Alert).show(self.runs)
         evals = sum(r.evals_version for r in self.runs)
         if evals != self._evals_seen:
             self._evals_seen = evals
-            self.query_one(EvalLog).show(self.runs)
+            self.main.query_one(EvalLog).show(self.runs)
         self._show_sample()
         now = time.monotonic()
         if force_plots or (self._plots_dirty and now - self._plotted_at >= PLOT_S):
             self._plotted_at, self._plots_dirty = now, False
             self._title_plots()
-            for plot in self.query(CurvePlot):
+            for plot in self.main.query(CurvePlot):
                 plot.runs = self.runs
                 plot.refresh()
         # Refreshing bindings rebuilds the footer: only when what it shows changes.
@@ -270,7 +276,7 @@ class DashboardApp(App):
     def _title_plots(self) -> None:
         """Current figures and the plot options in the pane titles (compact
         mode has no bottom border, so nothing goes in subtitles)."""
-        loss = self.query_one("#loss", CurvePlot)
+        loss = self.main.query_one("#loss", CurvePlot)
         t = Text("loss")
         if len(self.runs) == 1:
             r = self.runs[0]
@@ -290,21 +296,29 @@ class DashboardApp(App):
         if flags:
             t.append(" · " + " ".join(flags), style="italic")
         loss.border_title = Content.from_rich_text(t)
-        lr = self.query_one("#lr", CurvePlot)
+        lr = self.main.query_one("#lr", CurvePlot)
         lr.border_title = "learning rate" + ("" if lr.window is None else f" · last {fmt_count(self.window_steps)}")
 
+    def _sample_series(self) -> RunSeries | None:
+        return self.runs[min(self.sample_run, len(self.runs) - 1)] if self.runs else None
+
     def _show_sample(self) -> None:
-        run = self.runs[0] if self.runs else None
-        key = (run.samples_seen if run else -1, self.sample_back)
-        if key == self._samples_seen:
+        run = self._sample_series()
+        seen = run.samples_seen if run else -1
+        last_run, last_seen, last_back = self._samples_seen
+        if (id(run), seen, self.sample_back) == self._samples_seen:
             return
-        self._samples_seen = key
-        if run is not None and self.sample_back >= len(run.samples):
-            self.sample_back = max(0, len(run.samples) - 1)
-        title = self.query_one(SamplePane).show(run, self.sample_back)
-        box = self.query_one("#sample-box")
+        if run is not None and id(run) == last_run and self.sample_back and seen > last_seen:
+            self.sample_back += seen - last_seen  # looking back: new samples do not move the view
+        if run is not None:
+            self.sample_back = max(0, min(self.sample_back, len(run.samples) - 1))
+        self._samples_seen = (id(run), seen, self.sample_back)
+        title = self.main.query_one(SamplePane).show(run, self.sample_back)
+        if run is not None and len(self.runs) > 1:
+            title = f"{run.name[:16]} {title}"
+        box = self.main.query_one("#sample-box")
         box.border_title = title
-        box.border_subtitle = "[ ] older/newer" if run and len(run.samples) > 1 else ""
+        box.border_subtitle = Content("[ ] older/newer") if run and len(run.samples) > 1 else ""
 
     # --- keys ---
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -335,18 +349,18 @@ class DashboardApp(App):
         self._toggle(lambda p: setattr(p, "log_y", not p.log_y), kinds=("loss",))
 
     def action_window(self) -> None:
-        loss = self.query_one("#loss", CurvePlot)
+        loss = self.main.query_one("#loss", CurvePlot)
         window = None if loss.window else self.window_steps
         self._toggle(lambda p: setattr(p, "window", window), kinds=("loss", "lr"))
 
     def _toggle(self, change, kinds: tuple[str, ...]) -> None:
-        for plot in self.query(CurvePlot):
+        for plot in self.main.query(CurvePlot):
             if plot.kind in kinds:
                 change(plot)
         self.update_view(force_plots=True)
 
     def action_sample(self, delta: int) -> None:
-        run = self.runs[0] if self.runs else None
+        run = self._sample_series()
         if run is None or not run.samples:
             return
         self.sample_back = max(0, min(len(run.samples) - 1, self.sample_back + delta))

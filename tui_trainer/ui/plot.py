@@ -74,7 +74,7 @@ class CurvePlot(Widget):
         for i, run in enumerate(self.runs):
             if self.kind == "loss":
                 x, y = run.train_points(cols, smooth=self.smooth, start=start)
-                ex, ey = run.eval_points(start)
+                ex, ey = run.eval_points(start, cols)
             else:
                 x, y = run.lr_points(cols, start=start)
                 ex, ey = np.empty(0), np.empty(0)

@@ -70,6 +70,9 @@ class StatusLine(Static):
         lines = []
         for i, r in enumerate(runs):
             t = Text(no_wrap=True, overflow="ellipsis")
+            # The state first: a narrow terminal cuts the end of the line, never the state.
+            t.append(f" {r.state.upper()} ", style=STATE_STYLES.get(r.state, "reverse"))
+            t.append(" ")
             if len(runs) > 1:
                 t.append("■ ", style=rich_colour(i))
             t.append(r.name[:24], style="bold")
@@ -85,8 +88,6 @@ class StatusLine(Static):
                 t.append(f"  lr {r.lr:.2e}")
             if r.bad_steps:
                 t.append(f"  {r.bad_steps} bad", style="bold")
-            t.append("  ")
-            t.append(f" {r.state.upper()} ", style=STATE_STYLES.get(r.state, "reverse"))
             if i == 0 and note:
                 t.append(f"  {note}", style="italic")
             lines.append(t)
