@@ -454,10 +454,16 @@ def request(run_dir: str | os.PathLike[str], cmd: str | dict[str, Any], timeout:
                                "(the run has ended or was killed)") from None
         except PermissionError:
             raise ControlError(f"permission denied on {path}: the run belongs to another user") from None
-        s.sendall((json.dumps(req) + "\n").encode())
+        try:
+            s.sendall((json.dumps(req) + "\n").encode())
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused at the door (another user, too many clients): the reason is waiting to be read
         buf = b""
         while b"\n" not in buf:
-            chunk = s.recv(4096)
+            try:
+                chunk = s.recv(4096)
+            except ConnectionResetError:
+                break
             if not chunk:
                 break
             buf += chunk
