@@ -75,6 +75,7 @@ def test_lesson_format_plots(tmp_path):
     x, y = raw_points(series.loss)
     assert list(x) == list(range(1, 21)) and y[-1] == pytest.approx(3.0)
     assert series.lr == pytest.approx(1e-3) and counts.bad == 0
+    assert series.state == "finished" and series.total_steps == 20  # a whole file, read to its end
 
 
 def test_hugging_face_log_history_plots(tmp_path):

@@ -72,7 +72,8 @@ async def test_a_real_run_replays(tmp_path, capsys):
     out = tmp_path / "real"
     code = cli.main(["train", "--headless", "--steps", "20", "--eval-every", "10", "--warmup-steps", "5",
                      "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--context-length", "16",
-                     "--batch-size", "4", "--eval-batches", "2", "--sample-tokens", "8", "--out", str(out)])
+                     "--batch-size", "4", "--eval-batches", "2", "--sample-tokens", "8", "--threads", "1",
+                     "--out", str(out)])
     assert code == 0
     capsys.readouterr()
     app, _ = viewer([out])
@@ -162,7 +163,7 @@ def test_follow_a_headless_run_in_another_process(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "tui_trainer", "train", "--headless", "--steps", "30",
                              "--eval-every", "15", "--warmup-steps", "5", "--n-layer", "1", "--n-head", "2",
                              "--n-embd", "32", "--context-length", "16", "--batch-size", "4",
-                             "--eval-batches", "2", "--sample-tokens", "8", "--out", str(out)],
+                             "--eval-batches", "2", "--sample-tokens", "8", "--threads", "1", "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         assert src.status_text().startswith("following · waiting for")

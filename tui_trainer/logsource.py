@@ -614,6 +614,9 @@ class Feed:
         self.parser.resumes = parser.resumes
         self.loaded = True
         series.bad_lines = self.counts.bad
+        if not self.follow and not series.total_steps and not series.ended:
+            # Someone else's log (no run_start/run_end): read to its end, it is a finished file.
+            series.state, series.total_steps = "finished", series.step
         return series
 
     def _read_all(self, stop: threading.Event | None, cutoffs: list[int] | None
