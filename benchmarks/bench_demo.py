@@ -8,7 +8,10 @@ The demo mode times the real command end to end (interpreter start, corpus
 load, every eval and sample) and reads the final val loss back from its log.
 
 The sweep trains each spec ``LAYERSxWIDTHxCONTEXT:BATCH:LR`` for as many steps
-as fit ``--budget`` seconds at its measured speed.  Speeds are measured first
+as fit ``--budget`` seconds at its measured speed, or ``...:LR:MTOKENS`` for a
+fixed number of millions of tokens (the robust choice on a loaded machine:
+estimate each shape's quiet-machine speed, e.g. from its FLOPs, and give it
+the tokens the budget buys).  Speeds are measured first
 with all specs taking turns, so a neighbour's load on this shared machine
 slows them alike; each run then gets a full warmup + cosine schedule over its
 step count, and its val loss is measured on the same number of held-out tokens.
@@ -66,7 +69,7 @@ def run_demo(extra: list[str]) -> None:
 
 
 def parse_spec(spec: str) -> dict[str, Any]:
-    shape, batch, lr = spec.split(":")
+    shape, batch, lr = spec.split(":")[:3]
     n_layer, n_embd, ctx = (int(v) for v in shape.split("x"))
     return {"n_layer": n_layer, "n_embd": n_embd, "n_head": 4 if n_embd < 256 else n_embd // 64,
             "context_length": ctx, "batch_size": int(batch), "max_lr": float(lr)}
@@ -94,19 +97,24 @@ def sweep(specs: list[str], budget: float, eval_tokens: int, warmup_frac: float,
           anchor: float | None) -> None:
     from tui_trainer.engine import Trainer
 
-    speeds = measure_speeds(specs)
-    if anchor:
+    timed = [s for s in specs if s.count(":") < 3]
+    speeds = measure_speeds(timed) if timed else {s: float("nan") for s in specs}
+    speeds.update({s: float("nan") for s in specs if s not in speeds})
+    if anchor and timed:
         # The machine is shared: measured speeds are right relative to each
         # other, not in absolute terms.  Scale them so the first spec runs at
         # ``anchor`` tokens/sec, its speed on this machine when quiet.
         scale = anchor / speeds[specs[0]]
         speeds = {s: v * scale for s, v in speeds.items()}
     print(f"budget {budget:.0f} s of training per spec at {'anchored' if anchor else 'measured'} speeds "
-          f"(spec 1 at {speeds[specs[0]]:,.0f} tok/s); dtype {dtype}", flush=True)
+          f"(spec 1 at {speeds[specs[0]]:,.0f} tok/s; a 4th field fixes millions of tokens instead); dtype {dtype}", flush=True)
     for s in specs:
         v = parse_spec(s)
         tokens_per_step = v["batch_size"] * v["context_length"]
-        steps = max(20, int(budget * speeds[s] / tokens_per_step))
+        if s.count(":") == 3:  # an explicit budget in millions of tokens
+            steps = max(20, int(float(s.split(":")[3]) * 1e6 / tokens_per_step))
+        else:
+            steps = max(20, int(budget * speeds[s] / tokens_per_step))
         eval_batches = max(1, eval_tokens // tokens_per_step)
         cfg = make_config({**v, "steps": steps, "eval_every": steps, "eval_batches": eval_batches,
                            "warmup_steps": max(1, int(warmup_frac * steps)), "dtype": dtype})

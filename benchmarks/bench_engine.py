@@ -224,14 +224,45 @@ def main(argv: list[str] | None = None) -> None:
             report(cfg, res, peak, "engine+dashboard")
 
 
-def bench_dashboard(cfg: Any, windows: int, window: int, warmup: int, dtype: str) -> dict[str, Any] | None:
+def bench_dashboard(cfg: Any, windows: int, window: int, warmup: int, dtype: str,
+                    size: tuple[int, int] = (120, 40)) -> dict[str, Any] | None:
+    """The engine in the dashboard's training thread, the app hosted headless
+    (``App.run_test``: it lays out and renders every widget, plots included,
+    and skips only writing frames to a terminal).  The bare loop's windows run
+    in the same thread between the engine's, with the app up but idle."""
     try:
-        from tui_trainer.ui import app as ui_app  # noqa: F401
+        from tui_trainer.series import RunSeries
+        from tui_trainer.ui.app import DashboardApp, TrainerSource
     except ImportError as e:
-        print(f"dashboard mode unavailable: tui_trainer.ui.app does not import ({e})")
+        print(f"dashboard mode unavailable: the dashboard does not import ({e})")
         return None
-    print("dashboard mode: not wired yet")
-    return None
+    import asyncio
+
+    from tui_trainer.engine import Trainer
+    from tui_trainer.runlog import JsonlSink
+
+    corpus = load_corpus(cfg)
+    bare = BareLoop(cfg, corpus.train, dtype=dtype, seed=cfg.seed)
+    turns = _Turns(window, warmup, bare.run, cfg.batch_size * cfg.context_length)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = JsonlSink(Path(tmp) / "losses.jsonl")
+        trainer = Trainer(cfg, None, [log, turns], interactive=True)
+        source = TrainerSource(trainer)
+        app = DashboardApp(source, [RunSeries(trainer.run_name)])
+
+        async def drive() -> None:
+            async with app.run_test(size=size) as pilot:
+                while not source.done:
+                    await pilot.pause(0.1)
+
+        try:
+            asyncio.run(drive())
+        finally:
+            source.stop()
+            source.join()
+            log.close()
+    return {"engine": turns.engine, "bare": turns.bare_tps, "model": trainer.model,
+            "device": trainer.hw.describe()}
 
 
 if __name__ == "__main__":

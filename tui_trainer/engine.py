@@ -152,6 +152,7 @@ class Trainer:
         self.model = GPT(self.model_config).to(self.hw.device)
         ddp = self.dist.wrap(self.model)  # the model itself when there is one process
         self.train_model: nn.Module = torch.compile(ddp) if self.hw.compile else ddp
+        self._compile_pending = self.hw.compile  # torch.compile is lazy: the first step compiles
         self.optimizer = make_optimizer(self.model, cfg.weight_decay, cfg.max_lr, (cfg.beta1, cfg.beta2),
                                         fused=self.hw.fused_adamw)
         self.scaler = torch.amp.GradScaler(self.hw.device.type, enabled=self.hw.dtype == "fp16")
@@ -226,7 +227,7 @@ class Trainer:
                 if self.stopping:
                     status = "stopped"
                     break
-                if not self._train_step():
+                if not (self._compile_step() if self._compile_pending else self._train_step()):
                     if self.bad_in_row >= cfg.max_bad_steps:
                         self.diverged = True
                         if not self.interactive:
@@ -302,6 +303,23 @@ class Trainer:
         self.emit(TrainStep(step=self.step, train_loss=loss_v, lr=lr, tokens_per_sec=n / dt if dt > 0 else 0.0,
                             grad_norm=norm_v, elapsed_s=self.elapsed, tokens=self.tokens))
         return True
+
+    def _compile_step(self) -> bool:
+        """The first step of a compiled model is its compile: say so before,
+        report how long it took after, and run eagerly if the compiler fails."""
+        self._compile_pending = False
+        self.emit(Status(step=self.step, state="compiling", detail="torch.compile: the first step compiles the model"))
+        t = time.perf_counter()
+        try:
+            ok = self._train_step()
+        except Exception as e:  # no compiler toolchain, an unsupported op...: eager still trains
+            self.train_model = getattr(self.train_model, "_orig_mod", self.model)
+            self.hw.compile = False
+            self.emit(Status(step=self.step, state="running",
+                             detail=f"torch.compile failed ({type(e).__name__}); running eagerly"))
+            return self._train_step()
+        self.emit(Status(step=self.step, state="running", detail=f"compiled in {time.perf_counter() - t:.1f}s"))
+        return ok
 
     def _drain_commands(self) -> None:
         if self.dist.enabled:
