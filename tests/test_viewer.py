@@ -16,7 +16,7 @@ from tui_trainer.records import TrainStep
 from tui_trainer.runlog import dumps
 from tui_trainer.ui.plot import CurvePlot
 from tui_trainer.ui.viewer import FileSource, ViewerApp
-from tui_trainer.ui.widgets import EvalLog, SamplePane
+from tui_trainer.ui.widgets import EvalLog, HelpScreen, SamplePane
 
 SIZE = (100, 30)
 BRAILLE = range(0x2801, 0x2900)
@@ -144,9 +144,13 @@ async def test_follow_shows_appends_and_survives_truncation(tmp_path):
         await until(pilot, lambda: app.runs[0].step == 40, "appended steps")
         th.join()
         assert src.feeds[0].counts.bad == 0
+        await pilot.press("question_mark")  # the re-read must not depend on which screen is up
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
         log.write_text("")  # a rerun over the same file
         write_run(log, steps=5, eval_every=5, end=False)
         await until(pilot, lambda: app.runs[0].step == 5, "the re-read after truncation")
+        await pilot.pause(0.3)
+        await pilot.press("escape")
         await pilot.pause(0.3)
         assert app.query_one(EvalLog).row_count == 1  # the old run's rows are gone
         await pilot.press("q")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..logsource import LogSource
 from .app import DashboardApp, RecordSource
-from .widgets import EvalLog
+from .widgets import EvalLog, StatusLine
 
 
 class FileSource(LogSource, RecordSource):
@@ -35,14 +35,14 @@ class ViewerApp(DashboardApp):
 
     def poll_source(self) -> None:
         super().poll_source()
-        if self.files.swapped:  # whole series arrived without records: redraw now
-            self.files.swapped = False
+        if self.files.swapped and self.main.query(StatusLine):
+            self.files.swapped = False  # whole series arrived without records: redraw now
             self.update_view(force_plots=True)
 
     def _clear_evals(self, run: int) -> None:
         """A run was read again from the start (truncated, replaced, resumed
         over): the eval rows shown are no longer its rows."""
-        log = self.query_one(EvalLog)
+        log = self.main.query_one(EvalLog)  # the panes' screen, even with help open
         log.clear(columns=True)
         log._multi = None  # makes the next show() rebuild its columns and rows (see viewer-requests.md)
         log._seen, log._best = [], []
