@@ -139,7 +139,7 @@ class TrainerControl:
         self.target = target
         self.max_pending = max_pending
         self._lock = threading.Lock()
-        from .engine import Command
+        from .commands import Command
 
         self._command = Command
 

@@ -12,7 +12,6 @@ import queue
 import random
 import threading
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
@@ -23,6 +22,7 @@ from torch.nn import functional as F
 
 from . import checkpoint as ckpt
 from . import distributed
+from .commands import Command  # noqa: F401  (re-exported as engine.Command)
 from .config import TrainConfig, UserError
 from .data import BatchSampler, ByteTokenizer, load_corpus, make_batches
 from .hardware import configure
@@ -32,15 +32,6 @@ from .records import (Ack, BadStep, Checkpoint, Eval, Paused, Record, Resumed, R
                       Sample, Status, TrainStep)
 
 CHECKPOINT_FORMAT = "tui-trainer/1"
-
-
-class Command(str, Enum):
-    PAUSE = "pause"
-    RESUME = "resume"
-    TOGGLE_PAUSE = "toggle_pause"
-    EVAL = "eval"
-    CHECKPOINT = "checkpoint"
-    STOP = "stop"
 
 
 class Sink(Protocol):

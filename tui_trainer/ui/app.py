@@ -29,7 +29,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.widgets import Footer
 
-from ..engine import Command
+from ..commands import Command
 from ..records import Record, RunEnd
 from ..series import RunSeries
 from .plot import VAL_COLOUR, CurvePlot, rich_colour

@@ -18,7 +18,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from ..control import ControlClient
-from ..engine import Command
+from ..commands import Command
 from .viewer import FileSource, ViewerApp
 from .widgets import HELP, HelpScreen
 
