@@ -163,7 +163,12 @@ def main() -> None:
     p.add_argument("--size", type=int, nargs=2, default=(120, 40), metavar=("W", "H"))
     p.add_argument("--phase", type=int, default=60, help="steps per phase of the alternating run")
     p.add_argument("--pairs", type=int, default=8, help="working/paused phase pairs (0: skip)")
+    p.add_argument("--switch-interval", type=float, default=None,
+                   help="sys.setswitchinterval for the run (default: whatever the app sets)")
     args = p.parse_args()
+    if args.switch_interval:
+        import sys
+        sys.setswitchinterval(args.switch_interval)
 
     head, dash, ratios, cpu = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,6 +190,8 @@ def main() -> None:
     def summary(xs: list[float], fmt: str) -> str:
         return f"median {format(statistics.median(xs), fmt)} (min {format(min(xs), fmt)}, max {format(max(xs), fmt)})"
 
+    if not args.rounds:
+        head = dash = ratios = cpu = [float("nan")]
     print(f"shape {args.shape}, {args.steps} steps, {args.rounds} rounds, torch threads {args.threads}, "
           f"app size {args.size[0]}x{args.size[1]}")
     print(f"headless tok/s:     {summary(head, ',.0f')}")
