@@ -10,8 +10,14 @@ a fresh process so ru_maxrss is that run's own peak, interleaved:
   load    logsource.load_series: read and parse the whole file into a RunSeries
   view    the real viewer app, headless at 120x36: from process start to the
           first frame with a curve (the sampled preview on a big file) and to
-          the frame drawn from the complete series
-  parse   stdlib json vs orjson, line by line, on the first 200k lines
+          the frame drawn from the complete series, as wall time and as the
+          process's CPU time (all threads; the fairer figure on a loaded machine)
+  small   the same on a 100-line log: the fixed cost (Python, imports, Textual)
+  parse   stdlib json vs orjson vs msgspec, line by line, on the first 200k lines
+
+``--code DIR`` (repeatable) runs load and view against another copy of the
+package too (e.g. ``git archive HEAD tui_trainer | tar -x -C /tmp/base``),
+interleaved with this tree's, so before/after come from one run.
 
 Prints medians and spread.  Timings on a shared machine are noisy: compare
 numbers from one run only.
@@ -58,9 +64,9 @@ def write_log(path: Path, n: int) -> None:
 
 LOAD = r"""
 import resource, sys, time
-t = time.perf_counter(); c = time.process_time()
 from pathlib import Path
 from tui_trainer.logsource import load_series
+t = time.perf_counter(); c = time.process_time()
 series, counts = load_series(Path(sys.argv[1]))
 print(time.perf_counter() - t, time.process_time() - c,
       resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, len(series.loss), counts.bad)
@@ -84,10 +90,12 @@ class Timed(ViewerApp):
         drawn = plot._key is not None and any(0x2800 < ord(ch) < 0x2900 for ch in plot._text.plain)
         if drawn and "first" not in marks:
             marks["first"] = time.time()
+            marks["first_cpu"] = time.process_time()
         full = (self.files.done and self.runs[0].detail != "preview"
                 and plot._key[0] == tuple(r.version for r in self.runs))
         if drawn and full:
             marks["full"] = time.time()
+            marks["full_cpu"] = time.process_time()
             marks["points"] = len(self.runs[0].loss)
             self.exit()
 
@@ -95,27 +103,28 @@ src = FileSource([Path(sys.argv[1])])
 src.prepare()
 Timed(src).run(headless=True, size=(120, 36))
 src.close()
-print(marks["first"], marks["full"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, marks["points"])
+print(marks["first"], marks["full"], marks["first_cpu"], marks["full_cpu"],
+      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, marks["points"])
 """
 
 PARSE = r"""
 import itertools, json, sys, time
-import orjson
+import msgspec, orjson
 with open(sys.argv[1], "rb") as f:
     lines = list(itertools.islice(f, 200_000))
-res = {"json": [], "orjson": []}
+res = {"json": [], "orjson": [], "msgspec": []}
 for _ in range(3):
-    for name, loads in (("json", json.loads), ("orjson", orjson.loads)):
+    for name, loads in (("json", json.loads), ("orjson", orjson.loads), ("msgspec", msgspec.json.decode)):
         t = time.process_time()
         for raw in lines:
             loads(raw)
         res[name].append(time.process_time() - t)
-print(min(res["json"]), min(res["orjson"]), len(lines))
+print(min(res["json"]), min(res["orjson"]), min(res["msgspec"]), len(lines))
 """
 
 
-def run(code: str, path: Path) -> tuple[float, list[float]]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def run(code: str, path: Path, root: Path = ROOT) -> tuple[float, list[float]]:
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     script = Path(tempfile.gettempdir()) / f"bench_view_{os.getpid()}.py"  # a file: Textual resolves CSS by it
     script.write_text(code)
     t0 = time.time()
@@ -124,7 +133,7 @@ def run(code: str, path: Path) -> tuple[float, list[float]]:
     script.unlink()
     if out.returncode:
         raise SystemExit(out.stderr)
-    return t0, [float(x) for x in out.stdout.split()[-5:]]
+    return t0, [float(x) for x in out.stdout.split()[-6:]]
 
 
 def spread(xs: list[float], fmt: str = "{:.2f}") -> str:
@@ -136,6 +145,9 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--path", default="/tmp/bench_view.jsonl")
+    ap.add_argument("--code", action="append", default=[], metavar="DIR",
+                    help="also measure the tui_trainer package found in DIR (interleaved)")
+    ap.add_argument("--no-parse", action="store_true", help="skip the parser comparison")
     args = ap.parse_args()
     path = Path(args.path)
     marker = path.with_suffix(".n")
@@ -144,24 +156,48 @@ def main() -> None:
         write_log(path, args.records)
         marker.write_text(str(args.records))
         print(f"wrote {path}: {args.records:,} train records in {time.perf_counter() - t:.1f} s")
+    small = path.with_name(path.stem + "_small.jsonl")
+    write_log(small, 100)
     size = path.stat().st_size
     print(f"log: {path}, {size / 1e6:.0f} MB, {args.records:,} train records; load avg {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores")
-    load_wall, load_cpu, load_rss, first, full, view_rss = [], [], [], [], [], []
+    roots = [("this tree", ROOT)] + [(d, Path(d).resolve()) for d in args.code]
+    res: dict[str, dict[str, list[float]]] = {name: {} for name, _ in roots}
+
+    def add(name: str, **kv: float) -> None:
+        for k, v in kv.items():
+            res[name].setdefault(k, []).append(v)
+
     for _ in range(args.repeat):
-        _, (w, c, rss, pts, bad) = run(LOAD, path)
-        load_wall.append(w), load_cpu.append(c), load_rss.append(rss)
-        t0, (t_first, t_full, rss, _) = run(VIEW, path)
-        first.append(t_first - t0), full.append(t_full - t0), view_rss.append(rss)
-    j, o, n = run(PARSE, path)[1][-3:]
-    print(f"load (read + parse + series), wall s:     {spread(load_wall)}")
-    print(f"load, CPU s:                              {spread(load_cpu)}")
-    print(f"load, peak RSS MB:                        {spread(load_rss, '{:.0f}')}")
-    print(f"view: start to first plot (preview), s:   {spread(first)}")
-    print(f"view: start to full plot, s:              {spread(full)}")
-    print(f"view: peak RSS MB:                        {spread(view_rss, '{:.0f}')}")
-    print(f"parse {int(n):,} lines, CPU s: json {j:.2f}, orjson {o:.2f} ({j / o:.1f}x); "
-          f"per line {j / n * 1e6:.2f} vs {o / n * 1e6:.2f} us")
+        for name, root in roots:
+            w, c, rss, pts, bad = run(LOAD, path, root)[1][-5:]
+            add(name, load_wall=w, load_cpu=c, load_rss=rss)
+            t0, out = run(VIEW, path, root)
+            t_first, t_full, c_first, c_full, rss, _ = out
+            add(name, first=t_first - t0, full=t_full - t0, first_cpu=c_first, full_cpu=c_full, view_rss=rss)
+            t0, out = run(VIEW, small, root)
+            add(name, small_first=out[0] - t0, small_cpu=out[2], small_rss=out[4])
+    labels = [
+        ("load_wall", "load (read + parse + series), wall s", "{:.2f}"),
+        ("load_cpu", "load, CPU s", "{:.2f}"),
+        ("load_rss", "load, peak RSS MB", "{:.0f}"),
+        ("first", "view: start to first plot, wall s", "{:.2f}"),
+        ("first_cpu", "view: start to first plot, CPU s", "{:.2f}"),
+        ("full", "view: start to full plot, wall s", "{:.2f}"),
+        ("full_cpu", "view: start to full plot, CPU s", "{:.2f}"),
+        ("view_rss", "view: peak RSS MB", "{:.0f}"),
+        ("small_first", "view 100-line log: first plot, wall s", "{:.2f}"),
+        ("small_cpu", "view 100-line log: first plot, CPU s", "{:.2f}"),
+        ("small_rss", "view 100-line log: peak RSS MB", "{:.0f}"),
+    ]
+    for name, _ in roots:
+        print(f"-- {name}")
+        for key, label, fmt in labels:
+            print(f"{label + ':':42s}{spread(res[name][key], fmt)}")
+    if not args.no_parse:
+        j, o, m, n = run(PARSE, path)[1][-4:]
+        print(f"parse {int(n):,} lines, CPU s: json {j:.2f}, orjson {o:.2f}, msgspec {m:.2f}; "
+              f"per line {j / n * 1e6:.2f} / {o / n * 1e6:.2f} / {m / n * 1e6:.2f} us")
     print(f"load avg now {os.getloadavg()[0]:.1f}")
 
 

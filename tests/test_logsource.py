@@ -1,4 +1,5 @@
 """Reading logs back without the UI: formats, bad lines, resume, following."""
+import dataclasses
 import json
 import math
 import os
@@ -174,6 +175,99 @@ def test_parser_makes_blocks_in_bulk_and_records_otherwise():
     assert list(items[0].steps) == [1, 2, 3] and items[0].last.tokens_per_sec == 5.0
     items = LineParser(bulk=False).feed(lines)
     assert [type(i) for i in items] == [TrainStep] * 3
+
+
+
+def _train_line(s, loss=1.5, lr=0.01, **extra):
+    d = TrainStep(step=s, train_loss=loss, lr=lr, tokens_per_sec=100.0, grad_norm=0.5, elapsed_s=s * 0.1,
+                  tokens=s * 8, time=float(s)).to_dict()
+    d.update(extra)
+    return json.dumps(d, separators=(",", ":")).encode()
+
+
+def _mixed_lines():
+    """Our records, someone else's, and every kind of bad or odd line, interleaved."""
+    lines = [dumps(RunStart(step=0, run_name="m", config={}, n_params=1, device="cpu", total_steps=90)).encode()]
+    for s in range(1, 91):
+        lines.append(_train_line(s, loss=3 - s / 100, lr=1e-3 * s))
+        odd = {
+            5: dumps(Eval(step=5, val_loss=2.5, train_loss=2.4, elapsed_s=0.5)).encode(),
+            7: dumps(Sample(step=7, prompt="p", text="é ünïcode", time=1.0)).encode(),
+            9: b"not json",
+            11: b"",
+            13: b"   ",
+            15: b'{"step": 15, "train_loss": 2.0, "lr": 0.1}',                   # the lesson's format
+            17: b'{"step": 17, "loss": 2.1, "learning_rate": 0.2, "epoch": 0.5}',  # Hugging Face
+            19: b'{"step": 19, "eval_loss": 2.2}',
+            21: _train_line(21, loss=None),                                      # a NaN step written as null
+            23: b'{"type":"train","step":23.0,"train_loss":1,"lr":1,"time":0}',   # a float step
+            25: b'{"type":"train","step":true,"train_loss":1,"lr":1}',           # a bool is not a step
+            27: _train_line(27, note=1e300).replace(b"1e+300", b"1e400"),        # inf in an unknown field
+            29: _train_line(29, extra="x"),                                      # an unknown field
+            31: _train_line(31)[:-1] + b',"bad":"\xff"}',                        # not UTF-8
+            33: _train_line(33) + _train_line(34),                               # two objects on one line
+            35: b"[1, 2]",
+            37: b'{"type":"train","step":37,"train_loss":"low","lr":1}',
+            39: _train_line(39, lr=None),
+            41: b'{"type":"pause","step":41,"time":1.0,"reason":"user"}',
+            42: b'{"type":"resume","step":42,"time":1.0}',
+            45: b'{"type":"eval","step":45,"val_loss":"x","train_loss":1,"elapsed_s":1}',
+            47: b'{"note": "no step"}',
+            49: b'{"type":"train","step":49,"train_loss":1,"lr":1,"grad_norm":1e999}',
+            51: b'  ' + _train_line(51),
+            53: _train_line(53) + b"\r",
+        }.get(s)
+        if odd is not None:
+            lines.append(odd)
+    lines.append(dumps(RunStart(step=60, run_name="m", config={}, n_params=1, device="cpu", total_steps=90,
+                                resumed=True)).encode())
+    lines += [_train_line(s, loss=1.0) for s in range(61, 80)]
+    lines.append(dumps(RunEnd(step=79, status="finished", elapsed_s=7.9)).encode())
+    return lines
+
+
+def _flat(items):
+    """Items as comparable tuples: every train point, then records in order."""
+    out = []
+    for it in items:
+        if isinstance(it, TrainBlock):
+            out += [("p", float(s), repr(float(l)), repr(float(r))) for s, l, r in zip(it.steps, it.losses, it.lrs)]
+        else:
+            out.append(repr(it))
+    return out
+
+
+@pytest.mark.parametrize("cutoffs", [None, [60]])
+def test_fast_chunks_and_the_per_line_path_agree(cutoffs):
+    lines = _mixed_lines()
+    clean = (b"\n".join(lines[1:5]) + b"\n")  # train lines of ours only
+    assert LineParser(bulk=True)._decode(clean) is not None  # the fast path is taken where it can be
+    for size in (1, 2, 3, 7, 64, len(lines)):
+        fast = LineParser(bulk=True, cutoffs=cutoffs)
+        slow = LineParser(bulk=True, cutoffs=cutoffs)
+        fast_chunks = 0
+        for k in range(0, len(lines), size):
+            chunk = lines[k:k + size]
+            buf = b"".join(line + b"\n" for line in chunk)
+            fast_chunks += fast._decode(buf) is not None if fast.lineno else 0
+            got, want = fast.feed_chunk(buf), slow.feed(chunk)
+            assert _flat(got) == _flat(want), (size, k)
+            assert [repr(i.last) for i in got if isinstance(i, TrainBlock)] == \
+                   [repr(i.last) for i in want if isinstance(i, TrainBlock)]
+        assert dataclasses.asdict(fast.counts) == dataclasses.asdict(slow.counts)
+        assert (fast.lineno, fast.max_step, fast.resumes, fast.supersedes) == \
+               (slow.lineno, slow.max_step, slow.resumes, slow.supersedes)
+        if size <= 3:
+            assert fast_chunks > 5
+        assert slow.counts.bad == 9 and slow.counts.ignored == 1
+
+
+def test_fast_load_keeps_the_last_lines_figures(tmp_path):
+    log = write_run(tmp_path / "r" / "losses.jsonl", steps=3000, eval_every=700, end=False)
+    series, counts = load_series(log)
+    assert series.tokens_per_sec == 1000.0 and series.tokens == 3000 * 64 and series.step == 3000
+    assert len(series.loss) == 3000 and counts.plottable == 3004 and counts.bad == 0
+    assert [e.step for e in series.evals] == [700, 1400, 2100, 2800]
 
 
 # --- following ---
