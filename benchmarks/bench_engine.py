@@ -53,18 +53,21 @@ def measure_peak_flops(n: int = 2048, dtype: torch.dtype = torch.float32, repeat
 
 # --- the bare loop ----------------------------------------------------------
 
+BARE_FUSED = False  # --bare-fused: give the bare loop the engine's fused AdamW too
+
 class BareLoop:
     """The loop a competent person writes by hand, nothing else: random
     windows, forward, cross entropy, backward, clip, AdamW with the same decay
     split and cosine schedule.  No logging, no records, no commands."""
 
-    def __init__(self, cfg: Any, train_tokens: torch.Tensor, dtype: str = "fp32", seed: int = 0):
+    def __init__(self, cfg: Any, train_tokens: torch.Tensor, dtype: str = "fp32", seed: int = 0,
+                 fused: bool | None = None):
         torch.manual_seed(seed)
         self.cfg = cfg
         self.model = GPT(GPTConfig(vocab_size=256, context_length=cfg.context_length, n_layer=cfg.n_layer,
                                    n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias))
         self.opt = torch.optim.AdamW(build_param_groups(self.model, cfg.weight_decay), lr=cfg.max_lr,
-                                     betas=(cfg.beta1, cfg.beta2))
+                                     betas=(cfg.beta1, cfg.beta2), fused=fused)
         self.data = train_tokens
         self.gen = torch.Generator().manual_seed(seed)
         self.dtype = dtype
@@ -139,7 +142,7 @@ def bench_headless(cfg: Any, windows: int, window: int, warmup: int, dtype: str)
     from tui_trainer.runlog import JsonlSink
 
     corpus = load_corpus(cfg)
-    bare = BareLoop(cfg, corpus.train, dtype=dtype, seed=cfg.seed)
+    bare = BareLoop(cfg, corpus.train, dtype=dtype, seed=cfg.seed, fused=BARE_FUSED or None)
     tokens_per_step = cfg.batch_size * cfg.context_length
     turns = _Turns(window, warmup, bare.run, tokens_per_step)
     with tempfile.TemporaryDirectory() as tmp:
@@ -159,6 +162,7 @@ def report(cfg: Any, res: dict[str, Any], peak: float, label: str) -> None:
           f"batch {cfg.batch_size}, {res['model'].num_params():,} params, {res['device']}, "
           f"{torch.get_num_threads()} threads")
     print(f"peak (matmul): {peak / 1e9:,.1f} GFLOP/s; model: {fpt / 1e6:.2f} MFLOP/token")
+    print(f"bare loop optimizer: AdamW {'fused' if BARE_FUSED else 'torch default (per-tensor loop on CPU)'}")
     print(summarize("bare loop", bare) + f"  MFU {fpt * statistics.median(bare) / peak:.1%}")
     print(summarize(label, eng) + f"  MFU {fpt * statistics.median(eng) / peak:.1%}")
     print(f"ratio {label} / bare: median {statistics.median(ratios):.3f} "
@@ -190,8 +194,9 @@ def survey(sizes: list[tuple[int, int, int, int]], steps: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=("headless", "dashboard"), default="headless")
-    p.add_argument("--windows", type=int, default=7, help="timed windows per side")
-    p.add_argument("--window", type=int, default=40, help="steps per window")
+    p.add_argument("--windows", type=int, default=31, help="timed windows per side")
+    p.add_argument("--window", type=int, default=10,
+                   help="steps per window (short windows: both sides of a pair see the same neighbours)")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps first, each side")
     p.add_argument("--n-layer", type=int)
     p.add_argument("--n-embd", type=int)
@@ -200,7 +205,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--survey", action="store_true", help="bare-loop fp32 vs bf16 over a few shapes")
+    p.add_argument("--bare-fused", action="store_true",
+                   help="bare loop with fused AdamW too (isolates the engine's overhead from its faster optimizer)")
     args = p.parse_args(argv)
+    global BARE_FUSED
+    BARE_FUSED = args.bare_fused
 
     if args.survey:
         survey([(2, 64, 64, 32), (2, 128, 128, 32), (3, 128, 128, 32), (4, 128, 128, 32),
@@ -242,7 +251,7 @@ def bench_dashboard(cfg: Any, windows: int, window: int, warmup: int, dtype: str
     from tui_trainer.runlog import JsonlSink
 
     corpus = load_corpus(cfg)
-    bare = BareLoop(cfg, corpus.train, dtype=dtype, seed=cfg.seed)
+    bare = BareLoop(cfg, corpus.train, dtype=dtype, seed=cfg.seed, fused=BARE_FUSED or None)
     turns = _Turns(window, warmup, bare.run, cfg.batch_size * cfg.context_length)
     with tempfile.TemporaryDirectory() as tmp:
         log = JsonlSink(Path(tmp) / "losses.jsonl")

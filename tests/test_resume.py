@@ -158,7 +158,7 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, capsys):
 
     refused(run, "--n-embd", "64", "--seed", "7", want=["n_embd (32 in the checkpoint, 64 now)", "seed", "--n-embd"])
     refused(run, "--batch-size", "8", want=["batch_size"])
-    refused(run, "--max-lr", "0.01", want=["max_lr"])
+    refused(run, "--max-lr", "0.02", want=["max_lr"])  # not the default
     refused(run, "--steps", "5", want=["already at step 5", "--steps"])
     refused(run, "--out", tmp_path / "elsewhere", want=["drop --out"])
     refused(tmp_path / "missing", want=["not found"])

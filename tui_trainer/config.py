@@ -23,6 +23,11 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass
 class TrainConfig:
+    # The defaults are the demo (`tui-trainer` with no arguments): tuned for the
+    # lowest val loss in ~30 s of training on a 2-core CPU, ~35 s in all with
+    # evals and samples.  A 2 x 64 x 64 model at lr 1e-2 sees ~2.7 M bytes in
+    # that time; wider or deeper shapes learn more per byte but see too few
+    # (sweep and figures: benchmarks/bench_demo.py --sweep).
     # data
     data: str | None = _f(None, "training text (any file, byte-level) or a nanoGPT .bin of uint16 tokens; default: the embedded corpus")
     vocab_size: int | None = _f(None, "vocabulary size of a .bin token file (default 65536 for uint16 .bin; 256 for text)")
@@ -31,23 +36,23 @@ class TrainConfig:
     out: str | None = _f(None, "run folder to create (default outputs/<fresh name>); an existing run is never overwritten")
     name: str | None = _f(None, "run name (default: a fresh timestamped name)")
     # length and cadence
-    steps: int = _f(1200, "optimizer steps to train")
-    eval_every: int = _f(200, "run evaluate_model and print a sample every K steps")
+    steps: int = _f(1300, "optimizer steps to train")
+    eval_every: int = _f(260, "run evaluate_model and print a sample every K steps")
     eval_batches: int = _f(20, "validation batches in the fixed eval slice")
     log_every: int = _f(10, "headless: print a loss line every N steps")
     checkpoint_every: int | None = _f(None, "save a checkpoint every N steps (default: at each eval)")
     keep: int = _f(2, "older step checkpoints to keep besides latest and best")
     max_bad_steps: int = _f(5, "consecutive NaN/inf steps before the run pauses (dashboard) or stops (headless)")
     # model
-    context_length: int = _f(128, "tokens of context (block size)")
-    n_layer: int = _f(4, "transformer blocks")
+    context_length: int = _f(64, "tokens of context (block size)")
+    n_layer: int = _f(2, "transformer blocks")
     n_head: int = _f(4, "attention heads per block")
-    n_embd: int = _f(128, "model width")
+    n_embd: int = _f(64, "model width")
     dropout: float = _f(0.0, "dropout probability")
     bias: bool = _f(True, "bias in Linear and LayerNorm layers")
     # optimisation
     batch_size: int = _f(32, "sequences per step")
-    max_lr: float = _f(3e-3, "peak learning rate after warmup")
+    max_lr: float = _f(1e-2, "peak learning rate after warmup")
     min_lr: float | None = _f(None, "learning-rate floor of the cosine decay (default 10%% of max_lr)")
     warmup_steps: int = _f(60, "linear warmup steps")
     weight_decay: float = _f(0.1, "AdamW weight decay for matrices and embeddings")
@@ -57,12 +62,12 @@ class TrainConfig:
     seed: int = _f(1337, "random seed")
     # sampling
     sample_prompt: str = _f("def ", "prompt for the sample printed at each eval")
-    sample_tokens: int = _f(160, "tokens to generate per sample")
+    sample_tokens: int = _f(200, "tokens to generate per sample")
     temperature: float = _f(0.8, "sampling temperature")
     top_k: int | None = _f(20, "sample only from the k most likely tokens (0 or none: all)")
     # hardware
     device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
-    dtype: str = _f("auto", "auto, fp32, bf16 or fp16 (autocast); auto picks bf16 on CUDA that has it")
+    dtype: str = _f("auto", "auto, fp32, bf16 or fp16 (autocast); auto: bf16 on a CUDA GPU that has it, fp16 + grad scaler on one that does not, fp32 on CPU")
     compile: bool = _f(False, "torch.compile the model (worth it on GPU for long runs)")
     tf32: bool = _f(True, "allow TF32 matmuls on CUDA")
     fused_adamw: bool = _f(True, "use fused AdamW where the device supports it")
