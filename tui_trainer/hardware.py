@@ -7,7 +7,10 @@ switch has a flag to turn it off and a reason when it is off:
 - ``--dtype``: autocast precision.  ``auto`` is bf16 on a CUDA GPU that has
   it, fp16 with a grad scaler on one that does not, and fp32 on CPU.  On CPU,
   bf16 is a choice (``--dtype bf16``), not the default: on this product's
-  2-core demo shapes it measured no faster, and it moves the loss.
+  2-core demo shape (2 x 64 x 64) it measured no faster (0.98x in a bare
+  loop), though its loss matched fp32 (val 1.327 vs 1.336 after 2.7 M
+  tokens).  Wider models gained 1.1-1.3x (4 x 128..256 x 128) in one survey
+  on a shared, loaded machine: too noisy to switch the default on.
 - ``--tf32``: TF32 matmuls on CUDA (Ampere and later); meaningless on CPU.
 - ``--fused-adamw``: the fused AdamW kernel, on CUDA and (torch >= 2.4) CPU.
 - ``--compile``: ``torch.compile`` of the model, opt-in.  The demo and most
@@ -94,9 +97,8 @@ def pick_dtype(requested: str, device: torch.device, notes: list[str] | None = N
             return "fp16"
         return requested
     if device.type == "cpu":
-        # CPU autocast is opt-in: on the small shapes this tool trains on a
-        # laptop or a 2-core box it measured no faster, and it moves the loss
-        # (see benchmarks/bench_engine.py --survey).
+        # CPU autocast is opt-in: on the demo's shape it measured no faster
+        # (benchmarks/bench_engine.py --survey; see the module docstring).
         if requested == "auto":
             return "fp32"
         if requested == "fp16":
