@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -42,6 +45,8 @@ SHAPES = {
     # ~10-30 ms steps on a laptop CPU core: a realistic small CPU run.
     "small": dict(n_layer=2, n_head=4, n_embd=64, context_length=64, batch_size=8),
     # ~1-3 ms steps: hundreds of records a second, the worst case for the UI.
+    # the demo's own settings (TrainConfig defaults)
+    "demo": dict(),
     "tiny": dict(n_layer=1, n_head=2, n_embd=32, context_length=16, batch_size=4),
 }
 
@@ -154,31 +159,55 @@ def run_phases(args, out: Path, pairs: int) -> tuple[list[float], list[float]]:
     return ratios, cpu
 
 
+def _arm_in_subprocess(name: str) -> tuple[float, float]:
+    """Each arm in a fresh process, as a user runs it: torch trained on the
+    main thread first makes a later training thread in the same process ~30%
+    slower (OpenMP thread teams), which would be charged to the dashboard."""
+    argv = [a for a in sys.argv[1:]]
+    out = subprocess.run([sys.executable, __file__, *argv, "--arm", name], check=True,
+                         capture_output=True, text=True).stdout
+    d = json.loads(out.strip().splitlines()[-1])
+    return d["tok_s"], d["ui"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--shape", choices=sorted(SHAPES), default="small")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice, as a run)")
     p.add_argument("--size", type=int, nargs=2, default=(120, 40), metavar=("W", "H"))
     p.add_argument("--phase", type=int, default=60, help="steps per phase of the alternating run")
     p.add_argument("--pairs", type=int, default=8, help="working/paused phase pairs (0: skip)")
+    p.add_argument("--arm", choices=("headless", "dashboard"), help=argparse.SUPPRESS)
+    p.add_argument("--same-process", action="store_true",
+                   help="run both arms in this process (confounded: see _arm_in_subprocess)")
     p.add_argument("--switch-interval", type=float, default=None,
-                   help="sys.setswitchinterval for the run (default: whatever the app sets)")
+                   help="sys.setswitchinterval for the run (default: what run_dashboard sets)")
     args = p.parse_args()
-    if args.switch_interval:
-        import sys
-        sys.setswitchinterval(args.switch_interval)
+    from tui_trainer.ui.app import DASHBOARD_SWITCH_S
+    # run_dashboard sets this for a live run; set it here too, for both arms.
+    sys.setswitchinterval(args.switch_interval or DASHBOARD_SWITCH_S)
+
+    arms = {"headless": run_headless, "dashboard": run_dashboard}
+    if args.arm:  # one arm, in this (fresh) process; the parent reads the JSON line
+        with tempfile.TemporaryDirectory() as tmp:
+            tok_s, share = arms[args.arm](args, Path(tmp) / args.arm)
+        print(json.dumps({"tok_s": tok_s, "ui": share}))
+        return
 
     head, dash, ratios, cpu = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            order = [("headless", run_headless), ("dashboard", run_dashboard)]
+            order = ["headless", "dashboard"]
             if r % 2:
                 order.reverse()
             got = {}
-            for name, fn in order:
-                got[name] = fn(args, Path(tmp) / f"{name}-{r}")
+            for name in order:
+                if args.same_process:
+                    got[name] = arms[name](args, Path(tmp) / f"{name}-{r}")
+                else:
+                    got[name] = _arm_in_subprocess(name)
             h, (d, share) = got["headless"][0], got["dashboard"]
             head.append(h)
             dash.append(d)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import queue
+import sys
 import threading
 import time
 from typing import Any
@@ -40,6 +41,7 @@ PLOT_S = 0.5           # redraw plots at most twice a second (plotext runs on th
 WINDOW_STEPS = 1000    # the "recent window" of the plots
 MAX_PER_POLL = 50_000  # records applied per poll, so one poll never freezes the screen
 COMPACT_BELOW = (120, 36)
+DASHBOARD_SWITCH_S = 0.001  # sys.setswitchinterval while a live run trains beside the UI
 
 
 class RecordSource:
@@ -395,9 +397,16 @@ def run_dashboard(trainer: Any, mouse: bool = True) -> RunEnd | None:
     # SIGTERM/SIGINT (signals.RunSignals): close the UI; the finally below
     # stops the trainer after its step, with a final checkpoint and run_end.
     getattr(trainer, "on_stop_signal", []).append(lambda: _exit_soon(app))
+    # The training thread gives up the GIL around every torch op; with the
+    # default 5 ms switch interval it then waits up to 5 ms each time the UI
+    # thread happens to hold it (a convoy), which cost a third of the tokens/sec
+    # on 2 cores.  1 ms keeps the handover quick (benchmarks/bench_dashboard.py).
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch, DASHBOARD_SWITCH_S))
     try:
         app.run(mouse=mouse)
     finally:
+        sys.setswitchinterval(switch)
         if not source.done and not getattr(source, "detached", False):
             source.stop()
             source.join()
