@@ -148,3 +148,16 @@ def test_bad_input_is_one_line_error_and_writes_nothing(case, tmp_path, capsys, 
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     assert after == before  # nothing written: no run folder, no outputs/
     assert (tmp_path / "existing" / "losses.jsonl").read_bytes() == existing_log
+
+
+def test_resume_from_is_the_lessons_name_for_resume(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    base = ["train", "--headless", "--eval-every", "5", "--warmup-steps", "1", *TINY_FLAGS]
+    code, _, err = run_cli([*base, "--steps", "5", "--out", str(out_dir)], capsys)
+    assert code == 0, err
+    code, out, err = run_cli([*base, "--steps", "8", "--resume-from", str(out_dir)], capsys)
+    assert code == 0, err
+    recs = [strict(l) for l in (out_dir / "losses.jsonl").read_text().splitlines()]
+    starts = [r for r in recs if r["type"] == "run_start"]
+    assert len(starts) == 2 and starts[1]["resumed"] and starts[1]["step"] == 5
+    assert [r["step"] for r in recs if r["type"] == "train"] == list(range(1, 9))

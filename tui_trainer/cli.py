@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (opens the dashboard unless --headless)")
     t.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file; flags override it")
     t.add_argument("--headless", action="store_true", help="no dashboard: print plain log lines")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    t.add_argument("--resume", "--resume-from", dest="resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR (or from one of its ckpt-step*.pt files) from its latest checkpoint")
     t.add_argument("--no-mouse", action="store_true", help="dashboard: leave the mouse to the terminal (copy/paste)")
     add_train_flags(t)
     v = sub.add_parser("view", help="replay, follow or compare run logs")
