@@ -118,6 +118,7 @@ def test_state_follows_the_records():
     assert r.state == "running"
     r.apply(Paused(step=10, time=0.0))
     assert r.state == "paused"
+    assert math.isnan(r.eta_s())  # no arrival time while paused
     r.apply(Checkpoint(step=10, path="p", reason="manual", time=0.0))
     assert r.last_checkpoint is not None and r.last_checkpoint.reason == "manual"
     r.apply(RunEnd(step=10, status="failed", elapsed_s=6.0, error="boom", time=0.0))
