@@ -161,3 +161,20 @@ def test_resume_from_is_the_lessons_name_for_resume(tmp_path, capsys):
     starts = [r for r in recs if r["type"] == "run_start"]
     assert len(starts) == 2 and starts[1]["resumed"] and starts[1]["step"] == 5
     assert [r["step"] for r in recs if r["type"] == "train"] == list(range(1, 9))
+
+
+def test_best_checkpoint_is_kept_when_seen_not_only_on_checkpoint_steps(tmp_path, capsys):
+    import torch
+
+    out_dir = tmp_path / "run"
+    code, _, err = run_cli(["train", "--headless", "--steps", "30", "--eval-every", "10", "--checkpoint-every", "1000",
+                            "--warmup-steps", "2", "--out", str(out_dir), *TINY_FLAGS], capsys)
+    assert code == 0, err
+    recs = [strict(l) for l in (out_dir / "losses.jsonl").read_text().splitlines()]
+    evals = {r["step"]: r["val_loss"] for r in recs if r["type"] == "eval"}
+    best_step = min(evals, key=evals.get)
+    saved = [(r["step"], r["reason"]) for r in recs if r["type"] == "checkpoint"]
+    assert ("best" in {why for _, why in saved}) or best_step == 30
+    state = torch.load(out_dir / "best.pt", weights_only=True)
+    assert state["step"] == best_step
+    assert state["best_val"] == evals[best_step]

@@ -393,6 +393,12 @@ class Trainer:
         if not self.stopping:
             self.emit(Sample(step=self.step, prompt=cfg.sample_prompt, text=text))
         self.emit(Status(step=self.step, state="paused" if self.paused else "running"))
+        # A new best val loss is kept as best.pt when it is seen, not only when
+        # a scheduled checkpoint happens to fall on this step (the run loop
+        # saves right after a scheduled probe, and marks best there).
+        scheduled = not forced and (self.step % cfg.ckpt_every == 0 or self.step == cfg.steps)
+        if val < self.best_val and not scheduled and not self.stopping:
+            self._save("best")
 
     # --- checkpoints ---
     def state_dict(self) -> dict[str, Any]:
