@@ -13,16 +13,9 @@ from tui_trainer.engine import Command
 from tui_trainer.records import Eval, Paused, RunStart, TrainStep
 from tui_trainer.runlog import LOG_NAME, JsonlSink
 from tui_trainer.ui.attach import AttachApp, AttachSource
+from uitools import until
 
 SIZE = (80, 24)
-
-
-async def until(pilot, cond, what: str, timeout: float = 20.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if cond():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def write_log(run_dir: Path, steps: int = 30, paused: bool = False) -> None:

@@ -19,6 +19,7 @@ from tui_trainer.runlog import LOG_NAME, JsonlSink
 from tui_trainer.series import RunSeries
 from tui_trainer.ui.app import DashboardApp, QueueSource, RecordSource, TrainerSource
 from tui_trainer.ui.widgets import EvalLog
+from uitools import until
 
 SIZE = (80, 24)
 
@@ -37,15 +38,6 @@ def records(path: Path) -> list[dict]:
 
 def count(path: Path, type_: str) -> int:
     return sum(r["type"] == type_ for r in records(path))
-
-
-async def until(pilot, cond, what: str, timeout: float = 60.0) -> None:
-    """Let the app run until ``cond()`` holds (a deadline, not a timing assertion)."""
-    for _ in range(int(timeout / 0.05)):
-        if cond():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from tui_trainer.runlog import dumps
 from tui_trainer.ui.plot import CurvePlot
 from tui_trainer.ui.viewer import FileSource, ViewerApp
 from tui_trainer.ui.widgets import EvalLog, HelpScreen, SamplePane
+from uitools import until
 
 SIZE = (100, 30)
 BRAILLE = range(0x2801, 0x2900)
@@ -28,14 +29,6 @@ def drawn(plot: CurvePlot) -> str:
 
 def has_curve(plot: CurvePlot) -> bool:
     return any(ord(ch) in BRAILLE for ch in drawn(plot))
-
-
-async def until(pilot, cond, what: str, timeout: float = 20.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if cond():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def viewer(paths, follow=False):
