@@ -71,9 +71,8 @@ def make_trainer(args, out: Path) -> tuple[Trainer, Steps, JsonlSink]:
     cfg = make_config(dict(SHAPES[args.shape], steps=args.steps, eval_every=10**9, warmup_steps=10,
                            threads=args.threads, out=str(out)))
     out.mkdir(parents=True)
-    trainer = Trainer(cfg, out, interactive=True)
     steps, log = Steps(), JsonlSink(out / LOG_NAME)
-    trainer.sinks += [log, steps]
+    trainer = Trainer(cfg, out, [log, steps], interactive=True)
     return trainer, steps, log
 
 

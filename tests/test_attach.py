@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from tui_trainer import cli
+from tui_trainer.commands import CommandQueue
 from tui_trainer.control import serve_trainer
 from tui_trainer.engine import Command
 from tui_trainer.records import Eval, Paused, RunStart, TrainStep
@@ -32,8 +33,8 @@ def write_log(run_dir: Path, steps: int = 30, paused: bool = False) -> None:
 
 
 def fake_trainer() -> SimpleNamespace:
-    return SimpleNamespace(commands=queue.Queue(), step=30, paused=False, stopping=False,
-                           cfg=SimpleNamespace(steps=1000))
+    return SimpleNamespace(commands=CommandQueue(), step=30, paused=False, stopping=False,
+                           total_steps=1000)
 
 
 def drained(q: queue.Queue) -> list:

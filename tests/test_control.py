@@ -14,15 +14,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from tui_trainer import cli, control
+from tui_trainer import cli, control, control_server
+from tui_trainer.commands import CommandQueue
 from tui_trainer.control import ControlError, ControlServer, TrainerControl, request, serve_trainer
 from tui_trainer.engine import Command, Trainer
 from tui_trainer.records import Checkpoint, Eval, Paused, Resumed, RunEnd
 
 
 def fake_trainer(step: int = 7) -> SimpleNamespace:
-    return SimpleNamespace(commands=queue.Queue(), step=step, paused=False, stopping=False,
-                           cfg=SimpleNamespace(steps=100))
+    return SimpleNamespace(commands=CommandQueue(), step=step, paused=False, stopping=False,
+                           total_steps=100)
 
 
 @pytest.fixture
@@ -216,7 +217,7 @@ def test_idle_connection_is_dropped(run_dir):
 
 def test_other_users_are_refused(served, monkeypatch):
     t, srv = served
-    monkeypatch.setattr(control, "_peer_uid", lambda conn: os.getuid() + 1)
+    monkeypatch.setattr(control_server, "peer_uid", lambda conn: os.getuid() + 1)
     (answer,) = raw(srv.path, b'{"cmd": "stop"}\n')
     assert answer["ok"] is False and "permission denied" in answer["error"]
     assert drained(t.commands) == []
@@ -226,7 +227,7 @@ def test_other_users_are_refused(served, monkeypatch):
 def test_peer_uid_reads_the_real_credentials():
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        assert control._peer_uid(a) == os.getuid()
+        assert control_server.peer_uid(a) == os.getuid()
     finally:
         a.close()
         b.close()
@@ -269,7 +270,7 @@ def test_long_run_folder_gets_a_short_socket_path(tmp_path, monkeypatch, runtime
         monkeypatch.setenv("XDG_RUNTIME_DIR", str(short))
     else:
         monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
-        monkeypatch.setattr(control.tempfile, "gettempdir", lambda: str(short))
+        monkeypatch.setattr(control_server.tempfile, "gettempdir", lambda: str(short))
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)
     t = fake_trainer()
@@ -323,7 +324,7 @@ def test_steering_a_real_trainer(tiny_cfg, run_dir):
     trainer = Trainer(tiny_cfg(steps=100_000, eval_every=100_000), run_dir, [sink])
     ended: list[RunEnd] = []
     th = threading.Thread(target=lambda: ended.append(trainer.run()))
-    with serve_trainer(trainer, run_dir):
+    with serve_trainer(trainer.run_handle, run_dir):
         th.start()
         assert wait_for(lambda: trainer.step >= 3)
         assert request(run_dir, "pause")["ok"]
@@ -346,7 +347,7 @@ def test_steering_a_real_trainer(tiny_cfg, run_dir):
 
 def test_attach_send_from_the_cli(tiny_cfg, run_dir, capsys):
     trainer = Trainer(tiny_cfg(steps=100_000, eval_every=100_000), run_dir, [])
-    with serve_trainer(trainer, run_dir):
+    with serve_trainer(trainer.run_handle, run_dir):
         th = threading.Thread(target=trainer.run)
         th.start()
         try:
@@ -384,7 +385,7 @@ def test_train_serves_the_channel_and_removes_it_at_the_end(tmp_path, capsys):
 
 def test_client_reports_a_refusal_at_the_door(served, monkeypatch):
     t, srv = served
-    monkeypatch.setattr(control, "_peer_uid", lambda conn: os.getuid() + 1)
+    monkeypatch.setattr(control_server, "peer_uid", lambda conn: os.getuid() + 1)
     for _ in range(5):  # whichever way the race between send and close goes
         answer = request(srv.run_dir, "stop")
         assert answer["ok"] is False and "permission denied" in answer["error"]

@@ -46,9 +46,8 @@ def live(tiny_cfg, tmp_path):
     cfg = tiny_cfg(steps=100_000, eval_every=100_000, threads=1)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    trainer = Trainer(cfg, run_dir, interactive=True)
     log = JsonlSink(run_dir / LOG_NAME)
-    trainer.sinks.append(log)
+    trainer = Trainer(cfg, run_dir, [log], interactive=True)
     source = TrainerSource(trainer)
     app = DashboardApp(source, [RunSeries(trainer.run_name)])
     yield app, run_dir / LOG_NAME, run_dir

@@ -10,7 +10,7 @@ from tui_trainer import checkpoint as ckpt
 from tui_trainer import cli
 from tui_trainer.engine import Trainer
 from tui_trainer.records import TrainStep
-from tui_trainer.resume import RunLock
+from tui_trainer.rundir import RunLock
 from tui_trainer.runlog import LOG_NAME, JsonlSink, ReadStats, effective_records, read_records
 
 TINY = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--context-length", "16", "--batch-size", "4",

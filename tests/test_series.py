@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from tui_trainer.records import (Ack, BadStep, Checkpoint, Eval, Paused, Resumed, RunEnd, RunStart, Sample,
                                  Status, TrainStep)
-from tui_trainer.series import Buckets, Curve, RunSeries, ema
+from tui_trainer.curves import Buckets, Curve
+from tui_trainer.series import RunSeries
+from tui_trainer.smoothing import ema
 
 
 def train(step: int, loss: float, lr: float = 1e-3, elapsed: float | None = None) -> TrainStep:

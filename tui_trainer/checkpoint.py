@@ -16,16 +16,20 @@ removed by the next save.
 Loading uses ``torch.load(weights_only=True)``: tensors and plain containers
 only, so a hostile file cannot run code, and every unreadable file (truncated,
 random bytes, someone else's pickle) becomes a one-line ``CheckpointError``.
+
+The policy (when a save is due, which save is the best, what is kept, and
+that a diverged model never overwrites a good checkpoint) is
+``CheckpointManager``'s, in one place; a run owns one.  torch is imported only
+to write or read a file, so the run machinery stays importable without it.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import Any, Callable, Literal
 
 from .config import UserError
 
@@ -62,6 +66,8 @@ def _tmp_name(path: Path) -> Path:
 
 def atomic_save(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """``torch.save`` to a temporary file beside ``path``, fsync, rename."""
+    import torch
+
     path = Path(path)
     tmp = _tmp_name(path)
     try:
@@ -143,6 +149,8 @@ def prune(run_dir: Path, keep: int) -> None:
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``.  Any file that is not a
     whole tui-trainer checkpoint becomes a one-line ``CheckpointError``."""
+    import torch
+
     path = Path(path)
     if path.is_dir():
         path = path / LATEST
@@ -168,3 +176,68 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}; {hint}")
     return state
+
+
+# --- the policy -------------------------------------------------------------
+
+Reason = Literal["scheduled", "manual", "final", "best"]
+
+
+class CheckpointManager:
+    """When a run saves, what counts as best, and what is refused.
+
+    - ``due(step, total)``: a scheduled save every ``every`` steps and at the
+      last step.
+    - ``save(...)``: writes ``ckpt-stepN.pt``, repoints ``latest.pt`` (and
+      ``best.pt`` when this step's eval is the lowest val loss so far), keeps
+      ``keep`` older step files, and reports through ``emit`` (a ``status``
+      "checkpointing", then the ``checkpoint`` record).  A model that is
+      diverged or has non-finite weights is refused with an ``ack``: the last
+      good checkpoint stays.
+    - ``best_val``: the lowest val loss saved as best so far (in the checkpoint,
+      so a resumed run keeps comparing against it).
+
+    ``folder`` None (or ``enabled`` False: a data-parallel rank other than 0)
+    makes every save a no-op.
+    """
+
+    def __init__(self, folder: Path | None, *, every: int, keep: int,
+                 emit: Callable[[Any], None], enabled: bool = True):
+        self.folder = folder
+        self.every = max(1, every)
+        self.keep = keep
+        self.emit = emit
+        self.enabled = enabled and folder is not None
+        self.best_val = math.inf
+        self.last_step = -1  # step of the last save (or of the checkpoint resumed from)
+
+    def due(self, step: int, total: int) -> bool:
+        return step % self.every == 0 or step == total
+
+    def is_new_best(self, val: float | None) -> bool:
+        return val is not None and math.isfinite(val) and val < self.best_val
+
+    def save(self, step: int, state: Callable[[], dict[str, Any]], *, reason: Reason,
+             val_loss: float | None, healthy: bool, state_after: str) -> Path | None:
+        """Save at ``step``; ``val_loss`` is this step's eval (None if none),
+        ``healthy`` False refuses, ``state_after`` is the status to report once
+        written ("running" or "paused")."""
+        from .records import Ack, Checkpoint, Status
+
+        if not self.enabled:
+            return None
+        if not healthy:
+            # A diverged model must never overwrite a good checkpoint.
+            self.emit(Ack(step=step, command="checkpoint", ok=False,
+                          message="model diverged: checkpoint refused, the last good one is kept"))
+            return None
+        self.emit(Status(step=step, state="checkpointing"))
+        best = self.is_new_best(val_loss)
+        if best:
+            self.best_val = val_loss  # type: ignore[assignment]
+        assert self.folder is not None
+        path = save_checkpoint(state(), self.folder, step, keep=self.keep, best=best)
+        self.last_step = step
+        self.emit(Checkpoint(step=step, path=str(path), reason=reason, val_loss=val_loss))
+        self.emit(Status(step=step, state=state_after))
+        return path

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import FIELDS, TrainConfig, UserError, load_toml, make_config
+from .control import COMMANDS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -67,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-mouse", action="store_true", help="leave the mouse to the terminal (copy/paste)")
     a = sub.add_parser("attach", help="open the dashboard on a running (e.g. headless) run and steer it")
     a.add_argument("run_dir", metavar="RUN_DIR", help="the folder the run is writing (outputs/run-...)")
-    a.add_argument("--send", metavar="CMD", choices=("pause", "resume", "toggle_pause", "eval", "checkpoint",
-                                                     "stop", "status"),
-                   help="no UI: send one command (pause, resume, eval, checkpoint, stop, status), print the answer")
+    sendable = [c for c in COMMANDS if c != "ping"]
+    a.add_argument("--send", metavar="CMD", choices=sendable,
+                   help=f"no UI: send one command ({', '.join(sendable)}), print the answer")
     a.add_argument("--no-mouse", action="store_true", help="leave the mouse to the terminal (copy/paste)")
     return p
 
@@ -90,75 +91,95 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import threading
-
+    """Train: the folder, its lock, log, control socket and signals are the
+    run's (``run.Run``); the model, data and steps are the loop's
+    (``engine.Trainer`` over ``parts.build_parts``).  Under torchrun every
+    rank trains; rank 0 alone has a folder and writes."""
+    from . import distributed
     from .console import ConsoleSink
-    from .control import start_for_run
-    from .distributed import from_env, run_worker
     from .engine import Trainer
-    from .resume import RunLock, apply_resume, find_checkpoint, plan_resume, set_aside_superseded
-    from .rundir import check_new_run_dir, create_run_dir
-    from .runlog import LOG_NAME, JsonlSink
-    from .signals import RunSignals, TerminalSink
+    from .hardware import configure
+    from .parts import build_parts
+    from .resume import find_checkpoint, plan_resume, set_aside_superseded
+    from .run import Run
+    from .rundir import RunLock, check_new_run_dir, create_run_dir
+    from .runlog import LOG_NAME
+    from .signals import TerminalSink
 
-    world = from_env()
-    if not world.is_main:
-        return run_worker(args)  # torchrun rank > 0: trains in step, writes nothing
+    world = distributed.from_env()
+    main = world.is_main
     headless = args.headless or world.enabled or not (sys.stdout.isatty() and sys.stdin.isatty())
-    lock = None
+    lock: RunLock | None = None
+    run: Run | None = None
+    dist = None
     try:
+        plan = None
         if args.resume:
-            # Lock first: a run still going in that folder must not get a second writer.
-            lock = RunLock(find_checkpoint(args.resume)[0]).acquire()
-            plan = plan_resume(args.resume, config_values_from_args(args))
+            if main:  # lock first: a run still going in that folder must not get a second writer
+                lock = RunLock(find_checkpoint(args.resume)[0]).acquire()
+            plan = plan_resume(args.resume, config_values_from_args(args))  # reads only
             cfg = plan.cfg
-            trainer = Trainer(cfg, interactive=not headless)
-            apply_resume(plan, trainer)
-            run_dir = plan.run_dir
-            set_aside_superseded(plan)
         else:
             cfg = config_from_args(args)
-            check_new_run_dir(cfg.out)
-            # All fallible preparation happens here, before a run folder exists.
-            trainer = Trainer(cfg, interactive=not headless)
-            run_dir = create_run_dir(cfg.out, cfg.name)
-            lock = RunLock(run_dir).acquire()
-        trainer.run_dir, trainer.run_name = run_dir, run_dir.name
-        log = JsonlSink(run_dir / LOG_NAME)  # appends on resume; never rewrites
-        trainer.sinks.append(log)
-        control = start_for_run(trainer, run_dir)  # tui-trainer attach steers the run through it
-        try:
-            with RunSignals(trainer) as sig:
-                if headless:
-                    trainer.sinks.append(TerminalSink(ConsoleSink(cfg.log_every)))
-                    end = trainer.run()
-                else:
-                    from .ui.app import run_dashboard
-                    try:
-                        end = run_dashboard(trainer, mouse=not args.no_mouse)
-                    except Exception:
-                        if not sig.hung_up.is_set():
-                            raise
-                        end = None  # the terminal went away under the dashboard
-                    if sig.hung_up.is_set():
-                        # SSH dropped: the trainer thread carries on headless; wait for it.
-                        while not trainer.done.wait(1.0) and threading.active_count() > 1:
-                            pass
-                        end = trainer.end or end
-        finally:
-            if control is not None:
-                control.close()
-            trainer.dist.close()
-            log.close()
+            if main:
+                check_new_run_dir(cfg.out)
+        hw = configure(cfg)
+        dist = distributed.setup(hw)
+        # All fallible preparation happens here, before a new run's folder exists.
+        parts = build_parts(cfg, hw, dist)
+        folder = None
+        if main:
+            folder = plan.run_dir if plan is not None else create_run_dir(cfg.out, cfg.name)
+            lock = lock or RunLock(folder).acquire()
+        run = Run(folder, lock=lock, sync=dist, interactive=not headless,
+                  checkpoint_every=cfg.ckpt_every, keep=cfg.keep)
+        lock = None  # the run holds it now
+        trainer = Trainer(cfg, run, parts=parts, resume=plan)
+        if plan is not None and main:
+            set_aside_superseded(plan)
+        run.open()  # log (appended to on resume), control socket, signals
+        if not main:
+            end = trainer.run()
+        elif headless:
+            run.add_sink(TerminalSink(ConsoleSink(cfg.log_every)))
+            end = trainer.run()
+        else:
+            end = _train_with_dashboard(trainer, run, mouse=not args.no_mouse)
     finally:
+        if run is not None:
+            run.close()
         if lock is not None:
             lock.release()
-    if headless:
+        if dist is not None:
+            dist.close()
+    if not main:
+        print(f"rank {dist.rank}: run {end.status} at step {end.step}"
+              + (f" | error: {end.error}" if end.error else ""), file=sys.stderr, flush=True)
+    elif headless:
         try:
-            print(f"log: {run_dir / LOG_NAME}", flush=True)
+            print(f"log: {run.folder / LOG_NAME}", flush=True)
         except OSError:
             pass  # the terminal is gone (SIGHUP); the log is what matters
     return EXIT_OK if end is None or end.status in ("finished", "stopped") else EXIT_FAILED
+
+
+def _train_with_dashboard(trainer: Any, run: Any, *, mouse: bool) -> Any:
+    import threading
+
+    from .ui.app import run_dashboard
+
+    try:
+        end = run_dashboard(trainer, mouse=mouse, signals=run.signals)
+    except Exception:
+        if not run.hung_up.is_set():
+            raise
+        end = None  # the terminal went away under the dashboard
+    if run.hung_up.is_set():
+        # SSH dropped: the trainer thread carries on headless; wait for it.
+        while not trainer.done.wait(1.0) and threading.active_count() > 1:
+            pass
+        end = trainer.end or end
+    return end
 
 
 def cmd_attach(args: argparse.Namespace) -> int:

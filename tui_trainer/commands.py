@@ -1,11 +1,14 @@
-"""Commands a person (or the control channel) sends a running trainer.
+"""Commands a person (or the control channel) sends a running loop, and the
+queue they wait in.
 
 Kept apart from the engine so the UI and the viewer can name them without
 importing torch: `tui-trainer view` should start in a blink.
 """
 from __future__ import annotations
 
+import queue
 from enum import Enum
+from typing import Literal
 
 
 class Command(str, Enum):
@@ -15,3 +18,33 @@ class Command(str, Enum):
     EVAL = "eval"
     CHECKPOINT = "checkpoint"
     STOP = "stop"
+
+
+#: Data-parallel: at most this many commands are carried by one step's sync.
+MAX_COMMANDS_PER_STEP = 8
+
+#: Every steering command's wire name, in the enum's order.
+STEERING: tuple[str, ...] = tuple(c.value for c in Command)
+
+Offer = Literal["queued", "coalesced", "busy"]
+
+
+class CommandQueue(queue.Queue):
+    """A thread-safe FIFO of ``Command``s with one extra: ``offer``, which
+    coalesces a repeat of the command already waiting at the tail and bounds
+    how many wait, atomically (the control channel's flood guard)."""
+
+    def offer(self, command: Command, max_pending: int) -> Offer:
+        with self.not_full:  # the queue's own lock: check and put are one step
+            waiting = self.queue
+            if waiting and waiting[-1] == command and command is not Command.TOGGLE_PAUSE:
+                return "coalesced"
+            if len(waiting) >= max_pending:
+                return "busy"
+            self._put(command)
+            self.unfinished_tasks += 1
+            self.not_empty.notify()
+        return "queued"
+
+    def pending(self) -> int:
+        return self.qsize()

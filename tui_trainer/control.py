@@ -11,83 +11,29 @@ what it did shows up in the run log as usual (a ``pause`` record, an ``eval``,
 a ``checkpoint``).  Commands: pause, resume, toggle_pause, eval, checkpoint,
 stop, and the read-only status and ping.
 
-Only the run's owner gets in: the socket is created 0600 (under a 0177 umask,
-so there is no moment it is open wider) and each connection's peer uid is
-checked with SO_PEERCRED where the platform has it.  A flood cannot stall
-training: the server thread never touches the model, it only puts commands
-into the trainer's queue, a repeat of the command already waiting at the tail
-of the queue is coalesced, the number waiting is bounded, and connections,
-line lengths and idle time are capped.
-
-AF_UNIX paths are limited to ~107 bytes.  When the run folder's path is too
-long the socket lives under $XDG_RUNTIME_DIR (or a private 0700 folder in
-/tmp) named by a hash of the run folder, and ``control.json`` in the run
-folder says where, so a client never has to guess.
+This module is the protocol: what a request does (``TrainerControl``) and
+the client (``request``, ``ControlClient``).  The socket itself (where it
+lives, owner-only access, the serving thread) is ``control_server``'s.  A
+flood cannot stall training: the server thread never touches the model, it
+only offers commands to the run's queue, where a repeat of the command
+already waiting at the tail is coalesced and the number waiting is bounded.
 """
 from __future__ import annotations
 
-import errno
-import hashlib
 import json
 import os
-import queue
-import selectors
 import socket
-import stat
-import struct
-import tempfile
-import threading
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .config import UserError
+from .commands import STEERING, Command, CommandQueue
+from .control_server import (INFO_NAME, MAX_LINE, MAX_SOCKET_PATH, SOCKET_NAME,  # noqa: F401 (re-exported)
+                             ControlError, ControlServer, peer_uid)
 
-SOCKET_NAME = "control.sock"
-INFO_NAME = "control.json"
-MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, 104 on macOS; keep a margin
-MAX_LINE = 4096  # bytes in one request line
-MAX_CLIENTS = 16
-MAX_PENDING = 16  # commands from the channel waiting in the trainer's queue
-IDLE_TIMEOUT = 30.0  # seconds a connection may sit without sending a full line
-MAX_OUTBUF = 64 * 1024  # a client that never reads its answers is dropped
+MAX_PENDING = 16  # commands from the channel waiting in the run's queue
 
-STEERING = ("pause", "resume", "toggle_pause", "eval", "checkpoint", "stop")
 QUERIES = ("status", "ping")
-COMMANDS = STEERING + QUERIES
-
-
-class ControlError(UserError):
-    """A control channel problem, phrased as one line for the person."""
-
-
-# --- where the socket lives -------------------------------------------------
-
-def _short_dir() -> Path:
-    """A private folder for sockets whose run-folder path is too long."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK):
-        return Path(runtime)
-    d = Path(tempfile.gettempdir()) / f"tui-trainer-{os.getuid()}"
-    try:
-        os.mkdir(d, 0o700)
-    except FileExistsError:
-        pass
-    st = os.lstat(d)
-    # Someone else's folder (or a link) at our name would let them swap the socket.
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise ControlError(f"{d} is not a private folder owned by you; remove it or set XDG_RUNTIME_DIR")
-    return d
-
-
-def socket_path_for(run_dir: str | os.PathLike[str]) -> Path:
-    """Where a server for ``run_dir`` binds: in the folder when the path fits."""
-    run_dir = Path(run_dir).resolve()
-    p = run_dir / SOCKET_NAME
-    if len(os.fsencode(p)) <= MAX_SOCKET_PATH:
-        return p
-    digest = hashlib.sha256(os.fsencode(run_dir)).hexdigest()[:16]
-    return _short_dir() / f"tui-trainer-{digest}.sock"
+COMMANDS = STEERING + QUERIES  # STEERING: every commands.Command, by its wire name
 
 
 def find_socket(run_dir: str | os.PathLike[str]) -> Path:
@@ -109,48 +55,29 @@ def find_socket(run_dir: str | os.PathLike[str]) -> Path:
                        f"replay it with tui-trainer view {run_dir}")
 
 
-def _probe_live(path: Path) -> bool:
-    """True when a server answers at ``path``; False when nobody listens."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(1.0)
-    try:
-        s.connect(os.fspath(path))
-        return True
-    except OSError as e:
-        if e.errno in (errno.ECONNREFUSED, errno.ENOENT):
-            return False
-        raise ControlError(f"cannot check the control socket {path} ({e.strerror})") from None
-    finally:
-        s.close()
-
-
 # --- what a request does ----------------------------------------------------
 
 class TrainerControl:
-    """Turns requests into commands on a trainer's queue, never blocking.
+    """Turns requests into commands on a run's queue, never blocking.
 
-    ``target`` needs a ``commands`` queue; ``step``, ``paused``, ``stopping``
-    and ``cfg.steps`` are read (racily, which is fine for a status line) when
-    present.  The command enum is looked up lazily so this module stays free
-    of torch.
+    ``target`` (a ``run.Run``) has a ``commands`` queue (a
+    ``commands.CommandQueue``, whose ``offer`` coalesces and bounds); its
+    ``step``, ``paused``, ``stopping`` and ``total_steps`` are read (racily,
+    which is fine for a status line).
     """
 
     def __init__(self, target: Any, max_pending: int = MAX_PENDING):
         self.target = target
         self.max_pending = max_pending
-        self._lock = threading.Lock()
-        from .commands import Command
-
-        self._command = Command
 
     def state(self) -> dict[str, Any]:
         t = self.target
         state = "stopping" if getattr(t, "stopping", False) else "paused" if getattr(t, "paused", False) \
             else "running"
         out: dict[str, Any] = {"step": getattr(t, "step", None), "state": state}
-        cfg = getattr(t, "cfg", None)
-        if cfg is not None:
-            out["total_steps"] = getattr(cfg, "steps", None)
+        total = getattr(t, "total_steps", None)
+        if total is not None:
+            out["total_steps"] = total
         return out
 
     def handle(self, req: Any) -> dict[str, Any]:
@@ -168,270 +95,20 @@ class TrainerControl:
         if cmd in QUERIES:
             answer.update(self.state(), pid=os.getpid())
             return answer
-        q: queue.Queue = self.target.commands
-        command = self._command(cmd)
-        with self._lock:  # one server thread today; the lock keeps it right if there are more
-            with q.mutex:
-                waiting = list(q.queue)
-            if waiting and waiting[-1] == command and command is not self._command.TOGGLE_PAUSE:
-                answer.update(self.state(), queued=True, coalesced=True)
-                return answer
-            if len(waiting) >= self.max_pending:
-                return {"ok": False, "cmd": cmd, "error": f"busy: {len(waiting)} commands already waiting; "
-                                                          "try again after the current step"}
-            q.put_nowait(command)
+        q: CommandQueue = self.target.commands
+        got = q.offer(Command(cmd), self.max_pending)
+        if got == "busy":
+            return {"ok": False, "cmd": cmd, "error": f"busy: {q.pending()} commands already waiting; "
+                                                      "try again after the current step"}
         answer.update(self.state(), queued=True)
+        if got == "coalesced":
+            answer["coalesced"] = True
         return answer
 
 
-# --- the server -------------------------------------------------------------
-
-def _peer_uid(conn: socket.socket) -> int | None:
-    if not hasattr(socket, "SO_PEERCRED"):
-        return None  # macOS/BSD: the 0600 socket file is the guard
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
-
-
-class _Conn:
-    __slots__ = ("sock", "inbuf", "outbuf", "last", "closing")
-
-    def __init__(self, sock: socket.socket):
-        self.sock = sock
-        self.inbuf = b""
-        self.outbuf = b""
-        self.last = time.monotonic()
-        self.closing = False
-
-
-class ControlServer:
-    """Serves ``handler(request) -> answer`` on the run folder's socket.
-
-    One thread, non-blocking sockets and a selector: a slow or hostile client
-    can hold a connection slot, never the thread.
-    """
-
-    def __init__(self, run_dir: str | os.PathLike[str], handler: Callable[[Any], dict[str, Any]], *,
-                 max_clients: int = MAX_CLIENTS, idle_timeout: float = IDLE_TIMEOUT):
-        self.run_dir = Path(run_dir)
-        self.handler = handler
-        self.max_clients = max_clients
-        self.idle_timeout = idle_timeout
-        self.path = socket_path_for(self.run_dir)
-        self._sel: selectors.BaseSelector | None = None
-        self._listener: socket.socket | None = None
-        self._conns: dict[int, _Conn] = {}
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self.served = 0
-        self.refused = 0
-
-    # lifecycle
-    def start(self) -> "ControlServer":
-        self._bind()
-        self._thread = threading.Thread(target=self._serve, name="tui-trainer-control", daemon=True)
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-        for c in list(self._conns.values()):
-            c.sock.close()
-        self._conns.clear()
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-            self._unlink_own()
-        if self._sel is not None:
-            self._sel.close()
-            self._sel = None
-
-    def __enter__(self) -> "ControlServer":
-        return self if self._thread is not None else self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def _bind(self) -> None:
-        path = self.path
-        if path.exists() or path.is_symlink():
-            st = os.lstat(path)
-            if not stat.S_ISSOCK(st.st_mode):
-                raise ControlError(f"{path} exists and is not a socket; remove it to steer this run")
-            if _probe_live(path):
-                raise ControlError(f"another live process is serving {self.run_dir} ({path}); "
-                                   "stop it first, or attach to it with tui-trainer attach")
-            path.unlink()  # a stale socket left by a run that died
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)  # the socket is born 0600: no window where others could connect
-        try:
-            s.bind(os.fspath(path))
-        except OSError as e:
-            s.close()
-            raise ControlError(f"cannot create the control socket {path} ({e.strerror})") from None
-        finally:
-            os.umask(old)
-        os.chmod(path, 0o600)
-        s.listen(self.max_clients)
-        s.setblocking(False)
-        self._listener = s
-        self._ino = os.stat(path).st_ino
-        if path.parent != self.run_dir.resolve():
-            info = {"socket": os.fspath(path), "pid": os.getpid()}
-            tmp = self.run_dir / f".{INFO_NAME}.tmp"
-            tmp.write_text(json.dumps(info) + "\n", encoding="utf-8")
-            os.replace(tmp, self.run_dir / INFO_NAME)
-        self._sel = selectors.DefaultSelector()
-        self._sel.register(s, selectors.EVENT_READ, None)
-
-    def _unlink_own(self) -> None:
-        # Remove the socket only if it is still ours (a later run may have replaced it).
-        try:
-            if os.stat(self.path).st_ino == self._ino:
-                self.path.unlink()
-        except OSError:
-            pass
-        info = self.run_dir / INFO_NAME
-        try:
-            if json.loads(info.read_text(encoding="utf-8")).get("pid") == os.getpid():
-                info.unlink()
-        except (OSError, ValueError, AttributeError):
-            pass
-
-    # the loop
-    def _serve(self) -> None:
-        assert self._sel is not None
-        while not self._stop.is_set():
-            try:
-                events = self._sel.select(timeout=0.2)
-            except (OSError, ValueError):
-                return  # closed under us
-            for key, mask in events:
-                if key.data is None:
-                    self._accept()
-                else:
-                    conn: _Conn = key.data
-                    if mask & selectors.EVENT_READ:
-                        self._read(conn)
-                    if mask & selectors.EVENT_WRITE and conn.sock.fileno() >= 0:
-                        self._flush(conn)
-            self._reap_idle()
-
-    def _accept(self) -> None:
-        assert self._listener is not None and self._sel is not None
-        try:
-            sock, _ = self._listener.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return
-        sock.setblocking(False)
-        try:
-            uid = _peer_uid(sock)
-        except OSError:
-            uid = -1
-        if uid is not None and uid != os.getuid():
-            self.refused += 1
-            self._say_and_drop(sock, {"ok": False, "error": "permission denied: this run belongs to another user"})
-            return
-        if len(self._conns) >= self.max_clients:
-            self.refused += 1
-            self._say_and_drop(sock, {"ok": False, "error": f"busy: {self.max_clients} clients connected"})
-            return
-        conn = _Conn(sock)
-        self._conns[sock.fileno()] = conn
-        self._sel.register(sock, selectors.EVENT_READ, conn)
-
-    @staticmethod
-    def _say_and_drop(sock: socket.socket, answer: dict[str, Any]) -> None:
-        try:
-            sock.send((json.dumps(answer) + "\n").encode())
-        except OSError:
-            pass
-        sock.close()
-
-    def _read(self, conn: _Conn) -> None:
-        try:
-            data = conn.sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._drop(conn)
-            return
-        conn.last = time.monotonic()
-        conn.inbuf += data
-        while b"\n" in conn.inbuf and not conn.closing:
-            line, conn.inbuf = conn.inbuf.split(b"\n", 1)
-            if not line.strip():
-                continue
-            self._answer(conn, self._dispatch(line))
-        if len(conn.inbuf) > MAX_LINE:
-            conn.inbuf = b""
-            conn.closing = True
-            self._answer(conn, {"ok": False, "error": f"request longer than {MAX_LINE} bytes; send one short JSON line"})
-
-    def _dispatch(self, line: bytes) -> dict[str, Any]:
-        self.served += 1
-        if len(line) > MAX_LINE:
-            return {"ok": False, "error": f"request longer than {MAX_LINE} bytes; send one short JSON line"}
-        try:
-            req = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            return {"ok": False, "error": 'not JSON; send one line such as {"cmd": "pause"}'}
-        try:
-            return self.handler(req)
-        except Exception as e:  # a bug in a handler must not kill the channel
-            return {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
-
-    def _answer(self, conn: _Conn, answer: dict[str, Any]) -> None:
-        conn.outbuf += (json.dumps(answer) + "\n").encode()
-        if len(conn.outbuf) > MAX_OUTBUF:
-            self._drop(conn)
-            return
-        self._flush(conn)
-
-    def _flush(self, conn: _Conn) -> None:
-        assert self._sel is not None
-        try:
-            while conn.outbuf:
-                n = conn.sock.send(conn.outbuf)
-                conn.outbuf = conn.outbuf[n:]
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            self._drop(conn)
-            return
-        if conn.closing and not conn.outbuf:
-            self._drop(conn)
-            return
-        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbuf else 0)
-        try:
-            self._sel.modify(conn.sock, want, conn)
-        except (KeyError, ValueError):
-            pass
-
-    def _drop(self, conn: _Conn) -> None:
-        fd = conn.sock.fileno()
-        if fd >= 0 and self._sel is not None:
-            try:
-                self._sel.unregister(conn.sock)
-            except (KeyError, ValueError):
-                pass
-        self._conns.pop(fd, None)
-        conn.sock.close()
-
-    def _reap_idle(self) -> None:
-        now = time.monotonic()
-        for conn in [c for c in self._conns.values() if now - c.last > self.idle_timeout]:
-            self._drop(conn)
-
-
-def serve_trainer(trainer: Any, run_dir: str | os.PathLike[str]) -> ControlServer:
-    """Start the control channel for ``trainer`` in ``run_dir``."""
-    return ControlServer(run_dir, TrainerControl(trainer).handle).start()
+def serve_trainer(target: Any, run_dir: str | os.PathLike[str]) -> ControlServer:
+    """Start the control channel for ``target`` (a ``run.Run``) in ``run_dir``."""
+    return ControlServer(run_dir, TrainerControl(target).handle).start()
 
 
 # --- the client -------------------------------------------------------------
@@ -505,12 +182,12 @@ class ControlClient:
             return False
 
 
-def start_for_run(trainer: Any, run_dir: str | os.PathLike[str]) -> ControlServer | None:
+def start_for_run(target: Any, run_dir: str | os.PathLike[str]) -> ControlServer | None:
     """The channel ``cmd_train`` opens for every run.  A folder where no
     socket can be made (some network filesystems) costs the channel, not the
     run: one warning line, and training goes on."""
     try:
-        return serve_trainer(trainer, run_dir)
+        return serve_trainer(target, run_dir)
     except (ControlError, OSError) as e:
         import sys
 

@@ -30,10 +30,9 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from .commands import MAX_COMMANDS_PER_STEP, Command
 from .config import UserError
 from .data import BatchSampler, _windows
-
-MAX_COMMANDS_PER_STEP = 8
 
 
 @dataclass
@@ -101,8 +100,6 @@ class Dist:
         own stop flag (a signal).  All ranks get rank 0's commands and the OR
         of the stop flags.  One all-reduce of 9 integers.
         """
-        from .engine import Command
-
         codes = list(Command)
         t = torch.zeros(MAX_COMMANDS_PER_STEP + 1, dtype=torch.int64, device=self.device)
         if self.is_main:
@@ -161,7 +158,9 @@ def from_env(environ: dict[str, str] | os._Environ | None = None) -> Dist:
 
 def setup(hw: Any) -> Dist:
     """Join the process group when torchrun started us; fix ``hw.device`` to
-    this rank's GPU.  A world of one returns at once and changes nothing."""
+    this rank's GPU.  A world of one returns at once and changes nothing.
+    The caller (``cli``) does this before building the loop and passes the
+    ``Dist`` in; ``close()`` leaves the group."""
     d = from_env()
     if not d.enabled:
         d.device = hw.device
@@ -188,30 +187,3 @@ def setup(hw: Any) -> Dist:
     if dist.get_world_size() != d.world_size or dist.get_rank() != d.rank:
         raise UserError("the process group does not match RANK/WORLD_SIZE; start the processes with torchrun")
     return d
-
-
-def run_worker(args: Any) -> int:
-    """``tui-trainer train`` on a rank other than 0: train in step with rank 0
-    and write nothing (no run folder, no log, no checkpoint, no socket)."""
-    import sys
-
-    from .cli import config_from_args, config_values_from_args
-    from .engine import Trainer
-    from .signals import RunSignals
-
-    if getattr(args, "resume", None):
-        from .resume import apply_resume, plan_resume
-
-        plan = plan_resume(args.resume, config_values_from_args(args))  # reads only
-        trainer = Trainer(plan.cfg)
-        apply_resume(plan, trainer)
-    else:
-        trainer = Trainer(config_from_args(args))
-    try:
-        with RunSignals(trainer):
-            end = trainer.run()
-    finally:
-        trainer.dist.close()
-    print(f"rank {trainer.dist.rank}: run {end.status} at step {end.step}"
-          + (f" | error: {end.error}" if end.error else ""), file=sys.stderr, flush=True)
-    return 0 if end.status in ("finished", "stopped") else 1

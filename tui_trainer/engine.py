@@ -1,8 +1,11 @@
 """The training loop.  It knows nothing of any UI.
 
-It emits typed records (see ``records``) to a list of sinks and, between
-steps, drains a thread-safe queue of commands.  The lesson's functions are
-public here under their names: ``calc_loss_batch``, ``evaluate_model``,
+``Trainer`` trains the parts ``parts.build_parts`` assembled and talks to its
+run (``run.Run``) only: it emits typed records (``records``) there, applies
+the run's commands at each step's safe point (``Run.between_steps``), and
+leaves when to checkpoint and what is best to the run's
+``checkpoint.CheckpointManager``.  The lesson's functions are public here
+under their names: ``calc_loss_batch``, ``evaluate_model``,
 ``generate_and_print_sample`` and ``train``.
 """
 from __future__ import annotations
@@ -13,7 +16,7 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -21,22 +24,14 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from . import checkpoint as ckpt
-from . import distributed
 from .commands import Command  # noqa: F401  (re-exported as engine.Command)
 from .config import TrainConfig, UserError
-from .data import BatchSampler, ByteTokenizer, load_corpus, make_batches
-from .hardware import configure
-from .model import GPT, GPTConfig
-from .optim import cosine_with_warmup, make_optimizer, set_lr
-from .records import (Ack, BadStep, Checkpoint, Eval, Paused, Record, Resumed, RunEnd, RunStart,
-                      Sample, Status, TrainStep)
-
-CHECKPOINT_FORMAT = "tui-trainer/1"
-
-
-class Sink(Protocol):
-    def emit(self, record: Record) -> None: ...
-
+from .data import ByteTokenizer
+from .model import GPT
+from .optim import cosine_with_warmup, set_lr
+from .parts import Parts, build_parts
+from .records import (BadStep, CheckpointReason, Eval, RunEnd, RunStart, Sample, Status, TrainStep)
+from .run import Run, Sink
 
 # --- the lesson's functions -------------------------------------------------
 
@@ -111,102 +106,109 @@ def generate_and_print_sample(model: GPT, prompt: str, max_new_tokens: int, *,
 # --- the engine -------------------------------------------------------------
 
 class Trainer:
-    """Owns the model, optimizer and data for one run and drives the loop.
+    """The built-in loop: trains ``parts`` and reports to its run.
 
-    Construction does all the fallible preparation (data, model, device) and
-    writes nothing, so bad input fails before a run folder exists.
+    ``run`` is the ``run.Run`` it reports to (records, steering, checkpoint
+    policy).  Given a folder or None instead, a bare ``Run`` is made for it
+    from ``sinks``, ``commands`` and ``interactive`` (no lock, log, socket or
+    signals: what ``cli`` adds with ``Run.create``/``Run.open``).  Nothing is
+    set on a Trainer from outside after construction: a resumed run passes
+    the ``resume.ResumePlan`` it continues.
     """
 
-    def __init__(self, cfg: TrainConfig, run_dir: str | Path | None = None,
-                 sinks: Iterable[Sink] = (), commands: queue.Queue | None = None, *,
-                 interactive: bool = False, run_name: str | None = None):
+    def __init__(self, cfg: TrainConfig, run: Run | str | Path | None = None, sinks: Iterable[Sink] = (),
+                 commands: queue.Queue | None = None, *, interactive: bool = False,
+                 run_name: str | None = None, parts: Parts | None = None, resume: Any = None):
         self.cfg = cfg
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.run_name = run_name or (self.run_dir.name if self.run_dir else "run")
-        self.sinks: list[Sink] = list(sinks)
-        self.commands: queue.Queue = commands if commands is not None else queue.Queue()
-        # Dashboard attached: divergence pauses for a human; headless it stops.
-        self.interactive = interactive
-        self.stop_event = threading.Event()
-
-        self.hw = configure(cfg)
-        # torchrun: join the process group (a world of one does nothing).
-        self.dist = distributed.setup(self.hw)
-        self._agreed_stop = False  # data-parallel: the stop every rank agreed on at the last step
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed % 2**32)
-        torch.manual_seed(cfg.seed)
-        self.corpus = load_corpus(cfg)
-        self.model_config = GPTConfig(vocab_size=self.corpus.vocab_size, context_length=cfg.context_length,
-                                      n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
-                                      dropout=cfg.dropout, bias=cfg.bias)
-        self.model = GPT(self.model_config).to(self.hw.device)
-        ddp = self.dist.wrap(self.model)  # the model itself when there is one process
-        self.train_model: nn.Module = torch.compile(ddp) if self.hw.compile else ddp
+        p = parts if parts is not None else build_parts(cfg)
+        if not isinstance(run, Run):
+            run = Run(run, name=run_name, sinks=sinks, commands=commands, interactive=interactive,
+                      sync=p.dist, checkpoint_every=cfg.ckpt_every, keep=cfg.keep)
+        self.run_handle = run
+        self.emit = run.emit
+        self.ckpts = run.checkpoints
+        self.parts = p
+        self.hw, self.dist, self.corpus, self.model = p.hw, p.dist, p.corpus, p.model
+        self.train_model, self.optimizer, self.scaler, self.sampler = p.train_model, p.optimizer, p.scaler, p.sampler
+        self.val_batches, self.train_eval_batches = p.val_batches, p.train_eval_batches
         self._compile_pending = self.hw.compile  # torch.compile is lazy: the first step compiles
-        self.optimizer = make_optimizer(self.model, cfg.weight_decay, cfg.max_lr, (cfg.beta1, cfg.beta2),
-                                        fused=self.hw.fused_adamw)
-        self.scaler = torch.amp.GradScaler(self.hw.device.type, enabled=self.hw.dtype == "fp16")
-        self.sampler = self.dist.sampler(self.corpus.train, cfg.batch_size, cfg.context_length,
-                                         seed=cfg.seed, device=self.hw.device)
-        # Both eval slices are cut once, here, and reused identically at every probe.
-        # Data-parallel: cut with the global batch, each rank evaluates its rows.
-        gb, shard = cfg.batch_size * self.dist.world_size, self.dist.shard_batches
-        self.val_batches = self._to_device(shard(make_batches(self.corpus.val, gb, cfg.context_length,
-                                                              max_batches=cfg.eval_batches)))
-        self.train_eval_batches = self._to_device(shard(make_batches(self.corpus.train, gb,
-                                                                     cfg.context_length, max_batches=cfg.eval_batches)))
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.params = [q for q in self.model.parameters() if q.requires_grad]
 
         self.step = 0
         self.tokens = 0
         self.elapsed_before = 0.0  # wall time of earlier sessions of a resumed run
-        self.best_val = math.inf
         self.last_val: float | None = None
         self.last_val_step = -1
-        self.last_ckpt_step = -1
         self.bad_in_row = 0
-        self.paused = False
         self.diverged = False
         self.resumed = False
-        self.resumed_from: str | None = None  # set by resume.py: the checkpoint continued from
+        self.resumed_from: str | None = None  # the checkpoint continued from
         self.config_changes: dict[str, Any] | None = None  # resume: {key: [old, new]}
         self.done = threading.Event()  # set once run() has emitted its run_end
         self.end: RunEnd | None = None
         self._t0 = time.perf_counter()
+        if resume is not None:  # a resume.ResumePlan: load every state it holds
+            from .resume import apply_resume
 
-    def _to_device(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [(x.to(self.hw.device), y.to(self.hw.device)) for x, y in batches]
+            apply_resume(resume, self)
+            self.resumed_from = str(resume.ckpt_path)
+            self.config_changes = resume.changes or None
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.run_handle.folder
+
+    @property
+    def run_name(self) -> str:
+        return self.run_handle.name
+
+    @property
+    def commands(self) -> queue.Queue:
+        return self.run_handle.commands
+
+    @property
+    def sinks(self) -> list[Sink]:
+        return self.run_handle.sinks
+
+    @property
+    def paused(self) -> bool:
+        return self.run_handle.paused
+
+    @property
+    def interactive(self) -> bool:
+        return self.run_handle.interactive
+
+    @property
+    def best_val(self) -> float:
+        return self.ckpts.best_val
 
     # --- control from other threads ---
+    def add_sink(self, sink: Sink) -> None:
+        self.run_handle.add_sink(sink)
+
+    def remove_sink(self, sink: Sink) -> None:
+        self.run_handle.remove_sink(sink)
+
     def send(self, command: Command | str) -> None:
-        self.commands.put(Command(command))
+        self.run_handle.send(command)
 
     def request_stop(self) -> None:
         """Stop after the current step; evals, samples and pauses notice at once."""
-        self.stop_event.set()
-        self.commands.put(Command.STOP)
+        self.run_handle.request_stop()
 
     @property
     def stopping(self) -> bool:
-        # Data-parallel: a signal seen by one rank counts from the next step's
-        # sync, so no rank ever leaves the loop alone and hangs the others.
-        return self._agreed_stop if self.dist.enabled else self.stop_event.is_set()
+        return self.run_handle.stopping
 
     @property
     def elapsed(self) -> float:
         return self.elapsed_before + (time.perf_counter() - self._t0)
 
-    def emit(self, record: Record) -> None:
-        if not self.dist.is_main:
-            return  # data-parallel: rank 0 alone writes the log
-        for sink in self.sinks:
-            sink.emit(record)
-
     # --- the loop ---
     def run(self) -> RunEnd:
-        cfg = self.cfg
+        cfg, run = self.cfg, self.run_handle
         self._t0 = time.perf_counter()
+        run.total_steps = cfg.steps
         self.emit(RunStart(step=self.step, run_name=self.run_name, config=cfg.to_dict(),
                            n_params=self.model.num_params(), device=self.hw.describe() + self.dist.describe(),
                            total_steps=cfg.steps, resumed=self.resumed, resumed_from=self.resumed_from,
@@ -214,21 +216,22 @@ class Trainer:
         status, error = "finished", None
         try:
             while self.step < cfg.steps:
-                self._drain_commands()
+                run.between_steps(self.step, on_eval=self._forced_probe, on_checkpoint=self._manual_save,
+                                  on_resume=self._on_resume)
                 if self.stopping:
                     status = "stopped"
                     break
                 if not (self._compile_step() if self._compile_pending else self._train_step()):
                     if self.bad_in_row >= cfg.max_bad_steps:
                         self.diverged = True
-                        if not self.interactive:
+                        if not run.interactive:
                             status = "diverged"
                             break
-                        self._pause("diverged")
+                        run.pause("diverged")
                     continue
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                     self._probe(forced=False)
-                if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                if self.ckpts.due(self.step, cfg.steps):
                     self._save("scheduled")
         except Exception as e:  # shown in the UI and written to the log, never lost
             status, error = "failed", f"{type(e).__name__}: {e}"
@@ -237,13 +240,13 @@ class Trainer:
             raise
         if self.diverged and status == "stopped":
             status = "diverged"
-        if status in ("finished", "stopped") and self.step > 0 and self.last_ckpt_step != self.step:
+        if status in ("finished", "stopped") and self.step > 0 and self.ckpts.last_step != self.step:
             try:
                 self._save("final")
             except KeyboardInterrupt:
                 self._end_killed()
                 raise
-        end = RunEnd(step=self.step, status=status, elapsed_s=self.elapsed,
+        end = RunEnd(step=self.step, status=status, elapsed_s=self.elapsed,  # type: ignore[arg-type]
                      val_loss=self.last_val, error=error)
         self.end = end
         try:
@@ -312,64 +315,22 @@ class Trainer:
         self.emit(Status(step=self.step, state="running", detail=f"compiled in {time.perf_counter() - t:.1f}s"))
         return ok
 
-    def _drain_commands(self) -> None:
-        if self.dist.enabled:
-            return self._sync_commands()
-        while True:
-            try:
-                if self.paused and not self.stopping:
-                    cmd = self.commands.get(timeout=0.1)
-                else:
-                    cmd = self.commands.get_nowait()
-            except queue.Empty:
-                if self.paused and not self.stopping:
-                    continue
-                return
-            self._handle(Command(cmd))
+    def _on_resume(self) -> None:
+        self.bad_in_row = 0
 
-    def _sync_commands(self) -> None:
-        """Data-parallel: rank 0 takes the commands, every rank applies them at this step."""
-        while True:
-            taken: list[Command] = []
-            if self.dist.is_main:
-                try:
-                    waiting = self.paused and not self.stopping
-                    taken.append(self.commands.get(timeout=0.1) if waiting else self.commands.get_nowait())
-                    while len(taken) < distributed.MAX_COMMANDS_PER_STEP:
-                        taken.append(self.commands.get_nowait())
-                except queue.Empty:
-                    pass
-            cmds, stop = self.dist.sync_commands(taken, self.stop_event.is_set())
-            self._agreed_stop = self._agreed_stop or stop or Command.STOP in cmds
-            for cmd in cmds:
-                self._handle(cmd)
-            if not (self.paused and not self.stopping):
-                return
+    def _forced_probe(self) -> None:
+        self._probe(forced=True)
 
-    def _handle(self, cmd: Command) -> None:
-        if cmd is Command.STOP:
-            self.stop_event.set()
-        elif cmd is Command.PAUSE or (cmd is Command.TOGGLE_PAUSE and not self.paused):
-            if not self.paused:
-                self._pause("user")
-        elif cmd is Command.RESUME or cmd is Command.TOGGLE_PAUSE:
-            if self.paused:
-                self.paused = False
-                self.bad_in_row = 0
-                self.emit(Resumed(step=self.step))
-        elif cmd is Command.EVAL:
-            self._probe(forced=True)
-        elif cmd is Command.CHECKPOINT:
-            self._save("manual")
+    def _manual_save(self) -> None:
+        self._save("manual")
 
-    def _pause(self, reason: str) -> None:
-        self.paused = True
-        self.emit(Paused(step=self.step, reason=reason))
+    def _state_word(self) -> str:
+        return "paused" if self.paused else "running"
 
     def _probe(self, forced: bool) -> None:
         cfg = self.cfg
         self.emit(Status(step=self.step, state="evaluating"))
-        stop = self.stop_event.is_set
+        stop = self.run_handle.stop_event.is_set
         val = evaluate_model(self.train_model, self.val_batches, autocast=self.hw.autocast, should_stop=stop)
         train = evaluate_model(self.train_model, self.train_eval_batches, autocast=self.hw.autocast,
                                should_stop=stop)
@@ -392,19 +353,19 @@ class Trainer:
                                              should_stop=stop)
         if not self.stopping:
             self.emit(Sample(step=self.step, prompt=cfg.sample_prompt, text=text))
-        self.emit(Status(step=self.step, state="paused" if self.paused else "running"))
+        self.emit(Status(step=self.step, state=self._state_word()))  # type: ignore[arg-type]
         # A new best val loss is kept as best.pt when it is seen, not only when
-        # a scheduled checkpoint happens to fall on this step (the run loop
-        # saves right after a scheduled probe, and marks best there).
-        scheduled = not forced and (self.step % cfg.ckpt_every == 0 or self.step == cfg.steps)
-        if val < self.best_val and not scheduled and not self.stopping:
+        # a scheduled checkpoint happens to fall on this step (the loop saves
+        # right after a scheduled probe, and marks best there).
+        scheduled = not forced and self.ckpts.due(self.step, cfg.steps)
+        if self.ckpts.is_new_best(val) and not scheduled and not self.stopping:
             self._save("best")
 
     # --- checkpoints ---
     def state_dict(self) -> dict[str, Any]:
         np_state = np.random.get_state()
         return {
-            "format": CHECKPOINT_FORMAT,
+            "format": ckpt.FORMAT,
             "step": self.step,
             "world_size": self.dist.world_size,
             "tokens": self.tokens,
@@ -451,46 +412,34 @@ class Trainer:
         self.step = state["step"]
         self.tokens = state["tokens"]
         self.elapsed_before = state["elapsed_s"]
-        self.best_val = state["best_val"]
+        self.ckpts.best_val = state["best_val"]
         self.last_val = state["last_val"]
         self.last_val_step = state["last_val_step"]
-        self.last_ckpt_step = self.step
+        self.ckpts.last_step = self.step
         self.resumed = True
 
     def _weights_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
-    def _save(self, reason: str) -> Path | None:
-        if self.run_dir is None or not self.dist.is_main:  # data-parallel: rank 0 writes checkpoints
+    def _save(self, reason: CheckpointReason) -> Path | None:
+        """The checkpoint policy is the run's (``checkpoint.CheckpointManager``);
+        the loop supplies what goes in the file and whether the model is sound."""
+        if not self.ckpts.enabled:
             return None
-        if self.diverged or not self._weights_finite():
-            # A diverged model must never overwrite a good checkpoint.
-            self.emit(Ack(step=self.step, command="checkpoint", ok=False,
-                          message="model diverged: checkpoint refused, the last good one is kept"))
-            return None
-        self.emit(Status(step=self.step, state="checkpointing"))
-        best = self.last_val_step == self.step and self.last_val is not None and self.last_val < self.best_val
-        if best:
-            self.best_val = self.last_val  # type: ignore[assignment]
-        path = ckpt.save_checkpoint(self.state_dict(), self.run_dir, self.step, keep=self.cfg.keep, best=best)
-        self.last_ckpt_step = self.step
-        self.emit(Checkpoint(step=self.step, path=str(path), reason=reason,
-                             val_loss=self.last_val if self.last_val_step == self.step else None))
-        self.emit(Status(step=self.step, state="paused" if self.paused else "running"))
-        return path
+        healthy = not self.diverged and self._weights_finite()
+        return self.ckpts.save(self.step, self.state_dict, reason=reason,
+                               val_loss=self.last_val if self.last_val_step == self.step else None,
+                               healthy=healthy, state_after=self._state_word())
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, sinks: Iterable[Sink] = (),
           commands: queue.Queue | None = None) -> RunEnd:
     """Run a whole training job into ``run_dir`` (its ``losses.jsonl`` included)."""
-    from .runlog import LOG_NAME, JsonlSink
-
-    trainer = Trainer(cfg, run_dir, sinks, commands)  # fails on bad input before anything is written
-    assert trainer.run_dir is not None
-    trainer.run_dir.mkdir(parents=True, exist_ok=True)
-    log = JsonlSink(trainer.run_dir / LOG_NAME)
-    trainer.sinks.insert(0, log)
+    parts = build_parts(cfg)  # fails on bad input before anything is written
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    run = Run(run_dir, sinks=sinks, commands=commands, sync=parts.dist,
+              checkpoint_every=cfg.ckpt_every, keep=cfg.keep).open(control=False, signals=False)
     try:
-        return trainer.run()
+        return Trainer(cfg, run, parts=parts).run()
     finally:
-        log.close()
+        run.close()

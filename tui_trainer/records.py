@@ -15,7 +15,47 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+#: A run's end, as ``run_end.status`` says it.
+EndStatus = Literal["finished", "stopped", "diverged", "failed", "killed"]
+#: Transient engine states (``status.state``).
+EngineState = Literal["evaluating", "checkpointing", "compiling", "running", "paused"]
+#: Why a run paused (``pause.reason``).
+PauseReason = Literal["user", "diverged"]
+#: Why a checkpoint was written (``checkpoint.reason``).
+CheckpointReason = Literal["scheduled", "manual", "final", "best"]
+
+
+def clean_text(s: str) -> str:
+    """A string every strict JSON parser takes: a path that was not UTF-8
+    (lone surrogates from ``os.fsdecode``) shows its odd bytes as ``\\xNN``."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
+            if _only_escapes(s) else s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _only_escapes(s: str) -> bool:
+    try:
+        s.encode("utf-8", "surrogateescape")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, str):
+        return clean_text(v)
+    if isinstance(v, dict):
+        return {clean_text(str(k)): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
 
 
 @dataclass
@@ -31,9 +71,12 @@ class Record:
         bad: list[str] = []
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, float) and not math.isfinite(v):
-                bad.append(f.name)
-                v = None
+            if isinstance(v, float):
+                if not math.isfinite(v):
+                    bad.append(f.name)
+                    v = None
+            elif isinstance(v, (str, dict, list)):
+                v = _clean(v)
             d[f.name] = v
         if bad:
             d["nonfinite"] = bad
@@ -87,14 +130,14 @@ class Sample(Record):
 class Checkpoint(Record):
     type: ClassVar[str] = "checkpoint"
     path: str
-    reason: str  # "scheduled", "manual", "final", "best"
+    reason: CheckpointReason
     val_loss: float | None = None
 
 
 @dataclass
 class Paused(Record):
     type: ClassVar[str] = "pause"
-    reason: str = "user"  # "user" or "diverged"
+    reason: PauseReason = "user"
 
 
 @dataclass
@@ -117,7 +160,7 @@ class Status(Record):
     """Transient engine state for the UI (evaluating, checkpointing, compiling)."""
 
     type: ClassVar[str] = "status"
-    state: str
+    state: EngineState
     detail: str = ""
 
 
@@ -134,7 +177,7 @@ class Ack(Record):
 @dataclass
 class RunEnd(Record):
     type: ClassVar[str] = "run_end"
-    status: str  # "finished", "stopped", "diverged", "failed", "killed"
+    status: EndStatus
     elapsed_s: float
     val_loss: float | None = None
     error: str | None = None

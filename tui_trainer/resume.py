@@ -28,10 +28,8 @@ the earlier records whose step is greater than its own.  A line torn by a
 kill mid-write is closed with a newline and stays as one unreadable line that
 readers skip and count.
 
-One writer.  A run folder is locked (``.lock``, an advisory ``flock``) while a
-process trains in it, so resuming a run that is still going (say after SSH
-dropped and the run carried on) is refused instead of interleaving two
-writers.  The kernel drops the lock when the process dies, even by kill -9.
+One writer.  A run folder is locked while a process trains in it
+(``rundir.RunLock``), so resuming a run that is still going is refused.
 """
 from __future__ import annotations
 
@@ -42,13 +40,6 @@ from typing import Any
 
 from . import checkpoint as ckpt
 from .config import FIELDS, RESUMABLE_CHANGES, TrainConfig, UserError, make_config
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; one writer is then up to the user
-    fcntl = None  # type: ignore[assignment]
-
-LOCK_NAME = ".lock"
 
 
 @dataclass
@@ -192,8 +183,6 @@ def apply_resume(plan: ResumePlan, trainer: Any) -> None:
         err = ckpt.CheckpointError(f"checkpoint {plan.ckpt_path} does not fit this run ({first[:120]}); "
                                    f"{ckpt.HINT}")
         raise _with_alternative(err, plan.run_dir, plan.ckpt_path) from None
-    trainer.resumed_from = str(plan.ckpt_path)
-    trainer.config_changes = plan.changes or None
 
 
 def set_aside_superseded(plan: ResumePlan) -> list[Path]:
@@ -208,41 +197,3 @@ def set_aside_superseded(plan: ResumePlan) -> list[Path]:
             os.replace(p, dst)
             moved.append(dst)
     return moved
-
-
-class RunLock:
-    """An advisory lock on a run folder, held while a process trains in it."""
-
-    def __init__(self, run_dir: str | os.PathLike[str]):
-        self.path = Path(run_dir) / LOCK_NAME
-        self._fd: int | None = None
-
-    def acquire(self) -> "RunLock":
-        if fcntl is None:
-            return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            try:
-                pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            finally:
-                os.close(fd)
-            raise UserError(f"run {self.path.parent} is in use by another tui-trainer (pid {pid}); "
-                            f"follow it with `tui-trainer view --follow {self.path.parent}`, or stop it "
-                            f"(kill -TERM {pid}) before resuming") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the flock; the file stays (harmless)
-            self._fd = None
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()

@@ -1,14 +1,28 @@
-"""Run folders: a fresh one per run, and an existing run is never clobbered."""
+"""Run folders: a fresh one per run, an existing run is never clobbered, and
+one writer at a time.
+
+One writer.  A run folder is locked (``.lock``, an advisory ``flock``) while a
+process trains in it, so resuming a run that is still going (say after SSH
+dropped and the run carried on) is refused instead of interleaving two
+writers.  The kernel drops the lock when the process dies, even by kill -9.
+"""
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one writer is then up to the user
+    fcntl = None  # type: ignore[assignment]
 
 from .config import UserError
 from .runlog import LOG_NAME
 
 DEFAULT_ROOT = Path("outputs")
+LOCK_NAME = ".lock"
 
 
 def holds_run(path: Path) -> bool:
@@ -43,3 +57,41 @@ def create_run_dir(out: str | None, name: str | None = None, root: Path = DEFAUL
         except FileExistsError:
             continue
     raise UserError(f"could not find a free run name under {root}; pass --out")
+
+
+class RunLock:
+    """An advisory lock on a run folder, held while a process trains in it."""
+
+    def __init__(self, run_dir: str | os.PathLike[str]):
+        self.path = Path(run_dir) / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        if fcntl is None:
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            finally:
+                os.close(fd)
+            raise UserError(f"run {self.path.parent} is in use by another tui-trainer (pid {pid}); "
+                            f"follow it with `tui-trainer view --follow {self.path.parent}`, or stop it "
+                            f"(kill -TERM {pid}) before resuming") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock; the file stays (harmless)
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

@@ -13,11 +13,13 @@
   turns headless (divergence now stops the run instead of pausing for a
   person who is gone).  The JSONL log and checkpoints keep being written:
   reconnect and ``tui-trainer view --follow RUN_DIR``, or ``--resume`` it
-  once it ends.  With the dashboard, hangup callbacks registered in
+  once it ends.  With the dashboard, hangup callbacks registered with
   ``on_hangup`` run (the dashboard closes itself there); ``cli`` then
   waits for the trainer thread to finish before the process exits.
+  Which fds were the terminal is noted when the handlers are installed:
+  after a real hangup ``isatty`` on the dead pty can answer False.
 - With the dashboard, the first SIGINT/SIGTERM also runs ``on_stop``
-  callbacks: the dashboard closes, and its way out stops the trainer after
+  callbacks (``on_stop``): the dashboard closes, and its way out stops the trainer after
   the step (final checkpoint, run_end) and waits for it.  (Ctrl-C typed at
   the dashboard is a key, not a signal: the dashboard handles it.)
 
@@ -37,9 +39,24 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SIGHUP = getattr(signal, "SIGHUP", None)  # not on Windows
 
 
-def detach_terminal() -> list[int]:
-    """Point the standard fds that are a (now gone) terminal at /dev/null.
-    Returns the fds redirected.  A redirected log file is left alone."""
+def terminal_fds() -> list[int]:
+    """The standard fds that are a terminal now (checked while it is alive:
+    after a real hangup ``isatty`` on the dead pty can say False)."""
+    out = []
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd):
+                out.append(fd)
+        except OSError:
+            pass
+    return out
+
+
+def detach_terminal(fds: list[int] | None = None) -> list[int]:
+    """Point the standard fds that were a (now gone) terminal at /dev/null.
+    ``fds``: the ones known to have been a terminal (``terminal_fds`` at
+    start); without it, those that still say so.  Returns the fds redirected.
+    A redirected log file is left alone."""
     moved = []
     try:
         null = os.open(os.devnull, os.O_RDWR)
@@ -47,12 +64,14 @@ def detach_terminal() -> list[int]:
         return moved
     try:
         for fd in (0, 1, 2):
-            try:
-                if os.isatty(fd):
-                    os.dup2(null, fd)
-                    moved.append(fd)
-            except OSError:
-                # isatty on a hung-up terminal can fail too: it is gone either way
+            if fds is not None:
+                gone = fd in fds
+            else:
+                try:
+                    gone = os.isatty(fd)
+                except OSError:
+                    gone = True  # isatty on a hung-up terminal can fail too: it is gone either way
+            if gone:
                 try:
                     os.dup2(null, fd)
                     moved.append(fd)
@@ -64,57 +83,72 @@ def detach_terminal() -> list[int]:
 
 
 class RunSignals:
-    """Install the handlers above for one ``trainer`` while in the ``with`` block;
-    the previous handlers come back on exit."""
+    """Signal handling for one ``run`` (a ``run.Run``) between ``install``
+    and ``uninstall``; the previous handlers come back after.
 
-    def __init__(self, trainer: Any, *, hangup: bool = True):
-        self.trainer = trainer
+    A handler only sets flags and schedules: the loop acts at its next safe
+    point (``Run.between_steps``).  Ways out a UI needs are registered with
+    ``on_hangup(callback)`` and ``on_stop(callback)``.
+    """
+
+    def __init__(self, run: Any, *, hangup: bool = True):
+        self.run = run
         self.hangup = hangup and SIGHUP is not None
-        self.hung_up = threading.Event()
-        self.on_hangup: list[Callable[[], Any]] = []
-        self.on_stop: list[Callable[[], Any]] = []  # after the first SIGINT/SIGTERM
+        self.hung_up = run.hung_up if hasattr(run, "hung_up") else threading.Event()
+        self._on_hangup: list[Callable[[], Any]] = []
+        self._on_stop: list[Callable[[], Any]] = []  # after the first SIGINT/SIGTERM
         self.stop_count = 0
         self._old: dict[int, Any] = {}
+        self._ttys: list[int] = []
 
-    def __enter__(self) -> "RunSignals":
-        # The dashboard registers its ways out here.
-        self.trainer.on_hangup = self.on_hangup
-        self.trainer.on_stop_signal = self.on_stop
+    def on_hangup(self, callback: Callable[[], Any]) -> None:
+        self._on_hangup.append(callback)
+
+    def on_stop(self, callback: Callable[[], Any]) -> None:
+        self._on_stop.append(callback)
+
+    def install(self) -> "RunSignals":
         if threading.current_thread() is not threading.main_thread():
             return self
+        self._ttys = terminal_fds()
         for sig in STOP_SIGNALS:
-            self._old[sig] = signal.signal(sig, self._on_stop)
+            self._old[sig] = signal.signal(sig, self._stop_signal)
         if self.hangup:
-            self._old[SIGHUP] = signal.signal(SIGHUP, self._on_hangup)
+            self._old[SIGHUP] = signal.signal(SIGHUP, self._hangup_signal)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def uninstall(self) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
         self._old.clear()
 
-    def _on_stop(self, signum: int, frame: Any) -> None:
+    def __enter__(self) -> "RunSignals":
+        return self.install()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.uninstall()
+
+    def _stop_signal(self, signum: int, frame: Any) -> None:
         self.stop_count += 1
         if self.stop_count > 1:
             raise KeyboardInterrupt  # the second one: leave now
-        self.trainer.request_stop()
-        _run_all(self.on_stop)
+        self.run.request_stop()
+        _run_all(self._on_stop)
         try:
             name = signal.Signals(signum).name
             print(f"{name}: stopping after this step (again to quit at once)", file=sys.stderr, flush=True)
         except (OSError, ValueError):
             pass
 
-    def _on_hangup(self, signum: int, frame: Any) -> None:
+    def _hangup_signal(self, signum: int, frame: Any) -> None:
         if self.hung_up.is_set():
             return
-        self.hung_up.set()
-        detach_terminal()
-        t = self.trainer
-        t.interactive = False
-        if getattr(t, "paused", False) and getattr(t, "diverged", False):
-            t.request_stop()  # nobody is left to look at a diverged, paused run
-        _run_all(self.on_hangup)
+        detach_terminal(self._ttys or None)
+        if hasattr(self.run, "hang_up"):
+            self.run.hang_up()
+        else:
+            self.hung_up.set()
+        _run_all(self._on_hangup)
 
 
 def _run_all(callbacks: list[Callable[[], Any]]) -> None:
@@ -134,6 +168,7 @@ class TerminalSink:
     def __init__(self, inner: Any):
         self.inner = inner
         self.lost = False
+        self.ttys = terminal_fds()
 
     def emit(self, record: Any) -> None:
         if self.lost:
@@ -142,4 +177,4 @@ class TerminalSink:
             self.inner.emit(record)
         except OSError:
             self.lost = True
-            detach_terminal()
+            detach_terminal(self.ttys or None)

@@ -120,7 +120,8 @@ class TrainerSource(QueueSource):
     def __init__(self, trainer: Any):
         super().__init__()
         self.trainer = trainer
-        trainer.sinks.append(self.sink(0))
+        self.sink_in_use = self.sink(0)
+        trainer.add_sink(self.sink_in_use)
         self.thread: threading.Thread | None = None
         self.end: RunEnd | None = None
         self.stopping = False
@@ -383,7 +384,7 @@ class DashboardApp(App):
         self.update_view()
 
 
-def run_dashboard(trainer: Any, mouse: bool = True) -> RunEnd | None:
+def run_dashboard(trainer: Any, mouse: bool = True, signals: Any = None) -> RunEnd | None:
     """Train with the dashboard up; returns the run's ``RunEnd`` (None if it never ran).
 
     Whatever way the app ends, the training thread is asked to stop and is
@@ -393,10 +394,12 @@ def run_dashboard(trainer: Any, mouse: bool = True) -> RunEnd | None:
     source = TrainerSource(trainer)
     app = DashboardApp(source, [RunSeries(trainer.run_name)], title=f"tui-trainer · {trainer.run_name}")
     # SSH dropped (signals.RunSignals): close the UI, the run carries on headless.
-    getattr(trainer, "on_hangup", []).append(lambda: _detach(app, source))
+    if signals is not None:
+        signals.on_hangup(lambda: _detach(app, source))
     # SIGTERM/SIGINT (signals.RunSignals): close the UI; the finally below
     # stops the trainer after its step, with a final checkpoint and run_end.
-    getattr(trainer, "on_stop_signal", []).append(lambda: _exit_soon(app))
+    if signals is not None:
+        signals.on_stop(lambda: _exit_soon(app))
     # The training thread gives up the GIL around every torch op; with the
     # default 5 ms switch interval it then waits up to 5 ms each time the UI
     # thread happens to hold it (a convoy), which cost a third of the tokens/sec
@@ -417,8 +420,7 @@ def _detach(app: App, source: TrainerSource) -> None:
     """The terminal is gone: stop feeding the UI and close it; the trainer
     thread goes on writing its log and checkpoints (cli waits for it)."""
     source.detached = True  # type: ignore[attr-defined]
-    t = source.trainer
-    t.sinks = [s for s in t.sinks if getattr(s, "queue", None) is not source.queue]
+    source.trainer.remove_sink(source.sink_in_use)
     _exit_soon(app)
 
 

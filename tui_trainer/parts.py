@@ -1,0 +1,71 @@
+"""The loop's parts: device, process group, seeds, data, model, optimizer,
+sampler and the fixed eval slices, assembled once by ``build_parts``.
+
+Every fallible preparation happens here and nothing is written, so bad input
+fails before a run folder exists.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import distributed
+from .config import TrainConfig
+from .data import BatchSampler, Corpus, load_corpus, make_batches
+from .distributed import Dist
+from .hardware import Hardware, configure
+from .model import GPT, GPTConfig
+from .optim import make_optimizer
+
+
+@dataclass
+class Parts:
+    """What a loop trains with, built once by ``build_parts``: every fallible
+    preparation (device, data, model), none of which writes anything, so bad
+    input fails before a run folder exists."""
+
+    hw: Hardware
+    dist: Dist
+    corpus: Corpus
+    model: GPT
+    train_model: nn.Module  # the model as trained: DDP-wrapped and/or compiled
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    sampler: BatchSampler
+    val_batches: list[tuple[torch.Tensor, torch.Tensor]]
+    train_eval_batches: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def build_parts(cfg: TrainConfig, hw: Hardware | None = None, dist: Dist | None = None) -> Parts:
+    """Device, process group (torchrun: the caller may have joined it and pass
+    ``dist``), seeds, data, model, optimizer, sampler and the fixed eval slices."""
+    hw = hw or configure(cfg)
+    dist = dist or distributed.setup(hw)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    torch.manual_seed(cfg.seed)
+    corpus = load_corpus(cfg)
+    model_config = GPTConfig(vocab_size=corpus.vocab_size, context_length=cfg.context_length,
+                             n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
+                             dropout=cfg.dropout, bias=cfg.bias)
+    model = GPT(model_config).to(hw.device)
+    ddp = dist.wrap(model)  # the model itself when there is one process
+    optimizer = make_optimizer(model, cfg.weight_decay, cfg.max_lr, (cfg.beta1, cfg.beta2), fused=hw.fused_adamw)
+    sampler = dist.sampler(corpus.train, cfg.batch_size, cfg.context_length, seed=cfg.seed, device=hw.device)
+
+    # Both eval slices are cut once, here, and reused identically at every probe.
+    # Data-parallel: cut with the global batch, each rank evaluates its rows.
+    def cut(tokens: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        batches = dist.shard_batches(make_batches(tokens, cfg.batch_size * dist.world_size, cfg.context_length,
+                                                  max_batches=cfg.eval_batches))
+        return [(x.to(hw.device), y.to(hw.device)) for x, y in batches]
+
+    return Parts(hw=hw, dist=dist, corpus=corpus, model=model,
+                 train_model=torch.compile(ddp) if hw.compile else ddp, optimizer=optimizer,
+                 scaler=torch.amp.GradScaler(hw.device.type, enabled=hw.dtype == "fp16"),
+                 sampler=sampler, val_batches=cut(corpus.val), train_eval_batches=cut(corpus.train))

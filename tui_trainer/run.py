@@ -1,0 +1,243 @@
+"""The run: one folder and everything that makes a training run safe and visible.
+
+A *loop* (model, data, optimizer, steps: ``engine.Trainer``, or a loop of the
+user's own) talks to its run only through a ``Run``:
+
+- **records**: ``emit(record)`` sends a typed record to every sink (the JSONL
+  log the run opened, the headless printer, the dashboard's queue).  In a
+  data-parallel run only rank 0's records go anywhere.
+- **steering**: commands from keys, the control socket or signals wait in
+  ``commands``; the loop calls ``between_steps(step, ...)`` at each safe point,
+  which applies them there: a pause blocks until resume or stop, eval and
+  checkpoint requests call the loop's handlers, a stop turns ``stopping`` on.
+  Under torchrun every rank gets rank 0's commands at the same step.
+- **the folder**: created fresh (``Run.create``) or reopened to resume
+  (``Run.reopen``), locked so it has one writer (``rundir.RunLock``).
+- **checkpoint policy**: ``checkpoints``, a ``checkpoint.CheckpointManager``.
+- **while it trains** (``open``): the JSONL log, the control socket
+  (``tui-trainer attach``) and signal handling (``signals.RunSignals``);
+  ``close`` winds them down in the reverse order and drops the lock.
+
+torch is not imported here.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+from .checkpoint import CheckpointManager
+from .commands import MAX_COMMANDS_PER_STEP, Command, CommandQueue
+from .records import Paused, Record, Resumed
+from .rundir import RunLock, create_run_dir
+
+PAUSE_POLL_S = 0.1
+
+
+class Sink(Protocol):
+    def emit(self, record: Record) -> None: ...
+
+
+class CommandSync(Protocol):
+    """Data-parallel agreement (``distributed.Dist``): every rank calls
+    ``sync_commands`` at the same point of each step and gets rank 0's
+    commands and the OR of every rank's stop flag."""
+
+    enabled: bool
+    is_main: bool
+
+    def sync_commands(self, commands: list[Command], stop: bool) -> tuple[list[Command], bool]: ...
+
+
+class Run:
+    """One run as the world sees it (see the module docstring)."""
+
+    def __init__(self, folder: str | Path | None = None, *, name: str | None = None,
+                 sinks: Iterable[Sink] = (), commands: queue.Queue | None = None,
+                 interactive: bool = False, sync: CommandSync | None = None,
+                 checkpoint_every: int = 1, keep: int = 2, lock: RunLock | None = None):
+        self.folder = Path(folder) if folder is not None else None
+        self.name = name or (self.folder.name if self.folder else "run")
+        self.sinks: list[Sink] = list(sinks)
+        self.commands: queue.Queue = commands if commands is not None else CommandQueue()
+        self.sync = sync
+        self.is_main = sync is None or sync.is_main
+        self.checkpoints = CheckpointManager(self.folder, every=checkpoint_every, keep=keep, emit=self.emit,
+                                             enabled=self.is_main)
+        self.stop_event = threading.Event()
+        self.hung_up = threading.Event()  # the terminal went away (SIGHUP)
+        self.step = 0
+        self.total_steps = 0
+        self.paused = False
+        self.pause_reason = ""
+        self._interactive = interactive
+        self._agreed_stop = False  # data-parallel: the stop every rank agreed on
+        self._lock = lock
+        self._log: Any = None
+        self._control: Any = None
+        self.signals: Any = None
+
+    # --- the folder ---
+    @classmethod
+    def create(cls, out: str | None, name: str | None = None, **kw: Any) -> "Run":
+        """A fresh folder (``out``, or a new name under outputs/), locked."""
+        folder = create_run_dir(out, name)
+        return cls(folder, lock=RunLock(folder).acquire(), **kw)
+
+    @classmethod
+    def reopen(cls, folder: str | Path, **kw: Any) -> "Run":
+        """An existing run's folder, locked first: a run still going there
+        must not get a second writer."""
+        return cls(folder, lock=RunLock(folder).acquire(), **kw)
+
+    # --- while it trains ---
+    def open(self, *, log: bool = True, control: bool = True, signals: bool = True) -> "Run":
+        """Start writing: the JSONL log (appended to on resume), the control
+        socket and the signal handlers, each optional.  Rank 0 only."""
+        if not self.is_main or self.folder is None:
+            if signals:
+                self._install_signals()
+            return self
+        if log:
+            from .runlog import LOG_NAME, JsonlSink
+
+            self._log = JsonlSink(self.folder / LOG_NAME)
+            self.sinks.insert(0, self._log)
+        if control:
+            from .control import start_for_run
+
+            self._control = start_for_run(self, self.folder)
+        if signals:
+            self._install_signals()
+        return self
+
+    def _install_signals(self) -> None:
+        from .signals import RunSignals
+
+        self.signals = RunSignals(self).install()
+
+    def close(self) -> None:
+        """Undo ``open`` in reverse, then drop the lock.  Safe to call twice."""
+        if self.signals is not None:
+            self.signals.uninstall()
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        if self._log is not None:
+            self._log.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # --- records ---
+    def emit(self, record: Record) -> None:
+        if not self.is_main:
+            return  # data-parallel: rank 0 alone writes
+        for sink in self.sinks:
+            sink.emit(record)
+
+    def add_sink(self, sink: Sink) -> None:
+        self.sinks.append(sink)
+
+    def remove_sink(self, sink: Sink) -> None:
+        self.sinks = [s for s in self.sinks if s is not sink]
+
+    # --- steering, from any thread ---
+    def send(self, command: Command | str) -> None:
+        self.commands.put(Command(command))
+
+    def request_stop(self) -> None:
+        """Stop after the current step; evals, samples and pauses notice at once."""
+        self.stop_event.set()
+        self.commands.put(Command.STOP)
+
+    @property
+    def stopping(self) -> bool:
+        # Data-parallel: a signal seen by one rank counts from the next step's
+        # sync, so no rank ever leaves the loop alone and hangs the others.
+        if self.sync is not None and self.sync.enabled:
+            return self._agreed_stop
+        return self.stop_event.is_set()
+
+    @property
+    def interactive(self) -> bool:
+        """A person is watching (a dashboard in this process, still connected):
+        divergence then pauses for them instead of stopping the run."""
+        return self._interactive and not self.hung_up.is_set()
+
+    def hang_up(self) -> None:
+        """The terminal is gone (signals.py): nobody is left to look at a
+        diverged, paused run."""
+        self.hung_up.set()
+        if self.paused and self.pause_reason == "diverged":
+            self.request_stop()
+
+    # --- steering, on the loop's thread ---
+    def pause(self, reason: str = "user") -> None:
+        if not self.paused:
+            self.paused, self.pause_reason = True, reason
+            self.emit(Paused(step=self.step, reason=reason))  # type: ignore[arg-type]
+
+    def between_steps(self, step: int, *, on_eval: Callable[[], Any] | None = None,
+                      on_checkpoint: Callable[[], Any] | None = None,
+                      on_resume: Callable[[], Any] | None = None) -> None:
+        """The loop's safe point: apply the commands waiting, and while paused
+        wait here (still answering eval and checkpoint requests) until a
+        resume or a stop."""
+        self.step = step
+        handlers = (on_eval, on_checkpoint, on_resume)
+        if self.sync is not None and self.sync.enabled:
+            return self._between_steps_synced(handlers)
+        while True:
+            waiting = self.paused and not self.stopping
+            try:
+                cmd = self.commands.get(timeout=PAUSE_POLL_S) if waiting else self.commands.get_nowait()
+            except queue.Empty:
+                if waiting:
+                    continue
+                return
+            self._apply(Command(cmd), handlers)
+
+    def _between_steps_synced(self, handlers: tuple) -> None:
+        assert self.sync is not None
+        while True:
+            taken: list[Command] = []
+            if self.is_main:
+                try:
+                    waiting = self.paused and not self.stopping
+                    taken.append(self.commands.get(timeout=PAUSE_POLL_S) if waiting
+                                 else self.commands.get_nowait())
+                    while len(taken) < MAX_COMMANDS_PER_STEP:
+                        taken.append(self.commands.get_nowait())
+                except queue.Empty:
+                    pass
+            cmds, stop = self.sync.sync_commands(taken, self.stop_event.is_set())
+            self._agreed_stop = self._agreed_stop or stop or Command.STOP in cmds
+            for cmd in cmds:
+                self._apply(cmd, handlers)
+            if not (self.paused and not self.stopping):
+                return
+
+    def _apply(self, cmd: Command, handlers: tuple) -> None:
+        on_eval, on_checkpoint, on_resume = handlers
+        if cmd is Command.STOP:
+            self.stop_event.set()
+        elif cmd is Command.PAUSE or (cmd is Command.TOGGLE_PAUSE and not self.paused):
+            self.pause("user")
+        elif cmd is Command.RESUME or cmd is Command.TOGGLE_PAUSE:
+            if self.paused:
+                self.paused, self.pause_reason = False, ""
+                if on_resume is not None:
+                    on_resume()
+                self.emit(Resumed(step=self.step))
+        elif cmd is Command.EVAL and on_eval is not None:
+            on_eval()
+        elif cmd is Command.CHECKPOINT and on_checkpoint is not None:
+            on_checkpoint()
