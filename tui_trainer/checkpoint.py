@@ -222,7 +222,7 @@ class CheckpointManager:
         """Save at ``step``; ``val_loss`` is this step's eval (None if none),
         ``healthy`` False refuses, ``state_after`` is the status to report once
         written ("running" or "paused")."""
-        from .records import Ack, Checkpoint, Status
+        from .records import Ack, Checkpoint, Status, clean_text
 
         if not self.enabled:
             return None
@@ -238,6 +238,6 @@ class CheckpointManager:
         assert self.folder is not None
         path = save_checkpoint(state(), self.folder, step, keep=self.keep, best=best)
         self.last_step = step
-        self.emit(Checkpoint(step=step, path=str(path), reason=reason, val_loss=val_loss))
+        self.emit(Checkpoint(step=step, path=clean_text(str(path)), reason=reason, val_loss=val_loss))
         self.emit(Status(step=step, state=state_after))
         return path

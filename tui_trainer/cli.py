@@ -12,12 +12,12 @@ TOML key and the config field always share one name.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import FIELDS, TrainConfig, UserError, load_toml, make_config
+from .config import FIELDS, TrainConfig, UserError, choices, flag_type, load_toml, make_config
 from .control import COMMANDS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -30,26 +30,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {message}; see {self.prog} --help\n")
 
 
-def _field_type(f: dataclasses.Field) -> Any:
-    ann = str(f.type)
-    if "int" in ann:
-        return int
-    if "float" in ann:
-        return float
-    return str
-
-
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training settings (also valid as keys of --config FILE.toml)")
     for name, f in FIELDS.items():
         flag = "--" + name.replace("_", "-")
         help_ = f.metadata.get("help", "")
-        if "bool" in str(f.type):
-            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                           help=f"{help_} (default: {f.default})")
+        shown = f.metadata.get("show_default", f.default)
+        if shown is not None:
+            help_ = f"{help_} (default: {shown})"
+        kind = flag_type(name)
+        if kind is bool:
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
         else:
-            g.add_argument(flag, type=_field_type(f), default=argparse.SUPPRESS, metavar=name.upper(),
-                           help=f"{help_} (default: {f.default})" if f.default is not None else help_)
+            g.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=name.upper(),
+                           choices=choices(name), help=help_)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,12 +149,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not main:
         print(f"rank {dist.rank}: run {end.status} at step {end.step}"
               + (f" | error: {end.error}" if end.error else ""), file=sys.stderr, flush=True)
-    elif headless:
-        try:
-            print(f"log: {run.folder / LOG_NAME}", flush=True)
-        except OSError:
-            pass  # the terminal is gone (SIGHUP); the log is what matters
+    else:
+        _say_how_it_ended(end, trainer, run, log=run.folder / LOG_NAME, headless=headless)
     return EXIT_OK if end is None or end.status in ("finished", "stopped") else EXIT_FAILED
+
+
+def _say_how_it_ended(end: Any, trainer: Any, run: Any, *, log: Path, headless: bool) -> None:
+    """After the dashboard closes (or a headless run ends): where the run is,
+    how it ended and how to go on.  A terminal that is gone is not an error."""
+    from .fmt import fmt_loss
+
+    lines = []
+    if not headless and end is not None:
+        best = trainer.best_val
+        best_txt = f" | best val {fmt_loss(best)}" if best == best and best != float("inf") else ""
+        last = "no eval yet" if end.val_loss is None else f"val {fmt_loss(end.val_loss)}"
+        lines.append(f"run {end.status} at step {end.step} of {trainer.cfg.steps} | {last}{best_txt}")
+        lines.append(f"folder: {run.folder}")
+    lines.append(f"log: {log}")
+    if end is not None and end.status in ("stopped", "diverged", "failed", "killed") and end.step:
+        lines.append(f"resume: tui-trainer train --resume {run.folder}")
+    elif end is not None and end.status == "finished":
+        lines.append(f"train longer: tui-trainer train --resume {run.folder} --steps {2 * end.step}")
+    try:
+        print("\n".join(lines), flush=True)
+        if end is not None and end.status == "failed" and end.error:
+            print(f"error: {end.error}", file=sys.stderr, flush=True)
+    except OSError:
+        pass  # the terminal is gone (SIGHUP); the log is what matters
+
+
+LEAVE_GRACE_S = 5.0  # after an SSH drop: how long the UI may take to close once the run has ended
 
 
 def _train_with_dashboard(trainer: Any, run: Any, *, mouse: bool) -> Any:
@@ -168,6 +187,8 @@ def _train_with_dashboard(trainer: Any, run: Any, *, mouse: bool) -> Any:
 
     from .ui.app import run_dashboard
 
+    if run.signals is not None:
+        run.signals.on_hangup(lambda: _leave_after_end(trainer, run))
     try:
         end = run_dashboard(trainer, mouse=mouse, signals=run.signals)
     except Exception:
@@ -182,6 +203,24 @@ def _train_with_dashboard(trainer: Any, run: Any, *, mouse: bool) -> Any:
     return end
 
 
+def _leave_after_end(trainer: Any, run: Any, grace: float = LEAVE_GRACE_S) -> None:
+    """SSH dropped under the dashboard: the run trains on headless.  Once it
+    has ended, the process leaves within ``grace`` seconds even if the UI's
+    shutdown is stuck writing to the dead terminal (Textual's writer thread
+    can block forever there), releasing the lock and the socket first."""
+    import os
+    import threading
+
+    def watch() -> None:
+        trainer.done.wait()
+        time.sleep(grace)  # the ordinary way out has had this long
+        run.close()
+        end = trainer.end
+        os._exit(EXIT_OK if end is not None and end.status in ("finished", "stopped") else EXIT_FAILED)
+
+    threading.Thread(target=watch, name="leave-after-end", daemon=True).start()
+
+
 def cmd_attach(args: argparse.Namespace) -> int:
     """Follow a run's log in the dashboard and steer it over its control
     channel; quitting leaves the run going."""
@@ -193,9 +232,47 @@ def cmd_attach(args: argparse.Namespace) -> int:
         answer = request(args.run_dir, args.send)  # ControlError: one line, exit 2
         print(json.dumps(answer))
         return EXIT_OK if answer.get("ok") else EXIT_FAILED
+    folder = Path(args.run_dir)
+    check_attachable(folder)
+    need_terminal("attach", f"tui-trainer attach {folder} --send status")
     from .ui.attach import run_attach
 
-    return run_attach(Path(args.run_dir), mouse=not args.no_mouse)
+    return run_attach(folder, mouse=not args.no_mouse)
+
+
+def check_attachable(folder: Path) -> None:
+    """Answer at once when ``folder`` is not a run that is going: a typo, a
+    parent folder of runs, a run that has ended."""
+    from .rundir import is_live, last_end, runs_in
+    from .runlog import LOG_NAME
+
+    if not folder.exists():
+        raise UserError(f"{folder} does not exist; pass the folder a run is writing (outputs/run-...)")
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder; pass the folder a run is writing (outputs/run-...)")
+    if not (folder / LOG_NAME).exists() and not is_live(folder):
+        runs = runs_in(folder)
+        if runs:
+            more = f" and {len(runs) - 3} more" if len(runs) > 3 else ""
+            raise UserError(f"{folder} is a folder of runs ({', '.join(runs[:3])}{more}), not a run; "
+                            f"attach to one: tui-trainer attach {folder / runs[-1]}")
+        raise UserError(f"{folder} is not a run folder (no {LOG_NAME}); pass the folder a run is writing")
+    if is_live(folder):
+        return
+    end = last_end(folder)
+    if end is not None:
+        raise UserError(f"run {folder} has ended ({end.get('status')} at step {end.get('step')}); "
+                        f"replay it with tui-trainer view {folder}")
+    raise UserError(f"run {folder} is not running (no run_end: it was killed or crashed); replay it with "
+                    f"tui-trainer view {folder}, or continue it with tui-trainer train --resume {folder}")
+
+
+def need_terminal(command: str, script: str) -> None:
+    """The dashboard needs a terminal on both ends: without one (nohup, a
+    redirect, cron) it would draw escape codes into a file forever."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UserError(f"{command} needs a terminal (stdin and stdout); over SSH use ssh -t, "
+                        f"and from a script use --send, e.g. {script}")
 
 
 def cmd_view(args: argparse.Namespace) -> int:
@@ -204,8 +281,19 @@ def cmd_view(args: argparse.Namespace) -> int:
     return run_viewer([Path(p) for p in args.paths], follow=args.follow, mouse=not args.no_mouse)
 
 
+def _printable_streams() -> None:
+    """A character the terminal's encoding lacks (an odd byte in a path, a
+    sample's unicode on an ASCII locale) prints as an escape, never fails."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _printable_streams()
     parser = build_parser()
     if not argv:
         argv = ["train"]  # the demo: embedded corpus, default config
@@ -226,6 +314,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:  # a disk, a folder or a device refused: one line, not a traceback
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}; check that path, its permissions and free space",
+              file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -7,10 +7,13 @@ every impossible combination into a one-line ``UserError`` naming the fix.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import tomllib
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple, Union, get_args, get_origin, get_type_hints
 
 
 class UserError(Exception):
@@ -18,7 +21,19 @@ class UserError(Exception):
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A field with its ``--help`` text.  ``show_default``, when given, is the
+    text ``--help`` shows as the default instead of the bare value (a default
+    that scales with the run, or one with invisible whitespace)."""
     return field(default=default, metadata={"help": help, **kw})
+
+
+# Closed sets of values are Literal annotations: validation, --help and the
+# CLI's choices all read them from here (``choices(name)``).
+Dtype = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+def _or_list(values: tuple[Any, ...]) -> str:
+    return ", ".join(map(str, values[:-1])) + f" or {values[-1]}" if len(values) > 1 else str(values[0])
 
 
 @dataclass
@@ -37,9 +52,11 @@ class TrainConfig:
     name: str | None = _f(None, "run name (default: a fresh timestamped name)")
     # length and cadence
     steps: int = _f(1300, "optimizer steps to train")
-    eval_every: int = _f(260, "run evaluate_model and print a sample every K steps")
+    eval_every: int = _f(260, "measure val and train-split loss and print a sample every K steps",
+                         show_default="260, or steps/5 for a shorter run")
     eval_batches: int = _f(20, "validation batches in the fixed eval slice")
-    log_every: int = _f(10, "headless: print a loss line every N steps")
+    log_every: int = _f(10, "headless: print a loss line every N steps",
+                        show_default="10, or steps/20 for a shorter run")
     checkpoint_every: int | None = _f(None, "save a checkpoint every N steps (default: at each eval)")
     keep: int = _f(2, "older step checkpoints to keep besides latest and best")
     max_bad_steps: int = _f(5, "consecutive NaN/inf steps before the run pauses (dashboard) or stops (headless)")
@@ -54,20 +71,20 @@ class TrainConfig:
     batch_size: int = _f(32, "sequences per step")
     max_lr: float = _f(1e-2, "peak learning rate after warmup")
     min_lr: float | None = _f(None, "learning-rate floor of the cosine decay (default 10%% of max_lr)")
-    warmup_steps: int = _f(60, "linear warmup steps")
+    warmup_steps: int = _f(60, "linear warmup steps", show_default="60, or steps/20 for a shorter run")
     weight_decay: float = _f(0.1, "AdamW weight decay for matrices and embeddings")
     beta1: float = _f(0.9, "AdamW beta1")
     beta2: float = _f(0.99, "AdamW beta2")
     grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 disables)")
     seed: int = _f(1337, "random seed")
     # sampling
-    sample_prompt: str = _f("def ", "prompt for the sample printed at each eval")
+    sample_prompt: str = _f("def ", "prompt for the sample printed at each eval", show_default="'def '")
     sample_tokens: int = _f(200, "tokens to generate per sample")
     temperature: float = _f(0.8, "sampling temperature")
     top_k: int | None = _f(20, "sample only from the k most likely tokens (0 or none: all)")
     # hardware
     device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
-    dtype: str = _f("auto", "auto, fp32, bf16 or fp16 (autocast); auto: bf16 on a CUDA GPU that has it, fp16 + grad scaler on one that does not, fp32 on CPU")
+    dtype: Dtype = _f("auto", f"{_or_list(get_args(Dtype))} (autocast); auto: bf16 on a CUDA GPU that has it, fp16 + grad scaler on one that does not, fp32 on CPU")
     compile: bool = _f(False, "torch.compile the model (worth it on GPU for long runs)")
     tf32: bool = _f(True, "allow TF32 matmuls on CUDA")
     fused_adamw: bool = _f(True, "use fused AdamW where the device supports it")
@@ -94,10 +111,59 @@ RESUMABLE_CHANGES = {"steps", "eval_every", "log_every", "checkpoint_every", "ke
                      "device", "compile", "threads", "eval_batches", "tf32", "fused_adamw"}
 
 
+class FieldType(NamedTuple):
+    """What a setting holds: ``base`` is bool, int, float or str; ``optional``
+    says None is allowed; ``choices`` is the closed set of a Literal, else None."""
+    base: type
+    optional: bool
+    choices: tuple[Any, ...] | None
+
+
+def _field_type(hint: Any) -> FieldType:
+    optional = False
+    if get_origin(hint) in (Union, types.UnionType):
+        args = get_args(hint)
+        optional = type(None) in args
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1:
+            raise TypeError(f"unsupported config annotation {hint!r}")
+        hint = rest[0]
+    if get_origin(hint) is Literal:
+        values = get_args(hint)
+        return FieldType(type(values[0]), optional, values)
+    if hint not in (bool, int, float, str):
+        raise TypeError(f"unsupported config annotation {hint!r}")
+    return FieldType(hint, optional, None)
+
+
+_FIELD_TYPES: dict[str, FieldType] = {name: _field_type(hint)
+                                      for name, hint in get_type_hints(TrainConfig).items() if name in FIELDS}
+
+
+def field_types() -> dict[str, FieldType]:
+    """Every setting's type, from the annotations (``typing.get_type_hints``)."""
+    return dict(_FIELD_TYPES)
+
+
+def flag_type(name: str) -> type:
+    """The base type of a setting (bool, int, float or str): what its flag parses."""
+    return _FIELD_TYPES[name].base
+
+
+def choices(name: str) -> tuple[Any, ...] | None:
+    """The allowed values of a setting with a closed set (a Literal), else None."""
+    return _FIELD_TYPES[name].choices
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
+    from .files import regular_file_size
+
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file {p} not found; check the --config path")
+    regular_file_size(p, "--config", "config file", "a .toml file")
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
@@ -113,59 +179,111 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return out
 
 
+def fitted_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """Defaults, for the cadence settings ``values`` does not give, that fit
+    the run's length: a short run still warms up for less than it trains,
+    evaluates (and samples) at least a few times and prints a few lines.
+    The demo's 1300 steps give the plain defaults (260, 60, 10)."""
+    steps = values.get("steps", FIELDS["steps"].default)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
+        return {}  # validate() names the bad --steps
+    fitted = {"eval_every": min(FIELDS["eval_every"].default, max(1, steps // 5)),
+              "warmup_steps": min(FIELDS["warmup_steps"].default, steps // 20),
+              "log_every": min(FIELDS["log_every"].default, max(1, steps // 20))}
+    return {k: v for k, v in fitted.items() if k not in values}
+
+
 def make_config(values: dict[str, Any]) -> TrainConfig:
-    """Build and validate a config from plain values (TOML and/or flags)."""
+    """Build and validate a config from plain values (TOML and/or flags).
+
+    ``values`` holds only the settings that were given; cadence settings left
+    out get defaults that fit ``steps`` (``fitted_defaults``).  A resumed run
+    passes its checkpoint's full config, so nothing is refitted there."""
+    values = dict(values)
     for name, value in values.items():
         if name not in FIELDS:
             raise UserError(f"unknown config key {name!r}; valid keys are the train flags, e.g. max_lr, n_layer")
         _check_type(name, value)
-    cfg = TrainConfig(**values)
+        if _FIELD_TYPES[name].base is float and isinstance(value, int):
+            values[name] = _as_float(name, value)
+    cfg = TrainConfig(**{**fitted_defaults(values), **values})
     if cfg.top_k == 0:
         cfg.top_k = None
     validate(cfg)
     return cfg
 
 
+def _as_float(name: str, value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        raise UserError(f"{_flag(name)} {value} is too large; e.g. {name} = {FIELDS[name].default!r}") from None
+
+
 def _check_type(name: str, value: Any) -> None:
+    ft = _FIELD_TYPES[name]
     if value is None:
-        return
-    default = FIELDS[name].default
-    ann = str(FIELDS[name].type)
-    want: tuple[type, ...]
-    if "bool" in ann:
-        want = (bool,)
-    elif "int" in ann:
-        want = (int,)
-    elif "float" in ann:
-        want = (int, float)
-    else:
-        want = (str,)
-    if not isinstance(value, want) or (bool not in want and isinstance(value, bool)):
-        kind = want[-1].__name__
-        raise UserError(f"config key {name!r} must be {kind}, got {value!r}; e.g. {name} = {default!r}")
+        if ft.optional:
+            return
+        raise UserError(f"config key {name!r} cannot be empty; e.g. {name} = {_toml(FIELDS[name].default)}")
+    want: tuple[type, ...] = (int, float) if ft.base is float else (ft.base,)
+    if not isinstance(value, want) or (ft.base is not bool and isinstance(value, bool)):
+        raise UserError(f"config key {name!r} must be {ft.base.__name__}, got {value!r}; "
+                        f"e.g. {name} = {_toml(FIELDS[name].default)}")
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+# --- ranges -----------------------------------------------------------------------
+
+MAX_STEPS = 10**12          # more can only be a typo (and seed + step must fit torch's 64-bit seed)
+MAX_SAMPLE_TOKENS = 1_000_000
+MAX_THREADS = 1024          # torch starts that many threads; far more crashes the process
+MIN_TEMPERATURE = 1e-6      # below this the scaled logits overflow; 1e-6 is already greedy
+MAX_PARAMS = 10**13         # ~160 TB of weights, grads and AdamW state: no machine trains it
+SEED_RANGE = (-2**63, 2**63 - 1)
+_EXAMPLES = {"min_lr": 1e-4}  # for error messages, where the default is None
 
 
 def validate(c: TrainConfig) -> None:
+    """Every setting's range, as one-line ``UserError``s naming the fix."""
     def bad(msg: str) -> None:
         raise UserError(msg)
 
-    if c.steps <= 0:
-        bad(f"--steps must be positive, got {c.steps}; pass e.g. --steps 1000")
+    # No setting means anything as NaN or infinity (and JSON cannot log them).
+    for name, ft in _FIELD_TYPES.items():
+        v = getattr(c, name)
+        if ft.base is float and v is not None and not math.isfinite(v):
+            eg = FIELDS[name].default if FIELDS[name].default is not None else _EXAMPLES[name]
+            bad(f"{_flag(name)} must be a finite number, got {v}; pass e.g. {_flag(name)} {eg}")
+        if ft.choices is not None and v not in ft.choices:
+            bad(f"{_flag(name)} must be {_or_list(ft.choices)}, got {v!r}")
+
+    if not 0 < c.steps <= MAX_STEPS:
+        bad(f"--steps must be between 1 and {MAX_STEPS:.0e}, got {c.steps}; pass e.g. --steps 1000")
     for name in ("eval_every", "eval_batches", "log_every", "batch_size", "context_length",
                  "n_layer", "n_head", "n_embd", "sample_tokens"):
         v = getattr(c, name)
         if v <= 0:
-            bad(f"--{name.replace('_', '-')} must be positive, got {v}")
+            bad(f"{_flag(name)} must be positive, got {v}; pass e.g. {_flag(name)} {FIELDS[name].default}")
     if c.checkpoint_every is not None and c.checkpoint_every <= 0:
-        bad(f"--checkpoint-every must be positive, got {c.checkpoint_every}")
-    if c.keep < 0 or c.max_bad_steps <= 0:
-        bad("--keep must be >= 0 and --max-bad-steps > 0")
+        bad(f"--checkpoint-every must be positive, got {c.checkpoint_every}; leave it out to save at each eval")
+    if c.keep < 0:
+        bad(f"--keep must be >= 0, got {c.keep}; pass e.g. --keep 2")
+    if c.max_bad_steps <= 0:
+        bad(f"--max-bad-steps must be positive, got {c.max_bad_steps}; pass e.g. --max-bad-steps 5")
     if c.warmup_steps < 0:
         bad(f"--warmup-steps must be >= 0, got {c.warmup_steps}")
     if c.warmup_steps > c.steps:
         bad(f"--warmup-steps ({c.warmup_steps}) is larger than --steps ({c.steps}); lower the warmup or train longer")
     if c.max_lr <= 0:
-        bad(f"--max-lr must be positive, got {c.max_lr}")
+        bad(f"--max-lr must be positive, got {c.max_lr}; pass e.g. --max-lr 1e-3")
     if c.min_lr is not None and c.min_lr < 0:
         bad(f"--min-lr must be >= 0, got {c.min_lr}")
     if c.lr_floor > c.max_lr:
@@ -175,16 +293,41 @@ def validate(c: TrainConfig) -> None:
     if not 0.0 <= c.dropout < 1.0:
         bad(f"--dropout must be in [0, 1), got {c.dropout}")
     if not 0.0 < c.val_fraction < 1.0:
-        bad(f"--val-fraction must be between 0 and 1, got {c.val_fraction}")
-    if c.weight_decay < 0 or c.grad_clip < 0:
-        bad("--weight-decay and --grad-clip must be >= 0")
-    if c.temperature <= 0:
-        bad(f"--temperature must be positive, got {c.temperature}")
+        bad(f"--val-fraction must be between 0 and 1, got {c.val_fraction}; pass e.g. --val-fraction 0.1")
+    if c.weight_decay < 0:
+        bad(f"--weight-decay must be >= 0, got {c.weight_decay}; pass e.g. --weight-decay 0.1 (0 disables)")
+    for name in ("beta1", "beta2"):
+        v = getattr(c, name)
+        if not 0.0 <= v < 1.0:
+            bad(f"{_flag(name)} must be in [0, 1), got {v}; pass e.g. {_flag(name)} {FIELDS[name].default}")
+    if c.grad_clip < 0:
+        bad(f"--grad-clip must be >= 0, got {c.grad_clip}; pass e.g. --grad-clip 1.0 (0 disables)")
+    if not SEED_RANGE[0] <= c.seed <= SEED_RANGE[1]:
+        bad(f"--seed must fit in 64 bits (between -2**63 and 2**63-1), got {c.seed}; pass e.g. --seed 1337")
+    if not c.sample_prompt:
+        bad("--sample-prompt is empty; the sample needs at least one token to start from, e.g. --sample-prompt 'def '")
+    if c.sample_tokens > MAX_SAMPLE_TOKENS:
+        bad(f"--sample-tokens {c.sample_tokens} is more than {MAX_SAMPLE_TOKENS:,}; pass e.g. --sample-tokens 200")
+    if c.temperature < MIN_TEMPERATURE:
+        bad(f"--temperature must be at least {MIN_TEMPERATURE} (smaller overflows the logits), got {c.temperature}; "
+            "pass e.g. --temperature 0.8")
     if c.top_k is not None and c.top_k < 0:
-        bad(f"--top-k must be >= 0, got {c.top_k}")
-    if c.dtype not in ("auto", "fp32", "bf16", "fp16"):
-        bad(f"--dtype must be auto, fp32, bf16 or fp16, got {c.dtype!r}")
+        bad(f"--top-k must be >= 0, got {c.top_k}; pass 0 to sample from all tokens")
     if c.vocab_size is not None and not 2 <= c.vocab_size <= 2**32:
-        bad(f"--vocab-size must be at least 2, got {c.vocab_size}")
-    if c.threads is not None and c.threads <= 0:
-        bad(f"--threads must be positive, got {c.threads}")
+        bad(f"--vocab-size must be between 2 and 2**32, got {c.vocab_size}")
+    if c.threads is not None and not 0 < c.threads <= MAX_THREADS:
+        bad(f"--threads must be between 1 and {MAX_THREADS}, got {c.threads}; "
+            f"pass at most the machine's cores ({os.cpu_count()}), or leave it out")
+    for name in ("data", "out"):
+        if getattr(c, name) == "":
+            bad(f"{_flag(name)} is empty; pass a path, or leave {_flag(name)} out for the default")
+    n = estimate_params(c, c.vocab_size or 2)
+    if n > MAX_PARAMS:
+        bad(f"the model would have about {n:.1e} parameters (--n-layer {c.n_layer}, --n-embd {c.n_embd}), "
+            f"more than any machine can train; lower --n-embd or --n-layer")
+
+
+def estimate_params(c: TrainConfig, vocab_size: int) -> int:
+    """Parameters of the GPT this config builds (tied head; biases and
+    LayerNorms left out): 12·n_layer·n_embd² + vocab·n_embd + context·n_embd."""
+    return (12 * c.n_layer * c.n_embd ** 2 + vocab_size * c.n_embd + c.context_length * c.n_embd)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig, UserError
+from .files import regular_file_size
 
 DEFAULT_CORPUS = "stdlib.txt.gz"
 
@@ -83,16 +84,9 @@ def load_corpus(cfg: TrainConfig) -> Corpus:
         fingerprint = "sha256:" + hashlib.sha256(raw).hexdigest()[:16]
     else:
         path = Path(cfg.data)
-        if not path.exists():
-            raise UserError(f"data file {path} not found; check the --data path")
-        if path.is_dir():
-            raise UserError(f"--data {path} is a directory; pass a file inside it (text, or a .bin of uint16 tokens)")
-        try:
-            size = path.stat().st_size
-            with open(path, "rb"):
-                pass
-        except OSError as e:
-            raise UserError(f"cannot read data file {path} ({e.strerror}); check its permissions") from None
+        # Says what the path is when it is not a regular file (a FIFO, a
+        # device, a broken link...) without ever opening it for a blocking read.
+        size = regular_file_size(path, "--data", "data file", "a file (text, or a .bin of uint16 tokens)")
         if size == 0:
             raise UserError(f"data file {path} is empty; pass a file with some text in it")
         fingerprint = _fingerprint(path, size)

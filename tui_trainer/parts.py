@@ -19,6 +19,7 @@ from .config import TrainConfig
 from .data import BatchSampler, Corpus, load_corpus, make_batches
 from .distributed import Dist
 from .hardware import Hardware, configure
+from .memory import check_fits
 from .model import GPT, GPTConfig
 from .optim import make_optimizer
 
@@ -50,6 +51,7 @@ def build_parts(cfg: TrainConfig, hw: Hardware | None = None, dist: Dist | None 
     np.random.seed(cfg.seed % 2**32)
     torch.manual_seed(cfg.seed)
     corpus = load_corpus(cfg)
+    check_fits(cfg, corpus.vocab_size, hw.device.type, processes=dist.world_size)
     model_config = GPTConfig(vocab_size=corpus.vocab_size, context_length=cfg.context_length,
                              n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                              dropout=cfg.dropout, bias=cfg.bias)

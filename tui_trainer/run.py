@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 from .checkpoint import CheckpointManager
 from .commands import MAX_COMMANDS_PER_STEP, Command, CommandQueue
-from .records import Paused, Record, Resumed
+from .records import Paused, Record, Resumed, clean_text
 from .rundir import RunLock, create_run_dir
 
 PAUSE_POLL_S = 0.1
@@ -58,7 +58,7 @@ class Run:
                  interactive: bool = False, sync: CommandSync | None = None,
                  checkpoint_every: int = 1, keep: int = 2, lock: RunLock | None = None):
         self.folder = Path(folder) if folder is not None else None
-        self.name = name or (self.folder.name if self.folder else "run")
+        self.name = clean_text(name or (self.folder.name if self.folder else "run"))
         self.sinks: list[Sink] = list(sinks)
         self.commands: queue.Queue = commands if commands is not None else CommandQueue()
         self.sync = sync
@@ -74,6 +74,7 @@ class Run:
         self._interactive = interactive
         self._agreed_stop = False  # data-parallel: the stop every rank agreed on
         self._lock = lock
+        self._closing = threading.Lock()
         self._log: Any = None
         self._control: Any = None
         self.signals: Any = None
@@ -118,17 +119,24 @@ class Run:
         self.signals = RunSignals(self).install()
 
     def close(self) -> None:
-        """Undo ``open`` in reverse, then drop the lock.  Safe to call twice."""
-        if self.signals is not None:
-            self.signals.uninstall()
-        if self._control is not None:
-            self._control.close()
-            self._control = None
-        if self._log is not None:
-            self._log.close()
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        """Undo ``open`` in reverse, then drop the lock.  Safe to call twice,
+        and from another thread; a Ctrl-C arriving meanwhile waits until the
+        socket and lock are gone (or it would leave a stale socket behind)."""
+        with self._closing:
+            if self.signals is not None:
+                self.signals.hold()
+            try:
+                if self._control is not None:
+                    self._control.close()
+                    self._control = None
+                if self._log is not None:
+                    self._log.close()
+                if self._lock is not None:
+                    self._lock.release()
+                    self._lock = None
+            finally:
+                if self.signals is not None:
+                    self.signals.uninstall()
 
     def __enter__(self) -> "Run":
         return self

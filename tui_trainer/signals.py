@@ -117,7 +117,17 @@ class RunSignals:
             self._old[SIGHUP] = signal.signal(SIGHUP, self._hangup_signal)
         return self
 
+    def hold(self) -> None:
+        """While a run winds down: a stop signal waits (is ignored) instead of
+        interrupting the teardown halfway.  ``uninstall`` ends it."""
+        if threading.current_thread() is not threading.main_thread() or not self._old:
+            return
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
     def uninstall(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may touch handlers; the process is leaving anyway
         for sig, old in self._old.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
         self._old.clear()

@@ -1,0 +1,205 @@
+"""The run's edges: what a person reaches on an ordinary day with attach, a
+dropped terminal, an odd path or a Ctrl-C at the wrong moment."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tui_trainer import cli, signals
+from tui_trainer.records import Checkpoint, RunEnd, RunStart
+from tui_trainer.run import Run
+from tui_trainer.rundir import RunLock, is_live
+from tui_trainer.runlog import LOG_NAME, JsonlSink
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--context-length", "16", "--batch-size", "4",
+        "--eval-batches", "2", "--sample-tokens", "8", "--threads", "1"]
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def write_log(folder: Path, *records) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    sink = JsonlSink(folder / LOG_NAME)
+    for r in records:
+        sink.emit(r)
+    sink.close()
+
+
+def start(name: str = "r") -> RunStart:
+    return RunStart(step=0, run_name=name, config={}, n_params=1, device="cpu", total_steps=10)
+
+
+# --- attach answers at once when there is nothing to attach to -------------
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """Pretend stdin and stdout are a terminal (pytest's are not)."""
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+
+
+def test_attach_to_a_typo_is_one_line(tmp_path, capsys, terminal):
+    assert cli.main(["attach", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in one_error_line(capsys)
+
+
+def test_attach_to_a_folder_of_runs_lists_them(tmp_path, capsys, terminal):
+    for name in ("run-a", "run-b"):
+        write_log(tmp_path / "outputs" / name, start(name))
+    assert cli.main(["attach", str(tmp_path / "outputs")]) == 2
+    line = one_error_line(capsys)
+    assert "folder of runs (run-a, run-b)" in line and "tui-trainer attach" in line
+
+
+def test_attach_to_a_finished_run_offers_view(tmp_path, capsys, terminal):
+    run = tmp_path / "done"
+    write_log(run, start(), RunEnd(step=10, status="finished", elapsed_s=1.0))
+    assert cli.main(["attach", str(run)]) == 2
+    line = one_error_line(capsys)
+    assert "has ended (finished at step 10)" in line and f"tui-trainer view {run}" in line
+
+
+def test_attach_to_a_crashed_run_says_so(tmp_path, capsys, terminal):
+    run = tmp_path / "crashed"
+    write_log(run, start(), Checkpoint(step=5, path="x", reason="scheduled"))
+    assert cli.main(["attach", str(run)]) == 2
+    line = one_error_line(capsys)
+    assert "not running" in line and "--resume" in line
+
+
+def test_attach_without_a_terminal_refuses_and_names_the_ways(tmp_path, capsys):
+    run = tmp_path / "live"
+    write_log(run, start())
+    with RunLock(run):  # a live run: its lock is held
+        assert is_live(run)
+        assert cli.main(["attach", str(run)]) == 2
+    line = one_error_line(capsys)
+    assert "needs a terminal" in line and "ssh -t" in line and "--send" in line
+    assert not is_live(run)
+
+
+# --- strings the product writes are strict JSON ------------------------------
+
+def test_a_non_utf8_path_is_written_as_valid_json(tmp_path):
+    odd = os.fsdecode(b"run-\xff\xfe")
+    rec = RunStart(step=0, run_name=odd, config={"out": str(tmp_path / odd), "data": odd}, n_params=1,
+                   device="cpu", total_steps=3)
+    line = json.dumps(rec.to_dict())
+    back = orjson.loads(line)  # orjson rejects lone surrogates: the viewer's parser
+    assert back["run_name"] == "run-\\xff\\xfe" and back["config"]["data"] == "run-\\xff\\xfe"
+
+
+def test_a_non_utf8_out_trains_and_its_log_reads_strictly(tmp_path, capsys):
+    out = os.fsdecode(os.fsencode(str(tmp_path)) + b"/run-\xff")
+    assert cli.main(["train", "--headless", "--steps", "4", "--eval-every", "2", *TINY, "--out", out]) == 0
+    lines = (Path(out) / LOG_NAME).read_bytes().splitlines()
+    recs = [orjson.loads(x) for x in lines]  # every line, strictly
+    assert recs[0]["type"] == "run_start" and recs[-1]["type"] == "run_end"
+    assert any(r["type"] == "checkpoint" for r in recs)
+
+
+# --- folders that cannot be made ---------------------------------------------
+
+def test_an_unwritable_out_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    real_mkdir = os.mkdir
+
+    def refuse(path, *a, **kw):
+        if str(path).startswith(str(tmp_path / "ro")):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_mkdir(path, *a, **kw)
+
+    monkeypatch.setattr(os, "mkdir", refuse)
+    assert cli.main(["train", "--headless", "--steps", "2", *TINY, "--out", str(tmp_path / "ro" / "run")]) == 2
+    line = one_error_line(capsys)
+    assert "Read-only file system" in line and "--out" in line
+    assert not (tmp_path / "ro").exists()
+
+
+# --- a dropped terminal ------------------------------------------------------
+
+def test_detach_redirects_the_fds_that_were_a_terminal_even_when_isatty_now_says_no(tmp_path):
+    # After a real hangup isatty() on the dead pty can answer False: the fds
+    # noted at start are redirected regardless, so later writes cannot EIO.
+    r, w = os.pipe()
+    saved = os.dup(2)
+    try:
+        os.dup2(w, 2)
+        assert signals.detach_terminal([2]) == [2]
+        assert os.path.samefile(f"/proc/self/fd/2", os.devnull)
+    finally:
+        os.dup2(saved, 2)
+        for fd in (r, w, saved):
+            os.close(fd)
+
+
+STUCK_UI = textwrap.dedent("""
+    import os, signal, sys, threading, time
+    from tui_trainer import cli
+    import tui_trainer.ui.app as app
+
+    def stuck_dashboard(trainer, mouse=True, signals=None):
+        threading.Thread(target=trainer.run, daemon=True).start()
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGHUP)   # the SSH connection drops...
+        while True:                           # ...and the UI's shutdown hangs on the dead terminal
+            time.sleep(1)
+
+    app.run_dashboard = stuck_dashboard
+    sys.stdin.isatty = lambda: True
+    sys.stdout.isatty = lambda: True
+    sys.exit(cli.main(sys.argv[1:]))
+""")
+
+
+def test_after_a_drop_the_process_leaves_soon_after_its_run_ends(tmp_path):
+    out = tmp_path / "run"
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK_UI)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.Popen([sys.executable, str(script), "train", "--steps", "30", "--eval-every", "10", *TINY,
+                          "--out", str(out)], env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        p.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        pytest.fail("the process never left after its run ended (it still held the lock)")
+    recs = [json.loads(x) for x in (out / LOG_NAME).read_text().splitlines()]
+    assert recs[-1]["type"] == "run_end" and recs[-1]["status"] == "finished"
+    assert p.returncode == 0
+    assert not is_live(out) and not (out / "control.sock").exists()
+
+
+def test_a_ctrl_c_during_close_leaves_no_socket(tmp_path):
+    run = Run.create(str(tmp_path / "run"))
+    run.open(log=True, control=True, signals=True)
+    sock = tmp_path / "run" / "control.sock"
+    assert sock.exists()
+    server = run._control
+    real_close = server.close
+
+    def interrupted_close():
+        os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C lands mid-teardown
+        time.sleep(0.05)
+        real_close()
+
+    server.close = interrupted_close
+    run.close()
+    assert not sock.exists() and not is_live(tmp_path / "run")
