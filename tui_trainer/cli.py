@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import FIELDS, TrainConfig, UserError, choices, flag_type, load_toml, make_config
+from .commands import PLAIN
 from .control import COMMANDS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -62,9 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-mouse", action="store_true", help="leave the mouse to the terminal (copy/paste)")
     a = sub.add_parser("attach", help="open the dashboard on a running (e.g. headless) run and steer it")
     a.add_argument("run_dir", metavar="RUN_DIR", help="the folder the run is writing (outputs/run-...)")
-    sendable = [c for c in COMMANDS if c != "ping"]
+    sendable = [c for c in COMMANDS if c in PLAIN or c == "status"]
     a.add_argument("--send", metavar="CMD", choices=sendable,
                    help=f"no UI: send one command ({', '.join(sendable)}), print the answer")
+    a.add_argument("--set", metavar="KEY=VALUE", action="append", dest="settings",
+                   help="no UI: change a live setting (repeatable), e.g. --set lr_scale=0.5 --set steps=5000; "
+                        "keys: lr_scale, max_lr, min_lr, steps, eval_every, checkpoint_every, grad_clip, "
+                        "weight_decay, pause_at; prints each JSON answer")
+    a.add_argument("--sample", metavar="PROMPT",
+                   help="no UI: generate from PROMPT on the run's weights as they are now, print it")
+    a.add_argument("--tokens", type=int, metavar="N", help="--sample: tokens to generate (default: the run's)")
+    a.add_argument("--temperature", type=float, metavar="T", help="--sample: temperature (default: the run's)")
+    a.add_argument("--top-k", type=int, metavar="K", help="--sample: top-k, 0 for all (default: the run's)")
     a.add_argument("--no-mouse", action="store_true", help="leave the mouse to the terminal (copy/paste)")
     return p
 
@@ -232,12 +242,79 @@ def cmd_attach(args: argparse.Namespace) -> int:
         answer = request(args.run_dir, args.send)  # ControlError: one line, exit 2
         print(json.dumps(answer))
         return EXIT_OK if answer.get("ok") else EXIT_FAILED
+    if args.settings:
+        return _send_settings(args.run_dir, args.settings)
+    if args.sample is not None:
+        return _request_sample(args)
     folder = Path(args.run_dir)
     check_attachable(folder)
     need_terminal("attach", f"tui-trainer attach {folder} --send status")
     from .ui.attach import run_attach
 
     return run_attach(folder, mouse=not args.no_mouse)
+
+
+def _send_settings(run_dir: str, assignments: list[str]) -> int:
+    import json
+
+    from .control import request
+    from .settings import parse_assignment
+
+    ok = True
+    for text in assignments:
+        try:
+            key, value = parse_assignment(text)
+        except ValueError as e:
+            raise UserError(f"--set {e}") from None
+        answer = request(run_dir, {"cmd": "set", "key": key, "value": value})
+        print(json.dumps(answer), flush=True)
+        ok = ok and bool(answer.get("ok"))
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+SAMPLE_WAIT_S = 300.0
+
+
+def _request_sample(args: argparse.Namespace) -> int:
+    """Ask for a sample, then read it from the run's log (it is generated on
+    the training thread between steps) and print it: prompt and continuation."""
+    import json
+    import os
+
+    from .control import request
+    from .runlog import LOG_NAME
+
+    log = Path(args.run_dir) / LOG_NAME
+    start = log.stat().st_size if log.exists() else 0
+    rid = f"{os.getpid()}-{time.monotonic_ns()}"
+    req = {"cmd": "sample", "prompt": args.sample, "tokens": args.tokens, "temperature": args.temperature,
+           "top_k": args.top_k, "id": rid}
+    answer = request(args.run_dir, {k: v for k, v in req.items() if v is not None})
+    if not answer.get("ok"):
+        print(json.dumps(answer))
+        return EXIT_FAILED
+    deadline = time.monotonic() + SAMPLE_WAIT_S
+    buf = b""
+    with open(log, "rb") as f:
+        f.seek(start)
+        while time.monotonic() < deadline:
+            chunk = f.read()
+            if not chunk:
+                time.sleep(0.1)
+                continue
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for raw in lines:
+                try:
+                    rec = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and rec.get("type") == "sample" and rec.get("id") == rid:
+                    print(rec.get("text", ""), flush=True)
+                    return EXIT_OK
+                if isinstance(rec, dict) and rec.get("type") == "run_end":
+                    raise UserError(f"the run ended ({rec.get('status')}) before it drew the sample")
+    raise UserError(f"no sample within {SAMPLE_WAIT_S:.0f}s; is the run stuck in a long step?")
 
 
 def check_attachable(folder: Path) -> None:

@@ -7,8 +7,11 @@ importing torch: `tui-trainer view` should start in a blink.
 from __future__ import annotations
 
 import queue
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
+
+from .records import ChangeSource
 
 
 class Command(str, Enum):
@@ -18,6 +21,24 @@ class Command(str, Enum):
     EVAL = "eval"
     CHECKPOINT = "checkpoint"
     STOP = "stop"
+    SET = "set"        # an Order: {"key": K, "value": V}
+    SAMPLE = "sample"  # an Order: {"prompt": P, "tokens": N, "temperature": T, "top_k": K, "id": ...}
+
+
+#: Commands that carry arguments, and so travel as an ``Order``.
+WITH_ARGS = (Command.SET, Command.SAMPLE)
+
+#: Who asked, as a ``change`` record's ``source`` says.
+Source = ChangeSource
+
+
+@dataclass(frozen=True)
+class Order:
+    """A command with its arguments (``set``, ``sample``) and who sent it."""
+
+    command: Command
+    args: dict[str, Any] = field(default_factory=dict)
+    source: Source = "keys"
 
 
 #: Data-parallel: at most this many commands are carried by one step's sync.
@@ -25,6 +46,8 @@ MAX_COMMANDS_PER_STEP = 8
 
 #: Every steering command's wire name, in the enum's order.
 STEERING: tuple[str, ...] = tuple(c.value for c in Command)
+#: Those that need no arguments (``attach --send``, a key each).
+PLAIN: tuple[str, ...] = tuple(c.value for c in Command if c not in WITH_ARGS)
 
 Offer = Literal["queued", "coalesced", "busy"]
 
@@ -34,10 +57,11 @@ class CommandQueue(queue.Queue):
     coalesces a repeat of the command already waiting at the tail and bounds
     how many wait, atomically (the control channel's flood guard)."""
 
-    def offer(self, command: Command, max_pending: int) -> Offer:
+    def offer(self, command: Command | Order, max_pending: int) -> Offer:
         with self.not_full:  # the queue's own lock: check and put are one step
             waiting = self.queue
-            if waiting and waiting[-1] == command and command is not Command.TOGGLE_PAUSE:
+            if (waiting and waiting[-1] == command and isinstance(command, Command)
+                    and command is not Command.TOGGLE_PAUSE):
                 return "coalesced"
             if len(waiting) >= max_pending:
                 return "busy"

@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Union, get_args, get_origin, get_type_hints
 
-
-class UserError(Exception):
-    """Bad input from the person at the keyboard: shown as one ``error:`` line."""
+from .errors import UserError  # noqa: F401 (re-exported: config.UserError)
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:

@@ -9,7 +9,16 @@ thread of the training process.  One JSON line in, one JSON line out:
 The acknowledgement says the command was accepted into the trainer's queue;
 what it did shows up in the run log as usual (a ``pause`` record, an ``eval``,
 a ``checkpoint``).  Commands: pause, resume, toggle_pause, eval, checkpoint,
-stop, and the read-only status and ping.
+stop, and the read-only status and ping; with arguments:
+
+    {"cmd": "set", "key": "lr_scale", "value": 0.5}   ->  checked now, applied at the next step
+    {"cmd": "sample", "prompt": "def ", "tokens": 100, "temperature": 0.8, "top_k": 20, "id": 7}
+
+A set is validated against the run's live settings (``settings.Settings``)
+before it is queued, and refused with the reason if the key is unknown or the
+value out of range; it is written as a ``change`` record when applied.  A
+sample runs on the training thread between steps (at once while paused) and
+is written as a ``sample`` record with ``"requested": true`` and the id.
 
 This module is the protocol: what a request does (``TrainerControl``) and
 the client (``request``, ``ControlClient``).  The socket itself (where it
@@ -26,7 +35,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from .commands import STEERING, Command, CommandQueue
+from .commands import STEERING, WITH_ARGS, Command, CommandQueue, Order, Source
+from .settings import coerce, short
 from .control_server import (INFO_NAME, MAX_LINE, MAX_SOCKET_PATH, SOCKET_NAME,  # noqa: F401 (re-exported)
                              ControlError, ControlServer, peer_uid)
 
@@ -66,9 +76,29 @@ class TrainerControl:
     which is fine for a status line).
     """
 
-    def __init__(self, target: Any, max_pending: int = MAX_PENDING):
+    def __init__(self, target: Any, max_pending: int = MAX_PENDING, source: Source = "attach"):
         self.target = target
         self.max_pending = max_pending
+        self.source = source  # who these requests come from, for change records
+
+    def _order(self, command: Command, req: dict[str, Any]) -> tuple[Any, str | None]:
+        """A set or sample request as an ``Order``, checked before anything is
+        queued; (None, why) when it is refused."""
+        if command is Command.SET:
+            settings = getattr(self.target, "settings", None)
+            if settings is None:
+                return None, "this run has no live settings"
+            if "key" not in req or "value" not in req:
+                return None, ('a set request needs "key" and "value", such as '
+                              '{"cmd": "set", "key": "lr_scale", "value": 0.5}')
+            value, why = settings.parse(req["key"], req["value"])
+            if why is not None:
+                return None, why
+            return Order(command, {"key": req["key"], "value": value}, self.source), None
+        args, why = sample_args(req)
+        if why is not None:
+            return None, why
+        return Order(command, args, self.source), None
 
     def state(self) -> dict[str, Any]:
         t = self.target
@@ -95,8 +125,16 @@ class TrainerControl:
         if cmd in QUERIES:
             answer.update(self.state(), pid=os.getpid())
             return answer
+        command = Command(cmd)
+        refusal = getattr(self.target, "refusal", None)
+        why = refusal(command) if refusal is not None else None
+        item: Command | Order = command
+        if why is None and command in WITH_ARGS:
+            item, why = self._order(command, req)
+        if why is not None:
+            return {**answer, "ok": False, "error": why}
         q: CommandQueue = self.target.commands
-        got = q.offer(Command(cmd), self.max_pending)
+        got = q.offer(item, self.max_pending)
         if got == "busy":
             return {"ok": False, "cmd": cmd, "error": f"busy: {q.pending()} commands already waiting; "
                                                       "try again after the current step"}
@@ -104,6 +142,33 @@ class TrainerControl:
         if got == "coalesced":
             answer["coalesced"] = True
         return answer
+
+
+MAX_PROMPT = 2000        # characters of a requested sample's prompt
+MAX_SAMPLE_TOKENS = 4096
+
+
+def sample_args(req: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The arguments of a sample request, checked: (args, None) or ({}, why)."""
+    prompt = req.get("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        return {}, 'a sample request needs a "prompt" (a non-empty string)'
+    if len(prompt) > MAX_PROMPT:
+        return {}, f"the prompt is {len(prompt)} characters; keep it under {MAX_PROMPT}"
+    args: dict[str, Any] = {"prompt": prompt}
+    for key, kind, ok, need in (("tokens", int, lambda v: 1 <= v <= MAX_SAMPLE_TOKENS, f"1..{MAX_SAMPLE_TOKENS}"),
+                                ("temperature", float, lambda v: 1e-6 <= v <= 100, "a number in (0, 100]"),
+                                ("top_k", int, lambda v: 0 <= v <= 1 << 20, "an integer >= 0 (0: all)")):
+        v = req.get(key)
+        if v is None:
+            continue
+        got = coerce(v, kind)
+        if got is None or not ok(got):
+            return {}, f"{key} must be {need}, got {short(v)}"
+        args[key] = got
+    if isinstance(req.get("id"), (int, str)):
+        args["id"] = req["id"] if not isinstance(req["id"], str) else req["id"][:64]
+    return args, None
 
 
 def serve_trainer(target: Any, run_dir: str | os.PathLike[str]) -> ControlServer:

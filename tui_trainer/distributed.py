@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .commands import MAX_COMMANDS_PER_STEP, Command
+from .commands import MAX_COMMANDS_PER_STEP, WITH_ARGS, Command, Order
 from .config import UserError
 from .data import BatchSampler, _windows
 
@@ -98,17 +98,26 @@ class Dist:
         Rank 0 passes the commands it took from its queue (at most
         ``MAX_COMMANDS_PER_STEP``; the others pass none); each rank passes its
         own stop flag (a signal).  All ranks get rank 0's commands and the OR
-        of the stop flags.  One all-reduce of 9 integers.
+        of the stop flags: one all-reduce of 9 integers, plus, only in a step
+        that carries a ``set`` or ``sample``, one broadcast of their arguments.
         """
         codes = list(Command)
         t = torch.zeros(MAX_COMMANDS_PER_STEP + 1, dtype=torch.int64, device=self.device)
+        orders: list[Order | None] = []
         if self.is_main:
             for i, c in enumerate(commands[:MAX_COMMANDS_PER_STEP]):
-                t[i] = codes.index(Command(c)) + 1
+                t[i] = codes.index(c.command if isinstance(c, Order) else Command(c)) + 1
+                orders.append(c if isinstance(c, Order) else None)
         t[-1] = int(stop)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        got = t.tolist()
-        return [codes[c - 1] for c in got[:-1] if c > 0], bool(got[-1])
+        got = [c for c in t.tolist()[:-1] if c > 0]
+        if any(codes[c - 1] in WITH_ARGS for c in got):
+            box = [orders if self.is_main else None]
+            dist.broadcast_object_list(box, src=0)
+            orders = box[0] or []
+        out = [orders[i] if i < len(orders) and orders[i] is not None else codes[c - 1]
+               for i, c in enumerate(got)]
+        return out, bool(t.tolist()[-1])
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():

@@ -16,94 +16,21 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import torch
-import torch.nn as nn
-from torch.nn import functional as F
 
 from . import checkpoint as ckpt
 from .commands import Command  # noqa: F401  (re-exported as engine.Command)
 from .config import TrainConfig, UserError
-from .data import ByteTokenizer
-from .model import GPT
+from .lesson import calc_loss_batch, evaluate_model, generate_and_print_sample  # noqa: F401 (public here too)
+from .live import define_live_settings
 from .optim import cosine_with_warmup, set_lr
 from .parts import Parts, build_parts
 from .records import (BadStep, CheckpointReason, Eval, RunEnd, RunStart, Sample, Status, TrainStep)
 from .run import Run, Sink
 
-# --- the lesson's functions -------------------------------------------------
-
-def calc_loss_batch(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                    device: torch.device | str | None = None) -> torch.Tensor:
-    """Mean next-token cross entropy of one batch.
-
-    Logits (B, T, V) and targets (B, T) are flattened to (B*T, V) and (B*T,);
-    the targets must already be the inputs shifted by one.
-    """
-    if device is not None:
-        inputs, targets = inputs.to(device), targets.to(device)
-    logits = model(inputs)
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-
-
-@torch.no_grad()
-def evaluate_model(model: nn.Module, val_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                   max_batches: int | None = None, *, device: torch.device | str | None = None,
-                   autocast: Callable[[], Any] | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> float:
-    """Mean loss over (at most ``max_batches`` of) fixed batches: no grad, in
-    eval mode (no dropout), and the model's mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), dtype=torch.float32)
-    n = 0
-    try:
-        for i, (x, y) in enumerate(val_batches):
-            if max_batches is not None and i >= max_batches:
-                break
-            if should_stop is not None and should_stop():
-                break
-            if autocast is not None:
-                with autocast():
-                    loss = calc_loss_batch(model, x, y, device)
-            else:
-                loss = calc_loss_batch(model, x, y, device)
-            # Accumulate on the device: one host sync at the end, not per batch.
-            total = total.to(loss.device) + loss.detach().float()
-            n += 1
-    finally:
-        model.train(was_training)
-    return total.item() / n if n else math.nan
-
-
-def generate_and_print_sample(model: GPT, prompt: str, max_new_tokens: int, *,
-                              tokenizer: Any = None, temperature: float = 1.0, top_k: int | None = None,
-                              device: torch.device | str | None = None,
-                              generator: torch.Generator | None = None,
-                              print_fn: Callable[[str], Any] | None = print,
-                              should_stop: Callable[[], bool] | None = None) -> str:
-    """Continue ``prompt`` by ``max_new_tokens`` tokens, print it (unless
-    ``print_fn`` is None) and return the whole text, prompt included.
-    Without a ``tokenizer`` the model is taken to be byte-level."""
-    tokenizer = tokenizer or ByteTokenizer()
-    was_training = model.training
-    model.eval()
-    try:
-        device = device or next(model.parameters()).device
-        idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)
-        out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k,
-                             generator=generator, should_stop=should_stop)
-    finally:
-        model.train(was_training)
-    text = tokenizer.decode(out[0].tolist())
-    if print_fn is not None:
-        print_fn(text.replace("\n", " "))
-    return text
-
-
-# --- the engine -------------------------------------------------------------
 
 class Trainer:
     """The built-in loop: trains ``parts`` and reports to its run.
@@ -147,6 +74,10 @@ class Trainer:
         self.done = threading.Event()  # set once run() has emitted its run_end
         self.end: RunEnd | None = None
         self._t0 = time.perf_counter()
+        self.lr_scale = 1.0  # a live setting: lr(t) = lr_scale x schedule(t)
+        run.set_handlers(on_eval=self._forced_probe, on_checkpoint=self._manual_save,
+                         on_sample=self._requested_sample, on_resume=self._on_resume)
+        define_live_settings(self, run.settings)
         if resume is not None:  # a resume.ResumePlan: load every state it holds
             from .resume import apply_resume
 
@@ -212,15 +143,16 @@ class Trainer:
         self.emit(RunStart(step=self.step, run_name=self.run_name, config=cfg.to_dict(),
                            n_params=self.model.num_params(), device=self.hw.describe() + self.dist.describe(),
                            total_steps=cfg.steps, resumed=self.resumed, resumed_from=self.resumed_from,
-                           changes=self.config_changes))
+                           changes=self.config_changes, live=dict(run.changed) or None))
         status, error = "finished", None
         try:
             while self.step < cfg.steps:
-                run.between_steps(self.step, on_eval=self._forced_probe, on_checkpoint=self._manual_save,
-                                  on_resume=self._on_resume)
+                run.between_steps(self.step)
                 if self.stopping:
                     status = "stopped"
                     break
+                if self.step >= cfg.steps:
+                    break  # steps set at or below the step trained: finished
                 if not (self._compile_step() if self._compile_pending else self._train_step()):
                     if self.bad_in_row >= cfg.max_bad_steps:
                         self.diverged = True
@@ -265,7 +197,7 @@ class Trainer:
 
     def _train_step(self) -> bool:
         cfg = self.cfg
-        lr = cosine_with_warmup(self.step, cfg.warmup_steps, cfg.steps, cfg.max_lr, cfg.lr_floor)
+        lr = self.lr_scale * cosine_with_warmup(self.step, cfg.warmup_steps, cfg.steps, cfg.max_lr, cfg.lr_floor)
         set_lr(self.optimizer, lr)
         t = time.perf_counter()
         x, y = self.sampler.next()
@@ -317,6 +249,20 @@ class Trainer:
 
     def _on_resume(self) -> None:
         self.bad_in_row = 0
+
+    def _requested_sample(self, prompt: str, tokens: int | None, temperature: float | None,
+                          top_k: int | None) -> str:
+        """A sample asked for by a person, on the live weights, between steps.
+        Its own generator: the training RNG is untouched."""
+        cfg = self.cfg
+        gen = torch.Generator(device=self.hw.device).manual_seed(cfg.seed + self.step + 1_000_003)
+        with self.hw.autocast():
+            return generate_and_print_sample(self.model, prompt, tokens or cfg.sample_tokens,
+                                             tokenizer=self.corpus.tokenizer,
+                                             temperature=temperature or cfg.temperature,
+                                             top_k=(top_k or None) if top_k is not None else cfg.top_k,
+                                             device=self.hw.device, generator=gen, print_fn=None,
+                                             should_stop=self.run_handle.stop_event.is_set)
 
     def _forced_probe(self) -> None:
         self._probe(forced=True)
@@ -370,6 +316,8 @@ class Trainer:
             "world_size": self.dist.world_size,
             "tokens": self.tokens,
             "elapsed_s": self.elapsed,
+            "live": {"lr_scale": self.lr_scale, "pause_at": self.run_handle.pause_at,
+                     "changed": dict(self.run_handle.changed)},
             "best_val": self.best_val,
             "last_val": self.last_val,
             "last_val_step": self.last_val_step,
@@ -416,6 +364,10 @@ class Trainer:
         self.last_val = state["last_val"]
         self.last_val_step = state["last_val_step"]
         self.ckpts.last_step = self.step
+        live = state.get("live") or {}
+        self.lr_scale = float(live.get("lr_scale", 1.0))
+        self.run_handle.pause_at = int(live.get("pause_at", 0))
+        self.run_handle.changed.update(live.get("changed") or {})
         self.resumed = True
 
     def _weights_finite(self) -> bool:

@@ -9,7 +9,7 @@ import os
 import stat
 from pathlib import Path
 
-from .config import UserError
+from .errors import UserError
 
 _SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
                   (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))

@@ -22,7 +22,9 @@ EndStatus = Literal["finished", "stopped", "diverged", "failed", "killed"]
 #: Transient engine states (``status.state``).
 EngineState = Literal["evaluating", "checkpointing", "compiling", "running", "paused"]
 #: Why a run paused (``pause.reason``).
-PauseReason = Literal["user", "diverged"]
+PauseReason = Literal["user", "diverged", "pause_at"]
+#: Who changed a live setting (``change.source``).
+ChangeSource = Literal["keys", "attach", "api"]
 #: Why a checkpoint was written (``checkpoint.reason``).
 CheckpointReason = Literal["scheduled", "manual", "final", "best"]
 
@@ -97,6 +99,9 @@ class RunStart(Record):
     # the file with a step above ``step`` are superseded (runlog.effective_records).
     resumed_from: str | None = None
     changes: dict[str, Any] | None = None
+    # Live settings changed during the run so far (``change`` records), as
+    # they stand at ``step``: a resumed run continues with these.
+    live: dict[str, Any] | None = None
 
 
 @dataclass
@@ -124,6 +129,19 @@ class Sample(Record):
     type: ClassVar[str] = "sample"
     prompt: str
     text: str
+    requested: bool = False  # asked for by a person (attach --sample, the prompt box), not the eval cadence
+    id: str | int | None = None  # the request's id, when it gave one
+
+
+@dataclass
+class Change(Record):
+    """A live setting changed at ``step`` (applied from the next step on)."""
+
+    type: ClassVar[str] = "change"
+    key: str
+    old: Any
+    new: Any
+    source: ChangeSource = "keys"  # the dashboard, the socket, or Python
 
 
 @dataclass
@@ -186,7 +204,7 @@ class RunEnd(Record):
 RECORD_TYPES: dict[str, type[Record]] = {
     cls.type: cls
     for cls in (RunStart, TrainStep, Eval, Sample, Checkpoint, Paused, Resumed,
-                BadStep, Status, Ack, RunEnd)
+                BadStep, Status, Ack, Change, RunEnd)
 }
 
 

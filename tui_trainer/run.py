@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
 from .checkpoint import CheckpointManager
-from .commands import MAX_COMMANDS_PER_STEP, Command, CommandQueue
-from .records import Paused, Record, Resumed, clean_text
+from .commands import MAX_COMMANDS_PER_STEP, Command, CommandQueue, Order
+from .records import Ack, Change, Paused, Record, Resumed, Sample, clean_text
 from .rundir import RunLock, create_run_dir
+from .settings import Settings, non_negative
 
 PAUSE_POLL_S = 0.1
 
@@ -71,6 +72,13 @@ class Run:
         self.total_steps = 0
         self.paused = False
         self.pause_reason = ""
+        self.pause_at = 0  # pause once this step has been trained (0: never)
+        self.settings = Settings()
+        self.settings.define("pause_at", int, lambda: self.pause_at, self._set_pause_at, check=non_negative,
+                             help="pause once that step has been trained (0 clears it)")
+        self.changed: dict[str, Any] = {}  # live settings changed so far: key -> value now
+        self._handlers: dict[Command, Callable[..., Any]] = {}
+        self._on_resume: Callable[[], Any] | None = None
         self._interactive = interactive
         self._agreed_stop = False  # data-parallel: the stop every rank agreed on
         self._lock = lock
@@ -193,17 +201,40 @@ class Run:
             self.paused, self.pause_reason = True, reason
             self.emit(Paused(step=self.step, reason=reason))  # type: ignore[arg-type]
 
-    def between_steps(self, step: int, *, on_eval: Callable[[], Any] | None = None,
-                      on_checkpoint: Callable[[], Any] | None = None,
-                      on_resume: Callable[[], Any] | None = None) -> None:
-        """The loop's safe point: apply the commands waiting, and while paused
-        wait here (still answering eval and checkpoint requests) until a
-        resume or a stop."""
+    def set_handlers(self, *, on_eval: Callable[[], Any] | None = None,
+                     on_checkpoint: Callable[[], Any] | None = None,
+                     on_sample: Callable[..., str] | None = None,
+                     on_resume: Callable[[], Any] | None = None) -> None:
+        """What the loop does, on its own thread, when asked to evaluate,
+        checkpoint or sample now (``on_sample(prompt, tokens, temperature,
+        top_k) -> text``).  A request with no handler is refused at once."""
+        for cmd, fn in ((Command.EVAL, on_eval), (Command.CHECKPOINT, on_checkpoint),
+                        (Command.SAMPLE, on_sample)):
+            if fn is not None:
+                self._handlers[cmd] = fn
+            else:
+                self._handlers.pop(cmd, None)
+        self._on_resume = on_resume
+
+    def refusal(self, command: Command) -> str | None:
+        """Why this run cannot take ``command`` (None when it can)."""
+        if command in (Command.EVAL, Command.CHECKPOINT, Command.SAMPLE) and command not in self._handlers:
+            what = {Command.EVAL: "on_eval", Command.CHECKPOINT: "on_checkpoint", Command.SAMPLE: "on_sample"}
+            return f"this run's loop takes no {command.value} requests (it registered no {what[command]})"
+        return None
+
+    def _set_pause_at(self, step: int) -> None:
+        self.pause_at = step
+
+    def between_steps(self, step: int) -> None:
+        """The loop's safe point, with ``step`` steps trained: apply the
+        commands waiting, and while paused wait here (still answering eval,
+        checkpoint, sample and set requests) until a resume or a stop."""
         self.step = step
-        handlers = (on_eval, on_checkpoint, on_resume)
         if self.sync is not None and self.sync.enabled:
-            return self._between_steps_synced(handlers)
+            return self._between_steps_synced()
         while True:
+            self._check_pause_at()
             waiting = self.paused and not self.stopping
             try:
                 cmd = self.commands.get(timeout=PAUSE_POLL_S) if waiting else self.commands.get_nowait()
@@ -211,12 +242,18 @@ class Run:
                 if waiting:
                     continue
                 return
-            self._apply(Command(cmd), handlers)
+            self._apply(cmd)
 
-    def _between_steps_synced(self, handlers: tuple) -> None:
+    def _check_pause_at(self) -> None:
+        if self.pause_at and self.step >= self.pause_at and not self.stopping:
+            self.pause_at = 0
+            self.pause("pause_at")
+
+    def _between_steps_synced(self) -> None:
         assert self.sync is not None
         while True:
-            taken: list[Command] = []
+            self._check_pause_at()
+            taken: list[Command | Order] = []
             if self.is_main:
                 try:
                     waiting = self.paused and not self.stopping
@@ -229,12 +266,14 @@ class Run:
             cmds, stop = self.sync.sync_commands(taken, self.stop_event.is_set())
             self._agreed_stop = self._agreed_stop or stop or Command.STOP in cmds
             for cmd in cmds:
-                self._apply(cmd, handlers)
+                self._apply(cmd)
             if not (self.paused and not self.stopping):
                 return
 
-    def _apply(self, cmd: Command, handlers: tuple) -> None:
-        on_eval, on_checkpoint, on_resume = handlers
+    def _apply(self, cmd: Command | Order | str) -> None:
+        if isinstance(cmd, Order):
+            return self._apply_order(cmd)
+        cmd = Command(cmd)
         if cmd is Command.STOP:
             self.stop_event.set()
         elif cmd is Command.PAUSE or (cmd is Command.TOGGLE_PAUSE and not self.paused):
@@ -242,10 +281,23 @@ class Run:
         elif cmd is Command.RESUME or cmd is Command.TOGGLE_PAUSE:
             if self.paused:
                 self.paused, self.pause_reason = False, ""
-                if on_resume is not None:
-                    on_resume()
+                if self._on_resume is not None:
+                    self._on_resume()
                 self.emit(Resumed(step=self.step))
-        elif cmd is Command.EVAL and on_eval is not None:
-            on_eval()
-        elif cmd is Command.CHECKPOINT and on_checkpoint is not None:
-            on_checkpoint()
+        elif cmd in self._handlers and cmd is not Command.SAMPLE:
+            self._handlers[cmd]()
+
+    def _apply_order(self, order: Order) -> None:
+        a = order.args
+        if order.command is Command.SET:
+            try:
+                old, new = self.settings.apply(a.get("key"), a.get("value"))
+            except ValueError as e:  # a bound moved since the request was accepted
+                self.emit(Ack(step=self.step, command="set", ok=False, message=str(e)))
+                return
+            self.changed[a["key"]] = new
+            self.emit(Change(step=self.step, key=a["key"], old=old, new=new, source=order.source))
+        elif order.command is Command.SAMPLE and Command.SAMPLE in self._handlers:
+            prompt = a.get("prompt", "")
+            text = self._handlers[Command.SAMPLE](prompt, a.get("tokens"), a.get("temperature"), a.get("top_k"))
+            self.emit(Sample(step=self.step, prompt=prompt, text=text, requested=True, id=a.get("id")))

@@ -15,13 +15,25 @@ from typing import Any, get_args
 import numpy as np
 
 from .curves import Curve, columns
-from .records import (Ack, BadStep, Checkpoint, EndStatus, EngineState, Eval, Paused, Record, Resumed,
+from .fmt import fmt_value
+from .records import (Ack, BadStep, Change, Checkpoint, EndStatus, EngineState, Eval, Paused, Record, Resumed,
                       RunEnd, RunStart, Sample, Status, TrainStep)
 from .smoothing import EMA_BETA, ema, ema_step
 
 SAMPLES_KEPT = 50
+MARKERS_KEPT = 500
 ENDED = frozenset(get_args(EndStatus))
 STATES = ("starting", *get_args(EngineState), *get_args(EndStatus))  # what a RunSeries.state can be
+
+
+@dataclass
+class Marker:
+    """Something a person did to the run, at a step: ``kind`` is change,
+    pause, resume, eval or checkpoint; ``label`` says what, briefly."""
+
+    step: int
+    kind: str
+    label: str
 
 
 @dataclass
@@ -69,6 +81,10 @@ class RunSeries:
         self._eval_cache: tuple[int, np.ndarray] = (-1, np.empty((0, 2)))
         self._ema_state, self._ema_count = 0.0, 0
         self._rate: deque[tuple[float, int, int]] = deque(maxlen=64)  # (elapsed, step, tokens)
+        # Interventions drawn on the plots: changes, pauses, manual evals and checkpoints.
+        self.markers: deque[Marker] = deque(maxlen=MARKERS_KEPT)
+        self.markers_version = 0
+        self.changes: dict[str, Any] = {}  # live settings as changed so far
 
     # --- feeding ---
     def apply(self, r: Record) -> None:
@@ -79,22 +95,33 @@ class RunSeries:
             self.evals.append(EvalPoint(r.step, r.train_loss, r.val_loss, r.elapsed_s))
             self.evals_version += 1
             self.elapsed_s = max(self.elapsed_s, r.elapsed_s)
+            if r.forced:
+                self._mark(r.step, "eval", "eval now")
         elif isinstance(r, Sample):
             self.samples.append((r.step, r.text))
             self.samples_seen += 1
+        elif isinstance(r, Change):
+            self.changes[r.key] = r.new
+            self._mark(r.step, "change", f"{r.key} {fmt_value(r.old)}→{fmt_value(r.new)}")
+            if r.key == "steps" and isinstance(r.new, int):
+                self.total_steps = r.new
         elif isinstance(r, Status):
             if self.state not in ENDED:
                 self.state = "diverged" if self.diverged and r.state == "paused" else r.state
                 self.detail = r.detail
         elif isinstance(r, Paused):
             self.state = "diverged" if r.reason == "diverged" else "paused"
+            self._mark(r.step, "pause", "diverged" if r.reason == "diverged" else "pause")
         elif isinstance(r, Resumed):
             self.state = "running"
             self._rate.clear()  # the pause is not training time
+            self._mark(r.step, "resume", "resume")
         elif isinstance(r, BadStep):
             self.bad_steps += 1
         elif isinstance(r, Checkpoint):
             self.last_checkpoint = r
+            if r.reason == "manual":
+                self._mark(r.step, "checkpoint", "checkpoint")
         elif isinstance(r, Ack):
             if not r.ok:
                 self.message = f"{r.command}: {r.message}"
@@ -104,11 +131,17 @@ class RunSeries:
             self.step = max(self.step, r.step)
             self.n_params, self.device, self.config = r.n_params, r.device, r.config
             self.state, self.error = "running", None
+            if isinstance(r.live, dict):
+                self.changes.update(r.live)
         elif isinstance(r, RunEnd):
             self.state = r.status
             self.error = r.error
             self.step = max(self.step, r.step)
             self.elapsed_s = max(self.elapsed_s, r.elapsed_s)
+
+    def _mark(self, step: int, kind: str, label: str) -> None:
+        self.markers.append(Marker(step, kind, label))
+        self.markers_version += 1
 
     @property
     def diverged(self) -> bool:
