@@ -7,7 +7,7 @@ Writes a log of N train records in our own format (full-precision floats, as
 the engine writes them; an eval and a sample every 1000 steps), then, each in
 a fresh process so ru_maxrss is that run's own peak, interleaved:
 
-  load    logsource.load_series: read and parse the whole file into a RunSeries
+  load    logs.load_series: read and parse the whole file into a RunSeries
   view    the real viewer app, headless at 120x36: from process start to the
           first frame with a curve (the sampled preview on a big file) and to
           the frame drawn from the complete series, as wall time and as the
@@ -65,7 +65,10 @@ def write_log(path: Path, n: int) -> None:
 LOAD = r"""
 import resource, sys, time
 from pathlib import Path
-from tui_trainer.logsource import load_series
+try:
+    from tui_trainer.logs import load_series
+except ImportError:  # a tree from before tui_trainer/logs/ (--code against an older checkout)
+    from tui_trainer.logsource import load_series
 t = time.perf_counter(); c = time.process_time()
 series, counts = load_series(Path(sys.argv[1]))
 print(time.perf_counter() - t, time.process_time() - c,

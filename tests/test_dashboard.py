@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tui_trainer.engine import Trainer
-from tui_trainer.records import (Checkpoint, Eval, Paused, Record, RunEnd, RunStart, Sample, Status,
-                                 TrainStep)
+from tui_trainer.records import Paused, RunEnd, RunStart
 from tui_trainer.runlog import LOG_NAME, JsonlSink
 from tui_trainer.series import RunSeries
-from tui_trainer.ui.app import DashboardApp, QueueSource, RecordSource, TrainerSource
+from tui_trainer.sources import LocalSteering, QueueSource, TrainerSource
+from tui_trainer.ui.app import DashboardApp
 from tui_trainer.ui.widgets import EvalLog
-from uitools import until
+from uitools import T0, FixedSource, fixed_records, until
 
 SIZE = (80, 24)
 
@@ -43,13 +42,15 @@ def count(path: Path, type_: str) -> int:
 @pytest.fixture
 def live(tiny_cfg, tmp_path):
     """A dashboard app over a real (tiny) trainer writing a JSONL log."""
+    from tui_trainer.engine import Trainer  # here: the screens below need no torch
+
     cfg = tiny_cfg(steps=100_000, eval_every=100_000, threads=1)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     log = JsonlSink(run_dir / LOG_NAME)
     trainer = Trainer(cfg, run_dir, [log], interactive=True)
     source = TrainerSource(trainer)
-    app = DashboardApp(source, [RunSeries(trainer.run_name)])
+    app = DashboardApp(source, [RunSeries(trainer.run_name)], steering=LocalSteering(source))
     yield app, run_dir / LOG_NAME, run_dir
     if not source.done:  # a failing test must not leave a thread training
         source.stop()
@@ -58,7 +59,8 @@ def live(tiny_cfg, tmp_path):
 
 
 async def quit_and_check(app: DashboardApp, pilot, log: Path) -> None:
-    await pilot.press("q", "q")  # a second q while stopping must change nothing
+    await pilot.press("q", "q")  # a running run asks once more before it stops
+    await pilot.press("q")  # another q while stopping changes nothing
     await until(pilot, lambda: app.return_value is not None, "the app to exit after q")
     assert isinstance(app.return_value, RunEnd) and app.return_value.status == "stopped"
     recs = records(log)
@@ -103,36 +105,6 @@ async def test_eval_and_checkpoint_keys(live):
 
 
 # --- deterministic screens -------------------------------------------------
-
-T0 = 1_700_000_000.0
-
-
-def fixed_records(n: int = 600, eval_every: int = 100, total: int = 2000) -> list[Record]:
-    out: list[Record] = [RunStart(step=0, run_name="demo-run", config={}, n_params=12_345, device="cpu",
-                                  total_steps=total, time=T0)]
-    for s in range(1, n + 1):
-        loss = 4.5 * math.exp(-s / 150) + 1.2 + 0.15 * math.sin(s * 0.7)
-        out.append(TrainStep(step=s, train_loss=loss, lr=3e-3 * min(1.0, s / 60), tokens_per_sec=2048.0,
-                             grad_norm=1.0, elapsed_s=s * 0.05, tokens=s * 128, time=T0 + s * 0.05))
-        if s % eval_every == 0:
-            out.append(Status(step=s, state="evaluating", time=T0))
-            out.append(Eval(step=s, val_loss=loss + 0.1, train_loss=loss - 0.05, elapsed_s=s * 0.05, time=T0))
-            out.append(Sample(step=s, prompt="def ", text=f"def f{s}(x):\n    return x + {s}\n", time=T0))
-            out.append(Status(step=s, state="running", time=T0))
-    out.append(Checkpoint(step=n, path="/runs/demo-run/ckpt_000600.pt", reason="scheduled", time=T0))
-    return out
-
-
-class FixedSource(RecordSource):
-    """Hands over a fixed list of records at the first poll."""
-
-    def __init__(self, recs: list[Record], run: int = 0):
-        self.pending = [(run, r) for r in recs]
-
-    def poll(self):
-        out, self.pending = self.pending, []
-        return out
-
 
 def test_snapshot_80x24(snap_compare):
     async def settle(pilot):

@@ -385,3 +385,21 @@ def test_defaults_that_help_cannot_show_plainly_have_show_default():
     for name in ("eval_every", "warmup_steps", "log_every"):
         shown = FIELDS[name].metadata["show_default"]
         assert str(FIELDS[name].default) in shown and "steps" in shown
+
+
+def test_a_wider_model_gets_a_learning_rate_that_suits_its_width():
+    from tui_trainer.config import make_config
+
+    assert make_config({}).max_lr == 1e-2  # the demo is unchanged
+    assert make_config({"n_embd": 128}).max_lr == 5e-3
+    assert make_config({"n_embd": 768, "n_head": 12}).max_lr == 8.3e-4
+    assert make_config({"n_embd": 128, "max_lr": 1e-2}).max_lr == 1e-2  # given: kept
+    assert make_config({"n_embd": 32}).max_lr == 1e-2  # narrower: the demo's
+
+
+def test_help_says_how_the_learning_rate_follows_the_width(capsys):
+    from tui_trainer import cli
+
+    assert cli.main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "1e-2 x 64 / n_embd" in text

@@ -24,7 +24,8 @@ from tui_trainer import cli
 from tui_trainer import engine
 from tui_trainer.engine import Command, Trainer
 from tui_trainer.records import Checkpoint, Paused
-from tui_trainer.runlog import LOG_NAME, JsonlSink, ReadStats, effective_records, read_records
+from tui_trainer.logs import ReadCounts, effective_records, read_records
+from tui_trainer.runlog import LOG_NAME, JsonlSink
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--context-length", "16", "--batch-size", "4",
@@ -51,7 +52,7 @@ def start(out: Path, *extra: str, prelude: str | None = None, **kw) -> subproces
     return subprocess.Popen(cmd, env=ENV, **kw)
 
 
-def records(out: Path, stats: ReadStats | None = None) -> list[dict]:
+def records(out: Path, stats: ReadCounts | None = None) -> list[dict]:
     path = out / LOG_NAME
     return read_records(path, stats) if path.exists() else []
 
@@ -83,7 +84,7 @@ def test_sigterm_stops_after_the_step_with_checkpoint_and_run_end(tmp_path):
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=60) == 0
     assert "SIGTERM: stopping after this step" in p.stderr.read().decode()
-    stats = ReadStats()
+    stats = ReadCounts()
     recs = records(out, stats)
     assert stats.bad == 0 and not stats.torn_tail
     end = recs[-1]
@@ -117,7 +118,7 @@ def test_second_sigint_exits_at_once_with_a_valid_log(tmp_path):
     wait_until(lambda: (out / "saving-final").exists(), p)
     p.send_signal(signal.SIGINT)
     assert p.wait(timeout=30) == 130  # well before the 60 s sleep ends
-    stats = ReadStats()
+    stats = ReadCounts()
     recs = records(out, stats)
     assert stats.bad == 0 and not stats.torn_tail
     assert recs[-1]["type"] == "run_end" and recs[-1]["status"] == "killed"
@@ -152,7 +153,7 @@ def test_sighup_keeps_training_and_writing(tmp_path):
     at_hup = last_train_step(out)
     assert at_hup < 150
     assert p.wait(timeout=60) == 0
-    stats = ReadStats()
+    stats = ReadCounts()
     recs = records(out, stats)
     assert stats.bad == 0
     assert recs[-1]["type"] == "run_end" and recs[-1]["status"] == "finished" and recs[-1]["step"] == 150
@@ -172,7 +173,7 @@ def test_kill_9_at_a_random_moment_leaves_a_readable_log_and_a_resumable_run(tmp
     time.sleep(random.uniform(0, 0.02))
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=30)
-    stats = ReadStats()
+    stats = ReadCounts()
     recs = records(out, stats)
     assert stats.bad == 0  # at most a torn last line, which the reader skips
     assert recs and not any(r["type"] == "run_end" for r in recs)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tui_trainer import hardware
+from tui_trainer import hardware, threads
 from tui_trainer.config import UserError, make_config
 from tui_trainer.hardware import (configure, pick_compile, pick_device, pick_dtype, pick_fused_adamw,
                                   pick_tf32)
@@ -261,3 +261,178 @@ def test_a_failing_compile_falls_back_to_eager_and_says_so(monkeypatch):
     assert end.status == "finished" and end.step == 3
     assert any(isinstance(r, Status) and "running eagerly" in r.detail for r in records)
     assert sum(isinstance(r, TrainStep) for r in records) == 3
+
+
+# --- CPU threads under contention: how they wait, never how many ---
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def _py_env(**extra: str) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def test_the_command_sets_a_short_openmp_spin_before_torch_loads():
+    """libgomp reads its environment once, when torch loads it: the command
+    must have set the wait policy by then (``tui-trainer`` is ``cli:main``)."""
+    import subprocess
+    import sys
+
+    probe = ("import os, sys\n"
+             "from tui_trainer import cli\n"
+             "cli.cmd_train = lambda args: print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules) or 0\n"
+             "sys.exit(cli.main(['train']))\n")
+    out = subprocess.run([sys.executable, "-c", probe], env=_py_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [threads.SPIN_COUNT, "False"]
+
+
+def test_a_wait_policy_the_user_set_wins():
+    for env in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "0"}):
+        before = dict(env)
+        assert threads.apply_wait_policy(env) is False
+        assert env == before
+
+
+def test_nothing_is_set_once_torch_has_loaded():
+    env: dict[str, str] = {}
+    assert "torch" in __import__("sys").modules
+    assert threads.apply_wait_policy(env) is False and env == {}
+
+
+def test_describe_wait_names_what_openmp_loaded_with():
+    assert threads.describe_wait({}) == "omp default"
+    assert threads.describe_wait({"GOMP_SPINCOUNT": "10000"}) == "omp spin 10000"
+    assert threads.describe_wait({"OMP_WAIT_POLICY": "PASSIVE"}) == "omp passive"
+
+
+@pytest.fixture
+def keep_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_run_start_names_the_threads_and_how_they_wait(no_cuda, keep_threads, monkeypatch):
+    monkeypatch.setenv("GOMP_SPINCOUNT", "12345")
+    text = configure(make_config({"threads": 1})).describe()
+    assert text.startswith("cpu (fp32, ") and text.endswith(", 1 thread, omp spin 12345)")
+    n = torch.get_num_threads()
+    assert f"{n} thread" in configure(make_config({})).describe()
+
+
+def test_the_thread_count_never_follows_the_load(no_cuda, keep_threads, monkeypatch):
+    """Threads change results in the last bits; a run must compute the same
+    losses on a busy machine as on an idle one, so nothing looks at the load."""
+    import os
+
+    idle = configure(make_config({})), torch.get_num_threads()
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    busy = configure(make_config({})), torch.get_num_threads()
+    assert busy[1] == idle[1] and busy[0].describe() == idle[0].describe()
+    configure(make_config({"threads": 1}))
+    assert torch.get_num_threads() == 1  # --threads N pins it
+
+
+def test_the_wait_policy_does_not_change_the_losses(tmp_path):
+    """Only how threads wait differs between these runs (2 threads, the demo
+    shape, so the kernels do run in parallel): the losses are bit-identical."""
+    import json
+    import subprocess
+    import sys
+
+    arms = {"policy": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "spin": {"GOMP_SPINCOUNT": "300000"}}
+    procs = {}
+    for name, env in arms.items():
+        cmd = [sys.executable, "-m", "tui_trainer", "train", "--headless", "--threads", "2", "--steps", "4",
+               "--eval-every", "4", "--eval-batches", "1", "--sample-tokens", "1", "--warmup-steps", "2",
+               "--out", str(tmp_path / name)]
+        procs[name] = subprocess.Popen(cmd, cwd=tmp_path, env=_py_env(**env), stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE, text=True)
+    losses, devices = {}, {}
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err[-2000:]
+        recs = [json.loads(line) for line in (tmp_path / name / "losses.jsonl").read_text().splitlines()]
+        losses[name] = [r["train_loss"] for r in recs if r["type"] == "train"]
+        devices[name] = recs[0]["device"]
+    assert len(losses["policy"]) == 4
+    assert losses["passive"] == losses["policy"] == losses["spin"]
+    assert f"omp spin {threads.SPIN_COUNT}" in devices["policy"] and "omp passive" in devices["passive"]
+    assert all("2 threads" in d for d in devices.values())
+
+
+# --- FLOPs, peaks, MFU ---
+
+@pytest.mark.parametrize("shape", [dict(n_layer=2, n_embd=64, vocab_size=256, bias=True),
+                                   dict(n_layer=4, n_embd=96, vocab_size=1000, bias=False),
+                                   dict(n_layer=3, n_embd=48, vocab_size=100, bias=True)])
+def test_parameter_count_from_the_shape_matches_the_model(shape):
+    from tui_trainer.model import GPT, GPTConfig
+
+    model = GPT(GPTConfig(n_head=4, context_length=32, **shape))
+    assert hardware.count_params(**shape) == model.num_params()
+
+
+def test_flops_per_token_of_gpt2_small():
+    cfg = make_config({"n_layer": 12, "n_head": 12, "n_embd": 768, "context_length": 1024,
+                       "vocab_size": 50304, "bias": False})
+    n = hardware.count_params(12, 768, 50304, bias=False)
+    assert n == 123_587_328
+    assert hardware.flops_per_token(cfg) == 6 * n + 12 * 12 * 768 * 1024
+    assert hardware.flops_per_token(cfg, n_params=100) == 600 + 12 * 12 * 768 * 1024
+
+
+@pytest.mark.parametrize("name, dtype, tf32, tflops", [
+    ("NVIDIA H100 80GB HBM3", "bf16", True, 989), ("NVIDIA H200", "bf16", True, 989),
+    ("NVIDIA H100 PCIe", "bf16", True, 756), ("NVIDIA A100-SXM4-80GB", "bf16", True, 312),
+    ("NVIDIA A100-SXM4-80GB", "fp32", True, 156), ("NVIDIA A100-SXM4-80GB", "fp32", False, 19.5),
+    ("NVIDIA L4", "bf16", True, 121), ("NVIDIA L40S", "bf16", True, 362),
+    ("NVIDIA GeForce RTX 4090", "bf16", True, 165), ("Tesla T4", "fp16", True, 65),
+])
+def test_gpu_peaks_come_from_the_data_sheet_table(name, dtype, tf32, tflops):
+    assert hardware.gpu_peak_flops(name, dtype, tf32) == pytest.approx(tflops * 1e12)
+
+
+def test_an_unknown_gpu_has_no_peak(fake_cuda, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA A10G")
+    assert hardware.peak_flops("cuda", "bf16") is None
+    assert hardware.mfu(1000.0, 1e9, None) is None
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    assert hardware.mfu(100_000.0, 1e9, hardware.peak_flops("cuda", "bf16")) == pytest.approx(1e14 / 989e12)
+
+
+def test_the_cpu_peak_is_measured_once_and_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(hardware, "measure_matmul_flops", lambda **kw: calls.append(kw) or 5e10)
+    assert hardware.peak_flops("cpu") == 5e10
+    assert hardware.peak_flops("cpu") == 5e10 and len(calls) == 1
+    assert (tmp_path / "tui-trainer" / "peak-flops.json").exists()
+    # A later measurement slowed by a busy neighbour never lowers the peak.
+    monkeypatch.setattr(hardware, "measure_matmul_flops", lambda **kw: 1e9)
+    assert hardware.cpu_peak_flops(refresh=True) == 5e10
+    (tmp_path / "tui-trainer" / "peak-flops.json").write_text("not json")
+    assert hardware.cpu_peak_flops() == 1e9  # a damaged cache is measured again
+
+
+def test_bench_gpu_tiny_runs_on_cpu_and_prints_its_figures(tmp_path):
+    """The GPU script cannot rot: its --tiny run goes through every arm but
+    the compiled ones on CPU."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_gpu.py"), "--tiny", "--threads", "1"],
+                         env=_py_env(XDG_CACHE_HOME=str(tmp_path)), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    for arm in ("bare loop", "engine", "engine+dashboard"):
+        line = next((ln for ln in lines if ln.startswith(arm + " ")), "")
+        assert "tok/s" in line and "MFU" in line and "peak mem" in line, out.stdout
+    assert "GFLOP/token" in out.stdout and "peak" in lines[0]
+    assert "dashboard overhead" in out.stdout

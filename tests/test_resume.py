@@ -11,7 +11,8 @@ from tui_trainer import cli
 from tui_trainer.engine import Trainer
 from tui_trainer.records import TrainStep
 from tui_trainer.rundir import RunLock
-from tui_trainer.runlog import LOG_NAME, JsonlSink, ReadStats, effective_records, read_records
+from tui_trainer.logs import ReadCounts, effective_records, read_records
+from tui_trainer.runlog import LOG_NAME, JsonlSink
 
 TINY = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--context-length", "16", "--batch-size", "4",
         "--eval-batches", "1", "--sample-tokens", "8", "--warmup-steps", "3", "--threads", "1",
@@ -60,7 +61,7 @@ def run_stopped_at(out, k, *extra):
 
 
 def losses(run_dir, kind="train", field="train_loss"):
-    stats = ReadStats()
+    stats = ReadCounts()
     recs = effective_records(read_records(run_dir / LOG_NAME, stats))
     assert stats.bad == 0
     return {r["step"]: r[field] for r in recs if r["type"] == kind}
@@ -115,7 +116,7 @@ def test_records_past_the_checkpoint_are_superseded(tmp_path, full_run):
     assert cli.main(["train", "--headless", "--resume", str(run)]) == 0
     after = (run / LOG_NAME).read_bytes()
     assert after.startswith(before)  # appended, never rewritten
-    stats = ReadStats()
+    stats = ReadCounts()
     raw = read_records(run / LOG_NAME, stats)
     assert stats.bad == 1 and not stats.torn_tail  # the torn line, closed and skipped
     assert [r["train_loss"] for r in raw if r["type"] == "train" and r["step"] == 9][0] == 99.0

@@ -203,3 +203,75 @@ def test_a_ctrl_c_during_close_leaves_no_socket(tmp_path):
     server.close = interrupted_close
     run.close()
     assert not sock.exists() and not is_live(tmp_path / "run")
+
+
+# --- the disk fills while the log is written ------------------------------------
+
+def test_a_full_disk_ends_the_run_failed_with_one_line_and_a_readable_log(tmp_path, capsys, monkeypatch):
+    real_write = JsonlSink._write
+    calls = {"n": 0}
+
+    def filling(self, data):
+        calls["n"] += 1
+        if calls["n"] > 60:  # the disk is full from here on
+            os.write(self._fd, data[: len(data) // 2])  # a torn half line reaches the file first
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, data)
+
+    monkeypatch.setattr(JsonlSink, "_write", filling)
+    out = tmp_path / "run"
+    code = cli.main(["train", "--headless", "--steps", "200", "--eval-every", "20", *TINY, "--out", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 1 and "No space left on device" in err and "Traceback" not in err
+    assert f"--resume {out}" in err
+    raw = (out / LOG_NAME).read_bytes()
+    assert raw.endswith(b"\n")
+    recs = [orjson.loads(x) for x in raw.splitlines()]  # every line whole and strict
+    last_train = max(r["step"] for r in recs if r["type"] == "train")
+    assert last_train < 200
+    # A final checkpoint where space allowed: at the step the run stopped.
+    assert (out / "latest.pt").exists()
+    from tui_trainer.checkpoint import load_checkpoint
+    assert load_checkpoint(out / "latest.pt")["step"] >= last_train
+
+
+# --- a resume that cannot be exact says so ---------------------------------------
+
+def test_resume_with_other_threads_says_it_is_not_exact(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--headless", "--steps", "6", "--eval-every", "3", *TINY, "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--headless", "--resume", str(out), "--steps", "9", "--threads", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "not bit-identical" in printed
+    starts = [json.loads(x) for x in (out / LOG_NAME).read_text().splitlines() if '"run_start"' in x]
+    assert starts[-1]["inexact"] == ["threads"] and starts[0].get("inexact") is None
+    from tui_trainer.series import RunSeries
+    from tui_trainer.records import from_dict
+    s = RunSeries()
+    s.apply(from_dict(starts[-1]))
+    assert "not bit-identical" in s.message
+
+
+@pytest.mark.parametrize("nonfinite", [5, None, "x", {"a": 1}, True, [["nested"]]])
+def test_from_dict_never_raises_on_an_odd_nonfinite(nonfinite):
+    from tui_trainer.records import from_dict
+    rec = from_dict({"type": "train", "step": 3, "train_loss": None, "lr": 0.1, "tokens_per_sec": 1.0,
+                     "grad_norm": 1.0, "elapsed_s": 1.0, "nonfinite": nonfinite})
+    assert rec is None or rec.step == 3
+
+
+# --- first-hour defaults -----------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["train"], ["view", "x"], ["attach", "x"]])
+def test_the_mouse_is_left_to_the_terminal_unless_asked(command):
+    parser = cli.build_parser()
+    assert parser.parse_args(command).mouse is False  # copy and paste work over SSH
+    assert parser.parse_args(command + ["--mouse"]).mouse is True
+    assert parser.parse_args(command + ["--no-mouse"]).mouse is False  # the old flag still works
+
+
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("tui-trainer ")

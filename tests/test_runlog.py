@@ -2,7 +2,8 @@ import json
 import math
 
 from tui_trainer.records import BadStep, Eval, RunEnd, TrainStep, from_dict
-from tui_trainer.runlog import JsonlSink, ReadStats, dumps, iter_jsonl
+from tui_trainer.logs import ReadCounts, iter_jsonl
+from tui_trainer.runlog import JsonlSink, dumps
 
 
 def strict_loads(line):
@@ -37,11 +38,11 @@ def test_every_record_has_type_and_step_and_roundtrips():
 def test_reader_tolerates_torn_last_line_and_counts_bad_lines(tmp_path):
     p = tmp_path / "l.jsonl"
     p.write_text('{"type":"train","step":1}\nnot json\n[1,2]\n{"step": NaN}\n\n{"type":"train","step":2}\n{"type":"tr')
-    stats = ReadStats()
+    stats = ReadCounts()
     got = list(iter_jsonl(p, stats))
     assert [d["step"] for d in got] == [1, 2]
     assert stats.bad == 3 and stats.torn_tail
-    assert stats.bad_lines == [2, 3, 4]
+    assert stats.first_bad == [2, 3, 4]
 
 
 def test_sink_appending_after_torn_line_starts_a_new_line(tmp_path):
@@ -50,7 +51,7 @@ def test_sink_appending_after_torn_line_starts_a_new_line(tmp_path):
     sink = JsonlSink(p)
     sink.emit(RunEnd(step=2, status="stopped", elapsed_s=1.0))
     sink.close()
-    stats = ReadStats()
+    stats = ReadCounts()
     got = list(iter_jsonl(p, stats))
     assert [d["type"] for d in got] == ["train", "run_end"]
     assert stats.bad == 1  # the torn fragment is now a complete bad line, not glued to ours

@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from test_logsource import write_run
+from test_logs import write_run
 from tui_trainer import cli
 from tui_trainer.records import TrainStep
 from tui_trainer.runlog import dumps
 from tui_trainer.ui.plot import CurvePlot
-from tui_trainer.ui.viewer import FileSource, ViewerApp
+from tui_trainer.ui.viewer import FileSource, viewer_app
 from tui_trainer.ui.widgets import EvalLog, HelpScreen, SamplePane
 from uitools import until
 
@@ -34,7 +34,7 @@ def has_curve(plot: CurvePlot) -> bool:
 def viewer(paths, follow=False):
     src = FileSource(paths, follow=follow)
     src.prepare()
-    return ViewerApp(src), src
+    return viewer_app(src), src
 
 
 async def test_replay_shows_plots_evals_and_samples(tmp_path):

@@ -1,3 +1,7 @@
-from .cli import main
+from .threads import apply_wait_policy
+
+apply_wait_policy()  # before .cli, or anything it imports, can load torch (threads.py)
+
+from .cli import main  # noqa: E402
 
 raise SystemExit(main())

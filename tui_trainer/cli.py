@@ -3,6 +3,8 @@
     tui-trainer                      train the demo on the embedded corpus
     tui-trainer train [flags]        train (dashboard, or --headless)
     tui-trainer view PATH... [--follow]
+    tui-trainer view [DIR]           browse a folder of runs (default ./outputs)
+    tui-trainer export RUN... -o F   records as CSV, curves as PNG/SVG
     tui-trainer attach RUN_DIR       dashboard on a running (headless) run; steer it
     torchrun --nproc_per_node=N -m tui_trainer train --headless ...   data-parallel
 
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import FIELDS, TrainConfig, UserError, choices, flag_type, load_toml, make_config
+from . import __version__
 from .commands import PLAIN
 from .control import COMMANDS
 
@@ -47,20 +50,34 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                            choices=choices(name), help=help_)
 
 
+def add_mouse_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mouse", action=argparse.BooleanOptionalAction, default=False,
+                   help="let the dashboard take the mouse (clicks, wheel scrolling); off by default, so "
+                        "your terminal's copy and paste work, over SSH too")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tui-trainer", description="Train a small GPT and watch and steer it from the terminal.")
+    p.add_argument("--version", action="version", version=f"tui-trainer {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
     t = sub.add_parser("train", help="train a model (opens the dashboard unless --headless)")
     t.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file; flags override it")
     t.add_argument("--headless", action="store_true", help="no dashboard: print plain log lines")
     t.add_argument("--resume", "--resume-from", dest="resume", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (or from one of its ckpt-step*.pt files) from its latest checkpoint")
-    t.add_argument("--no-mouse", action="store_true", help="dashboard: leave the mouse to the terminal (copy/paste)")
+    add_mouse_flag(t)
     add_train_flags(t)
-    v = sub.add_parser("view", help="replay, follow or compare run logs")
-    v.add_argument("paths", nargs="+", metavar="PATH", help="a losses.jsonl or a run folder holding one")
+    v = sub.add_parser("view", help="replay, follow or compare run logs; browse a folder of runs")
+    v.add_argument("paths", nargs="*", metavar="PATH",
+                   help="a losses.jsonl or a run folder holding one; a folder of runs (default: ./outputs) "
+                        "opens the runs browser")
     v.add_argument("--follow", "-f", action="store_true", help="keep reading as another process appends")
-    v.add_argument("--no-mouse", action="store_true", help="leave the mouse to the terminal (copy/paste)")
+    add_mouse_flag(v)
+    x = sub.add_parser("export", help="write runs' records as CSV, or their curves as a PNG/SVG figure")
+    x.add_argument("paths", nargs="+", metavar="RUN", help="a run folder or a losses.jsonl")
+    x.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="FILE.csv (every record, flattened; - for stdout), FILE.png or FILE.svg "
+                        "(loss, val and lr curves; needs matplotlib: pip install 'tui-trainer[plot]')")
     a = sub.add_parser("attach", help="open the dashboard on a running (e.g. headless) run and steer it")
     a.add_argument("run_dir", metavar="RUN_DIR", help="the folder the run is writing (outputs/run-...)")
     sendable = [c for c in COMMANDS if c in PLAIN or c == "status"]
@@ -75,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--tokens", type=int, metavar="N", help="--sample: tokens to generate (default: the run's)")
     a.add_argument("--temperature", type=float, metavar="T", help="--sample: temperature (default: the run's)")
     a.add_argument("--top-k", type=int, metavar="K", help="--sample: top-k, 0 for all (default: the run's)")
-    a.add_argument("--no-mouse", action="store_true", help="leave the mouse to the terminal (copy/paste)")
+    add_mouse_flag(a)
+    r = sub.add_parser("run", help="start your own training script (one that calls tui_trainer.init) "
+                                   "and open the dashboard on its run")
+    add_mouse_flag(r)
+    r.add_argument("script", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                   help="the command that trains, after --, e.g. -- python train.py --lr 3e-4")
     return p
 
 
@@ -148,7 +170,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             run.add_sink(TerminalSink(ConsoleSink(cfg.log_every)))
             end = trainer.run()
         else:
-            end = _train_with_dashboard(trainer, run, mouse=not args.no_mouse)
+            end = _train_with_dashboard(trainer, run, mouse=args.mouse)
     finally:
         if run is not None:
             run.close()
@@ -251,7 +273,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     need_terminal("attach", f"tui-trainer attach {folder} --send status")
     from .ui.attach import run_attach
 
-    return run_attach(folder, mouse=not args.no_mouse)
+    return run_attach(folder, mouse=args.mouse)
 
 
 def _send_settings(run_dir: str, assignments: list[str]) -> int:
@@ -355,7 +377,38 @@ def need_terminal(command: str, script: str) -> None:
 def cmd_view(args: argparse.Namespace) -> int:
     from .ui.viewer import run_viewer
 
-    return run_viewer([Path(p) for p in args.paths], follow=args.follow, mouse=not args.no_mouse)
+    folder = runs_folder(args.paths)
+    if folder is not None:
+        need_terminal("view", f"tui-trainer export {folder}/* -o runs.csv")
+        from .ui.runs_table import run_browser
+
+        return run_browser(folder, mouse=args.mouse)
+    return run_viewer([Path(p) for p in args.paths], follow=args.follow, mouse=args.mouse)
+
+
+def runs_folder(paths: list[str]) -> Path | None:
+    """The folder of runs ``view`` browses: ./outputs when no path is given, or
+    the one path given when it is a folder of run folders (no log of its own)."""
+    from .rundir import DEFAULT_ROOT, runs_in
+    from .runlog import LOG_NAME
+
+    if not paths:
+        if not DEFAULT_ROOT.is_dir():
+            raise UserError(f"no ./{DEFAULT_ROOT} here to browse; pass a run folder, a losses.jsonl or a "
+                            "folder of runs (tui-trainer view PATH)")
+        return DEFAULT_ROOT
+    p = Path(paths[0])
+    if len(paths) == 1 and p.is_dir() and not (p / LOG_NAME).exists() and runs_in(p, limit=1):
+        return p
+    return None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    line = export([Path(p) for p in args.paths], args.output)
+    print(line, file=sys.stderr if args.output == "-" else sys.stdout)
+    return EXIT_OK
 
 
 def _printable_streams() -> None:
@@ -369,6 +422,8 @@ def _printable_streams() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .threads import apply_wait_policy
+    apply_wait_policy()  # before anything loads torch: OpenMP reads its environment once
     argv = list(sys.argv[1:] if argv is None else argv)
     _printable_streams()
     parser = build_parser()
@@ -388,6 +443,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_view(args)
         if args.command == "attach":
             return cmd_attach(args)
+        if args.command == "export":
+            return cmd_export(args)
+        if args.command == "run":
+            from .launch import launch
+
+            return launch(args.script, mouse=args.mouse)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -67,7 +67,8 @@ class TrainConfig:
     bias: bool = _f(True, "bias in Linear and LayerNorm layers")
     # optimisation
     batch_size: int = _f(32, "sequences per step")
-    max_lr: float = _f(1e-2, "peak learning rate after warmup")
+    max_lr: float = _f(1e-2, "peak learning rate after warmup", show_default=(
+        "1e-2 at the demo's width 64; for a wider --n-embd, 1e-2 x 64 / n_embd (5e-3 at 128, 8.3e-4 at 768)"))
     min_lr: float | None = _f(None, "learning-rate floor of the cosine decay (default 10%% of max_lr)")
     warmup_steps: int = _f(60, "linear warmup steps", show_default="60, or steps/20 for a shorter run")
     weight_decay: float = _f(0.1, "AdamW weight decay for matrices and embeddings")
@@ -107,6 +108,9 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 RESUMABLE_CHANGES = {"steps", "eval_every", "log_every", "checkpoint_every", "keep", "max_bad_steps",
                      "out", "name", "sample_prompt", "sample_tokens", "temperature", "top_k",
                      "device", "compile", "threads", "eval_batches", "tf32", "fused_adamw"}
+# Of those, the ones that change the arithmetic (thread count, kernels, device):
+# the resumed run trains on, but is no longer bit-identical to an uninterrupted one.
+INEXACT_CHANGES = ("threads", "device", "compile", "tf32", "fused_adamw")
 
 
 class FieldType(NamedTuple):
@@ -185,10 +189,18 @@ def fitted_defaults(values: dict[str, Any]) -> dict[str, Any]:
     steps = values.get("steps", FIELDS["steps"].default)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
         return {}  # validate() names the bad --steps
-    fitted = {"eval_every": min(FIELDS["eval_every"].default, max(1, steps // 5)),
-              "warmup_steps": min(FIELDS["warmup_steps"].default, steps // 20),
-              "log_every": min(FIELDS["log_every"].default, max(1, steps // 20))}
+    fitted: dict[str, Any] = {"eval_every": min(FIELDS["eval_every"].default, max(1, steps // 5)),
+                              "warmup_steps": min(FIELDS["warmup_steps"].default, steps // 20),
+                              "log_every": min(FIELDS["log_every"].default, max(1, steps // 20))}
+    # The demo's lr suits its width; a wider model gets one scaled as 1/width
+    # (as muP and nanoGPT's settings suggest: 6e-4 at 768), unless it was given.
+    width = values.get("n_embd")
+    if isinstance(width, int) and not isinstance(width, bool) and width > LR_BASE_WIDTH:
+        fitted["max_lr"] = float(f"{FIELDS['max_lr'].default * LR_BASE_WIDTH / width:.2g}")
     return {k: v for k, v in fitted.items() if k not in values}
+
+
+LR_BASE_WIDTH = 64  # the width the default max_lr was tuned at (benchmarks/bench_demo.py --sweep)
 
 
 def make_config(values: dict[str, Any]) -> TrainConfig:

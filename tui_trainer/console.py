@@ -7,12 +7,9 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from .fmt import fmt_loss
 from .records import (Ack, BadStep, Checkpoint, Eval, Paused, Record, Resumed, RunEnd, RunStart,
                       Sample, TrainStep)
-
-
-def fmt_loss(v: float | None) -> str:
-    return "nan" if v is None or v != v else f"{v:.4f}"
 
 
 class ConsoleSink:
@@ -38,6 +35,9 @@ class ConsoleSink:
             verb = "resuming" if r.resumed else "run"
             self._print(f"{verb} {r.run_name} | {r.n_params:,} params | {r.device} | "
                         f"step {r.step} of {r.total_steps}")
+            if r.inexact:
+                self._print(f"note: resumed with {', '.join(r.inexact)} changed: from step {r.step} on, the "
+                            "losses are not bit-identical to an uninterrupted run")
         elif isinstance(r, Checkpoint):
             self._print(f"checkpoint {r.step:>4} | {r.path} ({r.reason})")
         elif isinstance(r, BadStep):

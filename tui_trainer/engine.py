@@ -23,7 +23,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .commands import Command  # noqa: F401  (re-exported as engine.Command)
-from .config import TrainConfig, UserError
+from .config import INEXACT_CHANGES, TrainConfig, UserError
 from .lesson import calc_loss_batch, evaluate_model, generate_and_print_sample  # noqa: F401 (public here too)
 from .live import define_live_settings
 from .optim import cosine_with_warmup, set_lr
@@ -143,7 +143,8 @@ class Trainer:
         self.emit(RunStart(step=self.step, run_name=self.run_name, config=cfg.to_dict(),
                            n_params=self.model.num_params(), device=self.hw.describe() + self.dist.describe(),
                            total_steps=cfg.steps, resumed=self.resumed, resumed_from=self.resumed_from,
-                           changes=self.config_changes, live=dict(run.changed) or None))
+                           changes=self.config_changes, live=dict(run.changed) or None,
+                           inexact=[k for k in INEXACT_CHANGES if k in (self.config_changes or {})] or None))
         status, error = "finished", None
         try:
             while self.step < cfg.steps:
@@ -172,12 +173,18 @@ class Trainer:
             raise
         if self.diverged and status == "stopped":
             status = "diverged"
-        if status in ("finished", "stopped") and self.step > 0 and self.ckpts.last_step != self.step:
-            try:
-                self._save("final")
-            except KeyboardInterrupt:
-                self._end_killed()
-                raise
+        if run.failure is not None:
+            status, error = "failed", run.failure
+        if status in ("finished", "stopped") or run.failure is not None:
+            if self.step > 0 and self.ckpts.last_step != self.step:
+                try:
+                    self._save("final")
+                except KeyboardInterrupt:
+                    self._end_killed()
+                    raise
+                except OSError as e:
+                    if run.failure is None:  # the final save failing fails the run
+                        status, error = "failed", f"{type(e).__name__}: {e}"
         end = RunEnd(step=self.step, status=status, elapsed_s=self.elapsed,  # type: ignore[arg-type]
                      val_loss=self.last_val, error=error)
         self.end = end

@@ -21,12 +21,20 @@ switch has a flag to turn it off and a reason when it is off:
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import platform
+import re
 import shutil
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from .config import TrainConfig, UserError
+from .threads import describe_wait
 
 
 @dataclass
@@ -37,6 +45,8 @@ class Hardware:
     tf32: bool
     compile: bool
     notes: list[str] = field(default_factory=list)  # why a requested switch is off
+    threads: int = 0  # torch's CPU threads; 0: not reported (a GPU run)
+    omp_wait: str = ""  # how those threads wait between regions (``threads.describe_wait``)
 
     @property
     def grad_scaler(self) -> bool:
@@ -57,6 +67,10 @@ class Hardware:
             extra.append("fused-adamw")
         if self.compile:
             extra.append("compiled")
+        if self.threads:
+            extra.append(f"{self.threads} thread{'s' if self.threads > 1 else ''}")
+        if self.omp_wait:
+            extra.append(self.omp_wait)
         text = f"{self.device} ({', '.join(extra)})"
         return text + "".join(f"; {n}" for n in self.notes)
 
@@ -161,6 +175,10 @@ def _has_triton() -> bool:
 
 def configure(cfg: TrainConfig) -> Hardware:
     device = pick_device(cfg.device)
+    # The thread count is torch's default or --threads, never a function of
+    # the machine's load: it changes results in the last bits, and a run
+    # must compute the same numbers on a busy machine as on an idle one.
+    # Contention is handled by how threads wait (threads.py), not how many.
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     notes: list[str] = []
@@ -176,4 +194,150 @@ def configure(cfg: TrainConfig) -> Hardware:
         tf32=tf32,
         compile=pick_compile(cfg.compile, device, notes),
         notes=notes,
+        threads=torch.get_num_threads() if device.type == "cpu" else 0,
+        omp_wait=describe_wait() if device.type == "cpu" else "",
     )
+
+
+# --- FLOPs, peaks and MFU ------------------------------------------------------
+
+def count_params(n_layer: int, n_embd: int, vocab_size: int = 256, bias: bool = True) -> int:
+    """``model.GPT.num_params()`` from the shape alone: the token table (tied
+    to the head, so it does matmul work) and the blocks; position embeddings
+    are left out, as they do none."""
+    c = n_embd
+    per_block = 12 * c * c + (2 * c if bias else c) * 2  # attention + MLP matrices, two LayerNorms
+    if bias:
+        per_block += 3 * c + c + 4 * c + c  # qkv, attention out, MLP in, MLP out
+    return vocab_size * c + n_layer * per_block + (2 * c if bias else c)
+
+
+def flops_per_token(shape: Any, n_params: int | None = None) -> float:
+    """Training FLOPs per token: 6N for the matmuls of forward and backward,
+    plus 12 x layers x width x context for attention's scores and weighted
+    sum (PaLM, appendix B; nanoGPT's ``estimate_mfu``).  ``shape`` is a
+    ``TrainConfig``, a ``GPTConfig`` or anything with ``n_layer``, ``n_embd``,
+    ``context_length`` (and optionally ``vocab_size``, ``bias``); ``n_params``
+    defaults to the count those imply (``count_params``)."""
+    L, C, T = shape.n_layer, shape.n_embd, shape.context_length
+    if n_params is None:
+        n_params = count_params(L, C, getattr(shape, "vocab_size", None) or 256, getattr(shape, "bias", True))
+    return 6.0 * n_params + 12.0 * L * C * T
+
+
+# Dense (no sparsity) tensor-core peaks, TFLOP/s: (bf16 or fp16, fp32 without
+# tensor cores).  TF32 is half the bf16 figure on every GPU here that has it.
+# Data-sheet figures for the SXM parts unless named; matched as whole words
+# against torch.cuda.get_device_name() in this order, specific names first.
+GPU_PEAK_TFLOPS: list[tuple[str, float, float]] = [
+    ("GH200", 989.0, 67.0),
+    ("H200", 989.0, 67.0),
+    ("H100 PCIe", 756.0, 51.0),
+    ("H100 NVL", 835.0, 60.0),
+    ("H100", 989.0, 67.0),
+    ("H800", 989.0, 67.0),
+    ("H20", 148.0, 44.0),
+    ("B200", 2250.0, 80.0),
+    ("A100", 312.0, 19.5),
+    ("A800", 312.0, 19.5),
+    ("A10", 125.0, 31.2),
+    ("L40S", 362.0, 91.6),
+    ("L40", 181.0, 90.5),
+    ("L4", 121.0, 30.3),
+    ("RTX 4090", 165.0, 82.6),
+    ("RTX 3090", 71.0, 35.6),
+    ("V100", 125.0, 15.7),  # fp16 (no bf16)
+    ("T4", 65.0, 8.1),  # fp16 (no bf16)
+    ("MI300X", 1307.0, 163.4),
+    ("MI250X", 383.0, 47.9),
+]
+
+
+def gpu_peak_flops(name: str, dtype: str = "bf16", tf32: bool = True) -> float | None:
+    """The data-sheet peak of a GPU by its name, in FLOP/s; None when unknown."""
+    for key, low, fp32 in GPU_PEAK_TFLOPS:
+        if re.search(rf"\b{re.escape(key)}\b", name, re.IGNORECASE):
+            if dtype in ("bf16", "fp16"):
+                return low * 1e12
+            return (low / 2 if tf32 and key not in ("V100", "T4") else fp32) * 1e12
+    return None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tui-trainer"
+
+
+def measure_matmul_flops(n: int = 1024, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
+    """FLOP/s of an n x n matmul on the CPU, the best of a few: a practical peak."""
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
+    a @ b  # the kernel's first call picks its path and warms the caches
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / max(best, 1e-9)
+
+
+def cpu_peak_flops(dtype: str = "fp32", *, refresh: bool = False) -> float:
+    """This machine's measured CPU matmul peak at torch's current thread
+    count, cached in ``~/.cache/tui-trainer/peak-flops.json`` under the host,
+    CPU, threads, dtype and torch version, so it is measured once (under a
+    second on 2 cores) rather than while a run competes with it; call it
+    before training starts."""
+    tdt = torch.bfloat16 if dtype in ("bf16", "fp16") else torch.float32
+    key = "|".join([platform.node(), _cpu_model(), f"{torch.get_num_threads()} threads", str(tdt),
+                    f"torch {torch.__version__}"])
+    path = cache_dir() / "peak-flops.json"
+    try:
+        cached = json.loads(path.read_text())
+        if not isinstance(cached, dict):
+            cached = {}
+    except (OSError, ValueError):
+        cached = {}
+    old = cached.get(key)
+    old = float(old) if isinstance(old, (int, float)) and old > 0 else 0.0
+    if old and not refresh:
+        return old
+    # A peak is a maximum: a measurement that a busy neighbour slowed down
+    # never replaces a higher one (refresh=True measures again).
+    value = max(old, measure_matmul_flops(dtype=tdt))
+    cached[key] = value
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cached, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home: measured again next time
+    return value
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def peak_flops(device: torch.device | str, dtype: str = "fp32", tf32: bool = True) -> float | None:
+    """The peak FLOP/s an MFU figure is measured against: a GPU's data sheet
+    (``GPU_PEAK_TFLOPS``; None for a GPU not in the table) or the CPU's
+    measured, cached matmul peak (``cpu_peak_flops``)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return gpu_peak_flops(torch.cuda.get_device_name(device), dtype, tf32)
+    if device.type == "cpu":
+        return cpu_peak_flops(dtype)
+    return None
+
+
+def mfu(tokens_per_sec: float, flops_per_tok: float, peak: float | None) -> float | None:
+    """Model FLOPs utilisation: the share of the peak the model's own FLOPs use."""
+    if not peak or tokens_per_sec <= 0:
+        return None
+    return tokens_per_sec * flops_per_tok / peak

@@ -71,8 +71,12 @@ class Record:
         ``nonfinite`` so strict JSON parsers accept every line."""
         d: dict[str, Any] = {"type": self.type}
         bad: list[str] = []
+        extra: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            if f.name == EXTRA:
+                extra = v
+                continue
             if isinstance(v, float):
                 if not math.isfinite(v):
                     bad.append(f.name)
@@ -80,6 +84,13 @@ class Record:
             elif isinstance(v, (str, dict, list)):
                 v = _clean(v)
             d[f.name] = v
+        for k, v in extra.items():  # written flat, after the fields; never over one
+            if k in d or k == "nonfinite":
+                continue
+            if isinstance(v, float) and not math.isfinite(v):
+                bad.append(k)
+                v = None
+            d[clean_text(str(k))] = v
         if bad:
             d["nonfinite"] = bad
         return d
@@ -102,6 +113,9 @@ class RunStart(Record):
     # Live settings changed during the run so far (``change`` records), as
     # they stand at ``step``: a resumed run continues with these.
     live: dict[str, Any] | None = None
+    # Resumed with changes that alter the arithmetic (threads, device, kernels):
+    # from ``step`` on the run is not bit-identical to an uninterrupted one.
+    inexact: list[str] | None = None
 
 
 @dataclass
@@ -113,6 +127,8 @@ class TrainStep(Record):
     grad_norm: float
     elapsed_s: float
     tokens: int = 0  # tokens seen so far in the run
+    # A loop's own numbers (``run.log(step, acc=0.9)``), written as flat keys after the fields.
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -122,6 +138,7 @@ class Eval(Record):
     train_loss: float  # the same metric on a fixed slice of the train split
     elapsed_s: float
     forced: bool = False  # asked for with the `e` key rather than by cadence
+    extra: dict[str, float] = field(default_factory=dict)  # a loop's own metrics, as flat keys
 
 
 @dataclass
@@ -201,10 +218,19 @@ class RunEnd(Record):
     error: str | None = None
 
 
+#: The field that holds a record's extra numbers (``TrainStep``, ``Eval``), written flat.
+EXTRA = "extra"
+MAX_EXTRAS = 64  # extra numbers read back from one line
+
 RECORD_TYPES: dict[str, type[Record]] = {
     cls.type: cls
     for cls in (RunStart, TrainStep, Eval, Sample, Checkpoint, Paused, Resumed,
                 BadStep, Status, Ack, Change, RunEnd)
+}
+# Keys of a line that are not extras, for each record type that has extras.
+_NOT_EXTRA: dict[type[Record], frozenset[str]] = {
+    cls: frozenset(f.name for f in dataclasses.fields(cls)) | {"type", "nonfinite"}
+    for cls in RECORD_TYPES.values() if EXTRA in {f.name for f in dataclasses.fields(cls)}
 }
 
 
@@ -218,15 +244,39 @@ def from_dict(d: dict[str, Any]) -> Record | None:
     if cls is None or not isinstance(d.get("step"), int):
         return None
     kwargs = {}
+    nonfinite = d.get("nonfinite")
+    nonfinite = nonfinite if isinstance(nonfinite, list) else ()
     for f in dataclasses.fields(cls):
         if f.name in d:
             v = d[f.name]
             # Strict JSON wrote non-finite floats as null; restore NaN for the
             # float fields so consumers see "not a number", not "missing".
-            if v is None and f.name in d.get("nonfinite", ()):
+            if v is None and f.name in nonfinite:
                 v = math.nan
             kwargs[f.name] = v
+    extra = flat_extras(cls, d)
+    if extra is not None:
+        kwargs[EXTRA] = extra
     try:
         return cls(**kwargs)
     except TypeError:
         return None
+
+
+def flat_extras(cls: type[Record], d: dict[str, Any]) -> dict[str, float] | None:
+    """The extra numbers of a line of ``cls`` (a record with an ``extra``
+    field; None for the others): its keys that are no field, whose value is a
+    number, or null named in ``nonfinite`` (NaN).  Anything else is dropped."""
+    names = _NOT_EXTRA.get(cls)
+    if names is None:
+        return None
+    nonfinite = d.get("nonfinite")
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        if k in names or len(out) >= MAX_EXTRAS:
+            continue
+        if type(v) is int or type(v) is float:
+            out[k] = v
+        elif v is None and type(nonfinite) is list and k in nonfinite:
+            out[k] = math.nan
+    return out

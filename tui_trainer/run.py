@@ -17,6 +17,8 @@ user's own) talks to its run only through a ``Run``:
 - **while it trains** (``open``): the JSONL log, the control socket
   (``tui-trainer attach``) and signal handling (``signals.RunSignals``);
   ``close`` winds them down in the reverse order and drops the lock.
+- **a loop of your own** (``tui_trainer.init``): ``log``, ``should_stop``,
+  ``finish`` and the rest come from ``own_loop.OwnLoop``, mixed in here.
 
 torch is not imported here.
 """
@@ -29,8 +31,10 @@ from typing import Any, Callable, Iterable, Protocol
 
 from .checkpoint import CheckpointManager
 from .commands import MAX_COMMANDS_PER_STEP, Command, CommandQueue, Order
+from .own_loop import OwnLoop
 from .records import Ack, Change, Paused, Record, Resumed, Sample, clean_text
 from .rundir import RunLock, create_run_dir
+from .runlog import LogWriteError
 from .settings import Settings, non_negative
 
 PAUSE_POLL_S = 0.1
@@ -51,8 +55,10 @@ class CommandSync(Protocol):
     def sync_commands(self, commands: list[Command], stop: bool) -> tuple[list[Command], bool]: ...
 
 
-class Run:
-    """One run as the world sees it (see the module docstring)."""
+class Run(OwnLoop):
+    """One run as the world sees it (see the module docstring).  What a loop
+    of your own calls (``log``, ``should_stop``, ``finish``, ``with``...) is
+    ``own_loop.OwnLoop``'s half of it."""
 
     def __init__(self, folder: str | Path | None = None, *, name: str | None = None,
                  sinks: Iterable[Sink] = (), commands: queue.Queue | None = None,
@@ -68,6 +74,7 @@ class Run:
                                              enabled=self.is_main)
         self.stop_event = threading.Event()
         self.hung_up = threading.Event()  # the terminal went away (SIGHUP)
+        self.failure: str | None = None  # why the run must end failed (the log cannot be written)
         self.step = 0
         self.total_steps = 0
         self.paused = False
@@ -146,18 +153,18 @@ class Run:
                 if self.signals is not None:
                     self.signals.uninstall()
 
-    def __enter__(self) -> "Run":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
     # --- records ---
     def emit(self, record: Record) -> None:
         if not self.is_main:
             return  # data-parallel: rank 0 alone writes
         for sink in self.sinks:
-            sink.emit(record)
+            try:
+                sink.emit(record)
+            except LogWriteError as e:  # the disk is full: training on unrecorded is no use
+                self.failure = (f"{e.strerror}; free some space, then continue with "
+                                f"tui-trainer train --resume {self.folder}")
+                self.remove_sink(sink)
+                self.request_stop()
 
     def add_sink(self, sink: Sink) -> None:
         self.sinks.append(sink)

@@ -1,17 +1,16 @@
 """The run log: records as JSONL, one per line, flushed per line.
 
 A crash at any instant leaves a file whose every complete line is valid strict
-JSON (no bare NaN); at worst the last line is torn, and the reader here skips
-it.  The writer is a sink like any other; the reader is what the viewer, resume
-and the tests use to read a log back.
+JSON (no bare NaN); at worst the last line is torn, and readers skip it.  The
+writer is a sink like any other; the reader (``tui_trainer/logs/``: the viewer's,
+and ``logs.read_records`` for scripts and tests) reads a log back.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from .records import Record
 
@@ -24,107 +23,79 @@ def dumps(record: Record | dict[str, Any]) -> str:
     return json.dumps(d, allow_nan=False, separators=(",", ":"))
 
 
-class JsonlSink:
-    """Appends each record to ``path`` as one line, flushed at once.
+class LogWriteError(OSError):
+    """The run log could not be written (disk full, I/O error): the run must
+    end, and say why, rather than train on unrecorded."""
 
-    fsync happens on checkpoints and at close, not per line: flushing hands the
-    line to the kernel, which is what survives a crash of this process; fsync
-    only adds survival of a machine crash, at about twice the per-step cost.
+
+class JsonlSink:
+    """Appends each record to ``path`` as one line, written whole at once.
+
+    One ``os.write`` per line (no buffer that could be half flushed): a line
+    is in the kernel as soon as ``emit`` returns, which is what survives a
+    crash of this process.  fsync happens on checkpoints and at close, not per
+    line: it only adds survival of a machine crash, at about twice the
+    per-step cost.  When a write fails (the disk is full), the file is cut
+    back to its last whole line, the sink stops writing, and ``emit`` raises
+    ``LogWriteError`` once: the log stays readable and the run can end
+    ``failed`` with the reason.
     """
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.failed: OSError | None = None
+        size = os.fstat(self._fd).st_size
         # A torn last line (from a kill during a write) must not glue itself to
         # the first record we append on resume.
-        needs_newline = False
-        if self.path.exists() and self.path.stat().st_size > 0:
+        if size:
             with open(self.path, "rb") as f:
                 f.seek(-1, os.SEEK_END)
-                needs_newline = f.read(1) != b"\n"
-        self._f = open(self.path, "a", encoding="utf-8")
-        if needs_newline:
-            self._f.write("\n")
-            self._f.flush()
+                if f.read(1) != b"\n":
+                    self._write(b"\n")
+                    size += 1
+        self.good = size  # bytes up to the end of the last whole line
+
+    def _write(self, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
 
     def emit(self, record: Record) -> None:
-        self._f.write(dumps(record) + "\n")
-        self._f.flush()
-        if record.type in ("checkpoint", "run_end"):
-            os.fsync(self._f.fileno())
+        if self._fd is None or self.failed is not None:
+            return
+        data = (dumps(record) + "\n").encode("utf-8")
+        try:
+            self._write(data)
+            if record.type in ("checkpoint", "run_end"):
+                os.fsync(self._fd)
+        except OSError as e:
+            self.failed = e
+            try:
+                os.ftruncate(self._fd, self.good)  # no torn line left behind
+            except OSError:
+                pass
+            raise LogWriteError(e.errno, f"cannot write the run log {self.path} ({e.strerror})") from None
+        self.good += len(data)
 
     def close(self) -> None:
-        if not self._f.closed:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
-
-
-@dataclass
-class ReadStats:
-    lines: int = 0
-    bad: int = 0
-    torn_tail: bool = False
-    bad_lines: list[int] = field(default_factory=list)  # first few line numbers
-
-
-def iter_jsonl(path: str | os.PathLike[str], stats: ReadStats | None = None) -> Iterator[dict[str, Any]]:
-    """Yield each JSON object in the file; count, never raise on, bad lines.
-
-    A final line without a newline is a write in progress or a torn write: it
-    is skipped (and noted in ``stats.torn_tail``) rather than reported bad.
-    """
-    stats = stats if stats is not None else ReadStats()
-    with open(path, "rb") as f:
-        data = f.read()
-    lines = data.split(b"\n")
-    tail = lines.pop()  # b"" when the file ends with a newline
-    if tail.strip():
-        stats.torn_tail = True
-    for i, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        stats.lines += 1
-        try:
-            obj = json.loads(raw, parse_constant=_reject_constant)
-        except (ValueError, UnicodeDecodeError):
-            obj = None
-        if not isinstance(obj, dict):
-            stats.bad += 1
-            if len(stats.bad_lines) < 10:
-                stats.bad_lines.append(i)
-            continue
-        yield obj
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"non-standard JSON constant {name}")
-
-
-def read_records(path: str | os.PathLike[str], stats: ReadStats | None = None) -> list[dict[str, Any]]:
-    return list(iter_jsonl(path, stats))
-
-
-def _field(r: Any, name: str, default: Any = None) -> Any:
-    return r.get(name, default) if isinstance(r, dict) else getattr(r, name, default)
+        if self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            except OSError:
+                pass
+            os.close(self._fd)
+            self._fd = None
 
 
 def effective_records(records: Iterable[Any]) -> list[Any]:
     """The records that still count, after resumes (dicts or ``Record``s).
 
-    A resumed session appends to the same file, starting with a ``run_start``
-    whose ``resumed`` is true and whose ``step`` S is the checkpoint it
-    continued from.  Whatever an earlier session wrote with a step above S
-    (steps trained after that checkpoint, before a crash or kill) is
-    superseded: the resumed session trains those steps again.  So, reading in
-    file order, each resumed ``run_start`` drops the earlier records whose
-    step is greater than S; records at or below S are kept.  The file itself
-    is never rewritten.
+    In file order, each resumed ``run_start`` at step S drops the earlier
+    records whose step is greater than S.  The rule lives with the log
+    reader (``logs/resumes.py``), which applies it when it reads a log.
     """
-    out: list[Any] = []
-    for r in records:
-        if _field(r, "type") == "run_start" and _field(r, "resumed"):
-            s = _field(r, "step")
-            if isinstance(s, int):
-                out = [x for x in out if not isinstance(_field(x, "step"), int) or _field(x, "step") <= s]
-        out.append(r)
-    return out
+    from .logs.resumes import effective_records as rule  # here, not at the top: logs/ imports LOG_NAME
+    return rule(records)

@@ -133,6 +133,9 @@ class RunSeries:
             self.state, self.error = "running", None
             if isinstance(r.live, dict):
                 self.changes.update(r.live)
+            if r.inexact:
+                self.message = (f"resumed with {', '.join(map(str, r.inexact))} changed: not bit-identical "
+                                f"to an uninterrupted run from step {r.step}")
         elif isinstance(r, RunEnd):
             self.state = r.status
             self.error = r.error

@@ -1,207 +1,80 @@
-"""The dashboard: one Textual app for a live run and for logs read back.
+"""The dashboard: one Textual app for a live run, an attached run and logs read back.
 
-Records reach the app only through a *source* (see ``RecordSource``), polled
-by a timer a few times a second.  The training thread never calls into the UI:
-its records go into a queue (``QueueSink.emit`` is one ``put``, never blocks),
-so a fast loop cannot flood the event loop and a slow terminal cannot slow
-training.  The app turns records into ``RunSeries`` state and hands that to
-the widgets.
+What differs between the three is given, not inherited: a *source* of records
+(``sources.RecordSource``: the training thread's queue, or files) and, when
+the run can be steered, a *steering* capability (``sources.Steering``:
+in-process for the live dashboard, the control channel for ``attach``, none
+for ``view``).  Its ``mode`` and the run's state pick the keys that work from
+the one key table (``keys.py``); the footer, the help screen and the key
+handling all read it.
 
-Writing a source (the viewer does, for followed files): subclass
-``RecordSource`` and implement ``poll``; set ``can_steer`` and implement
-``send`` only if commands can reach a running engine; implement ``start``,
-``stop`` and ``done`` only if something runs behind the source that must be
-wound down before the app may exit.
+Records are polled by a timer a few times a second and folded into
+``RunSeries`` state that the widgets show.  Every key gets a visible answer:
+a toast, and a note at the end of the status line.
 """
 from __future__ import annotations
 
 import asyncio
 import math
-import queue
 import sys
-import threading
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
-from rich.text import Text
 from textual.app import App, ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.widgets import Footer
 
 from ..commands import Command
-from ..records import Record, RunEnd
+from ..fmt import fmt_int, fmt_loss
+from ..records import Ack, Checkpoint, Eval, Paused, Record, Resumed, RunEnd
 from ..series import RunSeries
-from .plot import VAL_COLOUR, CurvePlot, rich_colour
-from .widgets import Alert, EvalLog, HelpScreen, SamplePane, StatusLine, fmt_count
+from ..sources import LocalSteering, RecordSource, Steering, TrainerSource
+from . import keys, safe
+from .plot import CurvePlot
+from .titles import plot_title, sample_title
+from .widgets import Alert, EvalLog, HelpScreen, SamplePane, StatusLine
 
 POLL_S = 0.25          # drain the source 4 times a second
 PLOT_S = 0.5           # redraw plots at most twice a second (plotext runs on the UI thread)
 WINDOW_STEPS = 1000    # the "recent window" of the plots
-MAX_PER_POLL = 50_000  # records applied per poll, so one poll never freezes the screen
 COMPACT_BELOW = (120, 36)
 DASHBOARD_SWITCH_S = 0.001  # sys.setswitchinterval while a live run trains beside the UI
-
-
-class RecordSource:
-    """Where the dashboard's records come from.
-
-    ``poll()`` is called on the UI thread every ``POLL_S`` seconds and returns
-    the records that arrived since the last call, each with the index of the
-    run it belongs to (0 for a single run; a new index adds a run).  It must
-    return quickly: do blocking reads in a thread of your own.
-    """
-
-    can_steer = False  # True when send() reaches a running engine
-
-    def poll(self) -> list[tuple[int, Record]]:
-        return []
-
-    def status_text(self) -> str:
-        """A few words for the status line, e.g. ``live`` or ``following 2 files``."""
-        return ""
-
-    def send(self, command: Command) -> None:
-        """Steer the run (pause, eval, checkpoint).  Only called when ``can_steer``."""
-
-    def start(self) -> None:
-        """Called once the app is up."""
-
-    def stop(self) -> None:
-        """Asked to wind down (q); the app exits once ``done`` is true."""
-
-    @property
-    def done(self) -> bool:
-        """True when nothing behind the source is still running."""
-        return True
-
-    @property
-    def result(self) -> Any:
-        """What the app returns when it exits (the live run's ``RunEnd``)."""
-        return None
-
-
-class QueueSink:
-    """An engine sink that puts each record, tagged with its run, into a queue."""
-
-    def __init__(self, q: queue.SimpleQueue, run: int = 0):
-        self.queue = q
-        self.run = run
-
-    def emit(self, record: Record) -> None:
-        self.queue.put((self.run, record))
-
-
-class QueueSource(RecordSource):
-    """Records pushed by ``QueueSink``s (from any thread), drained by ``poll``."""
-
-    def __init__(self, q: queue.SimpleQueue | None = None):
-        self.queue: queue.SimpleQueue = q if q is not None else queue.SimpleQueue()
-
-    def sink(self, run: int = 0) -> QueueSink:
-        return QueueSink(self.queue, run)
-
-    def poll(self) -> list[tuple[int, Record]]:
-        out = []
-        try:
-            while len(out) < MAX_PER_POLL:
-                out.append(self.queue.get_nowait())
-        except queue.Empty:
-            pass
-        return out
-
-
-class TrainerSource(QueueSource):
-    """A live run: ``trainer.run()`` in a thread, its records through a queue."""
-
-    can_steer = True
-
-    def __init__(self, trainer: Any):
-        super().__init__()
-        self.trainer = trainer
-        self.sink_in_use = self.sink(0)
-        trainer.add_sink(self.sink_in_use)
-        self.thread: threading.Thread | None = None
-        self.end: RunEnd | None = None
-        self.stopping = False
-
-    def start(self) -> None:
-        if self.thread is None:
-            # A daemon thread: a second Ctrl-C at the shell must not hang on a
-            # long run; run_dashboard joins it on every ordinary way out.
-            self.thread = threading.Thread(target=self._run, name="trainer", daemon=True)
-            self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.end = self.trainer.run()
-        except BaseException as e:  # the engine catches training errors; this is a sink or setup failing
-            self.end = RunEnd(step=getattr(self.trainer, "step", 0), status="failed",
-                              elapsed_s=0.0, error=f"{type(e).__name__}: {e}")
-            self.queue.put((0, self.end))
-
-    def send(self, command: Command) -> None:
-        self.trainer.send(command)
-
-    def stop(self) -> None:
-        self.stopping = True
-        self.trainer.request_stop()
-
-    def join(self, timeout: float | None = None) -> None:
-        if self.thread is not None:
-            self.thread.join(timeout)
-
-    @property
-    def done(self) -> bool:
-        return self.thread is None or not self.thread.is_alive()
-
-    @property
-    def result(self) -> RunEnd | None:
-        return self.end
-
-    def status_text(self) -> str:
-        if self.stopping and not self.done:
-            return "stopping…"
-        return ""
+CONFIRM_S = 3.0        # a second q (live) or x (attach) within this stops the run
+NOTE_S = 8.0           # how long an answer stays on the status line
 
 
 class DashboardApp(App):
-    """Shows a list of runs, fed by a ``RecordSource``; steers it when it can."""
+    """Shows a list of runs fed by ``source``; steers run 0 when given ``steering``."""
 
-    CSS_PATH = "dashboard.tcss"
+    # Absolute, so an app built or subclassed elsewhere (a benchmark, a test) finds it.
+    CSS_PATH = str(Path(__file__).with_name("dashboard.tcss"))
     TITLE = "tui-trainer"
-    BINDINGS = [
-        Binding("p", "pause", "pause"),
-        Binding("e", "eval", "eval"),
-        Binding("c", "checkpoint", "ckpt"),
-        Binding("s", "smooth", "smooth"),
-        Binding("l", "log_y", "log"),
-        Binding("w", "window", "window"),
-        # One footer entry for both: 80 columns must show every key and q.
-        Binding("left_square_bracket", "sample(1)", "sample", key_display="[]"),
-        Binding("right_square_bracket", "sample(-1)", "newer sample", show=False),
-        Binding("question_mark", "help", "help", key_display="?"),
-        Binding("q", "quit", "quit"),
-        Binding("ctrl+c", "quit", "quit", show=False, priority=True),
-    ]
+    BINDINGS = keys.bindings()
 
     def __init__(self, source: RecordSource | None = None, runs: list[RunSeries] | None = None, *,
-                 title: str | None = None, window_steps: int = WINDOW_STEPS):
+                 steering: Steering | None = None, title: str | None = None,
+                 window_steps: int = WINDOW_STEPS, clock: Callable[[], float] = time.monotonic):
         super().__init__()
         self.source = source or RecordSource()
+        self.steering = steering
         self.runs: list[RunSeries] = runs if runs is not None else []
         self.window_steps = window_steps
+        self.clock = clock    # tests step a fake one through the confirm and note windows
         self.sample_run = 0   # whose samples the sample pane shows
         self.sample_back = 0  # how many samples back from the latest
         self.quitting = False
-        self._plotted_at = 0.0
+        self._plotted_at = -math.inf
         self._plots_dirty = True
         self._evals_seen = -1
-        self._samples_seen: tuple[int, int, int] = (0, -1, -1)
+        self._samples_seen: tuple = (0, -1, -1, "")
         self._keys_state: tuple | None = None
+        self._note: tuple[str, float] = ("", -math.inf)  # (text, shown until)
+        self._asked_at = -math.inf  # when a stop was first asked for (confirm window)
+        self.source.on_reset = self._run_reset
         if title:
-            self.title = title
+            self.title = safe.plain(title, 80, newlines=False)
 
     # --- layout ---
     def compose(self) -> ComposeResult:
@@ -220,34 +93,65 @@ class DashboardApp(App):
         # The panes' screen: queries go here, not to whatever screen is on top (help).
         self.main = self.screen
         self.main.query_one("#evals").border_title = "evals"
-        self.main.query_one("#sample-box").border_title = "sample"
         for plot in self.main.query(CurvePlot):
             plot.runs = self.runs
         self._apply_size()
         self.poll_source()
         self.poll_timer = self.set_interval(POLL_S, self.poll_source)
         self.source.start()
+        self.call_after_refresh(self._refit)
 
     def on_resize(self) -> None:
         self._apply_size()
+        self.call_after_refresh(self._refit)
+
+    def _refit(self) -> None:
+        """The panes have their new sizes: fit the titles to them again."""
+        if self.main.query(StatusLine):
+            self._samples_seen = (0, -1, -1, "")
+            self.update_view(force_plots=True)
 
     def _apply_size(self) -> None:
         w, h = self.size
         self.screen.set_class(w < COMPACT_BELOW[0] or h < COMPACT_BELOW[1], "-compact")
 
+    # --- mode and state: which keys work ---
+    @property
+    def mode(self) -> str:
+        return self.steering.mode if self.steering is not None else "view"
+
+    @property
+    def state(self) -> str:
+        """``running``, ``stopping``, ``ended`` or ``offline`` (see keys.py)."""
+        if self.quitting:
+            return "stopping"
+        if self.steering is None or (self.runs and all(r.ended for r in self.runs)):
+            return "ended"
+        return "running" if self.steering.can_send() else "offline"
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return keys.works(action, parameters, self.mode, self.state)
+
     # --- feeding ---
     def poll_source(self) -> None:
         """Drain the source, fold records into the runs, update what changed."""
         if not self.main.query(StatusLine):
-            return  # shutting down (or a screen without the panes): nothing to update
+            return  # shutting down: nothing to update
         batch = self.source.poll()
         for i, record in batch:
             while i >= len(self.runs):
                 self.runs.append(RunSeries(f"run {len(self.runs) + 1}"))
             self.runs[i].apply(record)
-        if batch:
+            if i == 0 and self.steering is not None:
+                self._answer(record)
+        if self.steering is not None:
+            for a in self.steering.take_answers():
+                self.say(a.text, ok=a.ok)
+                self.set_note(a.short or a.text)
+        swapped = self.source.take_swapped()
+        if batch or swapped:
             self._plots_dirty = True
-        self.update_view()
+        self.update_view(force_plots=swapped)
         if self.quitting and self.source.done:
             for i, record in self.source.poll():  # whatever the last moments sent
                 if i < len(self.runs):
@@ -255,9 +159,60 @@ class DashboardApp(App):
             self.poll_timer.stop()
             self.exit(self.source.result)
 
+    def _answer(self, r: Record) -> None:
+        """What a record says about a command (from here or another window), as a toast."""
+        step = fmt_int(r.step)
+        if isinstance(r, Paused) and r.reason != "diverged":
+            self._tell(f"paused at step {step}")
+        elif isinstance(r, Resumed):
+            self._tell(f"resumed at step {step}")
+        elif isinstance(r, Eval) and r.forced:
+            self._tell(f"eval at step {step}: val {fmt_loss(r.val_loss)}, train {fmt_loss(r.train_loss)}")
+        elif isinstance(r, Checkpoint) and r.reason == "manual":
+            name = safe.plain(r.path, 200, newlines=False).rsplit("/", 1)[-1]
+            self._tell(f"✓ checkpoint saved at step {step}", f"✓ checkpoint saved at step {step}: {name}")
+        elif isinstance(r, Ack) and not r.ok:
+            self._tell(f"✗ {safe.plain(r.command, 40)} refused", f"{r.command} refused: {r.message}", ok=False)
+        elif isinstance(r, RunEnd):
+            after = {"live": "; q quits", "attach": "; q closes"}.get(self.mode, "")
+            self._tell(f"run {safe.plain(r.status, 20)} at step {step}{after}")
+
+    def _tell(self, short: str, text: str = "", ok: bool = True) -> None:
+        self.set_note(short)
+        self.say(text or short, ok=ok)
+
+    def say(self, message: str, *, ok: bool = True, warn: bool = False, timeout: float | None = None) -> None:
+        """A toast: plain text, never markup (messages can hold a log's strings)."""
+        severity = "error" if not ok else "warning" if warn else "information"
+        self.notify(safe.plain(message, 500), severity=severity, markup=False,
+                    timeout=timeout if timeout is not None else 4 if ok else 8)
+
+    def set_note(self, text: str, seconds: float = NOTE_S) -> None:
+        self._note = (text, self.clock() + seconds)
+        if self.is_running and self.main.query(StatusLine):
+            self.main.query_one(StatusLine).show(self.runs, self._note_text())
+
+    def _note_text(self) -> str:
+        bits = [self.source.status_text()]
+        if self.mode == "attach" and self.state == "offline":
+            bits.append("no live run: view only")
+        text, until = self._note
+        if text and self.clock() < until:
+            bits.append(text)
+        return " · ".join(b for b in bits if b)
+
+    def _run_reset(self, run: int) -> None:
+        """A run was read again from the start (truncated, replaced, resumed over)."""
+        self.main.query_one(EvalLog).reset()  # the panes' screen, even with help open
+        self._evals_seen = -1
+
     def update_view(self, force_plots: bool = False) -> None:
-        self.main.query_one(StatusLine).show(self.runs, self.source.status_text())
-        self.main.query_one(Alert).show(self.runs)
+        mode, state = self.mode, self.state
+        if state != "running" and self._asked_at > -math.inf:
+            self._asked_at = -math.inf  # a stop prompt means nothing once the run cannot be stopped
+            self._note = ("", -math.inf)
+        self.main.query_one(StatusLine).show(self.runs, self._note_text())
+        self.main.query_one(Alert).show(self.runs, mode)
         evals = sum(r.evals_version for r in self.runs)
         if evals != self._evals_seen:
             self._evals_seen = evals
@@ -271,36 +226,15 @@ class DashboardApp(App):
                 plot.runs = self.runs
                 plot.refresh()
         # Refreshing bindings rebuilds the footer: only when what it shows changes.
-        keys = (self.source.can_steer, self.quitting, all(r.ended for r in self.runs))
-        if keys != self._keys_state:
-            self._keys_state = keys
+        if (mode, state) != self._keys_state:
+            self._keys_state = (mode, state)
             self.refresh_bindings()
 
     def _title_plots(self) -> None:
-        """Current figures and the plot options in the pane titles (compact
-        mode has no bottom border, so nothing goes in subtitles)."""
-        loss = self.main.query_one("#loss", CurvePlot)
-        t = Text("loss")
-        if len(self.runs) == 1:
-            r = self.runs[0]
-            if math.isfinite(r.train_loss):
-                t.append(f" {r.train_loss:.3f}")
-            if loss.smooth and math.isfinite(r.smoothed_loss):
-                t.append(f" ema {r.smoothed_loss:.3f}")
-            t.append(" ")
-            t.append("●", style=f"color({VAL_COLOUR})")
-            t.append(" val")
-        else:
-            for i, r in enumerate(self.runs):
-                t.append(" ■", style=rich_colour(i))
-                t.append(f" {r.name[:16]}")
-        flags = [f for f, on in (("ema", loss.smooth), ("log", loss.log_y),
-                                 (f"last {fmt_count(self.window_steps)}", loss.window)) if on]
-        if flags:
-            t.append(" · " + " ".join(flags), style="italic")
-        loss.border_title = Content.from_rich_text(t)
-        lr = self.main.query_one("#lr", CurvePlot)
-        lr.border_title = "learning rate" + ("" if lr.window is None else f" · last {fmt_count(self.window_steps)}")
+        """Current figures and the plot options in the pane titles, cut to fit
+        (compact mode has no bottom border, so nothing goes in subtitles)."""
+        for plot in self.main.query(CurvePlot):
+            plot.border_title = plot_title(plot, self.runs, self.window_steps)
 
     def _sample_series(self) -> RunSeries | None:
         return self.runs[min(self.sample_run, len(self.runs) - 1)] if self.runs else None
@@ -308,42 +242,58 @@ class DashboardApp(App):
     def _show_sample(self) -> None:
         run = self._sample_series()
         seen = run.samples_seen if run else -1
-        last_run, last_seen, last_back = self._samples_seen
-        if (id(run), seen, self.sample_back) == self._samples_seen:
+        hint = ("no sample yet: one is drawn at each eval (e)" if self.state == "running"
+                else "no sample yet" if self.mode != "view" else "")
+        last_run, last_seen, last_back, last_hint = self._samples_seen
+        if (id(run), seen, self.sample_back, hint) == self._samples_seen:
             return
         if run is not None and id(run) == last_run and self.sample_back and seen > last_seen:
             self.sample_back += seen - last_seen  # looking back: new samples do not move the view
         if run is not None:
             self.sample_back = max(0, min(self.sample_back, len(run.samples) - 1))
-        self._samples_seen = (id(run), seen, self.sample_back)
-        title = self.main.query_one(SamplePane).show(run, self.sample_back)
-        if run is not None and len(self.runs) > 1:
-            title = f"{run.name[:16]} {title}"
+        self._samples_seen = (id(run), seen, self.sample_back, hint)
+        title = self.main.query_one(SamplePane).show(run, self.sample_back, hint)
         box = self.main.query_one("#sample-box")
-        box.border_title = title
+        box.border_title = sample_title(title, run.name if run and len(self.runs) > 1 else None, box.size.width)
         box.border_subtitle = Content("[ ] older/newer") if run and len(run.samples) > 1 else ""
 
-    # --- keys ---
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("pause", "eval", "checkpoint"):
-            if not self.source.can_steer:
-                return False  # hidden: nothing to steer
-            if self.quitting or (self.runs and all(r.ended for r in self.runs)):
-                return None   # shown, greyed out
-        return True
-
-    def _steer(self, command: Command) -> None:
-        if self.check_action(command.value, ()):
-            self.source.send(command)
-
+    # --- keys: each gets an answer ---
     def action_pause(self) -> None:
-        self._steer(Command.TOGGLE_PAUSE)
+        paused = bool(self.runs) and self.runs[0].state in ("paused", "diverged")
+        self._send(Command.TOGGLE_PAUSE, "resume" if paused else "pause")
 
     def action_eval(self) -> None:
-        self._steer(Command.EVAL)
+        self._send(Command.EVAL, "eval")
 
     def action_checkpoint(self) -> None:
-        self._steer(Command.CHECKPOINT)
+        self._send(Command.CHECKPOINT, "checkpoint")
+
+    def action_stop_run(self) -> None:
+        if self._confirmed("x again: stop the run",
+                           "press x again to stop the run (final checkpoint); q only closes this window"):
+            self._send(Command.STOP, "stop")
+
+    def _send(self, command: Command, verb: str) -> None:
+        assert self.steering is not None  # check_action hides these keys without steering
+        self.steering.send(command)
+        self.set_note(f"{verb} requested…")
+
+    def _confirmed(self, short: str, prompt: str) -> bool:
+        """True on the second ask within ``CONFIRM_S``; the first shows the
+        prompt (``short`` on the status line, ``prompt`` as a toast)."""
+        now = self.clock()
+        if now - self._asked_at <= CONFIRM_S:
+            self._asked_at = -math.inf
+            self._note = ("", -math.inf)
+            return True
+        self._asked_at = now
+        self.set_note(short, CONFIRM_S)
+        self.say(prompt, warn=True, timeout=CONFIRM_S)
+        self.update_view()
+        return False
+
+    def action_refuse(self, key: str) -> None:
+        self.say(keys.refusal(key, self.mode, self.state), warn=True)
 
     def action_smooth(self) -> None:
         self._toggle(lambda p: setattr(p, "smooth", not p.smooth), kinds=("loss",))
@@ -356,26 +306,36 @@ class DashboardApp(App):
         window = None if loss.window else self.window_steps
         self._toggle(lambda p: setattr(p, "window", window), kinds=("loss", "lr"))
 
-    def _toggle(self, change, kinds: tuple[str, ...]) -> None:
+    def _toggle(self, change: Callable[[CurvePlot], Any], kinds: tuple[str, ...]) -> None:
         for plot in self.main.query(CurvePlot):
             if plot.kind in kinds:
                 change(plot)
-        self.update_view(force_plots=True)
+        self.update_view(force_plots=True)  # the answer: the plot and its title's flags
 
     def action_sample(self, delta: int) -> None:
         run = self._sample_series()
         if run is None or not run.samples:
+            self.say("no sample yet" if self.mode != "view" else "no sample in this log", warn=True)
             return
-        self.sample_back = max(0, min(len(run.samples) - 1, self.sample_back + delta))
+        back = max(0, min(len(run.samples) - 1, self.sample_back + delta))
+        if back == self.sample_back:
+            self.say("this is the oldest sample kept" if delta > 0 else "this is the newest sample")
+        self.sample_back = back
         self._show_sample()
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(self.mode, self.state))
 
-    async def action_quit(self) -> None:
-        if self.quitting:
-            return  # already winding down: a second q changes nothing
+    async def action_quit(self, how: str | None = None) -> None:
+        """q: stop the live run (asking once more), close an attached window, quit a viewer."""
+        if self.mode == "live" and self.state == "running":
+            if not self._confirmed("q again: stop the run", "press q again to stop the run (final checkpoint)"):
+                return
+        elif self.quitting:
+            self.say("stopping: the window closes once the run has saved its final checkpoint"
+                     if self.mode == "live" else "closing…")
+            return
         if self.source.done:
             self.exit(self.source.result)
             return
@@ -384,21 +344,21 @@ class DashboardApp(App):
         self.update_view()
 
 
-def run_dashboard(trainer: Any, mouse: bool = True, signals: Any = None) -> RunEnd | None:
+def run_dashboard(trainer: Any, *, mouse: bool = True, signals: Any = None) -> RunEnd | None:
     """Train with the dashboard up; returns the run's ``RunEnd`` (None if it never ran).
 
-    Whatever way the app ends, the training thread is asked to stop and is
-    joined, so the run log always gets its run-end record before the caller
-    closes it.
+    ``signals`` (``signals.RunSignals``, or None) registers the ways out a
+    signal opens: ``on_hangup`` (SSH dropped: close the UI, the run carries on
+    headless) and ``on_stop`` (SIGTERM/SIGINT: close the UI; the run stops
+    after its step).  Whatever way the app ends, the training thread is asked
+    to stop and is joined, so the run log always gets its run-end record
+    before the caller closes it.
     """
     source = TrainerSource(trainer)
-    app = DashboardApp(source, [RunSeries(trainer.run_name)], title=f"tui-trainer · {trainer.run_name}")
-    # SSH dropped (signals.RunSignals): close the UI, the run carries on headless.
+    app = DashboardApp(source, [RunSeries(trainer.run_name)], steering=LocalSteering(source),
+                       title=f"tui-trainer · {trainer.run_name}")
     if signals is not None:
         signals.on_hangup(lambda: _detach(app, source))
-    # SIGTERM/SIGINT (signals.RunSignals): close the UI; the finally below
-    # stops the trainer after its step, with a final checkpoint and run_end.
-    if signals is not None:
         signals.on_stop(lambda: _exit_soon(app))
     # The training thread gives up the GIL around every torch op; with the
     # default 5 ms switch interval it then waits up to 5 ms each time the UI
@@ -410,7 +370,7 @@ def run_dashboard(trainer: Any, mouse: bool = True, signals: Any = None) -> RunE
         app.run(mouse=mouse)
     finally:
         sys.setswitchinterval(switch)
-        if not source.done and not getattr(source, "detached", False):
+        if not source.done and not source.detached:
             source.stop()
             source.join()
     return source.end
@@ -419,8 +379,7 @@ def run_dashboard(trainer: Any, mouse: bool = True, signals: Any = None) -> RunE
 def _detach(app: App, source: TrainerSource) -> None:
     """The terminal is gone: stop feeding the UI and close it; the trainer
     thread goes on writing its log and checkpoints (cli waits for it)."""
-    source.detached = True  # type: ignore[attr-defined]
-    source.trainer.remove_sink(source.sink_in_use)
+    source.detach()
     _exit_soon(app)
 
 

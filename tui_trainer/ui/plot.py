@@ -7,6 +7,13 @@ signals, rulers).  The widget needed is small: build the figure at the
 widget's size, turn plotext's ANSI output into a Rich ``Text`` and cache it
 until the data, the size or an option changes.
 
+Numbers become plot coordinates in one place, ``Axis``: a log can hold any
+value (1e308, 1e-300, a step of 2**62), and plotext, given such numbers,
+raises or dies natively.  So plotext never sees a value from the data: each
+axis keeps its finite, bounded, non-empty range, maps values into
+``[0, COORD]``, and labels its own round ticks.  A log-scale axis is drawn the
+same way over log10 of the positive values.
+
 Colours are ANSI palette indices, so Textual maps them through the theme's
 ANSI colours (dark or light) and they read on either; axes and labels use the
 theme's default foreground.
@@ -14,17 +21,22 @@ theme's default foreground.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import plotext
 from rich.text import Text
 from textual.widget import Widget
 
+from ..fmt import fmt_small, fmt_step, fmt_value
 from ..series import RunSeries
 
 # ANSI palette indices: blue, red, green, magenta, cyan, then 256-colour orange and purple.
 PALETTE = (4, 1, 2, 5, 6, 208, 93)
 VAL_COLOUR = 1  # val points of a single run: red against its blue line
+LIMIT = 1e300   # values beyond are drawn at the edge (their difference stays finite)
+COORD = 1000.0  # plotext is only ever given coordinates in [0, COORD]
+MAX_TICKS = 24
 
 
 def run_colour(i: int) -> int:
@@ -33,6 +45,75 @@ def run_colour(i: int) -> int:
 
 def rich_colour(i: int) -> str:
     return f"color({run_colour(i)})"
+
+
+class Axis:
+    """One axis: data values in, bounded plot coordinates and tick labels out."""
+
+    def __init__(self, values: list[np.ndarray], *, log: bool = False, lo: float | None = None):
+        self.log = log
+        allv = np.concatenate([v for v in values if len(v)] or [np.zeros(0)])
+        if len(allv):
+            a, b = float(allv.min()), float(allv.max())
+        else:
+            a = b = 0.0
+        if lo is not None and math.isfinite(lo) and len(allv):
+            a = min(b, max(0.0, self.value(lo)))  # a window's left edge, shared by every run
+        self.lo, self.hi = _span(a, b)
+
+    def value(self, v: float) -> float:
+        """One data value in axis units (log10 on a log axis), bounded."""
+        if self.log:
+            v = math.log10(v) if v > 0 else -LIMIT
+        return min(LIMIT, max(-LIMIT, v))
+
+    def coords(self, v: np.ndarray) -> np.ndarray:
+        """Axis-unit values as plot coordinates, clipped to the frame."""
+        return np.clip((v - self.lo) / (self.hi - self.lo) * COORD, 0.0, COORD)
+
+    def ticks(self, n: int, fmt: Callable[[float], str]) -> tuple[list[float], list[str]]:
+        """About ``n`` round ticks: positions (coordinates) and labels (data values)."""
+        if not self.log:
+            at = nice_ticks(self.lo, self.hi, n)
+            values = at
+        elif self.hi - self.lo >= 1:  # powers of ten
+            step = max(1, math.ceil((self.hi - self.lo) / max(1, n)))
+            first = math.ceil(self.lo)
+            at = [float(first + k * step) for k in range(MAX_TICKS) if first + k * step <= self.hi]
+            values = [10.0 ** t for t in at]
+        else:  # less than a decade: round values, placed on the log scale
+            try:
+                values = [v for v in nice_ticks(10.0 ** self.lo, 10.0 ** self.hi, n) if v > 0]
+            except OverflowError:
+                values = []
+            at = [math.log10(v) for v in values]
+        return [float(c) for c in self.coords(np.array(at, dtype=np.float64))], [fmt(v) for v in values]
+
+
+def safe_values(x: np.ndarray, y: np.ndarray, log: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Finite points only, y as log10 on a log axis (positive values only), all within +-LIMIT."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    if log:
+        keep &= y > 0
+    x, y = x[keep], y[keep]
+    if log:
+        y = np.log10(y)
+    return np.clip(x, -LIMIT, LIMIT), np.clip(y, -LIMIT, LIMIT)
+
+
+def _span(lo: float, hi: float) -> tuple[float, float]:
+    """A finite range with room in it: a single value (or one too close to
+    its neighbours for float steps) is widened around its centre."""
+    lo, hi = max(-LIMIT, min(LIMIT, lo)), max(-LIMIT, min(LIMIT, hi))
+    if hi < lo:
+        lo, hi = hi, lo
+    if hi - lo > max(abs(lo), abs(hi)) * 1e-9 and hi - lo > 1e-300:
+        return lo, hi
+    mid = lo / 2 + hi / 2
+    half = max(abs(mid) * 1e-3, 1e-9)
+    return mid - half, mid + half
 
 
 class CurvePlot(Widget):
@@ -65,9 +146,10 @@ class CurvePlot(Widget):
         """Left edge of the recent window, shared by every run so curves line up."""
         if self.window is None or not self.runs:
             return None
-        return max(r.step for r in self.runs) - self.window
+        return float(max(r.step for r in self.runs)) - self.window
 
     def _series(self, w: int) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Each run's (index, x, y, eval x, eval y), finite and bounded (``safe_values``)."""
         start = self.start_x()
         cols = max(8, w - 8)  # the y tick labels take a few columns
         out = []
@@ -78,10 +160,7 @@ class CurvePlot(Widget):
             else:
                 x, y = run.lr_points(cols, start=start)
                 ex, ey = np.empty(0), np.empty(0)
-            if self.log_y:
-                x, y = x[y > 0], y[y > 0]
-                ex, ey = ex[ey > 0], ey[ey > 0]
-            out.append((i, x, y, ex, ey))
+            out.append((i, *safe_values(x, y, self.log_y), *safe_values(ex, ey, self.log_y)))
         return out
 
     def _draw(self, w: int, h: int) -> Text:
@@ -90,6 +169,8 @@ class CurvePlot(Widget):
         series = self._series(w)
         if not any(len(x) or len(ex) for _, x, _, ex, _ in series):
             return Text("waiting for the first step…", style="dim")
+        xaxis = Axis([a for _, x, _, ex, _ in series for a in (x, ex)], lo=self.start_x())
+        yaxis = Axis([a for _, _, y, _, ey in series for a in (y, ey)], log=self.log_y)
         f = plotext.figure
         f.clear()
         f.plot_size(w, h)
@@ -97,59 +178,50 @@ class CurvePlot(Widget):
         for i, x, y, ex, ey in series:
             c = run_colour(i)
             if len(x):
-                line = f.signal(x.tolist(), y.tolist(), marker=plotext.marker("braille", c))
+                line = f.signal(xaxis.coords(x).tolist(), yaxis.coords(y).tolist(),
+                                marker=plotext.marker("braille", c))
                 if len(x) > 1:
                     line.lines()
                 f.draw(line)
             if len(ex):
                 dot = c if len(self.runs) > 1 else VAL_COLOUR
-                f.draw(f.signal(ex.tolist(), ey.tolist(), marker=plotext.marker("●", dot)))
+                f.draw(f.signal(xaxis.coords(ex).tolist(), yaxis.coords(ey).tolist(),
+                                marker=plotext.marker("●", dot)))
         # The pane's border is the frame: no box on top and right, one line and column saved.
         f.axes(False, axis="x", side="upper")
         f.axes(False, axis="y", side="right")
-        if self.log_y:
-            f.ruler("y").scale("log")
-        lo, hi = _x_range(series, self.start_x())
-        if hi > lo:
-            f.ruler("x").lim(lo, hi)
-            ticks = nice_ticks(lo, hi, max(2, w // 14))
-            f.ruler("x").ticks(ticks, [fmt_step(t) for t in ticks])
-        if self.kind == "lr":
-            ys = np.concatenate([y for _, _, y, _, _ in series if len(y)] or [np.zeros(1)])
-            ylo, yhi = float(ys.min()), float(ys.max())
-            if yhi > ylo:
-                ticks = nice_ticks(ylo, yhi, max(3, h // 2))
-                f.ruler("y").ticks(ticks, [fmt_small(t) for t in ticks])
+        # At most a tick per 12 columns and per 2 rows: labels never crowd.
+        for name, axis, n, fmt in (("x", xaxis, max(2, w // 12), fmt_step),
+                                   ("y", yaxis, max(3, (h - 2) // 2), fmt_small if self.kind == "lr" else fmt_value)):
+            f.ruler(name).lim(0.0, COORD)
+            at, labels = axis.ticks(n, fmt)
+            if at:
+                f.ruler(name).ticks(at, labels)
         return Text.from_ansi(str(f.build()), no_wrap=True, end="")
 
 
 def nice_ticks(lo: float, hi: float, n: int) -> list[float]:
-    """About ``n`` round tick positions (1, 2 or 5 times a power of ten) within [lo, hi]."""
-    raw = (hi - lo) / max(1, n)
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
-    first = math.ceil(lo / step) * step
-    return [first + k * step for k in range(int((hi - first) / step + 1e-9) + 1)]
-
-
-def fmt_step(v: float) -> str:
-    for unit, size in (("M", 1e6), ("k", 1e3)):
-        if abs(v) >= size:
-            return f"{v / size:g}{unit}"
-    return f"{v:g}"
-
-
-def fmt_small(v: float) -> str:
-    return "0" if v == 0 else f"{v:.1e}".replace("e-0", "e-").replace(".0e", "e")
-
-
-def _x_range(series: list, start: float | None) -> tuple[float, float]:
-    xs = [a[[0, -1]] for _, x, _, ex, _ in series for a in (x, ex) if len(a)]
-    if not xs:
-        return 0.0, 0.0
-    allx = np.concatenate(xs)
-    lo = float(allx.min()) if start is None else max(0.0, float(start))
-    hi = float(allx.max())
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return 0.0, 0.0
-    return lo, hi
+    """As many round tick positions (1, 2 or 5 times a power of ten) within
+    [lo, hi] as fit in ``n``; empty for a range that is not a finite, positive span."""
+    n = max(1, min(n, MAX_TICKS))
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return []
+    raw = (hi / n) - (lo / n)  # never overflows, even for +-1e308
+    if not math.isfinite(raw) or raw <= 0:
+        return []
+    mag = 10.0 ** math.floor(math.log10(raw))
+    if not (math.isfinite(mag) and mag > 0):
+        return []
+    for m in (1, 2, 5, 10, 20, 50, 100):  # the smallest step whose ticks fit in n
+        step = m * mag
+        first = math.ceil(lo / step) * step
+        count = int((hi - first) / step + 1e-9) + 1
+        if count <= n:
+            break
+    out = []
+    for k in range(n):
+        t = first + k * step
+        if t > hi + step * 1e-9 or not math.isfinite(t):
+            break
+        out.append(t)
+    return out

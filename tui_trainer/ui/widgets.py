@@ -2,6 +2,8 @@
 
 Attributes down: the app hands each widget the list of runs and calls
 ``show(...)``; widgets never read the engine, the source or each other.
+Every string that came from a run (names, errors, samples) goes through
+``safe``; every number through ``fmt``.
 """
 from __future__ import annotations
 
@@ -10,12 +12,15 @@ import math
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
+from ..fmt import as_float, fmt_count, fmt_duration, fmt_int, fmt_loss, fmt_lr
 from ..series import RunSeries
+from . import keys, safe
 from .plot import rich_colour
+from .titles import fit
 
 STATE_STYLES = {
     # Explicit backgrounds: a badge reads the same on dark and light themes.
@@ -31,66 +36,41 @@ STATE_STYLES = {
     "killed": "bold #ffffff on #c62828",
 }
 
-# C0/C1 control characters (escape included) would drive the terminal, not print.
-_CONTROL = {c: "·" for c in [*range(0, 9), *range(11, 32), 127, *range(128, 160)]}
-
-
-def printable(text: str) -> str:
-    return text.translate(_CONTROL)
-
-
-def fmt_loss(v: float | None) -> str:
-    return "nan" if v is None or not math.isfinite(v) else f"{v:.4f}"
-
-
-def fmt_count(v: float) -> str:
-    if not math.isfinite(v):
-        return "-"
-    for unit, size in (("M", 1e6), ("k", 1e3)):
-        if abs(v) >= size:
-            return f"{v / size:.1f}{unit}"
-    return f"{v:.0f}"
-
-
-def fmt_duration(s: float) -> str:
-    if not math.isfinite(s):
-        return "-"
-    s = int(round(s))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
-
 
 class StatusLine(Static):
-    """One line per run: name, step/total, tok/s, ETA, lr, state; the source's note at the end."""
+    """One line per run: state, name, step/total, tok/s, ETA, lr; a note at the end."""
 
     _shown = Text("")
 
     def show(self, runs: list[RunSeries], note: str = "") -> None:
         lines = []
         for i, r in enumerate(runs):
-            t = Text(no_wrap=True, overflow="ellipsis")
-            # The state first: a narrow terminal cuts the end of the line, never the state.
-            t.append(f" {r.state.upper()} ", style=STATE_STYLES.get(r.state, "reverse"))
-            t.append(" ")
+            # (priority, text): a narrow terminal drops the least important
+            # first, never the state, and keeps a note (a key's answer) over lr and speed.
+            parts: list = []
+            state = safe.plain(r.state, 16, newlines=False)
+            parts.append((0, Text.assemble((f" {state.upper()} ", STATE_STYLES.get(r.state, "reverse")), " ")))
             if len(runs) > 1:
-                t.append("■ ", style=rich_colour(i))
-            t.append(r.name[:24], style="bold")
-            total = f"/{r.total_steps:,}" if r.total_steps else ""
-            t.append(f"  {r.step:,}{total}")
+                parts.append((1, Text("■ ", style=rich_colour(i))))
+            parts.append((1, safe.text(safe.name(r.name), "bold")))
+            total = f"/{fmt_int(r.total_steps)}" if r.total_steps else ""
+            parts.append((2, Text(f"  {fmt_int(r.step)}{total}")))
             _, tps = r.rates()
-            t.append(f"  {fmt_count(tps)} tok/s")
+            parts.append((6, Text(f"  {fmt_count(tps)} tok/s")))
             if not r.ended:
-                t.append(f"  ETA {fmt_duration(r.eta_s())}")
+                parts.append((4, Text(f"  ETA {fmt_duration(r.eta_s())}")))
             else:
-                t.append(f"  {fmt_duration(r.elapsed_s)}")
-            if math.isfinite(r.lr):
-                t.append(f"  lr {r.lr:.2e}")
+                parts.append((4, Text(f"  {fmt_duration(r.elapsed_s)}")))
+            if lr := fmt_lr(r.lr):
+                parts.append((5, Text(f"  lr {lr}")))
             if r.bad_steps:
-                t.append(f"  {r.bad_steps} bad", style="bold")
+                parts.append((3, Text(f"  {r.bad_steps} bad", style="bold")))
             if i == 0 and note:
-                t.append(f"  {note}", style="italic")
-            lines.append(t)
+                parts.append((3, tuple(Text("  ") + safe.text(note, "italic", n, newlines=False)
+                                       for n in (200, 40, 24))))
+            line = fit(parts, self.size.width)
+            line.no_wrap, line.overflow = True, "ellipsis"
+            lines.append(line)
         text = Text("\n").join(lines) if lines else Text("no run yet")
         if text != self._shown:
             # A relayout only when the number of lines changes: this runs 4 times a second.
@@ -103,25 +83,27 @@ class Alert(Static):
 
     _shown: tuple[str, bool] = ("", False)
 
-    def show(self, runs: list[RunSeries]) -> None:
+    def show(self, runs: list[RunSeries], mode: str = "view") -> None:
         parts = []
         for r in runs:
+            name = safe.name(r.name, 40)
             if r.state == "diverged":
-                parts.append(f"{r.name} DIVERGED at step {r.step:,}: the loss or gradients were NaN/inf "
-                             f"{r.bad_steps} times; training is paused and no bad step was applied. "
-                             "p resumes, q stops.")
+                ways = {"live": "p resumes, q stops.", "attach": "p resumes, x x stops."}.get(mode, "")
+                parts.append(f"{name} DIVERGED at step {fmt_int(r.step)}: the loss or gradients were NaN/inf "
+                             f"{r.bad_steps} times; training is paused and no bad step was applied. {ways}")
             elif r.state in ("failed", "killed") or r.error:
-                parts.append(f"{r.name} {r.state.upper()} at step {r.step:,}: {r.error or 'no error text'}")
+                parts.append(f"{name} {safe.plain(r.state, 16).upper()} at step {fmt_int(r.step)}: "
+                             f"{safe.plain(r.error or 'no error text', 2000)}")
             elif r.message:
-                parts.append(f"{r.name}: {r.message}")
+                parts.append(f"{name}: {safe.plain(r.message, 2000)}")
         bad = any(r.state in ("diverged", "failed", "killed") or r.error for r in runs)
-        shown = (printable("\n".join(parts)), bad)
+        shown = ("\n".join(parts).strip(), bad)
         if shown == self._shown:
             return
         self._shown = shown
         self.set_class(bool(parts), "-shown")
         self.set_class(bad, "-bad")
-        self.update(shown[0])
+        self.update(safe.text(shown[0]))
 
 
 class EvalLog(DataTable):
@@ -133,11 +115,15 @@ class EvalLog(DataTable):
         self._best: list[float] = []
         self._multi: bool | None = None
 
+    def reset(self) -> None:
+        """Forget every row: the next ``show`` rebuilds the table from the runs."""
+        self.clear(columns=True)
+        self._seen, self._best, self._multi = [], [], None
+
     def show(self, runs: list[RunSeries]) -> None:
         multi = len(runs) > 1
         if multi != self._multi:
-            self.clear(columns=True)
-            self._seen, self._best = [], []
+            self.reset()
             self._multi = multi
             if multi:
                 self.add_column("run", key="run")
@@ -152,15 +138,16 @@ class EvalLog(DataTable):
         added = False
         for i, r in enumerate(runs):
             for e in r.evals[self._seen[i]:]:
-                best = math.isfinite(e.val) and e.val < self._best[i]
+                val = as_float(e.val)
+                best = math.isfinite(val) and val < self._best[i]
                 if best:
-                    self._best[i] = e.val
-                row: list = [Text(f"{e.step:,}", justify="right"), Text(fmt_loss(e.train), justify="right"),
+                    self._best[i] = val
+                row: list = [Text(fmt_int(e.step), justify="right"), Text(fmt_loss(e.train), justify="right"),
                              Text(fmt_loss(e.val) + ("*" if best else " "), justify="right",
                                   style="bold" if best else ""),
                              Text(fmt_duration(e.elapsed), justify="right")]
                 if multi:
-                    row.insert(0, Text("■ " + r.name[:12], style=rich_colour(i)))
+                    row.insert(0, Text.assemble(("■ ", rich_colour(i)), safe.name(r.name, 12)))
                 self.add_row(*row)
                 added = True
             self._seen[i] = len(r.evals)
@@ -171,39 +158,38 @@ class EvalLog(DataTable):
 class SamplePane(Static):
     """The latest generated sample (or an earlier one: ``back`` steps back)."""
 
-    def show(self, run: RunSeries | None, back: int) -> str:
+    def show(self, run: RunSeries | None, back: int, hint: str = "") -> str:
         """Draw the sample and return a title such as ``sample @ step 400 (3/3)``."""
         got = run.sample(back) if run is not None else None
         if got is None:
-            self.update(Text("no sample yet: one is drawn at each eval (e)", style="dim"))
+            self.update(Text(hint or "no sample in this log", style="dim"))
             return "sample"
         step, text, idx, count = got
-        self.update(Text(printable(text)))
-        return f"sample @ step {step:,} ({idx}/{count})"
-
-
-HELP = """\
-[b]Keys[/b]
-  [b]p[/b]  pause / resume           [b]e[/b]  evaluate and sample now
-  [b]c[/b]  checkpoint now           [b]q[/b]  quit cleanly (final checkpoint)
-  [b]s[/b]  smooth loss (EMA)        [b]l[/b]  log-scale loss axis
-  [b]w[/b]  whole run / last steps   [b]\\[[/b] [b]][/b]  older / newer sample
-  [b]?[/b]  this help                [b]ctrl+p[/b]  commands (e.g. a light theme)
-
-[b]Reading the screen[/b]
-  The loss line is each step's train loss (min and max per column,
-  so spikes stay visible; its EMA with s); dots are the validation
-  loss at each eval; * in the eval log marks a new best.
-  DIVERGED: the loss was NaN/inf several steps in a row.  The run is
-  paused and no bad step touched the weights; p resumes, q stops.
-  Over SSH, --no-mouse keeps your terminal's copy and paste.
-
-Press escape or ? to close."""
+        self.update(safe.text(text))
+        return f"sample @ step {fmt_int(step)} ({idx}/{count})"
 
 
 class HelpScreen(ModalScreen[None]):
+    """The keys that work now (``keys.help_rows``), what the mode means, how to read the plots."""
+
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close", show=False)]
 
+    def __init__(self, mode: str = "view", state: str = "ended") -> None:
+        super().__init__()
+        self.mode, self.state = mode, state
+
     def compose(self) -> ComposeResult:
-        with Vertical(id="help-box"):
-            yield Static(HELP, id="help-text")
+        rows = keys.help_rows(self.mode, self.state)
+        t = Text()
+        t.append("Keys\n", style="bold")
+        width = max(len(k) for k, _ in rows)
+        for k, what in rows:
+            t.append(f"  {k:<{width}}", style="bold")
+            t.append(f"  {what}\n")
+        t.append("\n" + keys.MODE_NOTES[self.mode] + "\n\n")
+        t.append("Reading the screen\n", style="bold")
+        t.append(keys.reading(self.mode))
+        with VerticalScroll(id="help-box") as box:
+            box.border_title = "help"
+            box.border_subtitle = "escape or ? closes"
+            yield Static(t, id="help-text")

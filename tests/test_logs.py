@@ -9,8 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from tui_trainer.logsource import (LineParser, LogError, LogSource, Tail, TrainBlock, apply_items,
-                                   load_series, preview, resolve)
+from tui_trainer.logs import chunks
+from tui_trainer.logs.load import apply_items, load_series, preview
+from tui_trainer.logs.parsing import LineParser, TrainBlock
+from tui_trainer.logs.paths import LogError, resolve
+from tui_trainer.logs.source import LogSource
+from tui_trainer.logs.tail import Tail
 from tui_trainer.records import Eval, RunEnd, RunStart, Sample, TrainStep
 from tui_trainer.runlog import JsonlSink, dumps
 from tui_trainer.series import RunSeries
@@ -241,7 +245,7 @@ def _flat(items):
 def test_fast_chunks_and_the_per_line_path_agree(cutoffs):
     lines = _mixed_lines()
     clean = (b"\n".join(lines[1:5]) + b"\n")  # train lines of ours only
-    assert LineParser(bulk=True)._decode(clean) is not None  # the fast path is taken where it can be
+    assert chunks.decode(clean, at_start=True) is not None  # the fast path is taken where it can be
     for size in (1, 2, 3, 7, 64, len(lines)):
         fast = LineParser(bulk=True, cutoffs=cutoffs)
         slow = LineParser(bulk=True, cutoffs=cutoffs)
@@ -249,7 +253,7 @@ def test_fast_chunks_and_the_per_line_path_agree(cutoffs):
         for k in range(0, len(lines), size):
             chunk = lines[k:k + size]
             buf = b"".join(line + b"\n" for line in chunk)
-            fast_chunks += fast._decode(buf) is not None if fast.lineno else 0
+            fast_chunks += chunks.decode(buf, at_start=False) is not None if fast.lineno else 0
             got, want = fast.feed_chunk(buf), slow.feed(chunk)
             assert _flat(got) == _flat(want), (size, k)
             assert [repr(i.last) for i in got if isinstance(i, TrainBlock)] == \

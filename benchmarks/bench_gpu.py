@@ -1,0 +1,262 @@
+"""GPU figures: the 124M model (GPT-2 small) through the engine and a bare loop.
+
+    python benchmarks/bench_gpu.py                # on a CUDA GPU: bf16, fused AdamW, eager and compiled
+    python benchmarks/bench_gpu.py --no-compile   # eager arms only (a cold compile is about a minute)
+    python benchmarks/bench_gpu.py --tiny         # a small shape on CPU: the CI smoke run of this script
+
+The 124M configuration (12 layers, 768 wide, 12 heads, 1024 context, vocab
+50304) trains on synthetic tokens (a random uint16 ``.bin`` file, so the
+engine reads it through its own ``--data`` path) with bf16 autocast, TF32 and
+fused AdamW.  Arms, one after another in this process:
+
+  bare loop         the loop a competent person writes by hand: random windows
+                    already on the device, autocast forward, cross entropy,
+                    backward, clip, fused AdamW, cosine schedule; no logging
+  engine            ``engine.Trainer`` headless, as ``tui-trainer train --headless``
+  ... (compiled)    the same with ``torch.compile`` / ``--compile``
+  engine+dashboard  the engine in the dashboard's training thread, the app
+                    hosted headless (``App.run_test``: every widget and plot is
+                    laid out and rendered, only the terminal writes are skipped)
+
+For each: tokens/sec over the steps after the warmup (the compile happens in
+the warmup), MFU against the device's peak (``hardware.peak_flops``: a data
+sheet's dense bf16 figure for a GPU, a measured matmul peak for a CPU) with
+``hardware.flops_per_token`` (6N + 12 x layers x width x context), peak memory
+(``torch.cuda.max_memory_allocated``; on CPU, not measured) and the ratio to
+the bare loop of the same compile setting.  About three minutes on an H100.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tui_trainer.threads import apply_wait_policy  # noqa: E402
+
+apply_wait_policy()  # as the command does, before torch loads
+
+import torch  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from tui_trainer import hardware  # noqa: E402
+from tui_trainer.config import make_config  # noqa: E402
+from tui_trainer.model import GPT, GPTConfig  # noqa: E402
+from tui_trainer.optim import build_param_groups, cosine_with_warmup  # noqa: E402
+
+GPT2_SMALL = dict(n_layer=12, n_head=12, n_embd=768, context_length=1024, vocab_size=50304, bias=False,
+                  batch_size=16)
+TINY = dict(n_layer=2, n_head=2, n_embd=64, context_length=64, vocab_size=512, bias=False, batch_size=4)
+
+
+def synthetic_tokens(path: Path, n: int, vocab: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, vocab, size=n, dtype=np.uint16)
+    tokens[-1] = vocab - 1  # the file's largest id sets the vocabulary the engine infers
+    tokens.tofile(path)
+    return path
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --- the bare loop ------------------------------------------------------------
+
+def bare_loop(cfg: Any, device: torch.device, steps: int, warmup: int, compile_: bool) -> float:
+    """Tokens/sec of the hand-written loop over ``steps - warmup`` steps."""
+    torch.manual_seed(cfg.seed)
+    model = GPT(GPTConfig(vocab_size=cfg.vocab_size, context_length=cfg.context_length, n_layer=cfg.n_layer,
+                          n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=0.0, bias=cfg.bias)).to(device)
+    fused = hardware.pick_fused_adamw(True, device)
+    opt = torch.optim.AdamW(build_param_groups(model, cfg.weight_decay), lr=cfg.max_lr,
+                            betas=(cfg.beta1, cfg.beta2), fused=fused or None)
+    fwd: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if compile_ else model
+    B, T = cfg.batch_size, cfg.context_length
+    data = torch.randint(0, cfg.vocab_size, (1 << 20,), device=device)
+    dt = torch.bfloat16 if device.type == "cuda" or cfg.dtype == "bf16" else None
+    t0 = 0.0
+    for step in range(steps):
+        if step == warmup:
+            sync(device)
+            t0 = time.perf_counter()
+        lr = cosine_with_warmup(step, cfg.warmup_steps, cfg.steps, cfg.max_lr, cfg.lr_floor)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        ix = torch.randint(0, len(data) - T - 1, (B,), device=device)
+        w = data[ix[:, None] + torch.arange(T + 1, device=device)]
+        x, y = w[:, :-1], w[:, 1:]
+        with torch.autocast(device.type, dtype=dt, enabled=dt is not None):
+            logits = fwd(x)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+    sync(device)
+    return (steps - warmup) * B * T / (time.perf_counter() - t0)
+
+
+# --- the engine ---------------------------------------------------------------
+
+class _Clock:
+    """A sink that notes when each train step was reported."""
+
+    def __init__(self) -> None:
+        self.times: list[tuple[int, float, int]] = []  # (step, time, tokens)
+
+    def emit(self, record: Any) -> None:
+        if record.type == "train":
+            self.times.append((record.step, time.perf_counter(), record.tokens))
+
+    def tokens_per_sec(self, warmup: int) -> float:
+        after = [t for t in self.times if t[0] >= warmup]
+        (_, t0, k0), (_, t1, k1) = after[0], after[-1]
+        return (k1 - k0) / (t1 - t0)
+
+
+def engine(cfg: Any, warmup: int, dashboard: bool = False) -> tuple[float, str]:
+    from tui_trainer.engine import Trainer
+
+    clock = _Clock()
+    trainer = Trainer(cfg, None, [clock], interactive=dashboard)
+    if dashboard:
+        _run_in_dashboard(trainer)
+    else:
+        trainer.run()
+    return clock.tokens_per_sec(warmup), trainer.hw.describe()
+
+
+def _run_in_dashboard(trainer: Any) -> None:
+    import asyncio
+
+    from tui_trainer.series import RunSeries
+    from tui_trainer.ui.app import DashboardApp
+    try:
+        from tui_trainer.sources import TrainerSource
+    except ImportError:  # an older tree
+        from tui_trainer.ui.app import TrainerSource  # type: ignore[attr-defined,no-redef]
+
+    source = TrainerSource(trainer)
+    app = DashboardApp(source, [RunSeries(trainer.run_name)])
+
+    async def drive() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            source.start()  # the app starts it too; twice is harmless
+            while not source.done:
+                await pilot.pause(0.1)
+
+    try:
+        asyncio.run(drive())
+    finally:
+        source.stop()
+        source.join()
+
+
+# --- the table ----------------------------------------------------------------
+
+def measure(name: str, fn: Callable[[], Any], device: torch.device) -> dict[str, Any]:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    t = time.perf_counter()
+    try:
+        out = fn()
+    except Exception as e:  # one arm failing (a compiler missing, the UI) leaves the others' figures
+        print(f"{name:<26} failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
+              flush=True)
+        return {"name": name, "tps": math.nan}
+    tps, desc = out if isinstance(out, tuple) else (out, "")
+    mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return {"name": name, "tps": tps, "mem": mem, "desc": desc, "wall": time.perf_counter() - t}
+
+
+def row(r: dict[str, Any], fpt: float, peak: float | None, base: float | None) -> str:
+    if math.isnan(r["tps"]):
+        return ""
+    m = hardware.mfu(r["tps"], fpt, peak)
+    mem = f"{r['mem'] / 2**30:7.2f} GiB" if r.get("mem") is not None else "      n/a"
+    vs = f"{r['tps'] / base:7.3f}" if base and not math.isnan(base) else "      -"
+    mfu_txt = f"{m:6.1%}" if m is not None else "   n/a"
+    return f"{r['name']:<26} {r['tps']:>11,.0f} tok/s  MFU {mfu_txt}  peak mem {mem}  vs bare {vs}  ({r['wall']:.0f}s)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tiny", action="store_true", help="a small shape on CPU (the CI smoke run)")
+    p.add_argument("--device", default=None, help="default: cuda if there is one (cpu with --tiny)")
+    p.add_argument("--steps", type=int, help="steps per arm (default 40; 8 with --tiny)")
+    p.add_argument("--warmup", type=int, help="untimed steps first (default 10; 3 with --tiny)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--threads", type=int, help="torch CPU threads (as --threads of the command)")
+    p.add_argument("--no-compile", action="store_true", help="leave out the compiled arms")
+    p.add_argument("--no-dashboard", action="store_true", help="leave out the engine+dashboard arm")
+    args = p.parse_args(argv)
+
+    shape = dict(TINY if args.tiny else GPT2_SMALL)
+    if args.batch_size:
+        shape["batch_size"] = args.batch_size
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu"))
+    steps = args.steps or (8 if args.tiny else 40)
+    warmup = args.warmup or (3 if args.tiny else 10)
+    compile_ = not args.no_compile and not args.tiny  # a cold CPU compile is too slow for CI
+    if device.type != "cuda" and not args.tiny:
+        print(f"no CUDA GPU here: running the 124M arms on {device} (slow); --tiny for a smoke run", flush=True)
+
+    dtype = "bf16"
+    with tempfile.TemporaryDirectory() as tmp:
+        data = synthetic_tokens(Path(tmp) / "tokens.bin", 1 << 21, shape["vocab_size"])
+        values = dict(shape, data=str(data), device=str(device), dtype=dtype, fused_adamw=True, tf32=True,
+                      steps=steps, eval_every=steps, eval_batches=1, sample_tokens=1, warmup_steps=warmup,
+                      log_every=steps, seed=1337, threads=args.threads)
+        cfg = make_config(values)
+        compiled_cfg = make_config(dict(values, compile=True))
+        hw = hardware.configure(cfg)  # TF32 and threads, as the engine sets them
+        fpt = hardware.flops_per_token(cfg)
+        peak = hardware.peak_flops(device, dtype, tf32=hw.tf32)
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({hardware._cpu_model()})"
+        peak_txt = (f"{peak / 1e12:,.1f} TFLOP/s" if peak and peak >= 1e12 else f"{peak / 1e9:,.1f} GFLOP/s"
+                    if peak else "unknown (add it to hardware.GPU_PEAK_TFLOPS)")
+        print(f"device: {name}; peak {peak_txt} ({dtype}{', measured matmul' if device.type == 'cpu' else ''})")
+        print(f"model: {shape['n_layer']} layers x {shape['n_embd']} wide x {shape['context_length']} context, "
+              f"vocab {shape['vocab_size']}, {hardware.count_params(shape['n_layer'], shape['n_embd'], shape['vocab_size'], shape['bias']) / 1e6:,.1f}M params, "
+              f"{fpt / 1e9:.3f} GFLOP/token; batch {shape['batch_size']}; {steps} steps per arm, {warmup} untimed; "
+              f"torch {torch.__version__}", flush=True)
+
+        arms: list[tuple[str, Callable[[], Any], str]] = [
+            ("bare loop", lambda: bare_loop(cfg, device, steps, warmup, False), "bare"),
+            ("engine", lambda: engine(cfg, warmup), "bare"),
+        ]
+        if compile_:
+            arms += [("bare loop (compiled)", lambda: bare_loop(compiled_cfg, device, steps, warmup, True), "cbare"),
+                     ("engine (compiled)", lambda: engine(compiled_cfg, warmup), "cbare")]
+        if not args.no_dashboard:
+            arms.append(("engine+dashboard", lambda: engine(cfg, warmup, dashboard=True), "bare"))
+        results: dict[str, dict[str, Any]] = {}
+        for arm_name, fn, _ in arms:
+            results[arm_name] = measure(arm_name, fn, device)
+            base_name = "bare loop (compiled)" if "compiled" in arm_name else "bare loop"
+            base = results.get(base_name, {}).get("tps")
+            line = row(results[arm_name], fpt, peak, None if arm_name == base_name else base)
+            if line:
+                print(line, flush=True)
+        engine_desc = next((r["desc"] for r in results.values() if r.get("desc")), "")
+        if engine_desc:
+            print(f"engine device: {engine_desc}")
+        eng, dash = results.get("engine", {}).get("tps"), results.get("engine+dashboard", {}).get("tps")
+        if eng and dash and not (math.isnan(eng) or math.isnan(dash)):
+            print(f"dashboard overhead: engine+dashboard / engine = {dash / eng:.3f}")
+
+
+if __name__ == "__main__":
+    main()

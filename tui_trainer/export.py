@@ -1,0 +1,203 @@
+"""``tui-trainer export RUN... -o FILE``: take a run's numbers or its curves away.
+
+- ``.csv``: every record of every run, flattened, one row per record (nested
+  settings as ``config.n_layer``, a list as its JSON), with a ``run`` column
+  first when there are several runs.  A value the log wrote as null because
+  it was NaN or infinite (named in ``nonfinite``) is written ``nan``.  Records
+  a resume superseded are left out (``logs.resumes``), as the viewer leaves
+  them out.  ``-o -`` writes to standard output.
+- ``.png``, ``.svg`` (and ``.pdf``): the train loss (its EMA, the raw curve
+  faint beneath), the val loss at each eval and the learning rate of the given
+  runs, labelled as the runs browser labels them.  These need matplotlib, an
+  optional extra (``pip install 'tui-trainer[plot]'``): it is imported only
+  here, so the terminal tool never needs it to start.
+
+No Textual here.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .config import UserError
+from .logs import iter_jsonl, load_series
+from .logs.paths import display_name, resolve
+from .logs.resumes import cutoffs, kept, resume_step, step_of
+from .runs import short_labels
+
+FIGURES = (".png", ".svg", ".pdf")
+FORMATS = (".csv", *FIGURES)
+FIRST_COLUMNS = ("type", "step", "time")
+FIGURE_POINTS = 2000   # points per curve in a figure (min/max per bucket: spikes stay)
+PLOT_EXTRA = "pip install 'tui-trainer[plot]'"
+
+
+def export(paths: list[Path], out: str) -> str:
+    """Write ``out`` from the logs at ``paths``; return one line saying what was written."""
+    if not paths:
+        raise UserError("export needs at least one run folder or losses.jsonl")
+    suffix = Path(out).suffix.lower() if out != "-" else ".csv"
+    if suffix not in FORMATS:
+        raise UserError(f"-o {out}: export writes {', '.join(FORMATS)} (the file name's ending says which)")
+    logs = [resolve(Path(p)) for p in paths]  # LogError: one line naming the path and the fix
+    if suffix == ".csv":
+        rows, cols = write_csv(logs, out)
+        return f"wrote {rows:,} records ({cols} columns) of {_runs(logs)} to {out}"
+    figure = _figure_module(suffix)
+    write_figure(logs, out, suffix[1:], figure)
+    return f"wrote the curves of {_runs(logs)} to {out}"
+
+
+def _runs(logs: list[Path]) -> str:
+    return f"{len(logs)} runs" if len(logs) > 1 else display_name(logs[0])
+
+
+def run_names(logs: list[Path]) -> list[str]:
+    """The ``run`` column: each log's folder name, made distinct with #2, #3."""
+    names = [display_name(p) for p in logs]
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return out
+
+
+# --- CSV -------------------------------------------------------------------------
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A record as one flat row: nested objects as dotted keys, lists as JSON,
+    a null named in ``nonfinite`` as ``nan``; ``nonfinite`` itself dropped."""
+    out: dict[str, Any] = {}
+    bad = d.get("nonfinite") if not prefix else None
+    bad = bad if isinstance(bad, list) else ()
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if not prefix and k == "nonfinite":
+            continue
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, list):
+            out[key] = json.dumps(v)
+        elif v is None and k in bad:
+            out[key] = "nan"
+        else:
+            out[key] = v
+    return out
+
+
+def _effective(log: Path, cuts: list[int] | None) -> Iterator[dict[str, Any]]:
+    """The log's records, minus those a resume superseded (``cuts``: from a first pass)."""
+    k = 0
+    for d in iter_jsonl(log):
+        if cuts is None:
+            yield d
+            continue
+        cut = cuts[k] if k < len(cuts) else None
+        if resume_step(d) is not None:
+            k += 1
+        if kept(step_of(d), cut):
+            yield d
+
+
+def write_csv(logs: list[Path], out: str) -> tuple[int, int]:
+    """Two passes over each log (the columns, then the rows), so memory is one
+    record whatever the size.  Returns (rows, columns)."""
+    columns: dict[str, None] = {}
+    settings: dict[str, None] = {}
+    cuts: list[list[int] | None] = []
+    for log in logs:
+        resumes = []
+        for d in iter_jsonl(log):
+            if (s := resume_step(d)) is not None:
+                resumes.append(s)
+            for key in flatten(d):
+                (settings if key.startswith("config.") else columns)[key] = None
+        cuts.append(cutoffs(resumes) if resumes else None)
+    first = [c for c in FIRST_COLUMNS if c in columns]
+    header = (["run"] if len(logs) > 1 else []) + first + \
+             [c for c in columns if c not in FIRST_COLUMNS] + list(settings)
+    names = run_names(logs)
+    rows = 0
+    stream = sys.stdout if out == "-" else open(out, "w", newline="", encoding="utf-8", errors="backslashreplace")
+    try:
+        w = csv.DictWriter(stream, fieldnames=header, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for log, name, cut in zip(logs, names, cuts):
+            for d in _effective(log, cut):
+                row = flatten(d)
+                if len(logs) > 1:
+                    row["run"] = name
+                w.writerow(row)
+                rows += 1
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+    return rows, len(header)
+
+
+# --- figures ---------------------------------------------------------------------
+
+def _figure_module(suffix: str) -> Any:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise UserError(f"export to {suffix} needs matplotlib, an optional extra: {PLOT_EXTRA}") from None
+    return Figure
+
+
+def focus_top(ys: list[np.ndarray], skip: float = 0.05) -> float:
+    """The top of a loss axis that leaves out the first steps' spike: the
+    highest value after the first ``skip`` of each curve; NaN when none."""
+    tops = [float(np.nanmax(y[int(len(y) * skip):])) for y in ys if len(y) > 1 and np.isfinite(y).any()]
+    return max(tops) if tops else math.nan
+
+
+def write_figure(logs: list[Path], out: str, fmt: str, Figure: Any) -> None:
+    series = [load_series(p)[0] for p in logs]
+    labels = short_labels([s.name for s in series])
+    fig = Figure(figsize=(10, 6.5), dpi=120, layout="constrained")
+    loss_ax, lr_ax = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    colours = [f"C{i % 10}" for i in range(len(series))]
+    emas, lows = [], []
+    for s, name, c in zip(series, labels, colours):
+        x, y = s.loss.points(FIGURE_POINTS)
+        if len(x):
+            loss_ax.plot(x, y, color=c, alpha=0.25, linewidth=0.6)
+        ex, ey = s.smooth.points(FIGURE_POINTS, mean=True)
+        if len(ex):
+            loss_ax.plot(ex, ey, color=c, linewidth=1.4, label=f"{name} train (EMA)")
+            emas.append(ey)
+            lows.append(float(np.nanmin(y)) if len(y) else math.nan)
+        vx, vy = s.eval_points()
+        if len(vx):
+            loss_ax.plot(vx, vy, "o-", color=c, markersize=3.5, linewidth=0.8, label=f"{name} val")
+            emas.append(vy)
+            lows.append(float(np.nanmin(vy)))
+        lx, ly = s.lr_points(FIGURE_POINTS)
+        if len(lx):
+            lr_ax.plot(lx, ly, color=c, linewidth=1.2, label=name)
+    top = focus_top(emas)
+    low = min((v for v in lows if math.isfinite(v)), default=math.nan)
+    if math.isfinite(top) and math.isfinite(low) and top > low:
+        pad = (top - low) * 0.05
+        loss_ax.set_ylim(low - pad, top + pad)  # the first steps' spike is off the top, as in the viewer
+    loss_ax.set_ylabel("loss")
+    loss_ax.grid(True, alpha=0.3)
+    if loss_ax.get_legend_handles_labels()[0]:
+        loss_ax.legend(fontsize="small", ncols=2 if len(series) > 3 else 1)
+    lr_ax.set_ylabel("learning rate")
+    lr_ax.set_xlabel("step")
+    lr_ax.grid(True, alpha=0.3)
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    fig.suptitle(" · ".join(labels) if len(labels) <= 6 else f"{len(labels)} runs")
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt)
+    Path(out).write_bytes(buf.getvalue())  # whole or not at all: a failed draw leaves no half file

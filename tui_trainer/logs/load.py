@@ -1,0 +1,164 @@
+"""One log read whole into a ``RunSeries``: a replay, or the start of a follow.
+
+``read_whole`` reads from the start in chunks (memory is one chunk plus the
+bounded series); a log a resume wrote over is read twice, the second time
+dropping what the resume superseded (``resumes.py``).  ``preview`` samples a
+big file in a few milliseconds so a first frame shows while the full read
+runs.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..records import TrainStep
+from ..series import RunSeries
+from .parsing import Item, LineParser, ReadCounts, TrainBlock
+from .paths import LogError, display_name, locate
+from .resumes import cutoffs
+from .tail import CHUNK, Tail
+
+PREVIEW_POINTS = 2000
+
+
+def apply_items(series: RunSeries, items: list[Item]) -> None:
+    """Fold parsed items into a series, in file order."""
+    for it in items:
+        if isinstance(it, TrainBlock):
+            if it.last is not None:
+                series.extend_train(it.steps[:-1], it.losses[:-1], it.lrs[:-1])
+                series.apply(it.last)
+            else:
+                series.extend_train(it.steps, it.losses, it.lrs)
+                if series.state == "starting":
+                    series.state = "running"
+        else:
+            if isinstance(it, TrainStep) and series.state == "starting":
+                series.state = "running"
+            series.apply(it)
+
+
+def read_whole(tail: Tail, name: str, follow: bool, stop: threading.Event | None = None
+               ) -> tuple[RunSeries, LineParser] | None:
+    """The file ``tail`` has open, read from its start into a fresh series,
+    and the parser that read it (its ``counts`` say what was read); None if
+    ``stop`` was set.  ``follow``: the file is still growing (a torn last line
+    is left for later, and a log without a run_end is not finished)."""
+    series, parser = _read(tail, name, follow, stop, None)
+    if series is not None and parser.supersedes:
+        # A resumed run rewrote steps an earlier session had logged: read
+        # again, dropping what the resume superseded.
+        tail.open()
+        series, parser = _read(tail, name, follow, stop, cutoffs(parser.resumes))
+    if series is None:
+        return None
+    series.bad_lines = parser.counts.bad
+    if not follow and not series.total_steps and not series.ended:
+        # Someone else's log (no run_start/run_end): read to its end, it is a finished file.
+        series.state, series.total_steps = "finished", series.step
+    return series, parser
+
+
+def _read(tail: Tail, name: str, follow: bool, stop: threading.Event | None, cuts: list[int] | None
+          ) -> tuple[RunSeries | None, LineParser]:
+    parser = LineParser(bulk=True, counts=ReadCounts(), cutoffs=cuts)
+    series = RunSeries(name)
+    while True:
+        if stop is not None and stop.is_set():
+            return None, parser
+        buf = tail.read_chunk(CHUNK)
+        if buf is None:
+            break
+        apply_items(series, parser.feed_chunk(buf))
+    if not follow:
+        apply_items(series, read_last_line(tail, parser))
+    return series, parser
+
+
+def read_last_line(tail: Tail, parser: LineParser) -> list[Item]:
+    """A finished file's last line when it has no newline: read if it reads,
+    else counted as torn (a write cut short), not as a bad line."""
+    rest = tail.take_partial()
+    if not rest.strip():
+        return []
+    c = parser.counts
+    before = c.bad
+    items = parser.feed([rest])
+    if c.bad > before:
+        c.bad, c.lines, c.torn_tail = before, c.lines - 1, True
+        c.first_bad = c.first_bad[:before]
+    return items
+
+
+def load_series(path: Path, name: str | None = None) -> tuple[RunSeries, ReadCounts]:
+    """Read a whole log at once (replay): the series and what was read."""
+    log = locate(path)
+    tail = Tail(log) if log is not None else None
+    if tail is None or not tail.open():
+        raise LogError(f"{path} does not exist")
+    try:
+        got = read_whole(tail, display_name(path), follow=False)
+    finally:
+        tail.close()
+    assert got is not None
+    series, parser = got
+    if name:
+        series.name = name
+    return series, parser.counts
+
+
+def preview(path: Path, name: str, points: int = PREVIEW_POINTS) -> RunSeries | None:
+    """A quick look at a big log: ``points`` train lines sampled evenly through
+    the file (a few ms), shown while the full read runs."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        lines = []
+        for k in range(points):
+            off = size * k // points
+            buf = os.pread(fd, 2048, off)
+            start = 0 if off == 0 else buf.find(b"\n") + 1
+            end = buf.find(b"\n", start)
+            if start <= 0 and off or end < 0:
+                continue
+            lines.append(buf[start:end])
+    finally:
+        os.close(fd)
+    series = RunSeries(name)
+    for it in LineParser(bulk=True).feed(lines):
+        if isinstance(it, TrainBlock):
+            order = np.argsort(it.steps, kind="stable")
+            series.extend_train(it.steps[order], it.losses[order], it.lrs[order])
+    if not len(series.loss) and not len(series.lr_curve):
+        return None
+    series.state = "starting"
+    series.detail = "preview"
+    return series
+
+
+def has_plottable(path: Path, limit: int = 1 << 30) -> bool:
+    """True as soon as the log holds one train point or eval (reads no more)."""
+    parser = LineParser(bulk=True)
+    tail = Tail(path)
+    if not tail.open():
+        return False
+    try:
+        read = 0
+        while read < limit:
+            lines = tail.read(1 << 20)
+            if lines is None:
+                break
+            read += 1 << 20
+            parser.feed(lines)
+            if parser.counts.plottable:
+                return True
+        parser.feed([tail.take_partial()])
+        return parser.counts.plottable > 0
+    finally:
+        tail.close()

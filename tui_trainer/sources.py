@@ -1,0 +1,225 @@
+"""Where the dashboard's records come from, and how it steers a run: no Textual here.
+
+A *source* hands the dashboard records; a *steering* capability, when the
+dashboard has one, carries its commands to a run.  The two are separate
+because they vary separately: a log read back has a source and nothing to
+steer; the live dashboard reads the training thread's queue and steers that
+trainer in-process; ``attach`` follows a log file and steers over the run's
+control channel (``ui/attach.py``).
+
+The training thread never calls into the UI: its records go into a queue
+(``QueueSink.emit`` is one ``put``, never blocks), drained by the UI's timer,
+so a fast loop cannot flood the event loop and a slow terminal cannot slow
+training.
+
+Writing a source: subclass ``RecordSource`` and implement ``poll``; implement
+``start``, ``stop`` and ``done`` only if something runs behind the source that
+must be wound down before the app may exit.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from .commands import Command
+from .records import Record, RunEnd
+
+MAX_PER_POLL = 50_000  # records handed over per poll, so one poll never freezes the screen
+
+
+class RecordSource:
+    """Where the dashboard's records come from.
+
+    ``poll()`` is called on the UI thread a few times a second and returns
+    the records that arrived since the last call, each with the index of the
+    run it belongs to (0 for a single run; a new index adds a run).  It must
+    return quickly: do blocking reads in a thread of your own.
+    """
+
+    #: Set by the app: called (UI thread) when run ``i`` was read again from
+    #: the start, so rows already shown for it are no longer its rows.
+    on_reset: Callable[[int], None] | None = None
+
+    def poll(self) -> list[tuple[int, Record]]:
+        return []
+
+    def take_swapped(self) -> bool:
+        """True once after whole series were replaced without records (a log load)."""
+        return False
+
+    def status_text(self) -> str:
+        """A few words for the status line, e.g. ``following 2 files``."""
+        return ""
+
+    def start(self) -> None:
+        """Called once the app is up."""
+
+    def stop(self) -> None:
+        """Asked to wind down; the app exits once ``done`` is true."""
+
+    @property
+    def done(self) -> bool:
+        """True when nothing behind the source is still running."""
+        return True
+
+    @property
+    def result(self) -> Any:
+        """What the app returns when it exits (the live run's ``RunEnd``)."""
+        return None
+
+
+class QueueSink:
+    """An engine sink that puts each record, tagged with its run, into a queue."""
+
+    def __init__(self, q: queue.SimpleQueue, run: int = 0):
+        self.queue = q
+        self.run = run
+
+    def emit(self, record: Record) -> None:
+        self.queue.put((self.run, record))
+
+
+class QueueSource(RecordSource):
+    """Records pushed by ``QueueSink``s (from any thread), drained by ``poll``."""
+
+    def __init__(self, q: queue.SimpleQueue | None = None):
+        self.queue: queue.SimpleQueue = q if q is not None else queue.SimpleQueue()
+
+    def sink(self, run: int = 0) -> QueueSink:
+        return QueueSink(self.queue, run)
+
+    def poll(self) -> list[tuple[int, Record]]:
+        out = []
+        try:
+            while len(out) < MAX_PER_POLL:
+                out.append(self.queue.get_nowait())
+        except queue.Empty:
+            pass
+        return out
+
+
+class Trainer(Protocol):
+    """All a ``TrainerSource`` uses of a trainer (``engine.Trainer`` has it)."""
+
+    step: int
+    run_name: str
+
+    def add_sink(self, sink: Any) -> None: ...
+    def remove_sink(self, sink: Any) -> None: ...
+    def send(self, command: Command) -> None: ...
+    def request_stop(self) -> None: ...
+    def run(self) -> RunEnd: ...
+
+
+class TrainerSource(QueueSource):
+    """A live run: ``trainer.run()`` in a thread, its records through a queue."""
+
+    def __init__(self, trainer: Trainer):
+        super().__init__()
+        self.trainer = trainer
+        self._sink = self.sink(0)
+        trainer.add_sink(self._sink)
+        self.thread: threading.Thread | None = None
+        self.end: RunEnd | None = None
+        self.stopping = False
+        self.detached = False
+
+    def start(self) -> None:
+        if self.thread is None:
+            # A daemon thread: a second Ctrl-C at the shell must not hang on a
+            # long run; run_dashboard joins it on every ordinary way out.
+            self.thread = threading.Thread(target=self._run, name="trainer", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.end = self.trainer.run()
+        except BaseException as e:  # the engine catches training errors; this is a sink or setup failing
+            self.end = RunEnd(step=getattr(self.trainer, "step", 0), status="failed",
+                              elapsed_s=0.0, error=f"{type(e).__name__}: {e}")
+            self.queue.put((0, self.end))
+
+    def send(self, command: Command) -> None:
+        if Command(command) is Command.STOP:
+            self.stop()
+        else:
+            self.trainer.send(Command(command))
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.trainer.request_stop()
+
+    def detach(self) -> None:
+        """The terminal is gone: stop feeding the UI; the trainer goes on headless."""
+        self.detached = True
+        self.trainer.remove_sink(self._sink)
+
+    def join(self, timeout: float | None = None) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+    @property
+    def done(self) -> bool:
+        return self.thread is None or not self.thread.is_alive()
+
+    @property
+    def result(self) -> RunEnd | None:
+        return self.end
+
+    def status_text(self) -> str:
+        if self.stopping and not self.done:
+            return "stopping…"
+        return ""
+
+
+# --- steering -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Answer:
+    """A run's answer to a command: ``text`` for a toast, ``short`` for the status line."""
+
+    text: str
+    short: str = ""
+    ok: bool = True
+
+
+class Steering(Protocol):
+    """The dashboard's ability to steer a run, when it has one.
+
+    ``mode`` names it for the key table (``ui/keys.py``): ``"live"`` when the
+    window trains the run itself (closing it stops the run), ``"attach"`` when
+    the run is another process's (closing the window leaves it going).
+    ``send`` never blocks; answers that arrive later (over a socket) are
+    collected by the UI thread with ``take_answers``.  What a command did shows
+    in the run's records either way (a ``pause``, an ``eval``, a ``checkpoint``).
+    """
+
+    mode: str
+
+    def can_send(self) -> bool:
+        """True while commands can reach a running run."""
+        ...
+
+    def send(self, command: Command) -> None: ...
+
+    def take_answers(self) -> list[Answer]: ...
+
+
+class LocalSteering:
+    """Steering the run this process trains (the live dashboard)."""
+
+    mode = "live"
+
+    def __init__(self, source: TrainerSource):
+        self.source = source
+
+    def can_send(self) -> bool:
+        return not self.source.done and not self.source.stopping
+
+    def send(self, command: Command) -> None:
+        self.source.send(command)
+
+    def take_answers(self) -> list[Answer]:
+        return []  # an in-process queue answers nothing; the records say what happened

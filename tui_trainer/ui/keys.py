@@ -1,0 +1,146 @@
+"""Every key of the dashboard, in one table: the footer, the help screen and
+the app's key handling all read it.
+
+A row says what a key does and *where* it works: in a mode (``live``: this
+window trains the run, so closing it stops the run; ``attach``: the run is
+another process's, steered over its control channel; ``view``: a log,
+nothing to steer), optionally only in a state of that mode (``running``: the
+run can be steered now; ``stopping``: this window is winding down;
+``ended``: the run is over; ``offline``: no live run to reach).  A key may
+have several rows (q stops a live run, closes an attached window, quits a
+viewer): exactly one applies at a time.  The footer and the help list only
+the rows that apply now; a key pressed where none of its rows applies gets a
+short reason (``refusal``) instead of silence.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.actions import parse
+from textual.binding import Binding
+
+MODES = ("live", "attach", "view")
+STATES = ("running", "stopping", "ended", "offline")
+STEER = ("live/running", "attach/running")
+QUIT_NOW = ("live/stopping", "live/ended", "live/offline", "view")
+
+
+@dataclass(frozen=True)
+class Key:
+    key: str                  # Textual's key name
+    show: str                 # the key as the footer and help show it
+    action: str               # the app's action, with its arguments
+    label: str = ""           # in the footer ("" = not shown there)
+    help: str = ""            # in the help screen ("" = not listed)
+    where: tuple[str, ...] = MODES  # "mode" or "mode/state" entries
+    priority: bool = False
+
+    def works(self, mode: str, state: str) -> bool:
+        return mode in self.where or f"{mode}/{state}" in self.where
+
+
+# In footer order: a narrow terminal cuts the footer's end, so how to quit and
+# how to get help come first.
+KEYS: tuple[Key, ...] = (
+    Key("q", "q", "quit('stop')", "stop run",
+        "stop the run (press twice; final checkpoint)", ("live/running",)),
+    Key("q", "q", "quit('quit')", "quit", "quit", QUIT_NOW),
+    Key("q", "q", "quit('close')", "close", "close this window; the run goes on", ("attach",)),
+    Key("question_mark", "?", "help", "help", "this help (escape closes it)"),
+    Key("p", "p", "pause", "pause", "pause / resume the run", STEER),
+    Key("e", "e", "eval", "eval", "evaluate and sample now", STEER),
+    Key("c", "c", "checkpoint", "ckpt", "save a checkpoint now", STEER),
+    Key("x", "x", "stop_run", "stop", "stop the run (press twice; final checkpoint)", ("attach/running",)),
+    Key("s", "s", "smooth", "smooth", "smooth the loss curve (EMA)"),
+    Key("l", "l", "log_y", "log", "log-scale loss axis"),
+    Key("w", "w", "window", "window", "whole run / last steps"),
+    Key("left_square_bracket", "[ ]", "sample(1)", "sample", "older / newer sample"),
+    Key("right_square_bracket", "]", "sample(-1)"),
+    # ctrl+c is q, wherever; priority, so it is ours and not Textual's "use ctrl+q" hint.
+    Key("ctrl+c", "ctrl+c", "quit", help="the same as q", priority=True),
+    Key("ctrl+p", "ctrl+p", "command_palette", help="commands (e.g. a light theme)"),  # Textual's own binding
+)
+
+# Actions the table governs, by (name, arguments): the app's check_action asks here.
+_BY_ACTION: dict[tuple[str, tuple[object, ...]], list[Key]] = {}
+for _k in KEYS:
+    _, _name, _args = parse(_k.action)
+    _BY_ACTION.setdefault((_name, _args), []).append(_k)
+
+
+def bindings() -> list[Binding]:
+    """The app's ``BINDINGS``: one per row, then for each key that does not work
+    everywhere a hidden fallback binding, ``refuse('key')``, which says why."""
+    out = [Binding(k.key, k.action, k.label, show=bool(k.label), key_display=k.show, priority=k.priority)
+           for k in KEYS if k.action != "command_palette"]
+    for key in dict.fromkeys(k.key for k in KEYS):
+        rows = [k for k in KEYS if k.key == key]
+        if not all(any(k.works(m, s) for k in rows) for m in MODES for s in STATES):
+            out.append(Binding(key, f"refuse({key!r})", show=False))
+    return out
+
+
+def works(action: str, args: tuple[object, ...], mode: str, state: str) -> bool:
+    """Whether a table action applies now; actions outside the table always do."""
+    rows = _BY_ACTION.get((action, args))
+    return rows is None or any(k.works(mode, state) for k in rows)
+
+
+def active(mode: str, state: str) -> list[Key]:
+    """The rows that apply now, in table order."""
+    return [k for k in KEYS if k.works(mode, state)]
+
+
+MODE_NAMES = {"live": "in the live dashboard", "attach": "when attached to a run", "view": "in the viewer"}
+STATE_REASONS = {
+    "ended": "the run has ended",
+    "stopping": "the run is stopping",
+    "offline": "no live run to steer: view only",
+}
+
+
+def refusal(key: str, mode: str, state: str) -> str:
+    """Why ``key`` does nothing now, in a few words."""
+    rows = [k for k in KEYS if k.key == key]
+    if not rows:
+        return f"{key}: not a key here; ? lists them"
+    k = rows[0]
+    what = f"{k.show} ({k.label or k.help})"
+    modes = list(dict.fromkeys(w.split("/")[0] for r in rows for w in r.where))
+    if mode == "view" and "view" not in modes:
+        return f"{what}: a log cannot be steered (view only)"
+    if mode not in modes:
+        return f"{what} works only {' or '.join(MODE_NAMES[m] for m in modes)}"
+    return f"{what}: {STATE_REASONS.get(state, 'not now')}"
+
+
+MODE_NOTES = {
+    "live": "This window trains the run: q stops it (asking once more first) with a final checkpoint.",
+    "attach": "Attached to a run in another process: p, e, c and x x (stop) go over its control channel; "
+              "answers show as toasts and on the status line. q only closes this window: the run goes on.",
+    "view": "Viewing a log: nothing here can be steered.",
+}
+
+# Paragraphs, not fixed lines: the help box wraps them to the terminal's width.
+READING = (
+    "The loss line is each step's train loss (min and max per column, so spikes stay visible; "
+    "its EMA with s); dots are the validation loss at each eval; * in the eval log marks a new best.\n"
+    "DIVERGED: the loss was NaN/inf several steps in a row. The run is paused and no bad step "
+    "touched the weights.{diverged}\n"
+    "Over SSH, --no-mouse keeps your terminal's copy and paste."
+)
+DIVERGED_KEYS = {"live": " p resumes, q stops.", "attach": " p resumes, x x stops."}
+
+
+def reading(mode: str) -> str:
+    """How to read the screen, naming only keys that exist in ``mode``."""
+    return READING.format(diverged=DIVERGED_KEYS.get(mode, ""))
+
+
+def help_rows(mode: str, state: str) -> list[tuple[str, str]]:
+    """(key, what it does) for the help screen: the keys that work now."""
+    seen: dict[str, str] = {}
+    for k in active(mode, state):
+        if k.help and k.show not in seen:
+            seen[k.show] = k.help
+    return list(seen.items())
