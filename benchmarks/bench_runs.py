@@ -47,14 +47,18 @@ from tui_trainer.runs import Scanner  # noqa: E402
 CONFIG = {"n_layer": 4, "n_embd": 128, "max_lr": 3e-3, "batch_size": 32, "seed": 1337, "dropout": 0.0}
 
 
+def dumps(d: dict) -> str:
+    return json.dumps(d, separators=(",", ":")) + "\n"  # as runlog writes a line
+
+
 def write_log(folder: Path, steps: int, seed: int) -> None:
     rnd = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     t0 = 1764105047.123456 + seed * 3600
     cfg = dict(CONFIG, max_lr=CONFIG["max_lr"] * (1 + seed % 5), steps=steps, out=str(folder))
     with open(folder / "losses.jsonl", "w") as f:
-        f.write(json.dumps({"type": "run_start", "step": 0, "time": t0, "run_name": folder.name, "config": cfg,
-                            "n_params": 1, "device": "cpu", "total_steps": steps, "resumed": False}) + "\n")
+        f.write(dumps({"type": "run_start", "step": 0, "time": t0, "run_name": folder.name, "config": cfg,
+                       "n_params": 1, "device": "cpu", "total_steps": steps, "resumed": False}))
         buf = []
         for s in range(1, steps + 1):
             loss = 4.0 * 0.5 ** (s / (steps / 4)) + rnd.random() * 0.1
@@ -62,23 +66,24 @@ def write_log(folder: Path, steps: int, seed: int) -> None:
                        f'"lr":{3e-3 * rnd.random()!r},"tokens_per_sec":{12000 + rnd.random()!r},'
                        f'"grad_norm":{rnd.random()!r},"elapsed_s":{s * 0.0123!r},"tokens":{s * 4096}}}\n')
             if s % 100 == 0:
-                buf.append(json.dumps({"type": "eval", "step": s, "time": t0, "val_loss": loss + 0.1,
-                                       "train_loss": loss, "elapsed_s": s * 0.0123, "forced": False}) + "\n")
+                buf.append(dumps({"type": "eval", "step": s, "time": t0, "val_loss": loss + 0.1,
+                                  "train_loss": loss, "elapsed_s": s * 0.0123, "forced": False}))
             if s % 500 == 0:
-                buf.append(json.dumps({"type": "sample", "step": s, "time": t0, "prompt": "def ",
-                                       "text": "def f(x):\n    return x" * 4}) + "\n")
+                buf.append(dumps({"type": "sample", "step": s, "time": t0, "prompt": "def ",
+                                  "text": "def f(x):\n    return x" * 4}))
             if len(buf) > 10_000:
                 f.writelines(buf)
                 buf = []
         f.writelines(buf)
-        f.write(json.dumps({"type": "run_end", "step": steps, "time": t0, "status": "finished",
-                            "elapsed_s": steps * 0.0123, "val_loss": 1.0, "error": None}) + "\n")
+        f.write(dumps({"type": "run_end", "step": steps, "time": t0, "status": "finished",
+                       "elapsed_s": steps * 0.0123, "val_loss": 1.0, "error": None}))
 
 
 def make(folder: Path, runs: int, steps: int) -> list[Path]:
-    marker = folder / f".made-{runs}x{steps}"
+    marker = folder / f".made-{runs}x{steps}-v2"
     paths = [folder / f"run-20261201-{i:06d}" for i in range(runs)]
     if not marker.exists():
+        folder.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
         for i, p in enumerate(paths):
             write_log(p, steps, i)
@@ -176,9 +181,9 @@ def main() -> None:
     ap.add_argument("--no-whole", action="store_true", help="skip the whole-log baseline (slow)")
     a = ap.parse_args()
     many = make(a.dir / "many", a.runs, a.steps)
-    big = make(a.dir / "big", a.overlay, a.overlay_steps)
+    big = make(a.dir / "big", a.overlay, a.overlay_steps) if a.overlay else []
     listing(a.dir / "many", many, a.repeat, not a.no_whole)
-    if a.overlay:
+    if big:
         overlay(big, a.repeat)
 
 

@@ -148,6 +148,7 @@ async def test_stop_prompt_expires(live):
         append(run_dir, RunEnd(step=30, status="stopped", elapsed_s=3.0))  # stopped by another window
         await until(pilot, lambda: app.runs[0].state == "stopped", "the log's run_end")
         await until(pilot, lambda: "x again" not in status(app), "the prompt to go with the run")
+        assert "run stopped at step 30" in status(app)
         await pilot.press("x")
         await until(pilot, lambda: any("the run has ended" in m for m in toasts(app)), "the reason")
         assert t.commands.empty()

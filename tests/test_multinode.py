@@ -12,8 +12,8 @@ agent holds rank 0, the one that writes, is looked up from its worker's
 
 torchrun's agents meet at an exit barrier when their workers are done.  An
 agent that is signalled leaves without it, so after a signal on one agent
-the other waits there (300 s, torchrun's default) although its worker has
-ended; the tests end that wait themselves once both workers are gone.
+the other may wait there (300 s, torchrun's default) although its worker
+has ended; the tests end that wait themselves once both workers are gone.
 """
 from __future__ import annotations
 
@@ -82,15 +82,12 @@ class Agents:
 
     def end_after_workers(self, timeout: float = 60) -> None:
         """Once no agent has a worker left, end any agent still waiting at
-        torchrun's exit barrier for one that was signalled."""
+        torchrun's exit barrier for the one that was signalled (it may sit
+        in a blocking store wait, where a SIGTERM is not seen for minutes)."""
         assert wait_for(lambda: not any(self.workers(a) for a in self.procs if a.poll() is None), timeout), \
             "a worker outlived the run"
-        for a in self.procs:
-            if a.poll() is None:
-                time.sleep(0.5)  # it may be leaving on its own
-            if a.poll() is None:
-                a.send_signal(signal.SIGTERM)
-        self.wait(timeout=60)
+        wait_for(lambda: all(a.poll() is not None for a in self.procs), 5.0)
+        self.kill()
 
     def kill(self) -> None:
         for a in self.procs:

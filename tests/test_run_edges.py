@@ -275,3 +275,37 @@ def test_the_mouse_is_left_to_the_terminal_unless_asked(command):
 def test_version(capsys):
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("tui-trainer ")
+
+
+def test_view_without_a_terminal_refuses_instead_of_spinning(tmp_path, capsys):
+    run = tmp_path / "run"
+    write_log(run, start(), RunEnd(step=10, status="finished", elapsed_s=1.0))
+    from tui_trainer.records import TrainStep
+    sink = JsonlSink(run / LOG_NAME)
+    sink.emit(TrainStep(step=1, train_loss=1.0, lr=0.1, tokens_per_sec=1.0, grad_norm=1.0, elapsed_s=1.0))
+    sink.close()
+    assert cli.main(["view", str(run)]) == 2
+    line = one_error_line(capsys)
+    assert "needs a terminal" in line and "ssh -t" in line
+
+
+# --- the numbers people watch ----------------------------------------------------
+
+def test_run_start_carries_what_mfu_needs_and_resources_are_sampled(tiny_cfg, monkeypatch):
+    from tui_trainer import resources
+    from tui_trainer.engine import Trainer
+    from tui_trainer.records import Resources
+    from tui_trainer.series import RunSeries
+
+    monkeypatch.setattr(resources, "EVERY_S", 0.0)  # a sample after every step
+    seen = []
+    t = Trainer(tiny_cfg(steps=5, eval_every=5, threads=1), None, [type("S", (), {"emit": lambda s, r: seen.append(r)})()])
+    t.run()
+    start = seen[0]
+    assert start.flops_per_token > 6 * t.model.num_params() and start.peak_flops > 0
+    samples = [r for r in seen if isinstance(r, Resources)]
+    assert samples and all(r.rss_mb > 10 for r in samples) and samples[0].cuda_allocated_mb is None
+    s = RunSeries()
+    for r in seen:
+        s.apply(r)
+    assert 0 < s.mfu() < 1 and s.resources is samples[-1]

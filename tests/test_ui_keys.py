@@ -220,8 +220,9 @@ async def test_every_key_answers_in_the_live_dashboard():
         await pilot.press("c")
         await until(pilot, said("✓ checkpoint saved at step"), "c's answer")
         await until(pilot, lambda: "checkpoint saved" in status(app), "c's answer on the status line")
-        await pilot.press("x")
-        await until(pilot, said("works only when attached"), "x's reason")
+        await pilot.press("x")  # x stops only an attached run; here it is the x axis
+        await until(pilot, lambda: "x axis: tokens" in status(app), "x's answer")
+        await pilot.press("x", "x")  # wall time, then steps again
         await pilot.press("left_square_bracket")
         await until(pilot, said("oldest sample"), "[ at the only sample")
         await pilot.press("right_square_bracket")
@@ -236,11 +237,13 @@ async def test_every_key_answers_in_the_viewer():
     app = DashboardApp(FixedSource(fixed_records(n=50, eval_every=1000)))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        for key in "pecx":
+        for key in "pec":
             n = len(toasts(app))
             await pilot.press(key)
             await until(pilot, lambda: len(toasts(app)) > n, f"an answer to {key}")
             assert "a log cannot be steered" in toasts(app)[-1]
+        await pilot.press("x")  # x stops only an attached run; here it is the x axis
+        await until(pilot, lambda: "x axis: tokens" in status(app), "x's answer")
         await pilot.press("left_square_bracket")
         await until(pilot, lambda: "no sample in this log" in toasts(app)[-1], "[ without samples")
         await pilot.press("q")

@@ -195,7 +195,7 @@ def one_error_line(err):
 @pytest.mark.parametrize("case, expect", [
     ("missing", "does not exist"),
     ("empty_dir", "folder without losses.jsonl; pass a run folder"),
-    ("outputs", "folder without losses.jsonl; it holds runs (run-b)"),
+    ("outputs", "view needs a terminal"),  # a folder of runs opens the runs browser (tests/test_runs_browser.py)
     ("binary", "is a binary file"),
     ("empty_file", "has no plottable record"),
     ("junk", "has no plottable record (3 lines: 2 unreadable, 1 without a step and a loss)"),

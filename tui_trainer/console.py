@@ -1,36 +1,66 @@
 """The headless printer: the lines the lesson's script prints, as a sink.
 
-Plain lines only, no carriage returns, so a redirected log greps cleanly.
+Plain lines only, no carriage returns, so a redirected log greps cleanly; to
+a file or pipe the lines are ASCII (a sample's newlines and any non-ASCII
+character as backslash escapes), to a terminal a sample's newlines show as ⏎.
+The rate, ETA and MFU are the same smoothed figures the dashboard shows (a
+``RunSeries`` is fed alongside).
 """
 from __future__ import annotations
 
 import sys
 from typing import TextIO
 
-from .fmt import fmt_loss
-from .records import (Ack, BadStep, Checkpoint, Eval, Paused, Record, Resumed, RunEnd, RunStart,
+from .fmt import fmt_count, fmt_duration, fmt_loss, fmt_value
+from .records import (Ack, BadStep, Change, Checkpoint, Eval, Paused, Record, Resumed, RunEnd, RunStart,
                       Sample, TrainStep)
+from .series import RunSeries
 
 
 class ConsoleSink:
     def __init__(self, log_every: int = 10, stream: TextIO | None = None):
         self.log_every = max(1, log_every)
         self.stream = stream or sys.stdout
+        try:
+            self.terminal = self.stream.isatty()
+        except (AttributeError, ValueError, OSError):
+            self.terminal = False
+        self.series = RunSeries()
 
     def _print(self, line: str) -> None:
+        if not self.terminal:
+            line = line.encode("ascii", "backslashreplace").decode("ascii")
         print(line, file=self.stream, flush=True)
 
+    def _sample_text(self, text: str) -> str:
+        return text.replace("\n", "⏎") if self.terminal else text.replace("\\", "\\\\").replace("\n", "\\n")
+
     def emit(self, r: Record) -> None:
+        self.series.apply(r)
         if isinstance(r, TrainStep):
             if r.step % self.log_every == 0 or r.step == 1:
-                self._print(f"step {r.step:>6} | loss {fmt_loss(r.train_loss)} | lr {r.lr:.2e} | "
-                            f"{r.tokens_per_sec:,.0f} tok/s | grad {r.grad_norm:.2f}")
+                s = self.series
+                total = f"/{s.total_steps}" if s.total_steps else ""
+                _, tps = s.rates()
+                mfu = s.mfu()
+                bits = [f"step {r.step:>6}{total}", f"loss {fmt_loss(r.train_loss)}", f"lr {r.lr:.2e}",
+                        f"{fmt_count(tps)} tok/s"]
+                if mfu == mfu:
+                    bits.append(f"MFU {100 * mfu:.1f}%")
+                bits.append(f"grad {r.grad_norm:.2f}")
+                eta = s.eta_s()
+                if eta == eta:
+                    bits.append(f"ETA {fmt_duration(eta)}")
+                self._print(" | ".join(bits))
         elif isinstance(r, Eval):
             tag = " (forced)" if r.forced else ""
             self._print(f"eval {r.step:>6} | train {fmt_loss(r.train_loss)} | val {fmt_loss(r.val_loss)} | "
                         f"{r.elapsed_s:.1f}s{tag}")
         elif isinstance(r, Sample):
-            self._print(f"sample {r.step:>4} | " + r.text.replace("\n", "⏎"))
+            tag = " (requested)" if r.requested else ""
+            self._print(f"sample {r.step:>4}{tag} | " + self._sample_text(r.text))
+        elif isinstance(r, Change):
+            self._print(f"change {r.step:>4} | {r.key} {fmt_value(r.old)} -> {fmt_value(r.new)} ({r.source})")
         elif isinstance(r, RunStart):
             verb = "resuming" if r.resumed else "run"
             self._print(f"{verb} {r.run_name} | {r.n_params:,} params | {r.device} | "
@@ -51,5 +81,5 @@ class ConsoleSink:
             self._print(f"{r.command}: {r.message}")
         elif isinstance(r, RunEnd):
             extra = f" | error: {r.error}" if r.error else ""
-            self._print(f"run {r.status} at step {r.step} | val {fmt_loss(r.val_loss)} | "
-                        f"{r.elapsed_s:.1f}s{extra}")
+            val = "no eval yet" if r.val_loss is None else f"val {fmt_loss(r.val_loss)}"
+            self._print(f"run {r.status} at step {r.step} | {val} | {fmt_duration(r.elapsed_s)}{extra}")

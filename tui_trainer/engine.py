@@ -22,13 +22,16 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
+from . import resources
 from .commands import Command  # noqa: F401  (re-exported as engine.Command)
 from .config import INEXACT_CHANGES, TrainConfig, UserError
+from .hardware import flops_per_token, peak_flops
 from .lesson import calc_loss_batch, evaluate_model, generate_and_print_sample  # noqa: F401 (public here too)
 from .live import define_live_settings
 from .optim import cosine_with_warmup, set_lr
 from .parts import Parts, build_parts
-from .records import (BadStep, CheckpointReason, Eval, RunEnd, RunStart, Sample, Status, TrainStep)
+from .records import (BadStep, CheckpointReason, Eval, Resources, RunEnd, RunStart, Sample, Status,
+                      TrainStep)
 from .run import Run, Sink
 
 
@@ -140,11 +143,14 @@ class Trainer:
         cfg, run = self.cfg, self.run_handle
         self._t0 = time.perf_counter()
         run.total_steps = cfg.steps
+        fpt, peak = self._flops()
         self.emit(RunStart(step=self.step, run_name=self.run_name, config=cfg.to_dict(),
                            n_params=self.model.num_params(), device=self.hw.describe() + self.dist.describe(),
                            total_steps=cfg.steps, resumed=self.resumed, resumed_from=self.resumed_from,
                            changes=self.config_changes, live=dict(run.changed) or None,
-                           inexact=[k for k in INEXACT_CHANGES if k in (self.config_changes or {})] or None))
+                           inexact=[k for k in INEXACT_CHANGES if k in (self.config_changes or {})] or None,
+                           flops_per_token=fpt, peak_flops=peak))
+        self._sampled_at = time.perf_counter()
         status, error = "finished", None
         try:
             while self.step < cfg.steps:
@@ -162,6 +168,8 @@ class Trainer:
                             break
                         run.pause("diverged")
                     continue
+                if time.perf_counter() - self._sampled_at >= resources.EVERY_S:
+                    self._sample_resources()
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                     self._probe(forced=False)
                 if self.ckpts.due(self.step, cfg.steps):
@@ -253,6 +261,22 @@ class Trainer:
             return self._train_step()
         self.emit(Status(step=self.step, state="running", detail=f"compiled in {time.perf_counter() - t:.1f}s"))
         return ok
+
+    def _flops(self) -> tuple[float | None, float | None]:
+        """(training FLOPs per token, peak FLOP/s) for MFU; (None, None) rather
+        than ever failing a run over a figure."""
+        if not self.dist.is_main:
+            return None, None
+        try:
+            return (flops_per_token(self.model.config, self.model.num_params()),
+                    peak_flops(self.hw.device, self.hw.dtype, self.hw.tf32))
+        except Exception:
+            return None, None
+
+    def _sample_resources(self) -> None:
+        self._sampled_at = time.perf_counter()
+        if self.dist.is_main:
+            self.emit(Resources(step=self.step, **resources.sample(self.hw.device)))
 
     def _on_resume(self) -> None:
         self.bad_in_row = 0

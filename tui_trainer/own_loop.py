@@ -108,8 +108,9 @@ class OwnLoop:
         stop.  ``numbers``: any other number to keep (``acc=0.9``), written as
         a key of the line; ``grad_norm``, ``tokens`` (seen so far) and
         ``tokens_per_sec`` fill the record's own fields (tokens/sec worked out
-        from ``tokens`` when not given).  A number not given is written as
-        null.  ``steer=False`` writes the record only.  Under torchrun call it
+        from ``tokens`` when not given).  A number not given is NaN: null in
+        the line, named in ``nonfinite``.  ``steer=False`` writes the record
+        only (the Hugging Face callback logs from a hook that is not the step's end).  Under torchrun call it
         on every rank at the same steps: rank 0 writes, every rank steers."""
         step = _step(step)
         own = {k: numbers.pop(k) for k in ("grad_norm", "tokens", "tokens_per_sec") if k in numbers}

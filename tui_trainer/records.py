@@ -116,6 +116,10 @@ class RunStart(Record):
     # Resumed with changes that alter the arithmetic (threads, device, kernels):
     # from ``step`` on the run is not bit-identical to an uninterrupted one.
     inexact: list[str] | None = None
+    # For MFU: the model's training FLOPs per token, and the peak FLOP/s it is
+    # measured against (a GPU's data sheet, or this CPU's measured matmul peak).
+    flops_per_token: float | None = None
+    peak_flops: float | None = None
 
 
 @dataclass
@@ -148,6 +152,17 @@ class Sample(Record):
     text: str
     requested: bool = False  # asked for by a person (attach --sample, the prompt box), not the eval cadence
     id: str | int | None = None  # the request's id, when it gave one
+
+
+@dataclass
+class Resources(Record):
+    """What the run is using, sampled every few seconds."""
+
+    type: ClassVar[str] = "resources"
+    rss_mb: float | None = None
+    cuda_allocated_mb: float | None = None
+    cuda_reserved_mb: float | None = None
+    gpu_util: float | None = None  # percent, where nvidia-ml-py is installed
 
 
 @dataclass
@@ -225,7 +240,7 @@ MAX_EXTRAS = 64  # extra numbers read back from one line
 RECORD_TYPES: dict[str, type[Record]] = {
     cls.type: cls
     for cls in (RunStart, TrainStep, Eval, Sample, Checkpoint, Paused, Resumed,
-                BadStep, Status, Ack, Change, RunEnd)
+                BadStep, Status, Ack, Change, Resources, RunEnd)
 }
 # Keys of a line that are not extras, for each record type that has extras.
 _NOT_EXTRA: dict[type[Record], frozenset[str]] = {

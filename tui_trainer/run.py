@@ -161,8 +161,9 @@ class Run(OwnLoop):
             try:
                 sink.emit(record)
             except LogWriteError as e:  # the disk is full: training on unrecorded is no use
-                self.failure = (f"{e.strerror}; free some space, then continue with "
-                                f"tui-trainer train --resume {self.folder}")
+                self.failure = (f"{e.strerror}; the log is whole up to its last line: free some space, "
+                                f"then continue the run from its last checkpoint (tui-trainer train --resume "
+                                f"{self.folder}, or resume=True in your own loop)")
                 self.remove_sink(sink)
                 self.request_stop()
 

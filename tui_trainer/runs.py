@@ -39,6 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from .config import RESUMABLE_CHANGES
 from .logs.formats import read as read_object
 from .logs.parsing import BLANK, decode
 from .logs.paths import is_binary
@@ -47,13 +50,15 @@ from .records import Change, Eval, Paused, Record, Resumed, RunEnd, RunStart, Tr
 from .rundir import is_live
 from .runlog import LOG_NAME
 
-HEAD_BYTES = 1 << 16     # the first line (run_start) is read from this much, more if it is longer
+HEAD_BYTES = 1 << 13     # the first line (run_start) is read from this much, more if it is longer
 HEAD_MAX = 1 << 22
 TAIL_BYTES = 1 << 16     # the last records: this much, four times more while no train line is in it
 TAIL_MAX = 1 << 22
 SCAN_CHUNK = 8 << 20     # the eval search reads this much at a time
 # A line that may be an eval (ours, flat, Hugging Face), a run_start or a change holds one of these.
-SCAN_KEYS = (b"val_loss", b"eval_loss", b'"run_start"', b'"change"')
+_SCAN_KEYS = re.compile(rb'"(?:val_loss|eval_loss|run_start|change)"')
+# Rare records the tail is searched for, wherever they are in it.
+_TAIL_RARE = re.compile(rb'"(?:run_start|change|pause|resume)"')
 LABEL_MAX = 12           # characters of a label: the eval table shows 12 of a run's name
 NOT_SETTINGS = frozenset({"out", "name"})  # differ between any two runs: not a setting that made them differ
 LIVE = ("running", "paused")
@@ -274,14 +279,20 @@ def _read_tail(s: RunSummary, fd: int, size: int) -> _Tail:
     while True:
         off = max(0, size - n)
         buf = os.pread(fd, size - off, off)
-        lines = buf.split(b"\n")
-        if off > 0:
-            lines = lines[1:]  # starts mid-line
+        begin = buf.find(b"\n") + 1 if off > 0 else 0  # it starts mid-line
         t = _Tail()
-        for raw in reversed(lines):
-            d = decode(raw)
-            if type(d) is dict:
-                _take(t, read_object(d))
+        # The newest records, newest first, until a train line has been read
+        # and the last session's fate is known (usually a line or three).
+        pos = len(buf) - 1 if buf.endswith(b"\n") else len(buf)
+        oldest = pos
+        while pos > begin and (t.train is None or t.ended is None):
+            oldest = max(begin, buf.rfind(b"\n", begin, pos) + 1)
+            _take_line(t, buf[oldest:pos])
+            pos = oldest - 1
+        # Then the rare records anywhere before those, newest first: a
+        # session's start, a changed total, a pause or a resume.
+        for ls, le in reversed(_candidates(buf[begin:oldest], b"rcp", _TAIL_RARE)):
+            _take_line(t, buf[begin + ls:begin + le])
         if t.train is not None or off == 0 or n >= TAIL_MAX:
             break
         n *= 4
@@ -298,6 +309,12 @@ def _read_tail(s: RunSummary, fd: int, size: int) -> _Tail:
     elif isinstance(t.train, tuple):
         s.train_loss = t.train[1]
     return t
+
+
+def _take_line(t: _Tail, raw: bytes) -> None:
+    d = decode(raw)
+    if type(d) is dict:
+        _take(t, read_object(d))
 
 
 def _take(t: _Tail, got: Any) -> None:
@@ -394,22 +411,19 @@ def _search_evals(entry: _Entry) -> None:
 
 
 def _search(entry: _Entry, buf: bytes) -> None:
-    starts: set[int] = set()
-    for key in SCAN_KEYS:
-        i = buf.find(key)
-        while i >= 0:
-            start = buf.rfind(b"\n", 0, i) + 1
-            starts.add(start)
-            nl = buf.find(b"\n", i)
-            if nl < 0:
-                break
-            i = buf.find(key, nl)
-    for start in sorted(starts):
-        nl = buf.find(b"\n", start)
-        d = decode(buf[start:nl if nl >= 0 else len(buf)])
+    """Parse the lines of ``buf`` (complete lines) that may be an eval, a
+    run_start or a change."""
+    for start, end in _candidates(buf, b"erc", _SCAN_KEYS):
+        d = decode(buf[start:end])
         if type(d) is not dict:
             continue
-        got = read_object(d)
+        step, val = d.get("step"), d.get("val_loss")
+        if d.get("type") == "eval" and type(step) is int and type(val) in (int, float):
+            got: Any = None  # the common case, an eval of ours: its two numbers, no record built
+            if math.isfinite(val):
+                entry.evals.append((step, float(val), len(entry.resumes)))
+        else:
+            got = read_object(d)
         if isinstance(got, Eval):
             if math.isfinite(got.val_loss):
                 entry.evals.append((got.step, got.val_loss, len(entry.resumes)))
@@ -419,6 +433,47 @@ def _search(entry: _Entry, buf: bytes) -> None:
                 entry.resumes.append(got.step)
         elif isinstance(got, Change) and got.key == "steps" and type(got.new) is int:
             entry.total = got.new
+
+
+_OURS = np.frombuffer(b'{"type":"', np.uint8)   # how every line our writer writes starts
+
+
+def _candidates(buf: bytes, letters: bytes, keys: re.Pattern) -> list[tuple[int, int]]:
+    """(start, end) of the lines of ``buf`` that may be wanted, in file order.
+
+    When every line is ours (the usual case) numpy finds them: the letter
+    after ``{"type":"`` starts the record type, so only lines whose type
+    starts with one of ``letters`` are parsed (e, r, c: eval, run_start,
+    change, and run_end, resume, checkpoint, which the reader drops).
+    Anything else (someone else's log, a line of junk) is searched for
+    ``keys`` by regex, line by line of those that hold one."""
+    if not buf:
+        return []
+    a = np.frombuffer(buf, np.uint8)
+    nl = np.flatnonzero(a == 10)
+    starts = np.concatenate(([0], nl + 1))
+    ends = np.concatenate((nl, [len(buf)]))
+    full = ends > starts
+    starts, ends = starts[full], ends[full]
+    if len(starts) and not (ends - starts <= len(_OURS)).any():
+        ours = a[starts] == _OURS[0]
+        for k in range(1, len(_OURS)):
+            ours &= a[starts + k] == _OURS[k]
+        if ours.all():
+            wanted = np.zeros(256, dtype=bool)
+            wanted[list(letters)] = True
+            pick = wanted[a[starts + len(_OURS)]]
+            return list(zip(starts[pick].tolist(), ends[pick].tolist()))
+    out = []
+    last = -1
+    for m in keys.finditer(buf):
+        if m.start() < last:
+            continue  # a second key on a line already taken
+        start = buf.rfind(b"\n", 0, m.start()) + 1
+        nl_at = buf.find(b"\n", m.end())
+        last = nl_at if nl_at >= 0 else len(buf)
+        out.append((start, last))
+    return out
 
 
 def _apply_search(entry: _Entry) -> None:
@@ -444,8 +499,8 @@ def short_labels(names: list[str], limit: int = LABEL_MAX) -> list[str]:
     """The shortest distinct part of each name, in whole words.
 
     Each name gets the shortest run of its consecutive words that no other
-    name holds (the later one when two are as short; a number of one or two
-    digits keeps the word before it): ``run-20261201-153012`` and
+    name holds (the later one when two are as short; a short number keeps the
+    word before it): ``run-20261201-153012`` and
     ``run-20261201-160233`` become ``153012`` and ``160233``;
     ``gpt-lr3e-4-bs32`` and ``gpt-lr1e-3-bs32`` become ``lr3e-4`` and
     ``lr1e-3``; ``run-3`` and ``run-4`` stay as they are.  Two labels can
@@ -489,8 +544,14 @@ def _parts(name: str) -> list[str]:
     return [name[spans[i][0]:spans[j][1]] for j in range(len(spans)) for i in range(j, -1, -1)]
 
 
+_NUMBER = re.compile(r"[0-9.eE+-]+")
+
+
 def _cost(part: str) -> int:
-    return len(part) + (10 if part.isdigit() and len(part) < 3 else 0)
+    """Shorter is better, but a short number alone (``3``, ``3e-4``, ``0.1``)
+    says little without the word before it (``run-3``, ``lr-3e-4``); a long one
+    (a date, a time) is fine alone."""
+    return len(part) + (10 if len(part) < 6 and _NUMBER.fullmatch(part) else 0)
 
 
 def _words(name: str) -> list[tuple[int, int]]:
@@ -519,21 +580,28 @@ def label(summaries: list[RunSummary]) -> None:
 
 
 def settings_diff(summaries: list[RunSummary]) -> dict[str, list[Any]]:
-    """The settings that differ between these runs: {key: [value of each run]}
-    (None where a run does not have the key), in the order the first run lists them.
-    Keys that name the run itself (``out``, ``name``) are left out."""
-    runs = [s for s in summaries if s.ok]
+    """The settings that differ between these runs (those that are runs, ``ok``)."""
+    return config_diff([s.config for s in summaries if s.ok])
+
+
+def config_diff(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The settings that differ: {key: [value in each config]} (None where a
+    config does not have the key).  Those that change what is learned (model,
+    data, optimiser) come first, then the ones a resume may change (cadences,
+    sampling, device: ``config.RESUMABLE_CHANGES``), each in the order the
+    configs list them.  Keys that name the run itself (``out``, ``name``) are
+    left out."""
     keys: dict[str, None] = {}
-    for s in runs:
-        keys.update(dict.fromkeys(s.config))
+    for c in configs:
+        keys.update(dict.fromkeys(c))
     out: dict[str, list[Any]] = {}
     for k in keys:
         if k in NOT_SETTINGS:
             continue
-        values = [s.config.get(k) for s in runs]
+        values = [c.get(k) for c in configs]
         if any(_differs(values[0], v) for v in values[1:]):
             out[k] = values
-    return out
+    return dict(sorted(out.items(), key=lambda kv: kv[0] in RESUMABLE_CHANGES))
 
 
 def _differs(a: Any, b: Any) -> bool:

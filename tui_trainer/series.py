@@ -16,12 +16,13 @@ import numpy as np
 
 from .curves import Curve, columns
 from .fmt import fmt_value
-from .records import (Ack, BadStep, Change, Checkpoint, EndStatus, EngineState, Eval, Paused, Record, Resumed,
-                      RunEnd, RunStart, Sample, Status, TrainStep)
+from .records import (Ack, BadStep, Change, Checkpoint, EndStatus, EngineState, Eval, Paused, Record, Resources,
+                      Resumed, RunEnd, RunStart, Sample, Status, TrainStep)
 from .smoothing import EMA_BETA, ema, ema_step
 
 SAMPLES_KEPT = 50
 MARKERS_KEPT = 500
+RATE_STEPS = 64       # steps the smoothed rates are taken over
 ENDED = frozenset(get_args(EndStatus))
 STATES = ("starting", *get_args(EngineState), *get_args(EndStatus))  # what a RunSeries.state can be
 
@@ -46,6 +47,10 @@ class EvalPoint:
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _positive(v: Any) -> float | None:
+    return float(v) if _finite(v) and not isinstance(v, bool) and 0 < v < 1e30 else None
 
 
 class RunSeries:
@@ -80,11 +85,16 @@ class RunSeries:
         self.evals_version = 0
         self._eval_cache: tuple[int, np.ndarray] = (-1, np.empty((0, 2)))
         self._ema_state, self._ema_count = 0.0, 0
-        self._rate: deque[tuple[float, int, int]] = deque(maxlen=64)  # (elapsed, step, tokens)
+        self._rate: deque[tuple[float, int, int]] = deque(maxlen=RATE_STEPS)  # (elapsed, step, tokens)
+        self._steps: deque[tuple[int, float]] = deque()  # (tokens, seconds) of each recent step
+        self._step_tokens, self._step_time, self._last_tokens = 0, 0.0, 0
         # Interventions drawn on the plots: changes, pauses, manual evals and checkpoints.
         self.markers: deque[Marker] = deque(maxlen=MARKERS_KEPT)
         self.markers_version = 0
         self.changes: dict[str, Any] = {}  # live settings as changed so far
+        self.flops_per_token: float | None = None  # for MFU (run_start)
+        self.peak_flops: float | None = None
+        self.resources: Resources | None = None  # the latest memory sample
 
     # --- feeding ---
     def apply(self, r: Record) -> None:
@@ -100,6 +110,8 @@ class RunSeries:
         elif isinstance(r, Sample):
             self.samples.append((r.step, r.text))
             self.samples_seen += 1
+        elif isinstance(r, Resources):
+            self.resources = r
         elif isinstance(r, Change):
             self.changes[r.key] = r.new
             self._mark(r.step, "change", f"{r.key} {fmt_value(r.old)}→{fmt_value(r.new)}")
@@ -130,6 +142,7 @@ class RunSeries:
             self.total_steps = r.total_steps
             self.step = max(self.step, r.step)
             self.n_params, self.device, self.config = r.n_params, r.device, r.config
+            self.flops_per_token, self.peak_flops = _positive(r.flops_per_token), _positive(r.peak_flops)
             self.state, self.error = "running", None
             if isinstance(r.live, dict):
                 self.changes.update(r.live)
@@ -163,6 +176,17 @@ class RunSeries:
         if self.state not in ENDED:
             self.state = "running"
         self._rate.append((r.elapsed_s, r.step, r.tokens))
+        n = r.tokens - self._last_tokens if isinstance(r.tokens, int) and r.tokens > self._last_tokens else 0
+        self._last_tokens = r.tokens if isinstance(r.tokens, int) else self._last_tokens
+        tps = r.tokens_per_sec
+        if n > 0 and _finite(tps) and tps > 0:
+            self._steps.append((n, n / tps))
+            self._step_tokens += n
+            self._step_time += n / tps
+            if len(self._steps) > RATE_STEPS:
+                n0, t0 = self._steps.popleft()
+                self._step_tokens -= n0
+                self._step_time -= t0
         if _finite(r.lr):
             self.lr_curve.append(r.step, r.lr)
         if _finite(r.train_loss):
@@ -234,13 +258,27 @@ class RunSeries:
         return self.smooth.last_y
 
     def rates(self) -> tuple[float, float]:
-        """(steps/s, tokens/s) over the last few dozen steps; NaN when unknown."""
+        """(steps/s, tokens/s) over the last few dozen steps; NaN when unknown.
+
+        Tokens/s is the training rate: tokens over the time the steps
+        themselves took (each train record's own rate), so an eval or a
+        checkpoint between steps does not dent it.  Steps/s, for the ETA, is
+        wall time between records, evals included: they will recur."""
+        sps = math.nan
         if len(self._rate) >= 2:
-            (e0, s0, t0), (e1, s1, t1) = self._rate[0], self._rate[-1]
+            (e0, s0, _), (e1, s1, _) = self._rate[0], self._rate[-1]
             if e1 > e0:
-                tps = (t1 - t0) / (e1 - e0) if t1 > t0 else self.tokens_per_sec
-                return (s1 - s0) / (e1 - e0), tps
-        return math.nan, self.tokens_per_sec if self.tokens_per_sec else math.nan
+                sps = (s1 - s0) / (e1 - e0)
+        if self._step_time > 0 and self._step_tokens > 0:
+            return sps, self._step_tokens / self._step_time
+        return sps, self.tokens_per_sec if self.tokens_per_sec else math.nan
+
+    def mfu(self) -> float:
+        """Model FLOPs utilisation at the smoothed token rate; NaN when unknown."""
+        _, tps = self.rates()
+        if not (self.flops_per_token and self.peak_flops and _finite(tps) and tps > 0):
+            return math.nan
+        return tps * self.flops_per_token / self.peak_flops
 
     def eta_s(self) -> float:
         sps, _ = self.rates()

@@ -100,7 +100,7 @@ class QueueSource(RecordSource):
         return out
 
 
-class Trainer(Protocol):
+class LiveTrainer(Protocol):
     """All a ``TrainerSource`` uses of a trainer (``engine.Trainer`` has it)."""
 
     step: int
@@ -116,7 +116,7 @@ class Trainer(Protocol):
 class TrainerSource(QueueSource):
     """A live run: ``trainer.run()`` in a thread, its records through a queue."""
 
-    def __init__(self, trainer: Trainer):
+    def __init__(self, trainer: LiveTrainer):
         super().__init__()
         self.trainer = trainer
         self._sink = self.sink(0)

@@ -21,18 +21,24 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from textual import work
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.widgets import Footer
 
+from .. import metrics, xaxis
 from ..commands import Command
-from ..fmt import fmt_int, fmt_loss
+from ..fmt import fmt_count, fmt_int, fmt_loss
 from ..records import Ack, Checkpoint, Eval, Paused, Record, Resumed, RunEnd
+from ..runs import config_diff
 from ..series import RunSeries
 from ..sources import LocalSteering, RecordSource, Steering, TrainerSource
 from . import keys, safe
+from .inspector import Inspector
+from .metric_picker import LR, MetricPicker
 from .plot import CurvePlot
+from .settings_diff import SettingsDiff
 from .titles import plot_title, sample_title
 from .widgets import Alert, EvalLog, HelpScreen, SamplePane, StatusLine
 
@@ -55,10 +61,13 @@ class DashboardApp(App):
 
     def __init__(self, source: RecordSource | None = None, runs: list[RunSeries] | None = None, *,
                  steering: Steering | None = None, title: str | None = None,
-                 window_steps: int = WINDOW_STEPS, clock: Callable[[], float] = time.monotonic):
+                 window_steps: int = WINDOW_STEPS, clock: Callable[[], float] = time.monotonic,
+                 browser: Any = None):
         super().__init__()
         self.source = source or RecordSource()
         self.steering = steering
+        # A folder of runs to come back to (``runs_table.Browser``, view DIR): escape shows its table.
+        self.browser = browser
         self.runs: list[RunSeries] = runs if runs is not None else []
         self.window_steps = window_steps
         self.clock = clock    # tests step a fake one through the confirm and note windows
@@ -72,6 +81,7 @@ class DashboardApp(App):
         self._keys_state: tuple | None = None
         self._note: tuple[str, float] = ("", -math.inf)  # (text, shown until)
         self._asked_at = -math.inf  # when a stop was first asked for (confirm window)
+        self._prompt = ""           # its words on the status line
         self.source.on_reset = self._run_reset
         if title:
             self.title = safe.plain(title, 80, newlines=False)
@@ -80,6 +90,7 @@ class DashboardApp(App):
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status")
         yield Alert(id="alert")
+        yield Inspector(id="inspector")
         with Horizontal(id="top"):
             yield CurvePlot("loss", id="loss")
             yield EvalLog(id="evals")
@@ -100,6 +111,8 @@ class DashboardApp(App):
         self.poll_timer = self.set_interval(POLL_S, self.poll_source)
         self.source.start()
         self.call_after_refresh(self._refit)
+        if self.browser is not None:
+            self.browser.show(self)
 
     def on_resize(self) -> None:
         self._apply_size()
@@ -113,7 +126,8 @@ class DashboardApp(App):
 
     def _apply_size(self) -> None:
         w, h = self.size
-        self.screen.set_class(w < COMPACT_BELOW[0] or h < COMPACT_BELOW[1], "-compact")
+        screen = getattr(self, "main", None) or self.screen  # the panes', even with help on top
+        screen.set_class(w < COMPACT_BELOW[0] or h < COMPACT_BELOW[1], "-compact")
 
     # --- mode and state: which keys work ---
     @property
@@ -130,6 +144,10 @@ class DashboardApp(App):
         return "running" if self.steering.can_send() else "offline"
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("inspect", "evals") and self.screen is not getattr(self, "main", self.screen):
+            return False  # these keys are the screen's on top (the runs table, the help)
+        if action == "back" and self.browser is None and not self._inspecting():
+            return False
         return keys.works(action, parameters, self.mode, self.state)
 
     # --- feeding ---
@@ -147,7 +165,8 @@ class DashboardApp(App):
         if self.steering is not None:
             for a in self.steering.take_answers():
                 self.say(a.text, ok=a.ok)
-                self.set_note(a.short or a.text)
+                if self.state == "running":  # an answer after the run's end must not hide the end
+                    self.set_note(a.short or a.text)
         swapped = self.source.take_swapped()
         if batch or swapped:
             self._plots_dirty = True
@@ -210,7 +229,8 @@ class DashboardApp(App):
         mode, state = self.mode, self.state
         if state != "running" and self._asked_at > -math.inf:
             self._asked_at = -math.inf  # a stop prompt means nothing once the run cannot be stopped
-            self._note = ("", -math.inf)
+            if self._note[0] == self._prompt:
+                self._note = ("", -math.inf)
         self.main.query_one(StatusLine).show(self.runs, self._note_text())
         self.main.query_one(Alert).show(self.runs, mode)
         evals = sum(r.evals_version for r in self.runs)
@@ -219,6 +239,9 @@ class DashboardApp(App):
             self.main.query_one(EvalLog).show(self.runs)
         self._show_sample()
         now = time.monotonic()
+        if self._inspecting() and (force_plots or self._plots_dirty):
+            loss = self.main.query_one("#loss", CurvePlot)
+            self.main.query_one(Inspector).show(self.runs, loss.x_mode, loss.cursor)
         if force_plots or (self._plots_dirty and now - self._plotted_at >= PLOT_S):
             self._plotted_at, self._plots_dirty = now, False
             self._title_plots()
@@ -286,7 +309,7 @@ class DashboardApp(App):
             self._asked_at = -math.inf
             self._note = ("", -math.inf)
             return True
-        self._asked_at = now
+        self._asked_at, self._prompt = now, short
         self.set_note(short, CONFIRM_S)
         self.say(prompt, warn=True, timeout=CONFIRM_S)
         self.update_view()
@@ -322,6 +345,160 @@ class DashboardApp(App):
             self.say("this is the oldest sample kept" if delta > 0 else "this is the newest sample")
         self.sample_back = back
         self._show_sample()
+
+    # --- comparing runs and looking closer ---
+    def _plots(self) -> list[CurvePlot]:
+        return list(self.main.query(CurvePlot))
+
+    def action_x_axis(self, key: str = "x") -> None:
+        """x (X when attached): step, tokens, wall time, skipping a unit no run shown knows."""
+        plots = self._plots()
+        modes, now = xaxis.MODES, plots[0].x_mode
+        new = now
+        for k in range(1, len(modes) + 1):
+            new = modes[(modes.index(now) + k) % len(modes)]
+            if not self.runs or any(xaxis.known(r, new) for r in self.runs):
+                break
+        if new == now:
+            self.say(f"x axis: {xaxis.NAMES[now]} (these logs have no token count or elapsed time)", warn=True)
+            return
+        cursor = plots[0].cursor
+        if cursor is not None and self.runs:  # the inspector stays at the same step of the first run
+            step = xaxis.to_step(self.runs[0], cursor, now)
+            x = xaxis.to_x(self.runs[0], [step], new) if step is not None else None
+            cursor = float(x[0]) if x is not None else None
+        for p in plots:
+            p.x_mode, p.cursor = new, cursor
+        missing = [r.name for r in self.runs if not xaxis.known(r, new)]
+        note = f"x axis: {xaxis.NAMES[new]}" + (f" ({len(missing)} without it not drawn)" if missing else "")
+        self.set_note(note)
+        self.update_view(force_plots=True)
+
+    def action_y_range(self) -> None:
+        loss = self.main.query_one("#loss", CurvePlot)
+        loss.focus = not loss.focus
+        self.set_note("y range: everything" if not loss.focus else "y range: without the first steps' spike")
+        self.update_view(force_plots=True)
+
+    def action_window_size(self, factor: float) -> None:
+        """- and +: a longer or shorter recent window (turning it on)."""
+        loss = self.main.query_one("#loss", CurvePlot)
+        steps = max(10, int(round((loss.window or self.window_steps) * (factor if loss.window else 1))))
+        self.window_steps = steps
+        self._toggle(lambda p: setattr(p, "window", steps), kinds=("loss", "lr"))
+        self.set_note(f"window: last {fmt_count(steps)} steps (w: whole run)")
+
+    def _inspecting(self) -> bool:
+        return bool(getattr(self, "main", None)) and self.main.query_one("#loss", CurvePlot).cursor is not None
+
+    def action_inspect(self, delta: int) -> None:
+        """← →: a cursor along x, one plot column a press (shift: ten)."""
+        plots = self._plots()
+        loss = plots[0] if plots[0].kind == "loss" else plots[1]
+        if loss.x_span is None:
+            self.say("nothing plotted yet", warn=True)
+            return
+        lo, hi = loss.x_span
+        col = (hi - lo) / max(1, loss.size.width - 8)
+        x = hi if loss.cursor is None else min(hi, max(lo, loss.cursor + delta * col))
+        for p in plots:
+            p.cursor = x
+        self.update_view(force_plots=True)
+
+    def action_back(self) -> None:
+        """escape: hide the inspector; else back to the runs table."""
+        if self._inspecting():
+            for p in self._plots():
+                p.cursor = None
+            self.main.query_one(Inspector).show(self.runs, "step", None)
+            self.update_view(force_plots=True)
+        elif self.browser is not None:
+            self.browser.show(self)
+
+    def action_evals(self, how: str) -> None:
+        log = self.main.query_one(EvalLog)
+        getattr(log, f"scroll_{how}")(animate=False)
+
+    def action_sample_run(self, delta: int) -> None:
+        """{ }: whose samples the sample pane shows."""
+        if len(self.runs) < 2:
+            self.say("one run: its samples are the ones shown")
+            return
+        self.sample_run = (min(self.sample_run, len(self.runs) - 1) + delta) % len(self.runs)
+        self.sample_back = 0
+        self._show_sample()
+        run = self.runs[self.sample_run]
+        self.set_note(f"samples of {safe.name(run.name, 16)} ({len(run.samples)})")
+
+    def action_settings_diff(self) -> None:
+        labels = [r.name for r in self.runs]
+        self.push_screen(SettingsDiff(labels, config_diff([r.config for r in self.runs])))
+
+    def action_metric(self) -> None:
+        """m: the bottom plot shows the learning rate or another number the logs hold."""
+        paths = [f.path for f in getattr(self.source, "feeds", []) if f.path is not None]
+        if not paths:
+            self.say("no log to read yet", warn=True)
+            return
+        names = list(dict.fromkeys(n for p in paths for n in metrics.fields(p)))
+        lr = self.main.query_one("#lr", CurvePlot)
+        self.push_screen(MetricPicker(names, lr.metric), self._pick_metric)
+
+    def _pick_metric(self, name: str | None) -> None:
+        if name is None:
+            return
+        if name == LR:
+            self._show_metric(None, [])
+        else:
+            self.set_note(f"reading {safe.name(name, 30)}…")
+            self._load_metric(name, [f.path for f in getattr(self.source, "feeds", [])])
+
+    @work(thread=True, exclusive=True, group="metric")
+    def _load_metric(self, name: str, paths: list[Path | None]) -> None:
+        data = []
+        for p in paths:
+            try:
+                data.append(metrics.read_metric(p, name) if p is not None else None)
+            except OSError:
+                data.append(None)
+        self.call_from_thread(self._show_metric, name, data)
+
+    def _show_metric(self, name: str | None, data: list) -> None:
+        lr = self.main.query_one("#lr", CurvePlot)
+        lr.metric, lr.metric_data = name, data
+        got = sum(d is not None and len(d[0]) > 0 for d in data)
+        self.set_note(f"below: {safe.name(name, 30)} ({got} of {len(data)} runs have it)" if name
+                      else "below: learning rate")
+        self.update_view(force_plots=True)
+
+    def switch_source(self, source: RecordSource, title: str = "") -> None:
+        """Show another source's runs in the panes (the runs table opened them)."""
+        old, self.source = self.source, source
+        close = getattr(old, "close", None)
+        (close or old.stop)()
+        source.on_reset = self._run_reset
+        self.runs = getattr(source, "runs", [])
+        self.sample_run = self.sample_back = 0
+        self._samples_seen = (0, -1, -1, "")
+        for p in self._plots():
+            p.runs, p.cursor, p.metric, p.metric_data = self.runs, None, None, []
+        self.main.query_one(Inspector).show(self.runs, "step", None)
+        self._run_reset(0)
+        if title:
+            self.title = safe.plain(title, 80, newlines=False)
+        source.start()
+        self.poll_source()
+        self.update_view(force_plots=True)
+
+    def on_runs_screen_open(self, message: Any) -> None:
+        """The runs table opened runs: show them in the panes."""
+        try:
+            source, title = self.browser.source_for(message.runs)
+        except Exception as e:  # noqa: BLE001 - a log that cannot be read: say so, stay on the table
+            self.say(str(e), ok=False)
+            return
+        self.pop_screen()
+        self.switch_source(source, title)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

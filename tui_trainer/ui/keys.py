@@ -56,6 +56,32 @@ KEYS: tuple[Key, ...] = (
     Key("w", "w", "window", "window", "whole run / last steps"),
     Key("left_square_bracket", "[ ]", "sample(1)", "sample", "older / newer sample"),
     Key("right_square_bracket", "]", "sample(-1)"),
+    # Comparing runs and looking closer: in the help, not the footer (80
+    # columns are taken).  x stops an attached run, so there the x axis is X;
+    # x cycles it where it stops nothing.
+    Key("x", "x", "x_axis", "", "x axis: step / tokens / wall time", ("live", "view")),
+    Key("X", "X", "x_axis('X')", "", "x axis: step / tokens / wall time (x stops the run)", ("attach",)),
+    Key("X", "X", "x_axis('X')", where=("live", "view")),
+    Key("y", "y", "y_range", "", "y range: without the first steps' spike / everything"),
+    Key("left_curly_bracket", "{ }", "sample_run(-1)", "", "samples of the previous / next run"),
+    Key("right_curly_bracket", "}", "sample_run(1)"),
+    Key("d", "d", "settings_diff", "", "the settings that differ between the runs shown"),
+    Key("m", "m", "metric", "", "plot another logged number below: grad norm, tokens/s, any field", ("view", "attach")),
+    Key("left", "← →", "inspect(-1)", "", "inspector: move a cursor along x, values at it "
+        "(shift: 10 columns; escape hides it)", priority=True),
+    Key("right", "→", "inspect(1)", priority=True),
+    Key("shift+left", "shift+←", "inspect(-10)", priority=True),
+    Key("shift+right", "shift+→", "inspect(10)", priority=True),
+    Key("up", "↑ ↓", "evals('up')", "", "scroll the eval table (page up/down, home, end too)", priority=True),
+    Key("down", "↓", "evals('down')", priority=True),
+    Key("pageup", "pgup", "evals('page_up')", priority=True),
+    Key("pagedown", "pgdn", "evals('page_down')", priority=True),
+    Key("home", "home", "evals('home')", priority=True),
+    Key("end", "end", "evals('end')", priority=True),
+    Key("minus", "- +", "window_size(2.0)", "", "recent window: longer / shorter"),
+    Key("plus", "+", "window_size(0.5)"),
+    Key("equals_sign", "=", "window_size(0.5)"),
+    Key("escape", "esc", "back", "", "back to the runs table; hide the inspector"),
     # ctrl+c is q, wherever; priority, so it is ours and not Textual's "use ctrl+q" hint.
     Key("ctrl+c", "ctrl+c", "quit", help="the same as q", priority=True),
     Key("ctrl+p", "ctrl+p", "command_palette", help="commands (e.g. a light theme)"),  # Textual's own binding

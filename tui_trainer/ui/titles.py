@@ -11,19 +11,24 @@ from textual.content import Content
 from ..fmt import fmt_count, fmt_loss
 from ..series import RunSeries
 from . import safe
+from ..xaxis import NAMES as XNAMES
 from .plot import VAL_COLOUR, CurvePlot, rich_colour
 
 Part = tuple[int, "Text | tuple[Text, ...]"]  # (priority: 0 most important, text or its variants)
 
 
 def plot_title(plot: CurvePlot, runs: list[RunSeries], window_steps: int) -> Content:
-    window = f"last {fmt_count(window_steps)}"
+    window = f"last {fmt_count(plot.window or window_steps)}"
+    by = "" if plot.x_mode == "step" else f"by {XNAMES[plot.x_mode]}"
     if plot.kind == "lr":
-        parts: list[Part] = [(0, Text("learning rate"))]
+        parts: list[Part] = [(0, Text(safe.name(plot.metric, 30) if plot.metric else "learning rate"))]
         if plot.window:
             parts.append((1, Text(f" · {window}")))
+        if by:
+            parts.append((2, Text(f" · {by}")))
         return Content.from_rich_text(fit(parts, plot.size.width - 4))
-    flags = [f for f, on in (("ema", plot.smooth), ("log", plot.log_y), (window, plot.window)) if on]
+    flags = [f for f, on in (("ema", plot.smooth), ("log", plot.log_y), (window, plot.window),
+                             ("all y", not plot.focus), (by, by)) if on]
     parts = [(0, Text("loss"))]
     if len(runs) == 1:
         r = runs[0]
@@ -36,7 +41,7 @@ def plot_title(plot: CurvePlot, runs: list[RunSeries], window_steps: int) -> Con
         for i, r in enumerate(runs):
             parts.append((5 + i, Text.assemble((" ■", rich_colour(i)), f" {safe.name(r.name, 16)}")))
     if flags:
-        short = " ".join(flags).replace("last ", "")
+        short = " ".join(flags).replace("last ", "").replace("by ", "").replace("wall ", "")
         parts.append((1, (Text(" · " + " ".join(flags), style="italic"), Text(" ·" + short, style="italic"))))
     return Content.from_rich_text(fit(parts, plot.size.width - 4))
 

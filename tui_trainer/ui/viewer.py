@@ -9,20 +9,64 @@ in the plot's title.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 from ..logs.source import LogSource
+from ..records import Record, RunStart
+from .. import rundir
+from ..runs import short_labels
+from ..series import RunSeries
 from ..sources import RecordSource
 from .app import DashboardApp
 from .safe import name
 
 
 class FileSource(LogSource, RecordSource):
-    """``LogSource`` as the dashboard's ``RecordSource``."""
+    """``LogSource`` as the dashboard's ``RecordSource``.
+
+    Several runs are named by their shortest distinct labels
+    (``runs.short_labels``; ``labels`` gives them, as the runs browser does),
+    the same in the legend, the eval table and the status lines."""
+
+    def __init__(self, paths: list[Path], follow: bool = False, labels: list[str] | None = None):
+        self.labels = labels
+        self._names: list[str] = []
+        super().__init__(paths, follow)
+        self._names = [r.name for r in self.runs]
+        self._label()
+
+    def _install(self, i: int, series: RunSeries, final: bool = True) -> None:
+        if self._names:
+            self._names[i] = series.name  # the run's own name (run_start), before its label
+        if final and series.total_steps and not series.ended and _died(self.feeds[i].arg):
+            # Ours, without a run_end, and no process holds its lock: it died (not "running").
+            series.state = "crashed"
+        super()._install(i, series, final)
+        self._label()
+
+    def _label(self) -> None:
+        if len(self.runs) < 2 or not self._names:
+            return
+        labels = self.labels or short_labels(self._names)
+        for r, lab in zip(self.runs, labels):
+            r.name = lab
+
+    def poll(self) -> list[tuple[int, Record]]:
+        out = super().poll()
+        if len(self.runs) > 1:  # a resumed run's run_start must not rename it
+            out = [(i, replace(r, run_name=self.runs[i].name) if isinstance(r, RunStart) else r) for i, r in out]
+        return out
 
     def take_swapped(self) -> bool:
         swapped, self.swapped = self.swapped, False
         return swapped
+
+
+def _died(arg: Path) -> bool:
+    """No process holds the run's lock (where locks exist: not on Windows)."""
+    return rundir.fcntl is not None and not rundir.is_live(arg if arg.is_dir() else arg.parent)
 
 
 def viewer_app(source: FileSource, title: str | None = None) -> DashboardApp:
@@ -37,11 +81,15 @@ def _title(source: FileSource) -> str:
     return f"tui-trainer · {verb} {len(source.runs)} runs"
 
 
-def run_viewer(paths: list[Path], follow: bool = False, mouse: bool = True) -> int:
-    """Show the logs until q; bad paths raise ``UserError`` (exit 2) before any screen."""
+def run_viewer(paths: list[Path], follow: bool = False, mouse: bool = True,
+               before_screen: Callable[[], None] | None = None) -> int:
+    """Show the logs until q; bad paths raise ``UserError`` (exit 2) before any
+    screen, and so may ``before_screen`` (the CLI checks for a terminal)."""
     source = FileSource(paths, follow=follow)
     try:
         source.prepare()
+        if before_screen is not None:
+            before_screen()
         viewer_app(source).run(mouse=mouse)
     finally:
         source.close()

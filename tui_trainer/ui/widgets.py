@@ -38,13 +38,17 @@ STATE_STYLES = {
 
 
 class StatusLine(Static):
-    """One line per run: state, name, step/total, tok/s, ETA, lr; a note at the end."""
+    """One line per run: state, name, step/total, tok/s, ETA, lr; a note at the end.
+    More runs than ``MAX_LINES``: the last line lists the others' states
+    briefly, or says how many it cannot show."""
 
+    MAX_LINES = 4  # the stylesheet's max-height
     _shown = Text("")
 
     def show(self, runs: list[RunSeries], note: str = "") -> None:
         lines = []
-        for i, r in enumerate(runs):
+        full = runs if len(runs) <= self.MAX_LINES else runs[:self.MAX_LINES - 1]
+        for i, r in enumerate(full):
             # (priority, text): a narrow terminal drops the least important
             # first, never the state, and keeps a note (a key's answer) over lr and speed.
             parts: list = []
@@ -71,11 +75,40 @@ class StatusLine(Static):
             line = fit(parts, self.size.width)
             line.no_wrap, line.overflow = True, "ellipsis"
             lines.append(line)
+        if len(full) < len(runs):
+            lines.append(self._others(runs, len(full)))
         text = Text("\n").join(lines) if lines else Text("no run yet")
         if text != self._shown:
             # A relayout only when the number of lines changes: this runs 4 times a second.
             self.update(text, layout=len(text.plain.splitlines()) != len(self._shown.plain.splitlines()))
             self._shown = text
+
+
+    def _others(self, runs: list[RunSeries], first: int) -> Text:
+        """Runs ``first``.. on one line, each its colour, name and state; as
+        many as fit, then how many are not shown and their states."""
+        width = self.size.width or 80
+        out = Text()
+        for k in range(first, len(runs)):
+            r = runs[k]
+            bit = Text.assemble(("■ ", rich_colour(k)), safe.name(r.name, 12), " ",
+                                (safe.plain(r.state, 16, newlines=False).upper(), STATE_STYLES.get(r.state, "")), " ")
+            rest = runs[k + 1:]
+            tail = _not_shown(rest) if rest else Text()
+            if out.cell_len + bit.cell_len + tail.cell_len > width:
+                out.append_text(_not_shown(runs[k:]))
+                break
+            out.append_text(bit)
+        out.no_wrap, out.overflow = True, "ellipsis"
+        return out
+
+
+def _not_shown(runs: list[RunSeries]) -> Text:
+    states: dict[str, int] = {}
+    for r in runs:
+        states[r.state] = states.get(r.state, 0) + 1
+    what = ", ".join(f"{n} {safe.plain(s, 16)}" for s, n in states.items())
+    return Text(f"+{len(runs)} not shown ({what})", style="italic")
 
 
 class Alert(Static):
@@ -125,11 +158,15 @@ class EvalLog(DataTable):
         if multi != self._multi:
             self.reset()
             self._multi = multi
-            if multi:
+            if multi:  # val before train: the column runs are compared on stays in a narrow pane
                 self.add_column("run", key="run")
-            self.add_column("step", key="step")
-            self.add_column("train", key="train")
-            self.add_column("val", key="val")
+                self.add_column("step", key="step")
+                self.add_column("val", key="val")
+                self.add_column("train", key="train")
+            else:
+                self.add_column("step", key="step")
+                self.add_column("train", key="train")
+                self.add_column("val", key="val")
             self.add_column("time", key="time")
         while len(self._seen) < len(runs):
             self._seen.append(0)
@@ -147,12 +184,22 @@ class EvalLog(DataTable):
                                   style="bold" if best else ""),
                              Text(fmt_duration(e.elapsed), justify="right")]
                 if multi:
+                    row[1], row[2] = row[2], row[1]
                     row.insert(0, Text.assemble(("■ ", rich_colour(i)), safe.name(r.name, 12)))
                 self.add_row(*row)
                 added = True
             self._seen[i] = len(r.evals)
+        if added and multi:  # several runs: by step, so one step's evals of every run read together
+            self.sort("step", key=_step_key)
         if added and at_end:
             self.scroll_end(animate=False)
+
+
+def _step_key(cell: Text) -> float:
+    try:
+        return float(cell.plain.replace(",", ""))
+    except ValueError:  # "-", "huge": last
+        return math.inf
 
 
 class SamplePane(Static):
