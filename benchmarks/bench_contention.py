@@ -133,8 +133,8 @@ class Worker:
         env["PYTHONPATH"] = str(arm.code)
         self.arm = arm
         self.proc = subprocess.Popen([sys.executable, "-c", WORKER, str(warmup), str(window), str(windows),
-                                      str(arm.threads)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True)
+                                      str(arm.threads)], env=env, cwd=arm.code,  # not this tree's cwd
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.losses: list[float] = []
         self.device = "?"
         self.threads = 0

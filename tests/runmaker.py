@@ -4,7 +4,15 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from tui_trainer.records import Change, Eval, Paused, RunEnd, RunStart, Sample, TrainStep
+from tui_trainer.records import (
+    Change,
+    Eval,
+    Paused,
+    RunEnd,
+    RunStart,
+    Sample,
+    TrainStep,
+)
 from tui_trainer.rundir import RunLock
 from tui_trainer.runlog import JsonlSink
 

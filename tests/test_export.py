@@ -6,8 +6,8 @@ import csv
 import xml.etree.ElementTree as ET
 
 import pytest
-
 from runmaker import RunStart, append, append_train, write_run
+
 from tui_trainer import cli
 from tui_trainer.records import TrainStep
 

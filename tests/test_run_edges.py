@@ -153,8 +153,9 @@ STUCK_UI = textwrap.dedent("""
     from tui_trainer import cli
     import tui_trainer.ui.app as app
 
-    def stuck_dashboard(trainer, mouse=True, signals=None):
-        threading.Thread(target=trainer.run, daemon=True).start()
+    def stuck_dashboard(trainer=None, mouse=True, signals=None, source=None):
+        source.start()             # prepares the trainer, then trains
+        source.ready.wait()
         time.sleep(0.5)
         os.kill(os.getpid(), signal.SIGHUP)   # the SSH connection drops...
         while True:                           # ...and the UI's shutdown hangs on the dead terminal

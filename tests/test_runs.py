@@ -5,10 +5,19 @@ import math
 import os
 
 import pytest
+from runmaker import (
+    Change,
+    Eval,
+    RunEnd,
+    RunStart,
+    append,
+    append_train,
+    live,
+    write_run,
+)
 
-from runmaker import Change, Eval, RunEnd, RunStart, append, append_train, live, write_run
-from tui_trainer import runs
 from tui_trainer.runs import Scanner, scan, settings_diff, short_labels
+from tui_trainer.runs import scanner as scan_module
 
 
 def by_folder(summaries):
@@ -121,8 +130,8 @@ def test_rescan_reads_only_what_changed(tmp_path, monkeypatch):
     scanner = Scanner(tmp_path)
     assert [s.folder for s in scanner.scan()] == ["a", "b"]
     reads = []
-    real = runs._read
-    monkeypatch.setattr(runs, "_read", lambda e, *a: (reads.append(e.summary.folder), real(e, *a)))
+    real = scan_module._read
+    monkeypatch.setattr(scan_module, "_read", lambda e, *a: (reads.append(e.summary.folder), real(e, *a)))
     scanner.scan()
     assert reads == []  # nothing changed: nothing read
     searched = scanner._entries[b"a"].scanned

@@ -8,10 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
+from runmaker import append_train, live, write_run
 from textual.content import Content
 from textual.widgets import DataTable
+from uitools import until
 
-from runmaker import append_train, live, write_run
 from tui_trainer import cli
 from tui_trainer.series import RunSeries
 from tui_trainer.sources import RecordSource
@@ -24,7 +25,6 @@ from tui_trainer.ui.runs_table import Browser, RunsScreen
 from tui_trainer.ui.settings_diff import SettingsDiff
 from tui_trainer.ui.viewer import FileSource, viewer_app
 from tui_trainer.ui.widgets import EvalLog, StatusLine
-from uitools import until
 
 SIZE = (80, 24)
 

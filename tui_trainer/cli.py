@@ -121,6 +121,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     run's (``run.Run``); the model, data and steps are the loop's
     (``engine.Trainer`` over ``parts.build_parts``).  Under torchrun every
     rank trains; rank 0 alone has a folder and writes."""
+    import os
+
+    several = os.environ.get("WORLD_SIZE", "1") not in ("", "1")  # torchrun: always headless
+    if not (args.headless or several or not (sys.stdout.isatty() and sys.stdin.isatty())):
+        return _train_live(args)  # the dashboard, up before torch is imported
     from . import distributed
     from .console import ConsoleSink
     from .engine import Trainer
@@ -134,7 +139,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     world = distributed.from_env()
     main = world.is_main
-    headless = args.headless or world.enabled or not (sys.stdout.isatty() and sys.stdin.isatty())
     lock: RunLock | None = None
     run: Run | None = None
     dist = None
@@ -157,20 +161,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         if main:
             folder = plan.run_dir if plan is not None else create_run_dir(cfg.out, cfg.name)
             lock = lock or RunLock(folder).acquire()
-        run = Run(folder, lock=lock, sync=dist, interactive=not headless,
+        run = Run(folder, lock=lock, sync=dist, interactive=False,
                   checkpoint_every=cfg.ckpt_every, keep=cfg.keep)
         lock = None  # the run holds it now
         trainer = Trainer(cfg, run, parts=parts, resume=plan)
         if plan is not None and main:
             set_aside_superseded(plan)
         run.open()  # log (appended to on resume), control socket, signals
-        if not main:
-            end = trainer.run()
-        elif headless:
+        if main:
             run.add_sink(TerminalSink(ConsoleSink(cfg.log_every)))
-            end = trainer.run()
-        else:
-            end = _train_with_dashboard(trainer, run, mouse=args.mouse)
+        end = trainer.run()
     finally:
         if run is not None:
             run.close()
@@ -182,7 +182,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"rank {dist.rank}: run {end.status} at step {end.step}"
               + (f" | error: {end.error}" if end.error else ""), file=sys.stderr, flush=True)
     else:
-        _say_how_it_ended(end, trainer, run, log=run.folder / LOG_NAME, headless=headless)
+        _say_how_it_ended(end, trainer, run, log=run.folder / LOG_NAME, headless=True)
     return EXIT_OK if end is None or end.status in ("finished", "stopped") else EXIT_FAILED
 
 
@@ -214,28 +214,81 @@ def _say_how_it_ended(end: Any, trainer: Any, run: Any, *, log: Path, headless: 
 LEAVE_GRACE_S = 5.0  # after an SSH drop: how long the UI may take to close once the run has ended
 
 
-def _train_with_dashboard(trainer: Any, run: Any, *, mouse: bool) -> Any:
+def _train_live(args: argparse.Namespace) -> int:
+    """Train with the dashboard.  The window comes up at once and says what it
+    is doing while the slow part (importing torch, loading the data, building
+    the model) runs in the training thread; bad input found there closes it
+    and is printed as one line, with no run folder left behind."""
     import threading
 
+    from .resume import find_checkpoint
+    from .run import Run
+    from .rundir import RunLock, check_new_run_dir
+    from .runlog import LOG_NAME
+    from .sources import TrainerSource
     from .ui.app import run_dashboard
 
-    if run.signals is not None:
-        run.signals.on_hangup(lambda: _leave_after_end(trainer, run))
+    lock: RunLock | None = None
+    if args.resume:  # lock first: a run still going in that folder must not get a second writer
+        lock = RunLock(find_checkpoint(args.resume)[0]).acquire()
+    else:
+        cfg = config_from_args(args)
+        check_new_run_dir(cfg.out)
+    run = Run(None, interactive=True)  # its folder comes once the loop's parts are built
+    built: dict[str, Any] = {}
+
+    def prepare(say: Any, cancelled: Any) -> Any:
+        say("loading PyTorch…")
+        from .engine import Trainer
+        from .hardware import configure
+        from .parts import build_parts
+        from .resume import plan_resume, set_aside_superseded
+        from .rundir import create_run_dir
+
+        plan = plan_resume(args.resume, config_values_from_args(args)) if args.resume else None
+        c = plan.cfg if plan is not None else cfg
+        say("loading the data and building the model…")
+        parts = build_parts(c, configure(c))
+        if cancelled():
+            raise KeyboardInterrupt  # closed while loading: nothing was written
+        folder = plan.run_dir if plan is not None else create_run_dir(c.out, c.name)
+        run.take_folder(folder, lock or RunLock(folder).acquire(), checkpoint_every=c.ckpt_every, keep=c.keep)
+        trainer = built["trainer"] = Trainer(c, run, parts=parts, resume=plan)
+        if plan is not None:
+            set_aside_superseded(plan)
+        run.open(signals=False)  # log, control socket (signals: installed below, on the main thread)
+        return trainer
+
+    source = TrainerSource(prepare=prepare)
     try:
-        end = run_dashboard(trainer, mouse=mouse, signals=run.signals)
-    except Exception:
-        if not run.hung_up.is_set():
-            raise
-        end = None  # the terminal went away under the dashboard
-    if run.hung_up.is_set():
-        # SSH dropped: the trainer thread carries on headless; wait for it.
-        while not trainer.done.wait(1.0) and threading.active_count() > 1:
-            pass
-        end = trainer.end or end
-    return end
+        run.install_signals()
+        run.signals.on_hangup(lambda: _leave_after_end(lambda: built.get("trainer"), run))
+        try:
+            end = run_dashboard(mouse=args.mouse, signals=run.signals, source=source)
+        except KeyboardInterrupt:
+            if source.error is None:
+                raise
+            return EXIT_FAILED  # closed while loading: nothing to say
+        except Exception:
+            if not run.hung_up.is_set() or source.error is not None:
+                raise
+            end = None  # the terminal went away under the dashboard
+        if run.hung_up.is_set():
+            # SSH dropped: the trainer thread carries on headless; wait for it.
+            while not (source.ready.is_set() and source.done) and threading.active_count() > 1:
+                time.sleep(0.5)
+            end = source.end or end
+    finally:
+        run.close()
+        if lock is not None and run.folder is None:
+            lock.release()
+    trainer = built.get("trainer")
+    if trainer is not None:
+        _say_how_it_ended(end, trainer, run, log=run.folder / LOG_NAME, headless=False)
+    return EXIT_OK if end is None or end.status in ("finished", "stopped") else EXIT_FAILED
 
 
-def _leave_after_end(trainer: Any, run: Any, grace: float = LEAVE_GRACE_S) -> None:
+def _leave_after_end(trainer_of: Any, run: Any, grace: float = LEAVE_GRACE_S) -> None:
     """SSH dropped under the dashboard: the run trains on headless.  Once it
     has ended, the process leaves within ``grace`` seconds even if the UI's
     shutdown is stuck writing to the dead terminal (Textual's writer thread
@@ -244,6 +297,9 @@ def _leave_after_end(trainer: Any, run: Any, grace: float = LEAVE_GRACE_S) -> No
     import threading
 
     def watch() -> None:
+        while trainer_of() is None:  # the drop came while it was still loading
+            time.sleep(0.5)
+        trainer = trainer_of()
         trainer.done.wait()
         time.sleep(grace)  # the ordinary way out has had this long
         run.close()

@@ -9,7 +9,8 @@ thread of the training process.  One JSON line in, one JSON line out:
 The acknowledgement says the command was accepted into the trainer's queue;
 what it did shows up in the run log as usual (a ``pause`` record, an ``eval``,
 a ``checkpoint``).  Commands: pause, resume, toggle_pause, eval, checkpoint,
-stop, and the read-only status and ping; with arguments:
+stop, and the read-only status (with ``settings``: the live settings and their
+values now) and ping; with arguments:
 
     {"cmd": "set", "key": "lr_scale", "value": 0.5}   ->  checked now, applied at the next step
     {"cmd": "sample", "prompt": "def ", "tokens": 100, "temperature": 0.8, "top_k": 20, "id": 7}
@@ -30,6 +31,7 @@ already waiting at the tail is coalesced and the number waiting is bounded.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 from pathlib import Path
@@ -110,6 +112,18 @@ class TrainerControl:
             out["total_steps"] = total
         return out
 
+    def settings(self) -> dict[str, Any] | None:
+        """The run's live settings and their values now (finite numbers only), or None."""
+        settings = getattr(self.target, "settings", None)
+        if settings is None:
+            return None
+        try:
+            now = settings.current()
+        except Exception:  # noqa: BLE001 - a loop's getter failing costs the values, not the answer
+            return {k: None for k in settings.keys()}
+        return {k: v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+                for k, v in now.items()}
+
     def handle(self, req: Any) -> dict[str, Any]:
         if not isinstance(req, dict):
             return {"ok": False, "error": 'a request is a JSON object such as {"cmd": "pause"}'}
@@ -124,6 +138,8 @@ class TrainerControl:
             answer["id"] = req["id"]
         if cmd in QUERIES:
             answer.update(self.state(), pid=os.getpid())
+            if cmd == "status" and (live := self.settings()) is not None:
+                answer["settings"] = live  # what a set may change, and its value now
             return answer
         command = Command(cmd)
         refusal = getattr(self.target, "refusal", None)

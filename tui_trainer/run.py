@@ -107,6 +107,21 @@ class Run(OwnLoop):
         must not get a second writer."""
         return cls(folder, lock=RunLock(folder).acquire(), **kw)
 
+    def take_folder(self, folder: str | Path, lock: RunLock, *, checkpoint_every: int, keep: int) -> None:
+        """A run made before its folder could be (the dashboard is up while
+        torch loads): the folder, its lock and the checkpoint policy, once."""
+        assert self.folder is None, "a run's folder is given once"
+        self.folder, self._lock = Path(folder), lock
+        if self.name == "run":
+            self.name = clean_text(self.folder.name)
+        self.checkpoints = CheckpointManager(self.folder, every=checkpoint_every, keep=keep, emit=self.emit,
+                                             enabled=self.is_main)
+
+    def install_signals(self) -> None:
+        """Signal handling (from the main thread), apart from ``open``."""
+        if self.signals is None:
+            self._install_signals()
+
     # --- while it trains ---
     def open(self, *, log: bool = True, control: bool = True, signals: bool = True) -> "Run":
         """Start writing: the JSONL log (appended to on resume), the control
@@ -124,7 +139,7 @@ class Run(OwnLoop):
             from .control import start_for_run
 
             self._control = start_for_run(self, self.folder)
-        if signals:
+        if signals and self.signals is None:
             self._install_signals()
         return self
 

@@ -63,6 +63,7 @@ class RunSeries:
         self.lr_curve = Curve()
         self.evals: list[EvalPoint] = []
         self.samples: deque[tuple[int, str]] = deque(maxlen=SAMPLES_KEPT)
+        self.samples_requested: deque[bool] = deque(maxlen=SAMPLES_KEPT)  # beside samples: asked for by a person
         self.samples_seen = 0
         self.step = 0
         self.total_steps = 0
@@ -109,6 +110,7 @@ class RunSeries:
                 self._mark(r.step, "eval", "eval now")
         elif isinstance(r, Sample):
             self.samples.append((r.step, r.text))
+            self.samples_requested.append(r.requested is True)
             self.samples_seen += 1
         elif isinstance(r, Resources):
             self.resources = r
@@ -293,3 +295,10 @@ class RunSeries:
         back = max(0, min(back, len(self.samples) - 1))
         step, text = self.samples[-1 - back]
         return step, text, len(self.samples) - back, len(self.samples)
+
+    def sample_requested(self, back: int = 0) -> bool:
+        """Whether the sample ``back`` places before the latest was asked for
+        (the prompt box, ``attach --sample``), not drawn at an eval."""
+        if not self.samples_requested:
+            return False
+        return self.samples_requested[-1 - max(0, min(back, len(self.samples_requested) - 1))]

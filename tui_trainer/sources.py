@@ -114,17 +114,56 @@ class LiveTrainer(Protocol):
 
 
 class TrainerSource(QueueSource):
-    """A live run: ``trainer.run()`` in a thread, its records through a queue."""
+    """A live run: ``trainer.run()`` in a thread, its records through a queue.
 
-    def __init__(self, trainer: LiveTrainer):
+    Given ``prepare`` instead of a trainer, the thread first builds the
+    trainer (``prepare(say, cancelled)``: importing torch, loading data,
+    building the model take seconds, and the window is up meanwhile, saying
+    what it is doing through ``say``).  If that fails, ``error`` holds the
+    exception and ``on_fail`` is called; if the window was closed meanwhile,
+    ``cancelled()`` is true and ``prepare`` should give up before it writes
+    anything.
+    """
+
+    def __init__(self, trainer: LiveTrainer | None = None, *,
+                 prepare: Callable[[Callable[[str], None], Callable[[], bool]], LiveTrainer] | None = None):
         super().__init__()
+        assert (trainer is None) != (prepare is None), "a trainer, or a way to prepare one"
         self.trainer = trainer
+        self.prepare = prepare
+        self.phase = "starting…" if prepare is not None else ""
+        self.error: BaseException | None = None
+        self.on_fail: Callable[[], Any] | None = None
+        self.ready = threading.Event()  # set once the trainer exists (or failed to)
         self._sink = self.sink(0)
-        trainer.add_sink(self._sink)
+        if trainer is not None:
+            trainer.add_sink(self._sink)
+            self.ready.set()
         self.thread: threading.Thread | None = None
         self.end: RunEnd | None = None
         self.stopping = False
         self.detached = False
+
+    def _say(self, phase: str) -> None:
+        self.phase = phase
+
+    def _prepare(self) -> bool:
+        assert self.prepare is not None
+        try:
+            trainer = self.prepare(self._say, lambda: self.stopping)
+        except BaseException as e:  # shown after the window closes (cli prints it)
+            self.error = e
+            self.ready.set()
+            if self.on_fail is not None:
+                self.on_fail()
+            return False
+        if not self.detached:
+            trainer.add_sink(self._sink)
+        self.trainer, self.phase = trainer, ""
+        self.ready.set()
+        if self.stopping:
+            trainer.request_stop()  # q while it was loading: a run of no steps
+        return True
 
     def start(self) -> None:
         if self.thread is None:
@@ -134,6 +173,8 @@ class TrainerSource(QueueSource):
             self.thread.start()
 
     def _run(self) -> None:
+        if self.trainer is None and not self._prepare():
+            return
         try:
             self.end = self.trainer.run()
         except BaseException as e:  # the engine catches training errors; this is a sink or setup failing
@@ -144,17 +185,19 @@ class TrainerSource(QueueSource):
     def send(self, command: Command) -> None:
         if Command(command) is Command.STOP:
             self.stop()
-        else:
+        elif self.trainer is not None:  # nothing to steer while it is still loading
             self.trainer.send(Command(command))
 
     def stop(self) -> None:
         self.stopping = True
-        self.trainer.request_stop()
+        if self.trainer is not None:
+            self.trainer.request_stop()
 
     def detach(self) -> None:
         """The terminal is gone: stop feeding the UI; the trainer goes on headless."""
         self.detached = True
-        self.trainer.remove_sink(self._sink)
+        if self.trainer is not None:
+            self.trainer.remove_sink(self._sink)
 
     def join(self, timeout: float | None = None) -> None:
         if self.thread is not None:
@@ -169,6 +212,8 @@ class TrainerSource(QueueSource):
         return self.end
 
     def status_text(self) -> str:
+        if self.phase:
+            return self.phase
         if self.stopping and not self.done:
             return "stopping…"
         return ""
@@ -204,6 +249,14 @@ class Steering(Protocol):
 
     def send(self, command: Command) -> None: ...
 
+    def request(self, req: dict[str, Any]) -> dict[str, Any]:
+        """One request as the control socket takes it (``{"cmd": "set", "key":
+        ..., "value": ...}``, ``{"cmd": "sample", "prompt": ...}``, ``{"cmd":
+        "status"}``...) and the run's answer dict, refusals included (``ok``
+        false, a one-line ``error``).  May block (a socket): call it off the UI
+        thread."""
+        ...
+
     def take_answers(self) -> list[Answer]: ...
 
 
@@ -220,6 +273,18 @@ class LocalSteering:
 
     def send(self, command: Command) -> None:
         self.source.send(command)
+
+    def request(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Handled in-process exactly as the socket handles it (the same
+        checks, the same answer), as coming from the keys."""
+        from .control import TrainerControl  # the protocol; imports no torch
+
+        target = getattr(self.source.trainer, "run_handle", None)  # engine.Trainer's run.Run
+        if target is None or not hasattr(getattr(target, "commands", None), "offer"):
+            return {"ok": False, "error": "this run takes no typed requests"}
+        if not self.can_send() and req.get("cmd") not in ("status", "ping"):
+            return {"ok": False, "error": "the run is stopping" if self.source.stopping else "the run has ended"}
+        return TrainerControl(target, source="keys").handle(req)
 
     def take_answers(self) -> list[Answer]:
         return []  # an in-process queue answers nothing; the records say what happened

@@ -35,6 +35,7 @@ from ..runs import config_diff
 from ..series import RunSeries
 from ..sources import LocalSteering, RecordSource, Steering, TrainerSource
 from . import keys, safe
+from .command_line import TypedCommands
 from .inspector import Inspector
 from .metric_picker import LR, MetricPicker
 from .plot import CurvePlot
@@ -83,6 +84,7 @@ class DashboardApp(App):
         self._asked_at = -math.inf  # when a stop was first asked for (confirm window)
         self._prompt = ""           # its words on the status line
         self.source.on_reset = self._run_reset
+        self.typed = TypedCommands(self)  # the command line (:) and the prompt box (g)
         if title:
             self.title = safe.plain(title, 80, newlines=False)
 
@@ -180,6 +182,7 @@ class DashboardApp(App):
 
     def _answer(self, r: Record) -> None:
         """What a record says about a command (from here or another window), as a toast."""
+        self.typed.record(r)  # a change, a requested sample
         step = fmt_int(r.step)
         if isinstance(r, Paused) and r.reason != "diverged":
             self._tell(f"paused at step {step}")
@@ -290,6 +293,16 @@ class DashboardApp(App):
 
     def action_checkpoint(self) -> None:
         self._send(Command.CHECKPOINT, "checkpoint")
+
+    def action_command_line(self) -> None:
+        self.typed.open("command")
+
+    def action_prompt(self) -> None:
+        self.typed.open("prompt")
+
+    def get_system_commands(self, screen: Any) -> Any:
+        yield from super().get_system_commands(screen)
+        yield from self.typed.palette(screen)  # ctrl+p: the steering commands too
 
     def action_stop_run(self) -> None:
         if self._confirmed("x again: stop the run",
@@ -521,7 +534,8 @@ class DashboardApp(App):
         self.update_view()
 
 
-def run_dashboard(trainer: Any, *, mouse: bool = True, signals: Any = None) -> RunEnd | None:
+def run_dashboard(trainer: Any = None, *, mouse: bool = True, signals: Any = None,
+                  source: TrainerSource | None = None) -> RunEnd | None:
     """Train with the dashboard up; returns the run's ``RunEnd`` (None if it never ran).
 
     ``signals`` (``signals.RunSignals``, or None) registers the ways out a
@@ -530,10 +544,16 @@ def run_dashboard(trainer: Any, *, mouse: bool = True, signals: Any = None) -> R
     after its step).  Whatever way the app ends, the training thread is asked
     to stop and is joined, so the run log always gets its run-end record
     before the caller closes it.
+
+    Given a ``source`` that prepares its trainer (``TrainerSource(prepare=...)``)
+    instead of a trainer, the window is up before torch is even imported, and
+    an error while preparing closes it and is raised here.
     """
-    source = TrainerSource(trainer)
-    app = DashboardApp(source, [RunSeries(trainer.run_name)], steering=LocalSteering(source),
-                       title=f"tui-trainer · {trainer.run_name}")
+    source = source if source is not None else TrainerSource(trainer)
+    name = trainer.run_name if trainer is not None else ""  # named by its run_start
+    app = DashboardApp(source, [RunSeries(name)], steering=LocalSteering(source),
+                       title="tui-trainer" + (f" · {name}" if trainer is not None else ""))
+    source.on_fail = lambda: app.call_from_thread(app.exit)
     if signals is not None:
         signals.on_hangup(lambda: _detach(app, source))
         signals.on_stop(lambda: _exit_soon(app))
@@ -550,6 +570,8 @@ def run_dashboard(trainer: Any, *, mouse: bool = True, signals: Any = None) -> R
         if not source.done and not source.detached:
             source.stop()
             source.join()
+    if source.error is not None:
+        raise source.error
     return source.end
 
 

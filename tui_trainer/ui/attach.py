@@ -64,6 +64,17 @@ class ChannelSteering:
         cmd = Command(command).value
         threading.Thread(target=self._request, args=(cmd,), name=f"attach-{cmd}", daemon=True).start()
 
+    def request(self, req: dict[str, Any]) -> dict[str, Any]:
+        """One request over the channel and its answer (blocks up to the
+        client's timeout: the dashboard calls it from a thread worker)."""
+        answer = self.client.send(req)  # type: ignore[arg-type]  (control.request takes a dict too)
+        if not answer.get("ok"):
+            answer["cmd"] = req.get("cmd")
+            self._checked = -1e9  # look again: the run may have ended
+        with self._lock:
+            self.answers.append(answer)
+        return answer
+
     def take_answers(self) -> list[Answer]:
         with self._lock:
             out, self._pending = self._pending, []

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from textual.actions import parse
 from textual.binding import Binding
 
+from . import markers
+
 MODES = ("live", "attach", "view")
 STATES = ("running", "stopping", "ended", "offline")
 STEER = ("live/running", "attach/running")
@@ -50,6 +52,10 @@ KEYS: tuple[Key, ...] = (
     Key("p", "p", "pause", "pause", "pause / resume the run", STEER),
     Key("e", "e", "eval", "eval", "evaluate and sample now", STEER),
     Key("c", "c", "checkpoint", "ckpt", "save a checkpoint now", STEER),
+    # Typing a change, a command or a prompt (command_line.py); a log cannot be steered.
+    Key("colon", ":", "command_line", "set", "type a change or a command: lr_scale=0.5, steps=5000, "
+        "pause_at=900, sample PROMPT, pause, resume, eval, checkpoint (tab completes, ↑ ↓ history)", STEER),
+    Key("g", "g", "prompt", "", "generate: type a prompt for the live weights; the sample shows below", STEER),
     Key("x", "x", "stop_run", "stop", "stop the run (press twice; final checkpoint)", ("attach/running",)),
     Key("s", "s", "smooth", "smooth", "smooth the loss curve (EMA)"),
     Key("l", "l", "log_y", "log", "log-scale loss axis"),
@@ -160,7 +166,9 @@ DIVERGED_KEYS = {"live": " p resumes, q stops.", "attach": " p resumes, x x stop
 
 def reading(mode: str) -> str:
     """How to read the screen, naming only keys that exist in ``mode``."""
-    return READING.format(diverged=DIVERGED_KEYS.get(mode, ""))
+    return READING.format(diverged=DIVERGED_KEYS.get(mode, "")) + (
+        f"\nMarks along the top of the loss plot show where the run was steered: {markers.legend()} "
+        "(changes on the lr plot too).")
 
 
 def help_rows(mode: str, state: str) -> list[tuple[str, str]]:

@@ -32,6 +32,7 @@ from .. import xaxis
 from ..curves import columns
 from ..fmt import fmt_duration, fmt_small, fmt_step, fmt_value
 from ..series import RunSeries
+from . import markers
 
 # ANSI palette indices: blue, red, green, magenta, cyan, then 256-colour orange and purple.
 PALETTE = (4, 1, 2, 5, 6, 208, 93)
@@ -261,6 +262,9 @@ class CurvePlot(Widget):
                 dot = c if len(self.runs) > 1 else VAL_COLOUR
                 f.draw(f.signal(x_axis.coords(ex).tolist(), yaxis.coords(ey).tolist(),
                                 marker=plotext.marker("●", dot)))
+        # Where the run was steered (markers.py): a glyph per mark in the top row.
+        for glyph, colour, xs in markers.columns(self.runs, x_axis, self.x_mode, self.start_step(), self.kind):
+            f.draw(f.signal(xs, [COORD] * len(xs), marker=plotext.marker(glyph, colour)))
         # The pane's border is the frame: no box on top and right, one line and column saved.
         f.axes(False, axis="x", side="upper")
         f.axes(False, axis="y", side="right")

@@ -29,7 +29,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Static
 
-from ..fmt import fmt_count, fmt_duration, fmt_int, fmt_loss
+from ..fmt import fmt_count, fmt_duration, fmt_loss
 from ..runs import RunSummary, Scanner, settings_diff
 from . import safe
 from .plot import rich_colour

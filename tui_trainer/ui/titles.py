@@ -10,8 +10,8 @@ from textual.content import Content
 
 from ..fmt import fmt_count, fmt_loss
 from ..series import RunSeries
-from . import safe
 from ..xaxis import NAMES as XNAMES
+from . import safe
 from .plot import VAL_COLOUR, CurvePlot, rich_colour
 
 Part = tuple[int, "Text | tuple[Text, ...]"]  # (priority: 0 most important, text or its variants)

@@ -13,9 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from .. import rundir
 from ..logs.source import LogSource
 from ..records import Record, RunStart
-from .. import rundir
 from ..runs import short_labels
 from ..series import RunSeries
 from ..sources import RecordSource

@@ -213,7 +213,8 @@ class SamplePane(Static):
             return "sample"
         step, text, idx, count = got
         self.update(safe.text(text))
-        return f"sample @ step {fmt_int(step)} ({idx}/{count})"
+        what = "requested sample" if run is not None and run.sample_requested(back) else "sample"
+        return f"{what} @ step {fmt_int(step)} ({idx}/{count})"
 
 
 class HelpScreen(ModalScreen[None]):

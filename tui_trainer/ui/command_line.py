@@ -1,0 +1,331 @@
+"""Typing to a run: the command line (``:``) and the prompt box (``g``).
+
+``:`` opens a one-line input at the bottom of the dashboard (live and
+attached; a log cannot be steered) that takes what ``attach --set`` and
+``attach --send`` take::
+
+    lr_scale=0.5        set steps=5000        pause_at=900
+    sample def parse(   pause   resume   eval   checkpoint
+
+``g`` opens the same line as a prompt box: what is typed is the prompt (``\\n``
+for a new line), sampled on the live weights between steps; the sample shows
+in the sample pane, titled "requested", when its record arrives.
+
+What is typed becomes the very request the control socket takes
+(``{"cmd": "set", "key": K, "value": V}``, with the value as typed, as
+``--set`` sends it) and goes through the app's steering capability,
+``request(req) -> answer``, in a thread worker: in-process for the live
+dashboard (``control.TrainerControl``, so the checks are the socket's), over
+the socket for ``attach``.  The answer shows at once, as a toast and on the
+status line: accepted, or the run's one-line refusal.  The keys offered (hint,
+completion, command palette) are the run's own, from its ``status`` answer:
+nothing here knows which settings a loop defines.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any, Iterable
+
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen, Screen
+from textual.suggester import Suggester
+from textual.widgets import Input, Static
+
+from ..fmt import fmt_int
+from ..records import Change, Record, Sample
+from . import safe
+
+VERBS = ("pause", "resume", "eval", "checkpoint")  # no arguments
+USAGE = "KEY=VALUE · set KEY=VALUE · sample PROMPT · pause · resume · eval · checkpoint"
+KEYS_HELP = "enter sends · tab completes · ↑ ↓ history · esc cancels"
+PROMPT_HELP = "a prompt for the live weights (\\n: a new line) · enter generates · ↑ ↓ history · esc cancels"
+HISTORY = 50
+_ids = itertools.count(1)
+
+
+def parse(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """A typed line as the socket's request: (request, None), or (None, why)."""
+    line = text.strip()
+    verb, _, rest = line.partition(" ")
+    if not line:
+        return None, None
+    if verb in ("sample", "generate"):
+        prompt = text.lstrip().partition(" ")[2]  # the prompt as typed: its spaces matter
+        if not prompt:
+            return None, "sample needs a prompt: sample def parse( (or press g)"
+        return {"cmd": "sample", "prompt": unescape(prompt)}, None
+    if verb in VERBS:
+        if rest.strip():
+            return None, f"{verb} takes nothing after it"
+        return {"cmd": verb}, None
+    if verb == "stop":
+        return None, "stop is not typed: press x twice (attach) or q twice (this window trains the run)"
+    if verb == "set":
+        line = rest.strip()
+    key, sep, value = line.partition("=")
+    if not sep:
+        key, sep, value = line.partition(" ")
+    key, value = key.strip(), value.strip()
+    if not sep or not key or not value or " " in key:
+        shown = safe.plain(text, 40, newlines=False)
+        return None, f"expected KEY=VALUE such as lr_scale=0.5, or a command; got {shown!r}"
+    return {"cmd": "set", "key": key, "value": value}, None
+
+
+def unescape(prompt: str) -> str:
+    """``\\n`` is a new line and ``\\t`` a tab in a typed prompt; ``\\\\`` a backslash."""
+    out, chars = [], iter(prompt)
+    for c in chars:
+        if c == "\\":
+            nxt = next(chars, "")
+            out.append({"n": "\n", "t": "\t", "\\": "\\"}.get(nxt, c + nxt))
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def value_text(v: Any) -> str:
+    """A setting's value as one would type it."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return "?"
+    return str(v) if isinstance(v, int) else format(v, "g")
+
+
+def completions(text: str, settings: dict[str, Any]) -> list[str]:
+    """Whole lines that ``text`` may become: a command or ``KEY=`` at the
+    start, a key after ``set``, the current value after ``KEY=``."""
+    lead = "set " if text.startswith("set ") else ""
+    word = text[len(lead):]
+    if "=" in word:
+        key, _, value = word.partition("=")
+        if value or key not in settings or settings[key] is None:
+            return []
+        return [f"{text}{value_text(settings[key])}"]
+    if " " in word:
+        return []
+    words = [f"{k}=" for k in sorted(settings)]
+    if not lead:
+        words = [*VERBS, "sample ", "set ", *words]
+    return [lead + w for w in words if w.startswith(word) and w != word]
+
+
+class _Suggest(Suggester):
+    """The first completion, as the input's grey suggestion."""
+
+    def __init__(self, screen: CommandScreen):
+        super().__init__(use_cache=False, case_sensitive=True)
+        self.screen = screen
+
+    async def get_suggestion(self, value: str) -> str | None:
+        if self.screen.kind != "command" or not value:
+            return None
+        found = completions(value, self.screen.live_settings)
+        return found[0] if found else None
+
+
+class CommandScreen(ModalScreen[None]):
+    """A hint line and a one-line input at the bottom, over the panes."""
+
+    BINDINGS = [
+        Binding("escape", "cancel", show=False),
+        Binding("tab", "complete", show=False),
+        Binding("up", "history(-1)", show=False),
+        Binding("down", "history(1)", show=False),
+    ]
+
+    def __init__(self, kind: str, desk: TypedCommands, text: str = ""):
+        super().__init__()
+        self.kind, self.desk, self.initial = kind, desk, text
+        self.live_settings: dict[str, Any] = dict(desk.settings)
+        self._back = 0  # how far back in the history the line is
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="cmd-box"):
+            yield Static(self._hint(), id="cmd-hint")
+            placeholder = "lr_scale=0.5 · steps=5000 · sample PROMPT · pause" if self.kind == "command" \
+                else "def parse("
+            yield Input(self.initial, placeholder=placeholder, id="cmd-input", compact=True,
+                        suggester=_Suggest(self), select_on_focus=False)
+
+    def on_mount(self) -> None:
+        self.query_one("#cmd-box").border_title = "command" if self.kind == "command" else "prompt"
+        self.query_one(Input).focus()
+
+    def _hint(self) -> Any:
+        if self.kind == "prompt":
+            return safe.text(PROMPT_HELP)
+        if self.desk.settings_note:
+            now = self.desk.settings_note
+        elif self.live_settings:
+            now = "  ".join(f"{k}={value_text(v)}" for k, v in sorted(self.live_settings.items()))
+        else:
+            now = "asking the run for its settings…"
+        return safe.text(f"{now}\n{USAGE} · {KEYS_HELP}", limit=2000)
+
+    def show_settings(self, settings: dict[str, Any]) -> None:
+        """The run's settings arrived (its status answer): hint and completion use them."""
+        self.live_settings = dict(settings)
+        if self.is_mounted:
+            self.query_one("#cmd-hint", Static).update(self._hint())
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.dismiss()
+        self.desk.submit(self.kind, event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss()
+
+    def action_complete(self) -> None:
+        inp = self.query_one(Input)
+        found = completions(inp.value, self.live_settings) if self.kind == "command" else []
+        if found:
+            inp.value = found[0]
+            inp.cursor_position = len(inp.value)
+
+    def action_history(self, delta: int) -> None:
+        past = self.desk.history[self.kind]
+        back = max(0, min(len(past), self._back - delta))
+        if back == self._back:
+            return
+        self._back = back
+        inp = self.query_one(Input)
+        inp.value = past[-back] if back else ""
+        inp.cursor_position = len(inp.value)
+
+
+class TypedCommands:
+    """The app's command line and prompt box: opens them, sends what is typed
+    through ``app.steering.request`` (off the UI thread) and shows the answers."""
+
+    def __init__(self, app: Any):
+        self.app = app  # the DashboardApp: its steering, say, set_note and sample pane
+        self.settings: dict[str, Any] = {}  # the run's live settings, from its last status answer
+        self.settings_note = ""             # why there are none to show
+        self.history: dict[str, list[str]] = {"command": [], "prompt": []}
+
+    # --- opening ---
+    def open(self, kind: str, text: str = "") -> None:
+        if isinstance(self.app.screen, CommandScreen):
+            return
+        self.app.push_screen(CommandScreen(kind, self, text))
+        if kind == "command":
+            self._send({"cmd": "status"}, quiet=True)  # the keys and their values, for the hint
+
+    # --- sending ---
+    def submit(self, kind: str, text: str) -> None:
+        if text.strip():
+            past = self.history[kind]
+            if not past or past[-1] != text:
+                past.append(text)
+                del past[:-HISTORY]
+        if kind == "prompt":
+            req: dict[str, Any] | None = {"cmd": "sample", "prompt": unescape(text)} if text else None
+            why = None if text else "no prompt typed: nothing sent"
+        else:
+            req, why = parse(text)
+        if req is None:
+            if why:
+                self.app.say(why, warn=True)
+                self.app.set_note(f"✗ {why}"[:60])
+            return
+        if req["cmd"] == "sample":
+            req["id"] = f"ui-{os.getpid()}-{next(_ids)}"
+        self.app.set_note(f"{_what(req)}: asking…")
+        self._send(req)
+
+    def _send(self, req: dict[str, Any], quiet: bool = False) -> None:
+        steering = self.app.steering
+        if steering is None:
+            return
+
+        def ask() -> None:
+            try:
+                answer = steering.request(req)
+            except Exception as e:  # noqa: BLE001 - a steering that fails answers as a refusal
+                answer = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            try:
+                self.app.call_from_thread(self.answered, req, answer, quiet)
+            except RuntimeError:
+                pass  # the app has closed meanwhile
+
+        self.app.run_worker(ask, thread=True, group="typed", exit_on_error=False)
+
+    # --- answers ---
+    def answered(self, req: dict[str, Any], answer: Any, quiet: bool = False) -> None:
+        """The run's answer (UI thread): a toast and the status line."""
+        if not isinstance(answer, dict):
+            answer = {"ok": False, "error": "a malformed answer"}
+        if req["cmd"] == "status":
+            live = answer.get("settings")
+            if isinstance(live, dict):
+                self.settings = {k: v for k, v in live.items() if isinstance(k, str)}
+                self.settings_note = "" if self.settings else "this run has no live settings"
+            elif answer.get("ok"):
+                self.settings_note = "this run lists no live settings (an older version?): type KEY=VALUE"
+            else:
+                self.settings_note = f"no answer from the run: {safe.plain(answer.get('error'), 200)}"
+            if isinstance(self.app.screen, CommandScreen):
+                self.app.screen.show_settings(self.settings)
+            if not quiet:
+                self.app.say(", ".join(f"{k}={value_text(v)}" for k, v in sorted(self.settings.items()))
+                             or self.settings_note)
+            return
+        what = _what(req)
+        if answer.get("ok"):
+            step = answer.get("step")
+            at = f" at step {fmt_int(step)}" if isinstance(step, int) and not isinstance(step, bool) else ""
+            then = {"set": "applies from the next step", "sample": "it shows in the sample pane when drawn"}.get(
+                req["cmd"], "the run applies it after that step")
+            again = " (already asked)" if answer.get("coalesced") else ""
+            self.app.say(f"✓ {what} accepted{at}{again}: {then}")
+            self.app.set_note(f"✓ {what} accepted{at}")
+        else:
+            error = safe.plain(answer.get("error", "no answer"), 300, newlines=False)
+            self.app.say(f"✗ {what} refused: {error}", ok=False)
+            self.app.set_note(f"✗ {what} refused: {error}")
+
+    def record(self, r: Record) -> None:
+        """A record of the steered run that answers a typed request, from any window."""
+        step = fmt_int(r.step)
+        if isinstance(r, Change):
+            key = safe.plain(r.key, 40, newlines=False)
+            change = f"{key} {value_text(r.old)} → {value_text(r.new)}"
+            self.app.say(f"{change} at step {step} (from {safe.plain(r.source, 12)})")
+            self.app.set_note(f"{change} at step {step}")
+            if isinstance(r.key, str) and r.key in self.settings:
+                self.settings[r.key] = r.new
+        elif isinstance(r, Sample) and r.requested is True:
+            self.app.sample_run = self.app.sample_back = 0  # the newest, of the steered run: this one
+            prompt = safe.plain(r.prompt, 24, newlines=False)
+            self.app.say(f"sample for {prompt!r} at step {step}: in the sample pane")
+            self.app.set_note(f"requested sample at step {step}")
+
+    # --- the command palette (ctrl+p) ---
+    def palette(self, screen: Screen) -> Iterable[SystemCommand]:
+        app = self.app
+        if not app.check_action("command_line", ()):
+            return
+        yield SystemCommand("Change a live setting…", "the command line (:): KEY=VALUE, sample, pause…",
+                            lambda: self.open("command"))
+        for key, value in sorted(self.settings.items()):
+            name = safe.plain(key, 40, newlines=False)
+            yield SystemCommand(f"Set {name}", f"now {value_text(value)}",
+                                lambda k=key: self.open("command", f"{k}="))
+        yield SystemCommand("Sample a prompt on the live weights…", "the prompt box (g)",
+                            lambda: self.open("prompt"))
+        for title, verb in (("Pause or resume the run", "pause"), ("Evaluate now", "eval"),
+                            ("Checkpoint now", "checkpoint")):
+            yield SystemCommand(title, f"as the key {verb[0]}", lambda v=verb: app.run_action(v))
+
+
+def _what(req: dict[str, Any]) -> str:
+    """A request in a few words: ``lr_scale=0.5``, ``sample 'def pa…'``, ``pause``."""
+    if req["cmd"] == "set":
+        return safe.plain(f"{req['key']}={req['value']}", 40, newlines=False)
+    if req["cmd"] == "sample":
+        return f"sample {safe.plain(req['prompt'], 16, newlines=False)!r}"
+    return str(req["cmd"])
