@@ -310,3 +310,27 @@ def test_run_start_carries_what_mfu_needs_and_resources_are_sampled(tiny_cfg, mo
     for r in seen:
         s.apply(r)
     assert 0 < s.mfu() < 1 and s.resources is samples[-1]
+
+
+async def test_the_status_line_shows_mfu_and_memory():
+    from tui_trainer.records import Resources, RunStart, TrainStep
+    from tui_trainer.series import RunSeries
+    from tui_trainer.sources import QueueSource
+    from tui_trainer.ui.app import DashboardApp
+    from tui_trainer.ui.widgets import StatusLine
+    from uitools import until
+
+    src = QueueSource()
+    sink = src.sink(0)
+    sink.emit(RunStart(step=0, run_name="r", config={}, n_params=1, device="cpu", total_steps=100,
+                       flops_per_token=1e6, peak_flops=1e11))
+    for k in range(1, 11):
+        sink.emit(TrainStep(step=k, train_loss=2.0, lr=1e-3, tokens_per_sec=2000.0, grad_norm=1.0,
+                            elapsed_s=k * 0.5, tokens=1000 * k))
+    sink.emit(Resources(step=10, rss_mb=412.0))
+    app = DashboardApp(src, [RunSeries("r")])
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: app.runs[0].step == 10, "the records")
+        await pilot.pause(0.3)
+        line = str(app.screen.query_one(StatusLine).render())
+        assert "MFU 2.0%" in line and "mem 412M" in line, line

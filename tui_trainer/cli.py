@@ -341,7 +341,7 @@ def cmd_view(args: argparse.Namespace) -> int:
     folder = runs_folder(args.paths)
     if folder is not None:
         need_terminal("view", f"tui-trainer export {folder}/* -o runs.csv")
-        from .ui.runs_table import run_browser
+        from .ui.browser import run_browser
 
         return run_browser(folder, mouse=args.mouse)
     # A bad path is named first; then, with no terminal, one line instead of a screen.

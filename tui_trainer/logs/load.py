@@ -149,12 +149,13 @@ def has_plottable(path: Path, limit: int = 1 << 30) -> bool:
     if not tail.open():
         return False
     try:
-        read = 0
+        read, chunk = 0, 1 << 14  # small first: a log's first lines usually settle it
         while read < limit:
-            lines = tail.read(1 << 20)
+            lines = tail.read(chunk)
             if lines is None:
                 break
-            read += 1 << 20
+            read += chunk
+            chunk = min(chunk * 4, 1 << 20)
             parser.feed(lines)
             if parser.counts.plottable:
                 return True

@@ -18,7 +18,7 @@ from ..records import Record, TrainStep
 from ..series import RunSeries
 from .follow import Feed, Watcher
 from .formats.flat import STEP_KEYS, TRAIN_KEYS, VAL_KEYS
-from .load import apply_items, has_plottable, preview
+from .load import PREVIEW_POINTS, apply_items, has_plottable, preview
 from .parsing import ReadCounts, TrainBlock
 from .paths import LogError, locate, resolve
 
@@ -60,7 +60,8 @@ class LogSource:
             else:
                 if not self.follow and not has_plottable(feed.tail.path):
                     raise nothing_to_plot(feed.tail.path, None)
-                pv = preview(feed.tail.path, feed.name)
+                # Several big logs overlaid share one plot's columns: fewer points each.
+                pv = preview(feed.tail.path, feed.name, max(250, PREVIEW_POINTS // len(self.feeds)))
                 if pv is not None:
                     self._install(feed.index, pv, final=False)
             if not self.follow and feed.loaded and not feed.counts.plottable:

@@ -21,25 +21,20 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from textual import work
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.widgets import Footer
 
-from .. import metrics, xaxis
 from ..commands import Command
-from ..fmt import fmt_count, fmt_int, fmt_loss
+from ..fmt import fmt_int, fmt_loss
 from ..records import Ack, Checkpoint, Eval, Paused, Record, Resumed, RunEnd
-from ..runs import config_diff
 from ..series import RunSeries
 from ..sources import LocalSteering, RecordSource, Steering, TrainerSource
 from . import keys, safe
 from .command_line import TypedCommands
-from .inspector import Inspector
-from .metric_picker import LR, MetricPicker
+from .controls import PaneControls
 from .plot import CurvePlot
-from .settings_diff import SettingsDiff
 from .titles import plot_title, sample_title
 from .widgets import Alert, EvalLog, HelpScreen, SamplePane, StatusLine
 
@@ -92,7 +87,6 @@ class DashboardApp(App):
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status")
         yield Alert(id="alert")
-        yield Inspector(id="inspector")
         with Horizontal(id="top"):
             yield CurvePlot("loss", id="loss")
             yield EvalLog(id="evals")
@@ -109,12 +103,11 @@ class DashboardApp(App):
         for plot in self.main.query(CurvePlot):
             plot.runs = self.runs
         self._apply_size()
+        self.controls = PaneControls(self)  # the inspector, and the runs table when browsing
         self.poll_source()
         self.poll_timer = self.set_interval(POLL_S, self.poll_source)
         self.source.start()
         self.call_after_refresh(self._refit)
-        if self.browser is not None:
-            self.browser.show(self)
 
     def on_resize(self) -> None:
         self._apply_size()
@@ -146,10 +139,6 @@ class DashboardApp(App):
         return "running" if self.steering.can_send() else "offline"
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("inspect", "evals") and self.screen is not getattr(self, "main", self.screen):
-            return False  # these keys are the screen's on top (the runs table, the help)
-        if action == "back" and self.browser is None and not self._inspecting():
-            return False
         return keys.works(action, parameters, self.mode, self.state)
 
     # --- feeding ---
@@ -242,9 +231,7 @@ class DashboardApp(App):
             self.main.query_one(EvalLog).show(self.runs)
         self._show_sample()
         now = time.monotonic()
-        if self._inspecting() and (force_plots or self._plots_dirty):
-            loss = self.main.query_one("#loss", CurvePlot)
-            self.main.query_one(Inspector).show(self.runs, loss.x_mode, loss.cursor)
+        self.controls.refresh(force_plots or self._plots_dirty)
         if force_plots or (self._plots_dirty and now - self._plotted_at >= PLOT_S):
             self._plotted_at, self._plots_dirty = now, False
             self._title_plots()
@@ -359,159 +346,9 @@ class DashboardApp(App):
         self.sample_back = back
         self._show_sample()
 
-    # --- comparing runs and looking closer ---
-    def _plots(self) -> list[CurvePlot]:
-        return list(self.main.query(CurvePlot))
-
-    def action_x_axis(self, key: str = "x") -> None:
-        """x (X when attached): step, tokens, wall time, skipping a unit no run shown knows."""
-        plots = self._plots()
-        modes, now = xaxis.MODES, plots[0].x_mode
-        new = now
-        for k in range(1, len(modes) + 1):
-            new = modes[(modes.index(now) + k) % len(modes)]
-            if not self.runs or any(xaxis.known(r, new) for r in self.runs):
-                break
-        if new == now:
-            self.say(f"x axis: {xaxis.NAMES[now]} (these logs have no token count or elapsed time)", warn=True)
-            return
-        cursor = plots[0].cursor
-        if cursor is not None and self.runs:  # the inspector stays at the same step of the first run
-            step = xaxis.to_step(self.runs[0], cursor, now)
-            x = xaxis.to_x(self.runs[0], [step], new) if step is not None else None
-            cursor = float(x[0]) if x is not None else None
-        for p in plots:
-            p.x_mode, p.cursor = new, cursor
-        missing = [r.name for r in self.runs if not xaxis.known(r, new)]
-        note = f"x axis: {xaxis.NAMES[new]}" + (f" ({len(missing)} without it not drawn)" if missing else "")
-        self.set_note(note)
-        self.update_view(force_plots=True)
-
-    def action_y_range(self) -> None:
-        loss = self.main.query_one("#loss", CurvePlot)
-        loss.focus = not loss.focus
-        self.set_note("y range: everything" if not loss.focus else "y range: without the first steps' spike")
-        self.update_view(force_plots=True)
-
-    def action_window_size(self, factor: float) -> None:
-        """- and +: a longer or shorter recent window (turning it on)."""
-        loss = self.main.query_one("#loss", CurvePlot)
-        steps = max(10, int(round((loss.window or self.window_steps) * (factor if loss.window else 1))))
-        self.window_steps = steps
-        self._toggle(lambda p: setattr(p, "window", steps), kinds=("loss", "lr"))
-        self.set_note(f"window: last {fmt_count(steps)} steps (w: whole run)")
-
-    def _inspecting(self) -> bool:
-        return bool(getattr(self, "main", None)) and self.main.query_one("#loss", CurvePlot).cursor is not None
-
-    def action_inspect(self, delta: int) -> None:
-        """← →: a cursor along x, one plot column a press (shift: ten)."""
-        plots = self._plots()
-        loss = plots[0] if plots[0].kind == "loss" else plots[1]
-        if loss.x_span is None:
-            self.say("nothing plotted yet", warn=True)
-            return
-        lo, hi = loss.x_span
-        col = (hi - lo) / max(1, loss.size.width - 8)
-        x = hi if loss.cursor is None else min(hi, max(lo, loss.cursor + delta * col))
-        for p in plots:
-            p.cursor = x
-        self.update_view(force_plots=True)
-
-    def action_back(self) -> None:
-        """escape: hide the inspector; else back to the runs table."""
-        if self._inspecting():
-            for p in self._plots():
-                p.cursor = None
-            self.main.query_one(Inspector).show(self.runs, "step", None)
-            self.update_view(force_plots=True)
-        elif self.browser is not None:
-            self.browser.show(self)
-
-    def action_evals(self, how: str) -> None:
-        log = self.main.query_one(EvalLog)
-        getattr(log, f"scroll_{how}")(animate=False)
-
-    def action_sample_run(self, delta: int) -> None:
-        """{ }: whose samples the sample pane shows."""
-        if len(self.runs) < 2:
-            self.say("one run: its samples are the ones shown")
-            return
-        self.sample_run = (min(self.sample_run, len(self.runs) - 1) + delta) % len(self.runs)
-        self.sample_back = 0
-        self._show_sample()
-        run = self.runs[self.sample_run]
-        self.set_note(f"samples of {safe.name(run.name, 16)} ({len(run.samples)})")
-
-    def action_settings_diff(self) -> None:
-        labels = [r.name for r in self.runs]
-        self.push_screen(SettingsDiff(labels, config_diff([r.config for r in self.runs])))
-
-    def action_metric(self) -> None:
-        """m: the bottom plot shows the learning rate or another number the logs hold."""
-        paths = [f.path for f in getattr(self.source, "feeds", []) if f.path is not None]
-        if not paths:
-            self.say("no log to read yet", warn=True)
-            return
-        names = list(dict.fromkeys(n for p in paths for n in metrics.fields(p)))
-        lr = self.main.query_one("#lr", CurvePlot)
-        self.push_screen(MetricPicker(names, lr.metric), self._pick_metric)
-
-    def _pick_metric(self, name: str | None) -> None:
-        if name is None:
-            return
-        if name == LR:
-            self._show_metric(None, [])
-        else:
-            self.set_note(f"reading {safe.name(name, 30)}…")
-            self._load_metric(name, [f.path for f in getattr(self.source, "feeds", [])])
-
-    @work(thread=True, exclusive=True, group="metric")
-    def _load_metric(self, name: str, paths: list[Path | None]) -> None:
-        data = []
-        for p in paths:
-            try:
-                data.append(metrics.read_metric(p, name) if p is not None else None)
-            except OSError:
-                data.append(None)
-        self.call_from_thread(self._show_metric, name, data)
-
-    def _show_metric(self, name: str | None, data: list) -> None:
-        lr = self.main.query_one("#lr", CurvePlot)
-        lr.metric, lr.metric_data = name, data
-        got = sum(d is not None and len(d[0]) > 0 for d in data)
-        self.set_note(f"below: {safe.name(name, 30)} ({got} of {len(data)} runs have it)" if name
-                      else "below: learning rate")
-        self.update_view(force_plots=True)
-
-    def switch_source(self, source: RecordSource, title: str = "") -> None:
-        """Show another source's runs in the panes (the runs table opened them)."""
-        old, self.source = self.source, source
-        close = getattr(old, "close", None)
-        (close or old.stop)()
-        source.on_reset = self._run_reset
-        self.runs = getattr(source, "runs", [])
-        self.sample_run = self.sample_back = 0
-        self._samples_seen = (0, -1, -1, "")
-        for p in self._plots():
-            p.runs, p.cursor, p.metric, p.metric_data = self.runs, None, None, []
-        self.main.query_one(Inspector).show(self.runs, "step", None)
-        self._run_reset(0)
-        if title:
-            self.title = safe.plain(title, 80, newlines=False)
-        source.start()
-        self.poll_source()
-        self.update_view(force_plots=True)
-
-    def on_runs_screen_open(self, message: Any) -> None:
-        """The runs table opened runs: show them in the panes."""
-        try:
-            source, title = self.browser.source_for(message.runs)
-        except Exception as e:  # noqa: BLE001 - a log that cannot be read: say so, stay on the table
-            self.say(str(e), ok=False)
-            return
-        self.pop_screen()
-        self.switch_source(source, title)
+    def action_panes(self, name: str, *args: Any) -> None:
+        """The keys that compare runs and look closer: ``controls.PaneControls``."""
+        getattr(self.controls, name)(*args)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

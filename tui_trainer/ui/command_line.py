@@ -152,6 +152,7 @@ class CommandScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#cmd-box").border_title = "command" if self.kind == "command" else "prompt"
+        self.query_one("#cmd-hint", Static).update(self._hint())  # the settings may have come meanwhile
         self.query_one(Input).focus()
 
     def _hint(self) -> Any:
@@ -168,8 +169,8 @@ class CommandScreen(ModalScreen[None]):
     def show_settings(self, settings: dict[str, Any]) -> None:
         """The run's settings arrived (its status answer): hint and completion use them."""
         self.live_settings = dict(settings)
-        if self.is_mounted:
-            self.query_one("#cmd-hint", Static).update(self._hint())
+        for hint in self.query("#cmd-hint").results(Static):  # none yet: compose shows them
+            hint.update(self._hint())
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

@@ -31,6 +31,7 @@ class Inspector(Static):
 
     def show(self, runs: list[RunSeries], mode: str, x: float | None) -> None:
         self.set_class(x is not None, "-shown")
+        self.screen.set_class(x is not None, "-inspecting")  # small terminals: the panes make room
         if x is None:
             return
         width = self.size.width or 80

@@ -7,9 +7,9 @@ runs selected with space open overlaid in the dashboard's panes with enter
 comes back here.  The table re-scans every ``REFRESH_S`` in a thread, so
 running runs keep moving and a new run folder appears without a restart.
 
-The app is the dashboard (``app.DashboardApp``) given a ``Browser``: the
-table is a screen over the dashboard's panes; opening runs hands the app a
-new file source (``viewer.FileSource``) and uncovers the panes.
+The app is the dashboard (``app.DashboardApp``) given a ``browser.Browser``:
+the table is a screen over the dashboard's panes; opening runs hands the
+panes a new file source (``viewer.FileSource``) and uncovers them.
 """
 from __future__ import annotations
 
@@ -25,12 +25,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from ..fmt import fmt_count, fmt_duration, fmt_loss
-from ..runs import RunSummary, Scanner, settings_diff
+from ..runs import RunSummary, settings_diff
 from . import safe
 from .plot import rich_colour
 from .settings_diff import SettingsDiff, fmt_setting
@@ -120,14 +119,7 @@ class RunsScreen(ModalScreen[None]):
         Binding("escape", "clear", "clear", show=False),
     ]
 
-    class Open(Message):
-        """Runs to show in the dashboard's panes."""
-
-        def __init__(self, runs: list[RunSummary]) -> None:
-            super().__init__()
-            self.runs = runs
-
-    def __init__(self, browser: "Browser") -> None:
+    def __init__(self, browser: Any) -> None:
         super().__init__()
         self.browser = browser
         self.summaries: list[RunSummary] = []
@@ -320,14 +312,14 @@ class RunsScreen(ModalScreen[None]):
         if not chosen:
             self.action_open_one()
             return
-        self.post_message(self.Open(chosen))
+        self.browser.open(self.app, chosen)
 
     def action_open_one(self) -> None:
         s = self._cursor_run()
         if s is None:
             self.app.notify("no run to open", severity="warning", markup=False)
             return
-        self.post_message(self.Open([s]))
+        self.browser.open(self.app, [s])
 
     def action_sort(self) -> None:
         cols = self._columns()
@@ -411,47 +403,3 @@ class BrowserHelp(ModalScreen[None]):
             box.border_title = "runs browser help"
             box.border_subtitle = "escape or ? closes"
             yield Static(t, id="help-text")
-
-
-class Browser:
-    """What ``view DIR`` gives the dashboard app: a folder of runs to browse,
-    and the source of the runs opened from it."""
-
-    def __init__(self, folder: Path, follow: bool = True):
-        self.folder = Path(folder)
-        self.scanner = Scanner(self.folder)
-        self.follow = follow
-        self.screen: RunsScreen | None = None
-
-    def show(self, app: Any) -> None:
-        """Put the table over the app's panes."""
-        if self.screen is None:
-            self.screen = RunsScreen(self)
-            app.install_screen(self.screen, "runs")
-        app.push_screen("runs")
-
-    def source_for(self, runs: list[RunSummary]) -> tuple[Any, str]:
-        """A followed file source over ``runs`` (labelled as in the table), and a title."""
-        from .viewer import FileSource
-
-        source = FileSource([s.path for s in runs], follow=self.follow, labels=[s.label for s in runs])
-        source.prepare()
-        what = safe.name(runs[0].label, 40) if len(runs) == 1 else f"{len(runs)} runs"
-        return source, f"tui-trainer · {what} in {safe.plain(str(self.folder), 60, newlines=False)}"
-
-
-def run_browser(folder: Path, mouse: bool = True) -> int:
-    """Browse ``folder`` until q."""
-    from ..sources import RecordSource
-    from .app import DashboardApp
-
-    browser = Browser(folder)
-    app = DashboardApp(RecordSource(), [], browser=browser,
-                       title=f"tui-trainer · runs in {safe.plain(str(folder), 60, newlines=False)}")
-    try:
-        app.run(mouse=mouse)
-    finally:
-        close = getattr(app.source, "close", None)
-        if close is not None:
-            close()
-    return 0

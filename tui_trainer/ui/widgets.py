@@ -61,6 +61,11 @@ class StatusLine(Static):
             parts.append((2, Text(f"  {fmt_int(r.step)}{total}")))
             _, tps = r.rates()
             parts.append((6, Text(f"  {fmt_count(tps)} tok/s")))
+            mfu = r.mfu()
+            if mfu == mfu:  # MFU: the model's FLOPs against the device's peak (run_start)
+                parts.append((7, Text(f"  MFU {100 * mfu:.0f}%" if mfu >= 0.1 else f"  MFU {100 * mfu:.1f}%")))
+            if r.resources is not None and not r.ended:
+                parts.append((8, Text(f"  {fmt_memory(r.resources)}")))
             if not r.ended:
                 parts.append((4, Text(f"  ETA {fmt_duration(r.eta_s())}")))
             else:
@@ -101,6 +106,24 @@ class StatusLine(Static):
             out.append_text(bit)
         out.no_wrap, out.overflow = True, "ellipsis"
         return out
+
+
+def fmt_memory(res: object) -> str:
+    """``mem 412M`` (the process), and on CUDA ``gpu 3.1G/4.0G 87%`` (allocated
+    / reserved, utilisation where nvidia-ml-py says)."""
+    def mb(v: object) -> str:
+        if not isinstance(v, (int, float)) or not 0 <= v < 1e12:
+            return "-"
+        return f"{v:.0f}M" if v < 1024 else f"{v / 1024:.1f}G"
+
+    rss, alloc = getattr(res, "rss_mb", None), getattr(res, "cuda_allocated_mb", None)
+    out = f"mem {mb(rss)}" if isinstance(rss, (int, float)) else ""
+    if isinstance(alloc, (int, float)):
+        out += f" gpu {mb(alloc)}/{mb(getattr(res, 'cuda_reserved_mb', None))}"
+        util = getattr(res, "gpu_util", None)
+        if isinstance(util, (int, float)):
+            out += f" {util:.0f}%"
+    return out.strip()
 
 
 def _not_shown(runs: list[RunSeries]) -> Text:
