@@ -47,7 +47,7 @@ def test_short_headless_run_writes_strict_jsonl_and_loss_falls(tmp_path, capsys)
     assert (out_dir / "latest.pt").exists()
     # the headless printer: plain lines, no carriage returns
     assert "\r" not in out
-    assert "step     80 | loss" in out and "eval     80 | train" in out and "sample   80 | def " in out
+    assert "step     80/80 | loss" in out and "eval     80 | train" in out and "sample   80 | def " in out
 
 
 def test_config_file_keys_and_flags_override(tmp_path, capsys):

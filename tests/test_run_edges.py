@@ -334,3 +334,25 @@ async def test_the_status_line_shows_mfu_and_memory():
         await pilot.pause(0.3)
         line = str(app.screen.query_one(StatusLine).render())
         assert "MFU 2.0%" in line and "mem 412M" in line, line
+
+
+async def test_a_run_that_ended_diverged_is_not_called_paused():
+    from tui_trainer.records import BadStep, Paused
+    from tui_trainer.series import RunSeries
+    from tui_trainer.sources import QueueSource
+    from tui_trainer.ui.app import DashboardApp
+    from tui_trainer.ui.widgets import Alert
+    from uitools import until
+
+    src = QueueSource()
+    sink = src.sink(0)
+    sink.emit(start())
+    for k in range(1, 6):
+        sink.emit(BadStep(step=0, train_loss=float("nan"), grad_norm=float("nan"), consecutive=k))
+    sink.emit(RunEnd(step=0, status="diverged", elapsed_s=1.0))
+    app = DashboardApp(src, [RunSeries("r")])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.runs[0].state == "diverged", "the end")
+        await pilot.pause(0.3)
+        text = str(app.screen.query_one(Alert).render())
+        assert "ended DIVERGED" in text and "paused" not in text, text

@@ -112,7 +112,7 @@ async def test_typing_a_change_and_a_prompt_in_the_live_dashboard(live):
         ch = changes(log)[0]
         assert (ch["key"], ch["old"], ch["new"], ch["source"]) == ("lr_scale", 1.0, 0.5, "keys")
         await until(pilot, lambda: any("✓ lr_scale=0.5 accepted at step" in m for m in said), "the answer")
-        await until(pilot, lambda: [m.kind for m in app.runs[0].markers] == ["change"], "the marker")
+        await until(pilot, lambda: [m.kind for m in app.runs[0].markers] == ["pause", "change"], "the markers")
         # A bad value: refused at once with the reason; nothing changes.
         await pilot.press("colon", *"lr_scale=nan", "enter")
         await until(pilot, lambda: any("✗ lr_scale=nan refused: lr_scale must be" in m for m in said),

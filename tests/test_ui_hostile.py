@@ -67,9 +67,15 @@ def record_strategy(cls: type) -> st.SearchStrategy:
 any_record = st.one_of(*[record_strategy(cls) for cls in R.RECORD_TYPES.values()])
 # A run's usual shape (train steps, evals) around the other records, shuffled,
 # so every widget has something to draw.
+# Where a person steered the run (the plots' marks), at any step.
+marks = st.one_of(record_strategy(R.Change), record_strategy(R.Paused), record_strategy(R.Resumed),
+                  st.builds(Checkpoint, step=ints, path=texts, reason=st.just("manual")),
+                  st.builds(Eval, step=ints, val_loss=floats, train_loss=floats, elapsed_s=floats,
+                            forced=st.just(True)))
 batches = st.tuples(st.lists(record_strategy(TrainStep), min_size=2, max_size=30),
                     st.lists(record_strategy(Eval), max_size=5),
-                    st.lists(any_record, max_size=15)).map(lambda t: t[0] + t[1] + t[2]).flatmap(st.permutations)
+                    st.lists(marks, max_size=5),
+                    st.lists(any_record, max_size=15)).map(lambda t: t[0] + t[1] + t[2] + t[3]).flatmap(st.permutations)
 
 
 def hostile_run(seed_records: list) -> RunSeries:
@@ -87,6 +93,7 @@ def test_any_records_plot(batch, smooth, log_y, window):
         plot = CurvePlot(kind)
         plot.runs = runs
         plot.smooth, plot.log_y, plot.window = smooth, log_y, 1000 if window else None
+        plot.x_mode = "tokens" if smooth else "step"  # marks go through the x axis's unit too
         for w, h in ((80, 14), (26, 8), (200, 40)):
             plot._draw(w, h)  # must not raise, nor die in plotext
 

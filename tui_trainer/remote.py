@@ -108,5 +108,5 @@ def need_terminal(command: str, script: str) -> None:
     """The dashboard needs a terminal on both ends: without one (nohup, a
     redirect, cron) it would draw escape codes into a file forever."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise UserError(f"{command} needs a terminal (stdin and stdout); over SSH use ssh -t, "
-                        f"and from a script use --send, e.g. {script}")
+        raise UserError(f"{command} needs a terminal (stdin and stdout); over SSH use ssh -t; "
+                        f"from a script: {script}")

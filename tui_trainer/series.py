@@ -93,6 +93,7 @@ class RunSeries:
         self.markers: deque[Marker] = deque(maxlen=MARKERS_KEPT)
         self.markers_version = 0
         self.changes: dict[str, Any] = {}  # live settings as changed so far
+        self.ended_by_record = False  # a run_end was read (a diverged run then is over, not paused)
         self.flops_per_token: float | None = None  # for MFU (run_start)
         self.peak_flops: float | None = None
         self.resources: Resources | None = None  # the latest memory sample
@@ -152,6 +153,7 @@ class RunSeries:
                 self.message = (f"resumed with {', '.join(map(str, r.inexact))} changed: not bit-identical "
                                 f"to an uninterrupted run from step {r.step}")
         elif isinstance(r, RunEnd):
+            self.ended_by_record = True
             self.state = r.status
             self.error = r.error
             self.step = max(self.step, r.step)

@@ -66,7 +66,7 @@ class ChannelSteering:
 
     def request(self, req: dict[str, Any]) -> dict[str, Any]:
         """One request over the channel and its answer (blocks up to the
-        client's timeout: the dashboard calls it from a thread worker)."""
+        client's timeout: the dashboard calls it from a thread of its own)."""
         answer = self.client.send(req)  # type: ignore[arg-type]  (control.request takes a dict too)
         if not answer.get("ok"):
             answer["cmd"] = req.get("cmd")

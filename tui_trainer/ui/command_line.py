@@ -14,7 +14,7 @@ in the sample pane, titled "requested", when its record arrives.
 What is typed becomes the very request the control socket takes
 (``{"cmd": "set", "key": K, "value": V}``, with the value as typed, as
 ``--set`` sends it) and goes through the app's steering capability,
-``request(req) -> answer``, in a thread worker: in-process for the live
+``request(req) -> answer``, on a thread of its own: in-process for the live
 dashboard (``control.TrainerControl``, so the checks are the socket's), over
 the socket for ``attach``.  The answer shows at once, as a toast and on the
 status line: accepted, or the run's one-line refusal.  The keys offered (hint,
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from typing import Any, Iterable
 
 from textual.app import ComposeResult, SystemCommand
@@ -253,7 +254,8 @@ class TypedCommands:
             except RuntimeError:
                 pass  # the app has closed meanwhile
 
-        self.app.run_worker(ask, thread=True, group="typed", exit_on_error=False)
+        # A daemon thread, not a worker: a run stopped with SIGSTOP must not hold up closing the window.
+        threading.Thread(target=ask, name=f"typed-{req['cmd']}", daemon=True).start()
 
     # --- answers ---
     def answered(self, req: dict[str, Any], answer: Any, quiet: bool = False) -> None:
@@ -310,6 +312,8 @@ class TypedCommands:
         app = self.app
         if not app.check_action("command_line", ()):
             return
+        if not self.settings and app.mode == "live":  # in-process: asking costs nothing
+            self.answered({"cmd": "status"}, app.steering.request({"cmd": "status"}), quiet=True)
         yield SystemCommand("Change a live setting…", "the command line (:): KEY=VALUE, sample, pause…",
                             lambda: self.open("command"))
         for key, value in sorted(self.settings.items()):

@@ -143,7 +143,11 @@ class Alert(Static):
         parts = []
         for r in runs:
             name = safe.name(r.name, 40)
-            if r.state == "diverged":
+            if r.state == "diverged" and r.error is None and r.ended_by_record:
+                parts.append(f"{name} ended DIVERGED at step {fmt_int(r.step)}: the loss or gradients were "
+                             f"NaN/inf {r.bad_steps} times in a row; no bad step was applied, and its last good "
+                             "checkpoint is kept.")
+            elif r.state == "diverged":
                 ways = {"live": "p resumes, q stops.", "attach": "p resumes, x x stops."}.get(mode, "")
                 parts.append(f"{name} DIVERGED at step {fmt_int(r.step)}: the loss or gradients were NaN/inf "
                              f"{r.bad_steps} times; training is paused and no bad step was applied. {ways}")
