@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     for load in loads:
         t = time.time()
         results[load] = run_load(arms, load, args)
-        print(f"load {load} done in {time.time() - t:.0f}s", flush=True)
+        meds = ", ".join(f"{n} {statistics.median(v):,.0f}" for n, v in results[load][0].items())
+        print(f"load {load} done in {time.time() - t:.0f}s: median tok/s {meds}", flush=True)
     report(arms, loads, results)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Sequence
 
 import torch
@@ -121,6 +122,17 @@ class Dist:
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
+            # Leave together: a rank that tears its connections down while
+            # another is still finishing (rank 0's final checkpoint) can make
+            # gloo abort in a background thread.  Bounded, so a rank that died
+            # cannot hang the others here.
+            try:
+                if self.backend == "gloo":
+                    dist.monitored_barrier(timeout=timedelta(seconds=60))
+                else:
+                    dist.barrier()
+            except Exception:
+                pass
             dist.destroy_process_group()
             self.owns_group = False
 

@@ -273,8 +273,10 @@ class RunSeries:
             (e0, s0, _), (e1, s1, _) = self._rate[0], self._rate[-1]
             if e1 > e0:
                 sps = (s1 - s0) / (e1 - e0)
-        if self._step_time > 0 and self._step_tokens > 0:
+        if len(self._steps) >= 2 and self._step_time > 0:
             return sps, self._step_tokens / self._step_time
+        if _finite(self.elapsed_s) and self.elapsed_s > 0 and self.tokens > 0:
+            return sps, self.tokens / self.elapsed_s  # a log read at once: the run's average
         return sps, self.tokens_per_sec if self.tokens_per_sec else math.nan
 
     def mfu(self) -> float:
@@ -282,7 +284,9 @@ class RunSeries:
         _, tps = self.rates()
         if not (self.flops_per_token and self.peak_flops and _finite(tps) and tps > 0):
             return math.nan
-        return tps * self.flops_per_token / self.peak_flops
+        mfu = tps * self.flops_per_token / self.peak_flops
+        # Over 100%: the peak was measured low (a CPU peak taken on a busy machine), not a figure to show.
+        return mfu if mfu <= 1.0 else math.nan
 
     def eta_s(self) -> float:
         sps, _ = self.rates()
