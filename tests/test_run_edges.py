@@ -356,3 +356,19 @@ async def test_a_run_that_ended_diverged_is_not_called_paused():
         await pilot.pause(0.3)
         text = str(app.screen.query_one(Alert).render())
         assert "ended DIVERGED" in text and "paused" not in text, text
+
+
+def test_a_log_read_at_once_shows_the_runs_average_rate_and_no_impossible_mfu(tmp_path):
+    from tui_trainer.logs import load_series
+    from tui_trainer.records import TrainStep
+
+    run = tmp_path / "r"
+    recs = [RunStart(step=0, run_name="r", config={}, n_params=1, device="cpu", total_steps=100,
+                     flops_per_token=1e6, peak_flops=1e9)]
+    # 100 steps of 1000 tokens in 10 s; the last step happened to be very fast.
+    recs += [TrainStep(step=k, train_loss=2.0, lr=1e-3, tokens_per_sec=1e4 if k < 100 else 1e6, grad_norm=1.0,
+                       elapsed_s=k * 0.1, tokens=1000 * k) for k in range(1, 101)]
+    write_log(run, *recs)
+    s, _ = load_series(run)
+    assert s.rates()[1] == pytest.approx(1e4)  # not the last step's 1e6
+    assert s.mfu() != s.mfu()  # 1e4 tok/s x 1e6 FLOPs against a 1e9 peak is over 100%: not shown
