@@ -37,8 +37,9 @@ def first_frame(code: Path, timeout: float = 120.0) -> float:
     env = dict(os.environ, PYTHONPATH=str(code), TERM="xterm-256color", COLUMNS="80", LINES="24")
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "tui_trainer", "train", "--steps", "50",
-                          "--out", str(out / "run")], stdin=slave, stdout=slave, stderr=slave,
-                         env=env, start_new_session=True)
+                          "--out", str(out / "run"), "--warmup-steps", "5"], stdin=slave, stdout=slave,
+                         stderr=slave, env=env, start_new_session=True,
+                         cwd=out)  # not this tree: `python -m` puts the cwd first on sys.path
     os.close(slave)
     seen = b""
     try:
