@@ -372,3 +372,20 @@ def test_a_log_read_at_once_shows_the_runs_average_rate_and_no_impossible_mfu(tm
     s, _ = load_series(run)
     assert s.rates()[1] == pytest.approx(1e4)  # not the last step's 1e6
     assert s.mfu() != s.mfu()  # 1e4 tok/s x 1e6 FLOPs against a 1e9 peak is over 100%: not shown
+
+
+def test_a_text_run_samples_from_a_prompt_taken_from_its_data(tmp_path, capsys):
+    text = "".join(f"The quick brown fox {i} jumps over the lazy dog.\n" for i in range(3000))
+    data = tmp_path / "english.txt"
+    data.write_text(text)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--headless", "--data", str(data), "--steps", "4", "--eval-every", "2", *TINY,
+                     "--out", str(out)]) == 0
+    recs = [json.loads(x) for x in (out / LOG_NAME).read_text().splitlines()]
+    prompt = recs[0]["config"]["sample_prompt"]
+    assert prompt.startswith("The quick") and "\x00" not in prompt
+    assert all(r["prompt"] == prompt and r["text"].startswith(prompt) for r in recs if r["type"] == "sample")
+    # Given explicitly, or on the embedded corpus, the prompt is the one asked for.
+    from tui_trainer.config import make_config
+    assert make_config({"data": str(data), "sample_prompt": "Once"}).sample_prompt == "Once"
+    assert make_config({}).sample_prompt == "def "

@@ -77,7 +77,8 @@ class TrainConfig:
     grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 disables)")
     seed: int = _f(1337, "random seed")
     # sampling
-    sample_prompt: str = _f("def ", "prompt for the sample printed at each eval", show_default="'def '")
+    sample_prompt: str = _f("def ", "prompt for the sample printed at each eval", show_default=(
+        "'def ' for the embedded corpus; with --data, the start of a line of the validation split"))
     sample_tokens: int = _f(200, "tokens to generate per sample")
     temperature: float = _f(0.8, "sampling temperature")
     top_k: int | None = _f(20, "sample only from the k most likely tokens (0 or none: all)")
@@ -197,7 +198,14 @@ def fitted_defaults(values: dict[str, Any]) -> dict[str, Any]:
     width = values.get("n_embd")
     if isinstance(width, int) and not isinstance(width, bool) and width > LR_BASE_WIDTH:
         fitted["max_lr"] = float(f"{FIELDS['max_lr'].default * LR_BASE_WIDTH / width:.2g}")
+    # "def " suits the embedded Python corpus; other data gets a prompt of its own
+    # (parts.build_parts takes it from the validation split, once the data is read).
+    if values.get("data") is not None:
+        fitted["sample_prompt"] = PROMPT_FROM_DATA
     return {k: v for k, v in fitted.items() if k not in values}
+
+
+PROMPT_FROM_DATA = "\x00from the data"  # replaced by a line's start from the validation split
 
 
 LR_BASE_WIDTH = 64  # the width the default max_lr was tuned at (benchmarks/bench_demo.py --sweep)

@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 
 from . import distributed
-from .config import TrainConfig
-from .data import BatchSampler, Corpus, load_corpus, make_batches
+from .config import PROMPT_FROM_DATA, TrainConfig
+from .data import BatchSampler, ByteTokenizer, Corpus, load_corpus, make_batches
 from .distributed import Dist
 from .hardware import Hardware, configure
 from .memory import check_fits
@@ -51,6 +51,8 @@ def build_parts(cfg: TrainConfig, hw: Hardware | None = None, dist: Dist | None 
     np.random.seed(cfg.seed % 2**32)
     torch.manual_seed(cfg.seed)
     corpus = load_corpus(cfg)
+    if cfg.sample_prompt == PROMPT_FROM_DATA:
+        cfg.sample_prompt = prompt_from(corpus)  # kept in the config: the run_start and every checkpoint say it
     check_fits(cfg, corpus.vocab_size, hw.device.type, processes=dist.world_size)
     model_config = GPTConfig(vocab_size=corpus.vocab_size, context_length=cfg.context_length,
                              n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
@@ -71,3 +73,17 @@ def build_parts(cfg: TrainConfig, hw: Hardware | None = None, dist: Dist | None 
                  train_model=torch.compile(ddp) if hw.compile else ddp, optimizer=optimizer,
                  scaler=torch.amp.GradScaler(hw.device.type, enabled=hw.dtype == "fp16"),
                  sampler=sampler, val_batches=cut(corpus.val), train_eval_batches=cut(corpus.train))
+
+
+def prompt_from(corpus: Corpus, length: int = 12) -> str:
+    """A prompt that suits the data: the start of the first full line of the
+    validation split (its first tokens, for a .bin of token ids)."""
+    val = corpus.val
+    head = [int(t) for t in val[: 1 << 14]]
+    if not isinstance(corpus.tokenizer, ByteTokenizer):
+        return corpus.tokenizer.decode(head[:4])
+    text = bytes(head).decode("utf-8", errors="ignore")
+    lines = [ln.strip() for ln in text.split("\n")[1:-1] if ln.strip()]
+    start = next((ln for ln in lines if ln.isprintable()), text.strip() or "The ")
+    cut = start[:length]
+    return cut.rsplit(" ", 1)[0] + " " if " " in cut[1:] else cut
