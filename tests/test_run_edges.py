@@ -389,3 +389,17 @@ def test_a_text_run_samples_from_a_prompt_taken_from_its_data(tmp_path, capsys):
     from tui_trainer.config import make_config
     assert make_config({"data": str(data), "sample_prompt": "Once"}).sample_prompt == "Once"
     assert make_config({}).sample_prompt == "def "
+
+
+def test_a_short_smoke_test_under_torchrun_with_two_cpu_ranks(tmp_path):
+    from test_distributed import torchrun
+
+    proc = torchrun(["--steps", "30", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--context-length", "16",
+                     "--batch-size", "4", "--eval-batches", "2", "--sample-tokens", "8", "--out", str(tmp_path / "r")],
+                    tmp_path)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-2000:]
+    recs = [json.loads(x) for x in (tmp_path / "r" / LOG_NAME).read_text().splitlines()]
+    assert recs[-1]["type"] == "run_end" and recs[-1]["status"] == "finished" and recs[-1]["step"] == 30
+    assert sum(r["type"] == "eval" for r in recs) >= 2
+    assert "rank 1: run finished at step 30" in err
