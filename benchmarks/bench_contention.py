@@ -4,6 +4,7 @@
     python benchmarks/bench_contention.py --code /tmp/base      # also that tree's package as "before"
     python benchmarks/bench_contention.py --spin 1000,30000     # also arms with GOMP_SPINCOUNT=N
     python benchmarks/bench_contention.py --loads 0,1 --windows 40 --window 10
+    python benchmarks/bench_contention.py --busy torch --loads 1   # the neighbour is another torch job
 
 Each arm is its own process (OpenMP reads its wait policy once, when torch
 loads), training the demo shape (2 x 64 x 64, batch 32, context 64) with
@@ -13,14 +14,19 @@ window is timed from inside the engine's own loop (a sink), so start-up and
 the waiting are not.  Short turns mean the neighbours on this shared machine
 (other people's tests) land on every arm alike; the order rotates each round.
 
-A load of K is K pure-Python spin loops (``while True: pass``) running beside
-the arms for that load's turns; every arm starts afresh for each load, so the
-losses of each load's runs can be compared step by step.
+A load of K is K busy processes beside the arms for that load's turns:
+pure-Python spin loops (``while True: pass``), or with ``--busy torch`` loops
+of small torch ops with OpenMP's default wait, like another training run.
+Every arm starts afresh for each load, so the losses of each load's runs can
+be compared step by step.
 
 Arms:
   after           this tree, nothing set: the product's own choice (the
-                  command's ``threads.apply_wait_policy``, then torch)
+                  command's ``threads.apply_wait_policy``, then torch),
+                  started once the busy processes run
+  after-late      the same, started before them: the load arrives mid-run
   before          the tree given by ``--code`` (e.g. /tmp/base), nothing set
+  before-late     the same, started before the busy processes
   default         torch's thread count, OpenMP's own default wait
   threads=K       ``--threads K``, OpenMP's own default wait
   passive         OMP_WAIT_POLICY=PASSIVE
@@ -69,7 +75,7 @@ from tui_trainer.engine import Trainer
 
 warmup, window, windows, threads = (int(a) for a in sys.argv[1:5])
 values = dict(steps=warmup + window * windows, eval_every=10**9, eval_batches=1, sample_tokens=1,
-              warmup_steps=20, seed=1337)
+              warmup_steps=min(20, warmup), seed=1337)
 if threads:
     values["threads"] = threads
 cfg = make_config(values)
@@ -111,13 +117,14 @@ class Arm:
     env: dict[str, str] = field(default_factory=dict)
     threads: int = 0
     reference: bool = True  # a fixed setting the product's choice is measured against
+    early: bool = False  # started before the busy processes: the load arrives mid-run
 
 
 def make_arms(code: Path | None, threads: list[int], spins: list[int], passive: bool) -> list[Arm]:
     fixed = {"GOMP_SPINCOUNT": LIBGOMP_DEFAULT_SPIN}
-    arms = [Arm("after", ROOT, reference=False)]
+    arms = [Arm("after", ROOT, reference=False), Arm("after-late", ROOT, reference=False, early=True)]
     if code:
-        arms.append(Arm("before", code, reference=False))
+        arms += [Arm("before", code, reference=False), Arm("before-late", code, reference=False, early=True)]
     arms.append(Arm("default", ROOT, dict(fixed)))
     arms += [Arm(f"threads={k}", ROOT, dict(fixed), k) for k in threads]
     if passive:
@@ -166,8 +173,22 @@ class Worker:
             self.proc.wait()
 
 
+BUSY = {
+    # A process that never waits: a script, a preprocessing job.
+    "python": "while True: pass",
+    # Another torch program with OpenMP's own default wait, as another
+    # person's training run (or a second one of your own) would be: its
+    # threads spin too, and two spinning teams on the same cores are the
+    # worst case.
+    "torch": ("import torch\nx = torch.randn(2048, 64)\nw = torch.randn(64, 256)\n"
+              "while True:\n    (x @ w).relu_().sum()"),
+}
+BUSY_KIND = "python"
+
+
 def start_busy(n: int) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    env = {k: v for k, v in os.environ.items() if k not in OMP_VARS}
+    return [subprocess.Popen([sys.executable, "-c", BUSY[BUSY_KIND]], env=env) for _ in range(n)]
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
@@ -182,14 +203,22 @@ def uptime() -> str:
 
 def run_load(arms: list[Arm], load: int, args: argparse.Namespace) -> tuple[dict[str, list[float]], dict]:
     tokens = args.window * 32 * 64
-    workers = [Worker(a, args.warmup, args.window, args.windows) for a in arms]
+    workers: list[Worker] = []
     busy: list[subprocess.Popen] = []
     tps: dict[str, list[float]] = {a.name: [] for a in arms}
     try:
-        for w in workers:  # each trains its warmup alone, before the load starts
-            w.read()
-        busy = start_busy(load)
-        time.sleep(0.5)
+        # One at a time, each through its warmup, so an arm choosing its wait
+        # policy at start sees the busy processes and nothing of the others.
+        for a in sorted(arms, key=lambda a: not a.early):
+            if not a.early and not busy and load:
+                busy = start_busy(load)
+                time.sleep(1.0)
+            workers.append(Worker(a, args.warmup, args.window, args.windows))
+            workers[-1].read()
+        if not busy and load:
+            busy = start_busy(load)
+            time.sleep(1.0)
+        workers.sort(key=lambda w: arms.index(w.arm))
         loads = []
         for rnd in range(args.windows):
             shift = rnd % len(workers)
@@ -218,7 +247,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--spin", default="", help="GOMP_SPINCOUNT values to try as arms")
     p.add_argument("--no-passive", action="store_true", help="leave out the OMP_WAIT_POLICY=PASSIVE arm")
     p.add_argument("--only", help="run only these arms (comma-separated names)")
+    p.add_argument("--busy", choices=sorted(BUSY), default="python",
+                   help="what each busy process runs: a pure-Python loop, or torch ops with OpenMP's default wait")
     args = p.parse_args(argv)
+    global BUSY_KIND
+    BUSY_KIND = args.busy
 
     ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = [int(k) for k in args.threads.split(",")] if args.threads else list(range(1, ncpu + 1))
@@ -229,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
         keep = args.only.split(",")
         arms = [a for a in arms if a.name in keep]
     print(f"{ncpu} CPUs; demo shape; {args.windows} windows of {args.window} steps per arm and load, "
-          f"turns interleaved; loads {loads}; arms: {', '.join(a.name for a in arms)}", flush=True)
+          f"turns interleaved; loads {loads} ({args.busy} busy processes); arms: {', '.join(a.name for a in arms)}",
+          flush=True)
 
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))  # so busy loops and arms are stopped
     results: dict[int, tuple[dict[str, list[float]], dict]] = {}
@@ -254,14 +288,15 @@ def report(arms: list[Arm], loads: list[int], results: dict) -> None:
     if "after" in names and "before" in names:
         print("after / before: " + ", ".join(f"{k} busy {med[(k, 'after')] / med[(k, 'before')]:.2f}"
                                              for k in loads))
-    if "after" in names:
-        # Per-window ratios: each pair of windows ran a few seconds apart.
-        for k in loads:
-            tps = results[k][0]
-            best_ref = max((a.name for a in arms if a.reference), key=lambda n: med[(k, n)])
-            r = [x / y for x, y in zip(tps["after"], tps[best_ref])]
-            print(f"{k} busy: after / {best_ref} per window: median {statistics.median(r):.2f} "
-                  f"(spread {min(r):.2f}..{max(r):.2f})")
+    # Per-window ratios: the two windows of a pair ran a few seconds apart.
+    for k in loads:
+        tps = results[k][0]
+        best_ref = max((a.name for a in arms if a.reference), key=lambda n: med[(k, n)])
+        for a in arms:
+            if not a.reference:
+                r = [x / y for x, y in zip(tps[a.name], tps[best_ref])]
+                print(f"{k} busy: {a.name} / {best_ref} per window: median {statistics.median(r):.2f} "
+                      f"(spread {min(r):.2f}..{max(r):.2f})")
     print()
     for k in loads:
         tps, info = results[k]
@@ -270,7 +305,11 @@ def report(arms: list[Arm], loads: list[int], results: dict) -> None:
         print(f"{k} busy: {' | '.join(info['_uptime'])}")
     print()
     for a in arms:
-        print(f"{a.name:<12} {results[loads[0]][1][a.name]['device']}")
+        devices = [results[k][1][a.name]["device"] for k in loads]
+        if len(set(devices)) == 1:
+            print(f"{a.name:<12} {devices[0]}")
+        else:
+            print(f"{a.name:<12} " + " | ".join(f"{k} busy: {d}" for k, d in zip(loads, devices)))
 
     # Reproducibility: the losses depend on the thread count only.
     print()

@@ -386,9 +386,9 @@ def _printable_streams() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .threads import apply_wait_policy
-    apply_wait_policy()  # before anything loads torch: OpenMP reads its environment once
     argv = list(sys.argv[1:] if argv is None else argv)
+    from .threads import apply_wait_policy
+    apply_wait_policy(argv)  # before anything loads torch: OpenMP reads its environment once
     _printable_streams()
     parser = build_parser()
     if not argv:

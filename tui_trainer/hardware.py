@@ -17,6 +17,13 @@ switch has a flag to turn it off and a reason when it is off:
   runs from this tool are minutes long: a cold compile costs 20-60 s, and on
   CPU it measured no faster.  Long GPU runs should pass ``--compile``; its
   cost is shown as a "compiling" status before the first step.
+- CPU threads: torch's default count or ``--threads N``, never one that
+  follows the load (it changes results in the last bits); how they wait is
+  chosen before torch loads (``threads.py``).  Both are in ``describe``.
+
+MFU: ``flops_per_token(cfg)`` (6N + 12 x layers x width x context) over
+``peak_flops(device, dtype)``: a data sheet's dense figure for a GPU
+(``GPU_PEAK_TFLOPS``), a measured matmul peak cached per machine for a CPU.
 """
 from __future__ import annotations
 
