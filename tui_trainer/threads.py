@@ -1,31 +1,32 @@
 """How torch's CPU threads wait for work: chosen before torch loads, never how many.
 
 torch runs its CPU kernels on an OpenMP team (GNU libgomp in the pip builds).
-Between two parallel regions a libgomp thread spins before it sleeps: by
-default about 300,000 rounds (milliseconds).  On an idle machine that starts
-the next region a little sooner.  On a machine shared with a busy process it
-collapses throughput: a thread spinning for a partner the kernel has
-descheduled burns the very time its partner, or the neighbour, needs, and the
-kernel never sees an idle CPU to balance onto.  Measured on the 2-core demo
-machine (``benchmarks/bench_contention.py``, demo shape, tokens/sec relative
-to the best fixed setting at each load):
+Between two parallel regions a libgomp thread spins before it sleeps (by
+default about 300,000 rounds, milliseconds).  On an idle machine that starts
+the next region a little sooner.  On a machine shared with busy processes it
+can collapse throughput: a thread spinning for a partner the kernel has
+descheduled burns the time its partner, or the neighbour, needs, and the
+kernel never sees an idle CPU to balance onto.  Two programs that both spin
+(another torch job beside a run) are the worst case.  Measured on the 2-core
+demo machine (``benchmarks/bench_contention.py``, demo shape, median
+tokens/sec; the README's Speed section has the table):
 
-    setting               idle    one busy process beside it
-    default (300,000)     1.00    0.38-0.40
-    GOMP_SPINCOUNT=3000   1.00    0.56
-    GOMP_SPINCOUNT=1000   0.85-0.93  0.75
-    OMP_WAIT_POLICY=PASSIVE  0.69    0.95
-    --threads 1           0.69    1.00
+- idle: waiting passively (``OMP_WAIT_POLICY=PASSIVE``) costs 20-30%; a
+  short spin (``GOMP_SPINCOUNT=3000``) costs nothing against the default.
+- busy at start: passive waits match or beat every other wait setting (with
+  another torch job beside the run: 45k tok/s against 40k for the default,
+  2k for the default spin set explicitly, and 26k for ``--threads 1``).
 
 No one wait setting is right for both, and OpenMP reads it once, when torch
 loads.  So ``apply_wait_policy`` looks at the machine at that moment, at the
 command's entry, before anything imports torch: when other processes are
 using half a CPU or more of this process's CPUs (``BUSY_CPUS``: sampled from
 ``/proc/stat`` for ``SAMPLE_S``, and in the 1-minute load average too, so a
-passing blip does not count), threads wait passively
-(``OMP_WAIT_POLICY=PASSIVE``); otherwise they spin briefly
-(``GOMP_SPINCOUNT=SPIN_COUNT``: as fast as the default when idle, and half as
-badly hit as the default if a busy neighbour arrives later).
+passing blip does not count), threads wait passively; otherwise they spin
+briefly (``SPIN_COUNT``).  A neighbour that arrives after the start is not
+seen: it costs what it costs the default (about half the throughput with one
+busy process on 2 cores).  Such a run can be stopped and resumed: the new
+process chooses again, and resume is exact.
 
 Only how threads *wait* is chosen, never how many there are or how work is
 split among them, so a run computes the same numbers, bit for bit, whatever
