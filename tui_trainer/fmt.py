@@ -33,15 +33,7 @@ def fmt_loss(v: object) -> str:
 
 def fmt_count(v: object) -> str:
     """A count or rate in 4-6 characters: ``950``, ``12.3k``, ``4.5M``, ``1.2e+20``; ``-`` when unknown."""
-    x = as_float(v)
-    if not math.isfinite(x):
-        return "-"
-    if abs(x) >= 1e15:
-        return f"{x:.1e}"
-    for unit, size in UNITS:
-        if abs(x) >= size:
-            return f"{x / size:.1f}{unit}"
-    return f"{x:.0f}"
+    return _scaled(v, ".1e", ".1f", ".0f")
 
 
 def fmt_duration(s: object) -> str:
@@ -60,15 +52,20 @@ def fmt_duration(s: object) -> str:
 
 def fmt_step(v: object) -> str:
     """A step for an axis tick: ``500``, ``2.5k``, ``1M``, ``4.6e+18``."""
+    return _scaled(v, ".2g", ".4g", ".4g")
+
+
+def _scaled(v: object, huge: str, unit: str, plain: str) -> str:
+    """``v`` with a k/M/G/T unit (formatted ``unit``), in exponent form from 1e15 (``huge``)."""
     x = as_float(v)
     if not math.isfinite(x):
         return "-"
     if abs(x) >= 1e15:
-        return f"{x:.2g}"
-    for unit, size in UNITS:
+        return format(x, huge)
+    for name, size in UNITS:
         if abs(x) >= size:
-            return f"{x / size:.4g}{unit}"
-    return f"{x:.4g}"
+            return format(x / size, unit) + name
+    return format(x, plain)
 
 
 def fmt_small(v: object) -> str:

@@ -33,7 +33,7 @@ from ..runs import RunSummary, settings_diff
 from . import safe
 from .plot import rich_colour
 from .settings_diff import SettingsDiff, fmt_setting
-from .widgets import STATE_STYLES
+from .widgets import STATE_STYLES, key_table
 
 REFRESH_S = 2.0       # a re-scan: what changed is read again, the rest is a stat and a lock test
 MAX_SETTING_COLUMNS = 6
@@ -388,12 +388,7 @@ class BrowserHelp(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close", show=False)]
 
     def compose(self) -> ComposeResult:
-        t = Text()
-        t.append("The runs table\n", style="bold")
-        width = max(len(k) for k, _ in KEYS_HELP)
-        for k, what in KEYS_HELP:
-            t.append(f"  {k:<{width}}", style="bold")
-            t.append(f"  {what}\n")
+        t = key_table("The runs table", KEYS_HELP)
         t.append("\nStatus: running or paused while a process holds the run's lock; otherwise how it ended "
                  "(finished, stopped, diverged, failed, killed), crashed when it ended without a run_end, "
                  "log for someone else's log. best val: the lowest val loss and its step (…: still reading). "

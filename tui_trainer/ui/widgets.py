@@ -244,6 +244,17 @@ class SamplePane(Static):
         return f"{what} @ step {fmt_int(step)} ({idx}/{count})"
 
 
+def key_table(title: str, rows: list[tuple[str, str]]) -> Text:
+    """A help screen's table of keys: the title, then each key and what it does."""
+    t = Text()
+    t.append(f"{title}\n", style="bold")
+    width = max((len(k) for k, _ in rows), default=0)
+    for k, what in rows:
+        t.append(f"  {k:<{width}}", style="bold")
+        t.append(f"  {what}\n")
+    return t
+
+
 class HelpScreen(ModalScreen[None]):
     """The keys that work now (``keys.help_rows``), what the mode means, how to read the plots."""
 
@@ -254,13 +265,7 @@ class HelpScreen(ModalScreen[None]):
         self.mode, self.state = mode, state
 
     def compose(self) -> ComposeResult:
-        rows = keys.help_rows(self.mode, self.state)
-        t = Text()
-        t.append("Keys\n", style="bold")
-        width = max(len(k) for k, _ in rows)
-        for k, what in rows:
-            t.append(f"  {k:<{width}}", style="bold")
-            t.append(f"  {what}\n")
+        t = key_table("Keys", keys.help_rows(self.mode, self.state))
         t.append("\n" + keys.MODE_NOTES[self.mode] + "\n\n")
         t.append("Reading the screen\n", style="bold")
         t.append(keys.reading(self.mode))
