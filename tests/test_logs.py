@@ -334,7 +334,7 @@ def test_follow_waits_for_the_file_then_picks_up_appends(tmp_path):
     try:
         assert wait_for(lambda: "waiting for" in src.status_text(), src)
         log.parent.mkdir()
-        t0 = time.monotonic()
+        seen_ten = threading.Event()
 
         def writer():
             with open(log, "ab", buffering=0) as f:
@@ -343,16 +343,19 @@ def test_follow_waits_for_the_file_then_picks_up_appends(tmp_path):
                                             grad_norm=1.0, elapsed_s=s)).encode() + b"\n")
                 line = dumps(TrainStep(step=11, train_loss=0.05, lr=0.1, tokens_per_sec=1.0,
                                        grad_norm=1.0, elapsed_s=11)).encode() + b"\n"
-                f.write(line[:20])              # a line written in two halves
-                time.sleep(0.4)
+                f.write(line[:20])              # a line written in two halves: the second half
+                seen_ten.wait(10)               # only once the reader has shown the first ten
                 f.write(line[20:])
 
         th = threading.Thread(target=writer)
         th.start()
-        assert wait_for(lambda: src.runs[0].step == 10, src)
-        assert time.monotonic() - t0 < 2.0  # generous: appears within a poll or two
-        assert src.runs[0].bad_lines == 0
-        th.join()
+        try:
+            assert wait_for(lambda: src.runs[0].step == 10, src)
+            # the half line is held back, not counted as bad and not applied
+            assert src.runs[0].bad_lines == 0 and src.runs[0].step == 10
+        finally:
+            seen_ten.set()
+            th.join()
         assert wait_for(lambda: src.runs[0].step == 11, src)
         assert src.runs[0].bad_lines == 0 and src.feeds[0].counts.bad == 0
         x, y = raw_points(src.runs[0].loss)
