@@ -22,8 +22,9 @@ be compared step by step.
 
 Arms:
   after           this tree, nothing set: the product's own choice (the
-                  command's ``threads.apply_wait_policy``, then torch),
-                  started once the busy processes run
+                  command's ``threads.apply_wait_policy``, then the
+                  engine's ``threads.ThreadGovernor``), started once the
+                  busy processes run
   after-late      the same, started before them: the load arrives mid-run
   before          the tree given by ``--code`` (e.g. /tmp/base), nothing set
   before-late     the same, started before the busy processes
@@ -38,9 +39,10 @@ explicitly (an explicit setting wins over the product's choice); "default"
 sets GOMP_SPINCOUNT=300000, libgomp's own spin when nothing is set.
 
 Printed per load: median tokens/sec over windows, the spread, the ratio to
-the best fixed setting, ``uptime``'s load; then whether runs with the same
-thread count computed identical losses, bit for bit, across loads and wait
-policies.  Figures on a shared machine are noisy: compare numbers from one
+the best fixed setting, ``uptime``'s load, the thread counts the product's
+own choice used (``threads.ThreadGovernor`` moves it); then whether this
+tree's runs computed identical losses, bit for bit, across loads, wait
+policies and thread counts (another tree's: per thread count).  Figures on a shared machine are noisy: compare numbers from one
 run only.
 """
 from __future__ import annotations
@@ -144,7 +146,7 @@ class Worker:
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.losses: list[float] = []
         self.device = "?"
-        self.threads = 0
+        self.threads: list[int] = []  # torch's thread count at the end of each window
 
     def read(self) -> dict:
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
@@ -152,7 +154,8 @@ class Worker:
             raise SystemExit(f"arm {self.arm.name} ended early (exit status {self.proc.wait()})")
         msg = json.loads(line)
         self.losses += msg["losses"]
-        self.device, self.threads = msg["device"], msg["threads"]
+        self.device = msg["device"]
+        self.threads.append(msg["threads"])
         return msg
 
     def turn(self) -> float:
@@ -311,18 +314,31 @@ def report(arms: list[Arm], loads: list[int], results: dict) -> None:
         else:
             print(f"{a.name:<12} " + " | ".join(f"{k} busy: {d}" for k, d in zip(loads, devices)))
 
-    # Reproducibility: the losses depend on the thread count only.
+    # The thread counts the product's own choice used (the governor moves it).
     print()
-    groups: dict[int, list[tuple[str, list[float]]]] = {}
+    for a in arms:
+        if a.threads or a.env:
+            continue  # pinned, or a wait set by hand: the count does not move
+        for k in loads:
+            used = results[k][1][a.name]["threads"][1:]  # the first report is the warmup's end
+            counts = {n: used.count(n) for n in sorted(set(used))}
+            print(f"{k} busy: {a.name} windows by thread count: "
+                  + ", ".join(f"{n}: {c}" for n, c in counts.items()))
+
+    # Reproducibility: this tree's losses depend on nothing, not even the
+    # thread count (model.LayerNorm); another tree's on its thread count only.
+    print()
+    groups: dict[str, list[tuple[str, list[float]]]] = {}
     for k in loads:
         for a in arms:
             i = results[k][1][a.name]
-            groups.setdefault(i["threads"], []).append((f"{a.name}@{k}", i["losses"]))
-    for n, runs in sorted(groups.items()):
+            key = "this tree, every thread count" if a.code == ROOT else f"{a.code}, {i['threads'][-1]} threads"
+            groups.setdefault(key, []).append((f"{a.name}@{k}", i["losses"]))
+    for key, runs in groups.items():
         common = min(len(losses) for _, losses in runs)
         same = all(losses[:common] == runs[0][1][:common] for _, losses in runs)
         arm_names = sorted({r.split("@")[0] for r, _ in runs})
-        print(f"losses with {n} thread{'s' if n > 1 else ''}: {'identical' if same else 'DIFFER'} over "
+        print(f"losses, {key}: {'identical' if same else 'DIFFER'} over "
               f"{common} steps across {len(runs)} runs ({len(loads)} loads; {', '.join(arm_names)})")
 
 

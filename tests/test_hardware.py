@@ -263,7 +263,7 @@ def test_a_failing_compile_falls_back_to_eager_and_says_so(monkeypatch):
     assert sum(isinstance(r, TrainStep) for r in records) == 3
 
 
-# --- CPU threads under contention: how they wait, never how many ---
+# --- CPU threads under contention: how they wait (how many: test_threads.py) ---
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -369,9 +369,9 @@ def test_run_start_names_the_threads_and_how_they_wait(no_cuda, keep_threads, mo
     assert f"{n} thread" in configure(make_config({})).describe()
 
 
-def test_the_thread_count_never_follows_the_load(no_cuda, keep_threads, monkeypatch):
-    """Threads change results in the last bits; a run must compute the same
-    losses on a busy machine as on an idle one, so nothing looks at the load."""
+def test_the_starting_thread_count_does_not_follow_the_load(no_cuda, keep_threads, monkeypatch):
+    """A run starts at torch's count whatever the load; the governor moves it
+    later, by measuring steps (test_threads.py), changing no number."""
     import os
 
     idle = configure(make_config({})), torch.get_num_threads()
@@ -384,9 +384,7 @@ def test_the_thread_count_never_follows_the_load(no_cuda, keep_threads, monkeypa
 
 def test_the_wait_policy_does_not_change_the_losses(tmp_path):
     """Only how threads wait differs between these runs (2 threads, the demo
-    shape, so the kernels do run in parallel): the losses are bit-identical.
-    (That the thread count itself changes the last bits is why it never
-    follows the load.)"""
+    shape, so the kernels do run in parallel): the losses are bit-identical."""
     import json
     import subprocess
     import sys

@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 from tui_trainer.data import BatchSampler, make_batches
 from tui_trainer.engine import calc_loss_batch, evaluate_model
-from tui_trainer.model import GPT, GPTConfig
+from tui_trainer.model import GPT, GPTConfig, LayerNorm
 from tui_trainer.optim import build_param_groups, cosine_with_warmup
 
 
@@ -85,7 +85,7 @@ def test_decay_split_covers_every_parameter_once():
     assert ids_decay | ids_no == {id(p) for p in model.parameters()}
     names = dict((id(p), n) for n, p in model.named_parameters())
     for module_name, module in model.named_modules():
-        if isinstance(module, torch.nn.LayerNorm):
+        if isinstance(module, (torch.nn.LayerNorm, LayerNorm)):
             assert id(module.weight) in ids_no, module_name
             assert id(module.bias) in ids_no, module_name
         if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):

@@ -33,6 +33,7 @@ from .parts import Parts, build_parts
 from .records import (BadStep, CheckpointReason, Eval, Resources, RunEnd, RunStart, Sample, Status,
                       TrainStep)
 from .run import Run, Sink
+from .threads import ThreadGovernor
 
 
 class Trainer:
@@ -63,6 +64,10 @@ class Trainer:
         self.val_batches, self.train_eval_batches = p.val_batches, p.train_eval_batches
         self._compile_pending = self.hw.compile  # torch.compile is lazy: the first step compiles
         self.params = [q for q in self.model.parameters() if q.requires_grad]
+        # The CPU thread count follows the load (threads.py); one process only:
+        # under torchrun each rank's count is pinned (torchrun sets OMP_NUM_THREADS).
+        self.governor = (ThreadGovernor(self.hw.threads, torch.set_num_threads)
+                         if self.hw.threads_auto and not self.dist.enabled else None)
 
         self.step = 0
         self.tokens = 0
@@ -241,6 +246,8 @@ class Trainer:
         n = x.numel() * self.dist.world_size  # tokens in the global batch
         self.tokens += n
         dt = time.perf_counter() - t
+        if self.governor is not None:
+            self.governor.step_done(dt)
         self.emit(TrainStep(step=self.step, train_loss=loss_v, lr=lr, tokens_per_sec=n / dt if dt > 0 else 0.0,
                             grad_norm=norm_v, elapsed_s=self.elapsed, tokens=self.tokens))
         return True
@@ -276,7 +283,8 @@ class Trainer:
     def _sample_resources(self) -> None:
         self._sampled_at = time.perf_counter()
         if self.dist.is_main:
-            self.emit(Resources(step=self.step, **resources.sample(self.hw.device)))
+            self.emit(Resources(step=self.step, **resources.sample(self.hw.device),
+                                threads=torch.get_num_threads() if self.hw.threads else None))
 
     def _on_resume(self) -> None:
         self.bad_in_row = 0

@@ -17,9 +17,11 @@ switch has a flag to turn it off and a reason when it is off:
   runs from this tool are minutes long: a cold compile costs 20-60 s, and on
   CPU it measured no faster.  Long GPU runs should pass ``--compile``; its
   cost is shown as a "compiling" status before the first step.
-- CPU threads: torch's default count or ``--threads N``, never one that
-  follows the load (it changes results in the last bits); how they wait is
-  chosen before torch loads (``threads.py``).  Both are in ``describe``.
+- CPU threads: ``--threads N`` (or ``OMP_NUM_THREADS``) pins the count;
+  otherwise it follows the load between 1 and torch's default
+  (``threads.ThreadGovernor``), which changes no number the run computes
+  (``model.LayerNorm``).  How threads wait is chosen before torch loads
+  (``threads.py``).  Both are in ``describe``.
 
 MFU: ``flops_per_token(cfg)`` (6N + 12 x layers x width x context) over
 ``peak_flops(device, dtype)``: a data sheet's dense figure for a GPU
@@ -52,7 +54,8 @@ class Hardware:
     tf32: bool
     compile: bool
     notes: list[str] = field(default_factory=list)  # why a requested switch is off
-    threads: int = 0  # torch's CPU threads; 0: not reported (a GPU run)
+    threads: int = 0  # torch's CPU threads (the most, when auto); 0: not reported (a GPU run)
+    threads_auto: bool = False  # a threads.ThreadGovernor moves the count between 1 and ``threads``
     omp_wait: str = ""  # how those threads wait between regions (``threads.describe_wait``)
 
     @property
@@ -74,7 +77,9 @@ class Hardware:
             extra.append("fused-adamw")
         if self.compile:
             extra.append("compiled")
-        if self.threads:
+        if self.threads_auto:
+            extra.append(f"1-{self.threads} threads (auto)")
+        elif self.threads:
             extra.append(f"{self.threads} thread{'s' if self.threads > 1 else ''}")
         if self.omp_wait:
             extra.append(self.omp_wait)
@@ -182,13 +187,15 @@ def _has_triton() -> bool:
 
 def configure(cfg: TrainConfig) -> Hardware:
     device = pick_device(cfg.device)
-    # The thread count is torch's default or --threads, never a function of
-    # the machine's load: it changes results in the last bits, and a run
-    # must compute the same numbers on a busy machine as on an idle one.
-    # Contention is handled by how threads wait (threads.py), not how many.
+    # --threads N (or OMP_NUM_THREADS) pins the count; otherwise, on CPU, a
+    # threads.ThreadGovernor moves it with the load between steps.  Either way
+    # the numbers are the same (model.LayerNorm): the count changes speed only.
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     notes: list[str] = []
+    compile_ = pick_compile(cfg.compile, device, notes)
+    auto = (device.type == "cpu" and not cfg.threads and not os.environ.get("OMP_NUM_THREADS")
+            and not compile_ and torch.get_num_threads() > 1)
     tf32 = pick_tf32(cfg.tf32, device)
     if device.type == "cuda":
         # Set both ways so --no-tf32 also undoes a TF32 default from elsewhere.
@@ -199,9 +206,10 @@ def configure(cfg: TrainConfig) -> Hardware:
         dtype=pick_dtype(cfg.dtype, device, notes),
         fused_adamw=pick_fused_adamw(cfg.fused_adamw, device),
         tf32=tf32,
-        compile=pick_compile(cfg.compile, device, notes),
+        compile=compile_,
         notes=notes,
         threads=torch.get_num_threads() if device.type == "cpu" else 0,
+        threads_auto=auto,
         omp_wait=describe_wait() if device.type == "cpu" else "",
     )
 

@@ -24,6 +24,31 @@ class GPTConfig:
     bias: bool = True
 
 
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (``nn.LayerNorm``'s parameters and
+    state-dict names), whose gradients do not depend on the CPU thread count.
+
+    torch's fused CPU kernel sums the weight and bias gradients in one partial
+    sum per thread, so their last bits change with ``torch.set_num_threads``.
+    On CPU the scale and shift are therefore applied as a separate multiply and
+    add, whose gradients autograd reduces one output element per thread: every
+    number a CPU run computes is then the same whatever the thread count, and
+    ``threads.ThreadGovernor`` may follow the machine's load without changing a
+    loss.  Other devices use the fused kernel."""
+
+    def __init__(self, ndim: int, bias: bool = True, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+        y = F.layer_norm(x, self.weight.shape, None, None, self.eps) * self.weight
+        return y if self.bias is None else y + self.bias
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -64,9 +89,9 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,7 +111,7 @@ class GPT(nn.Module):
             wpe=nn.Embedding(config.context_length, config.n_embd),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            ln_f=LayerNorm(config.n_embd, bias=config.bias),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # Weight tying: the input and output token spaces are the same, and

@@ -163,6 +163,7 @@ class Resources(Record):
     cuda_allocated_mb: float | None = None
     cuda_reserved_mb: float | None = None
     gpu_util: float | None = None  # percent, where nvidia-ml-py is installed
+    threads: int | None = None  # torch's CPU threads in use (they follow the load unless pinned)
 
 
 @dataclass

@@ -157,3 +157,117 @@ def describe_wait(environ: MutableMapping[str, str] | None = None) -> str:
         return "omp default"
     ours = _chosen and all(env.get(k) == v for k, v in _chosen.items() if k != "why")
     return f"{text}: {_chosen['why']}" if ours else text
+
+
+# --- how many threads: the governor ------------------------------------------
+
+def ladder(most: int) -> list[int]:
+    """The thread counts a governor moves between: 1, 2, 4, ... and ``most``."""
+    rungs, n = [], 1
+    while n < most:
+        rungs.append(n)
+        n *= 2
+    return rungs + [max(1, most)]
+
+
+class ThreadGovernor:
+    """Follows the machine's load with torch's CPU thread count, between steps.
+
+    Beside busy processes fewer threads are often faster (on 2 cores with two
+    busy neighbours, one thread trains 1.35x faster than two), but which count
+    is best depends on the neighbour and changes when it comes and goes.  So
+    the governor measures: it trains in windows (``WINDOW_STEPS`` steps and at
+    least ``WINDOW_S`` seconds), and every so often it tries the next rung of
+    the ``ladder`` down or up for one window, keeping it if it was
+    ``MARGIN`` faster than the window just before.  A try that loses doubles
+    the wait before the next (``FIRST_TRY`` up to ``MOST_WINDOWS`` windows,
+    so an idle machine pays well under 1%); two windows in a row far slower or
+    faster than the last decision's (``SHIFT``) mean the load changed, and the
+    next window tries at once.
+
+    Changing the count changes no number the run computes: model.LayerNorm
+    keeps the one reduction that split by thread count (its weight and bias
+    gradients) out of torch's fused kernel, and every other CPU kernel of a
+    step reduces each output element within one thread
+    (``tests/test_threads.py`` trains at 1 and 2 threads and compares every
+    loss bit for bit).  ``set_threads`` is ``torch.set_num_threads``; this
+    module itself never imports torch."""
+
+    WINDOW_STEPS = 3
+    WINDOW_S = 0.5
+    MARGIN = 0.05     # a tried count must be this much faster to be kept
+    SHIFT = 0.2       # two windows in a row this much off the last decision's: the load changed
+    FIRST_TRY = 1     # windows before the first try
+    MOST_WINDOWS = 64  # the longest wait between tries
+
+    def __init__(self, most: int, set_threads: Callable[[int], None]):
+        self.rungs = ladder(most)
+        self.current = self.rungs[-1]
+        self._set = set_threads
+        self._times: list[float] = []
+        self._trying: int | None = None   # the count on trial this window
+        self._before: float | None = None  # the current count's last window (seconds per step)
+        self._decided: float | None = None  # the window time when the count was last confirmed
+        self._wait = self.FIRST_TRY
+        self._windows = 0               # windows since the last try
+        self._shifted = 0               # windows in a row off the last decision's time
+        self._up = False                # which way the next try goes
+        self._going_up = False          # which way the try under way went
+        self._skip = 1                  # steps not timed: the first, and the first after a change
+        self.switches = 0
+
+    @property
+    def threads(self) -> int:
+        """The count in force now (a trial's, during a trial)."""
+        return self._trying or self.current
+
+    def step_done(self, seconds: float) -> None:
+        """Call after each training step with the time it took."""
+        if self._skip:
+            self._skip -= 1
+            return
+        self._times.append(seconds)
+        if len(self._times) < self.WINDOW_STEPS or sum(self._times) < self.WINDOW_S:
+            return
+        times, self._times = sorted(self._times), []
+        window = times[len(times) // 2]  # the median step: one slow step (a neighbour's burst) does not decide
+        if self._trying is not None:
+            self._end_trial(window)
+        else:
+            self._end_window(window)
+
+    def _end_window(self, window: float) -> None:
+        self._before = window
+        self._windows += 1
+        if self._decided is None:
+            self._decided = window
+        self._shifted = self._shifted + 1 if abs(window / self._decided - 1) > self.SHIFT else 0
+        if (self._windows >= self._wait or self._shifted >= 2) and len(self.rungs) > 1:
+            self._try_next()
+
+    def _try_next(self) -> None:
+        i = self.rungs.index(self.current)
+        up = self._up if 0 < i < len(self.rungs) - 1 else i == 0
+        self._up = not up  # a losing try: the other way next time
+        self._going_up = up
+        self._trying = self.rungs[i + 1] if up else self.rungs[i - 1]
+        self._windows = self._shifted = 0
+        self._change(self._trying)
+
+    def _end_trial(self, window: float) -> None:
+        trying, self._trying = self._trying, None
+        assert trying is not None and self._before is not None
+        if window < self._before * (1 - self.MARGIN):
+            self.current = trying  # kept: try again soon, further the same way
+            self._up = self._going_up
+            self.switches += 1
+            self._wait = self.FIRST_TRY
+            self._decided = window
+        else:
+            self._change(self.current)
+            self._wait = min(self._wait * 2, self.MOST_WINDOWS)
+            self._decided = self._before
+
+    def _change(self, n: int) -> None:
+        self._set(n)
+        self._skip = 1
