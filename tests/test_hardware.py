@@ -298,6 +298,7 @@ def test_the_command_chooses_the_wait_before_torch_loads():
 def fresh_choice(monkeypatch):
     """As in a process that has not loaded torch yet, with nothing chosen."""
     monkeypatch.setattr(threads, "_chosen", {})
+    monkeypatch.setattr(threads, "_busy_at_start", [])
     monkeypatch.delitem(__import__("sys").modules, "torch")
 
 
@@ -429,6 +430,16 @@ def test_flops_per_token_of_gpt2_small():
     assert n == 123_587_328
     assert hardware.flops_per_token(cfg) == 6 * n + 12 * 12 * 768 * 1024
     assert hardware.flops_per_token(cfg, n_params=100) == 600 + 12 * 12 * 768 * 1024
+
+
+def test_the_model_counts_flops_as_mfu_does():
+    """One definition: the model's own figure (bench_engine's MFU) was 6, not
+    12, x layers x width x context."""
+    from tui_trainer.model import GPT, GPTConfig
+
+    model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, context_length=32))
+    assert model.flops_per_token() == hardware.flops_per_token(model.config, model.num_params())
+    assert model.flops_per_token() == 6 * model.num_params() + 12 * 2 * 64 * 32
 
 
 @pytest.mark.parametrize("name, dtype, tf32, tflops", [

@@ -1,5 +1,5 @@
 """The CPU thread count follows the load (threads.ThreadGovernor) and changes
-no number a run computes (model.LayerNorm)."""
+no number a run computes (model.pin_gradient_threads)."""
 from __future__ import annotations
 
 import random
@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tui_trainer import threads
 from tui_trainer.engine import Trainer
-from tui_trainer.model import GPT, GPTConfig
+from tui_trainer.model import GPT, GPTConfig, LayerNorm, pin_gradient_threads
 from tui_trainer.records import TrainStep
 from tui_trainer.threads import ThreadGovernor, ladder
 
@@ -26,27 +27,47 @@ def keep_threads():
     torch.set_num_threads(n)
 
 
-# --- the numbers do not depend on the thread count ---
+# --- the numbers do not depend on the thread count in force ---
 
-def test_every_gradient_is_the_same_at_one_and_two_threads(keep_threads):
-    """torch's fused LayerNorm kernel sums its weight and bias gradients per
-    thread; the model's LayerNorm must not (this failed with nn.LayerNorm)."""
+def _grads(model, x, y):
+    model.zero_grad()
+    logits = model(x)
+    F.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
+    return logits.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}
+
+
+def test_only_layernorm_gradients_follow_the_thread_count_and_pinning_holds_them(keep_threads):
+    """At 1 thread and at 2 every gradient of a step is equal but LayerNorm's
+    weight and bias (torch's fused kernel sums them per thread); with their
+    thread count pinned, those are equal too."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=256, context_length=64, n_layer=2, n_head=4, n_embd=64))
     x, y = torch.randint(0, 256, (16, 64)), torch.randint(0, 256, (16, 64))
-    grads = {}
-    for n in (1, 2):
-        torch.set_num_threads(n)
-        model.zero_grad()
-        logits = model(x)
-        F.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
-        grads[n] = (logits.detach(), {k: p.grad.clone() for k, p in model.named_parameters()})
-    assert torch.equal(grads[1][0], grads[2][0])
-    differ = [k for k in grads[1][1] if not torch.equal(grads[1][1][k], grads[2][1][k])]
-    assert differ == []
+    torch.set_num_threads(2)
+    logits2, two = _grads(model, x, y)
+    torch.set_num_threads(1)
+    logits1, one = _grads(model, x, y)
+    assert torch.equal(logits1, logits2)
+    differ = {k for k in two if not torch.equal(one[k], two[k])}
+    assert differ and all(".ln_" in k for k in differ)  # the LayerNorms' and nothing else
+    pin_gradient_threads(model, 2)
+    _, pinned = _grads(model, x, y)
+    assert torch.get_num_threads() == 1  # restored after each backward
+    assert [k for k in two if not torch.equal(pinned[k], two[k])] == []
 
 
-def _losses(cfg, governor_threads=None):
+def test_at_the_pinned_count_the_layernorm_is_torchs_own(keep_threads):
+    ln = LayerNorm(8)
+    ln.gradient_threads = torch.get_num_threads()
+    x = torch.randn(4, 8, requires_grad=True)
+    assert type(ln(x).grad_fn).__name__ == "NativeLayerNormBackward0"  # no detour when nothing moved
+    torch.set_num_threads(max(1, ln.gradient_threads // 2) if ln.gradient_threads > 1 else 2)
+    assert type(ln(x).grad_fn).__name__ != "NativeLayerNormBackward0"
+    with torch.no_grad():
+        assert torch.equal(ln(x), F.layer_norm(x, (8,), ln.weight, ln.bias))
+
+
+def _losses(cfg, governor=None):
     records = []
 
     class Sink:
@@ -54,11 +75,12 @@ def _losses(cfg, governor_threads=None):
             records.append(rec)
 
     trainer = Trainer(cfg, None, [Sink()])
-    if governor_threads is not None:
-        trainer.governor = governor_threads
+    if governor is not None:  # in place of the Trainer's own (which pinned the LayerNorms at 2)
+        trainer.governor = governor
     end = trainer.run()
     assert end.status == "finished"
-    return [r.train_loss for r in records if isinstance(r, TrainStep)]
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    return [r.train_loss for r in records if isinstance(r, TrainStep)], weights
 
 
 class Flipper:
@@ -73,18 +95,18 @@ class Flipper:
         self.seen.append(n)
 
 
-def test_a_run_computes_the_same_losses_whatever_the_thread_count(tiny_cfg, keep_threads):
-    """Trained at 1 thread, at 2, and switching every step: every loss and the
-    final weights are equal bit for bit (the promise that lets the count follow
-    the load: a busy machine and an idle one give the same run)."""
-    shape = dict(n_layer=2, n_head=4, n_embd=64, context_length=32, batch_size=8, steps=12, eval_every=12)
-    one = _losses(tiny_cfg(threads=1, **shape))
-    two = _losses(tiny_cfg(threads=2, **shape))
+def test_a_run_whose_thread_count_moves_computes_what_a_pinned_run_does(tiny_cfg, keep_threads):
+    """Switching between 1 and 2 threads every step: every loss and the final
+    weights equal a run pinned at 2, bit for bit (so a busy machine and an
+    idle one give the same run)."""
+    shape = dict(n_layer=2, n_head=4, n_embd=64, context_length=64, batch_size=32, steps=30, eval_every=30)
+    pinned, w_pinned = _losses(tiny_cfg(threads=2, **shape))
     flipper = Flipper()
     torch.set_num_threads(2)
-    flipping = _losses(tiny_cfg(**shape), governor_threads=flipper)
-    assert len(one) == 12 and set(flipper.seen) == {1, 2}
-    assert one == two == flipping
+    moving, w_moving = _losses(tiny_cfg(**shape), governor=flipper)
+    assert len(pinned) == 30 and set(flipper.seen) == {1, 2}
+    assert moving == pinned
+    assert all(torch.equal(w_moving[k], w_pinned[k]) for k in w_pinned)
 
 
 # --- the governor ---
@@ -146,6 +168,28 @@ def test_a_many_core_machine_climbs_down_the_ladder_to_the_best_rung():
     assert g.current == 4 and m.threads == 4
 
 
+def test_idle_at_start_it_waits_longer_to_try_but_sees_a_load_arrive():
+    m = Machine({1: 0.015, 2: 0.010}, noise=0.0)
+    g = ThreadGovernor(2, m.set, idle=True)
+    m.run(g, 700)  # about 14 windows
+    assert m.counts.get(1, 0) == 0
+    m.times = {1: 0.020, 2: 0.030}  # a neighbour arrives mid-run
+    m.counts = {}
+    m.run(g, 500)
+    assert g.current == 1 and m.counts[1] > 0.7 * 500
+
+
+def test_idle_at_start_is_what_the_command_measured(monkeypatch):
+    monkeypatch.setattr(threads, "_chosen", {})
+    monkeypatch.setattr(threads, "_busy_at_start", [])
+    assert not threads.idle_at_start()  # nothing measured: the suite, or torch loaded first
+    monkeypatch.delitem(__import__("sys").modules, "torch")  # as before torch loads
+    assert threads.apply_wait_policy(["train"], {}, measure=lambda: 0.1)
+    assert threads.idle_at_start()
+    assert threads.apply_wait_policy(["train"], {}, measure=lambda: 1.5)
+    assert not threads.idle_at_start()
+
+
 def test_noise_alone_does_not_make_it_wander():
     m = Machine({1: 0.010, 2: 0.010}, noise=0.3, seed=3)  # equal speeds, 30% noise
     g = ThreadGovernor(2, m.set)
@@ -192,5 +236,7 @@ def test_the_count_is_automatic_on_cpu_unless_pinned(no_cuda, keep_threads, monk
 def test_the_trainer_governs_only_an_unpinned_cpu_run(tiny_cfg, no_cuda, keep_threads, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     torch.set_num_threads(2)
-    assert isinstance(Trainer(tiny_cfg()).governor, ThreadGovernor)
+    governed = Trainer(tiny_cfg())
+    assert isinstance(governed.governor, ThreadGovernor)
+    assert {m.gradient_threads for m in governed.model.modules() if isinstance(m, LayerNorm)} == {2}
     assert Trainer(tiny_cfg(threads=2)).governor is None

@@ -28,12 +28,13 @@ from .config import INEXACT_CHANGES, TrainConfig, UserError
 from .hardware import flops_per_token, peak_flops
 from .lesson import calc_loss_batch, evaluate_model, generate_and_print_sample  # noqa: F401 (public here too)
 from .live import define_live_settings
+from .model import pin_gradient_threads
 from .optim import cosine_with_warmup, set_lr
 from .parts import Parts, build_parts
 from .records import (BadStep, CheckpointReason, Eval, Resources, RunEnd, RunStart, Sample, Status,
                       TrainStep)
 from .run import Run, Sink
-from .threads import ThreadGovernor
+from .threads import ThreadGovernor, idle_at_start
 
 
 class Trainer:
@@ -66,8 +67,11 @@ class Trainer:
         self.params = [q for q in self.model.parameters() if q.requires_grad]
         # The CPU thread count follows the load (threads.py); one process only:
         # under torchrun each rank's count is pinned (torchrun sets OMP_NUM_THREADS).
-        self.governor = (ThreadGovernor(self.hw.threads, torch.set_num_threads)
-                         if self.hw.threads_auto and not self.dist.enabled else None)
+        # The numbers stay those of the full count: model.pin_gradient_threads.
+        self.governor = None
+        if self.hw.threads_auto and not self.dist.enabled:
+            self.governor = ThreadGovernor(self.hw.threads, torch.set_num_threads, idle=idle_at_start())
+            pin_gradient_threads(self.model, self.hw.threads)
 
         self.step = 0
         self.tokens = 0

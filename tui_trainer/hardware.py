@@ -20,7 +20,7 @@ switch has a flag to turn it off and a reason when it is off:
 - CPU threads: ``--threads N`` (or ``OMP_NUM_THREADS``) pins the count;
   otherwise it follows the load between 1 and torch's default
   (``threads.ThreadGovernor``), which changes no number the run computes
-  (``model.LayerNorm``).  How threads wait is chosen before torch loads
+  (``model.pin_gradient_threads``).  How threads wait is chosen before torch loads
   (``threads.py``).  Both are in ``describe``.
 
 MFU: ``flops_per_token(cfg)`` (6N + 12 x layers x width x context) over
@@ -189,7 +189,7 @@ def configure(cfg: TrainConfig) -> Hardware:
     device = pick_device(cfg.device)
     # --threads N (or OMP_NUM_THREADS) pins the count; otherwise, on CPU, a
     # threads.ThreadGovernor moves it with the load between steps.  Either way
-    # the numbers are the same (model.LayerNorm): the count changes speed only.
+    # the numbers are those of the full count (model.pin_gradient_threads).
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     notes: list[str] = []

@@ -25,28 +25,64 @@ class GPTConfig:
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm with an optional bias (``nn.LayerNorm``'s parameters and
-    state-dict names), whose gradients do not depend on the CPU thread count.
+    """LayerNorm with an optional bias (``nn.LayerNorm``'s parameters, state-dict
+    names and kernel), whose gradients can be kept independent of the CPU
+    thread count in force.
 
     torch's fused CPU kernel sums the weight and bias gradients in one partial
-    sum per thread, so their last bits change with ``torch.set_num_threads``.
-    On CPU the scale and shift are therefore applied as a separate multiply and
-    add, whose gradients autograd reduces one output element per thread: every
-    number a CPU run computes is then the same whatever the thread count, and
-    ``threads.ThreadGovernor`` may follow the machine's load without changing a
-    loss.  Other devices use the fused kernel."""
+    sum per thread, so their last bits follow ``torch.set_num_threads``; it is
+    the only kernel of a training step that does (tests/test_threads.py).
+    With ``gradient_threads`` set (``pin_gradient_threads``), the backward pass
+    runs that kernel at that count whatever count is in force, so a run whose
+    thread count moves with the load (``threads.ThreadGovernor``) computes
+    the same numbers, bit for bit, as one pinned at ``gradient_threads``.  At
+    that count, or unset, it is exactly ``F.layer_norm``."""
 
     def __init__(self, ndim: int, bias: bool = True, eps: float = 1e-5):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(ndim))
         self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
         self.eps = eps
+        self.gradient_threads: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu":
-            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
-        y = F.layer_norm(x, self.weight.shape, None, None, self.eps) * self.weight
-        return y if self.bias is None else y + self.bias
+        n = self.gradient_threads
+        if n and x.device.type == "cpu" and torch.is_grad_enabled() and torch.get_num_threads() != n:
+            return _LayerNormAtThreads.apply(x, self.weight, self.bias, self.eps, n)
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+
+
+class _LayerNormAtThreads(torch.autograd.Function):
+    """``F.layer_norm`` whose backward kernel runs at a given thread count:
+    the same kernels and arguments as autograd's own, so the same bits."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, threads):  # type: ignore[override]
+        out, mean, rstd = torch.native_layer_norm(x, weight.shape, weight, bias, eps)
+        ctx.save_for_backward(x, weight, bias, mean, rstd)
+        ctx.threads = threads
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        x, weight, bias, mean, rstd = ctx.saved_tensors
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]]
+        before = torch.get_num_threads()
+        torch.set_num_threads(ctx.threads)
+        try:
+            dx, dw, db = torch.ops.aten.native_layer_norm_backward(
+                grad.contiguous(), x, weight.shape, mean, rstd, weight, bias, mask)
+        finally:
+            torch.set_num_threads(before)
+        return dx, dw, db, None, None
+
+
+def pin_gradient_threads(model: nn.Module, threads: int | None) -> None:
+    """Sum every LayerNorm's weight and bias gradients at ``threads`` CPU
+    threads, whatever count is in force (None: at the count in force)."""
+    for m in model.modules():
+        if isinstance(m, LayerNorm):
+            m.gradient_threads = threads
 
 
 class CausalSelfAttention(nn.Module):
@@ -152,10 +188,11 @@ class GPT(nn.Module):
         return self.lm_head(self.transformer.ln_f(x))
 
     def flops_per_token(self) -> float:
-        """Training FLOPs per token: 6N for the matmuls (forward + backward)
-        plus the attention scores and weighted sum, 6 * L * T * C (PaLM, App. B)."""
-        c = self.config
-        return 6 * self.num_params() + 6 * c.n_layer * c.context_length * c.n_embd
+        """Training FLOPs per token: ``hardware.flops_per_token`` (6N plus
+        attention's 12 x layers x width x context), the one definition MFU uses."""
+        from .hardware import flops_per_token
+
+        return flops_per_token(self.config, self.num_params())
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,

@@ -1,49 +1,45 @@
-"""How torch's CPU threads wait for work: chosen before torch loads, never how many.
+"""torch's CPU threads on a shared machine: how they wait, and how many.
 
 torch runs its CPU kernels on an OpenMP team (GNU libgomp in the pip builds).
-Between two parallel regions a libgomp thread spins before it sleeps (by
-default about 300,000 rounds, milliseconds).  On an idle machine that starts
-the next region a little sooner.  On a machine shared with busy processes it
-can collapse throughput: a thread spinning for a partner the kernel has
-descheduled burns the time its partner, or the neighbour, needs, and the
-kernel never sees an idle CPU to balance onto.  Two programs that both spin
-(another torch job beside a run) are the worst case.  Measured on the 2-core
-demo machine (``benchmarks/bench_contention.py``, demo shape, median
-tokens/sec; the README's Speed section has the table):
+Two things decide how fast that team trains beside other people's jobs, and
+this module sets both without the user doing anything:
 
-- idle: waiting passively (``OMP_WAIT_POLICY=PASSIVE``) costs 20-30%; a
-  short spin (``GOMP_SPINCOUNT=3000``) costs nothing against the default.
-- busy at start: passive waits match or beat every other wait setting (with
-  another torch job beside the run: 45k tok/s against 40k for the default,
-  2k for the default spin set explicitly, and 26k for ``--threads 1``).
+**How threads wait** (``apply_wait_policy``, before torch loads).  Between two
+parallel regions a libgomp thread spins before it sleeps (by default about
+300,000 rounds, milliseconds).  On an idle machine that starts the next region
+a little sooner; on a busy one a thread spinning for a partner the kernel has
+descheduled burns the time its partner, or the neighbour, needs.  Measured on
+the 2-core demo machine (``benchmarks/bench_contention.py``; the README's
+Speed section has the tables): idle, waiting passively
+(``OMP_WAIT_POLICY=PASSIVE``) costs 20-30% and a short spin
+(``GOMP_SPINCOUNT=3000``) nothing; busy, passive waits match or beat every
+other wait (beside another torch job: 45k tok/s against 40k for the default
+and 2k for the default spin set explicitly).  OpenMP reads this once, when
+torch loads, so the command looks at the machine at its entry: when other
+processes use half a CPU or more of this process's CPUs (``BUSY_CPUS``,
+sampled from ``/proc/stat`` for ``SAMPLE_S`` and capped by the 1-minute load
+average, so a passing blip does not count) threads wait passively, otherwise
+they spin briefly (``SPIN_COUNT``).
 
-No one wait setting is right for both, and OpenMP reads it once, when torch
-loads.  So ``apply_wait_policy`` looks at the machine at that moment, at the
-command's entry, before anything imports torch: when other processes are
-using half a CPU or more of this process's CPUs (``BUSY_CPUS``: sampled from
-``/proc/stat`` for ``SAMPLE_S``, and in the 1-minute load average too, so a
-passing blip does not count), threads wait passively; otherwise they spin
-briefly (``SPIN_COUNT``).  A neighbour that arrives after the start is not
-seen: it costs what it costs the default (about half the throughput with one
-busy process on 2 cores).  Such a run can be stopped and resumed: the new
-process chooses again, and resume is exact.
+**How many threads** (``ThreadGovernor``, between steps).  Beside busy
+processes fewer threads are often faster, and which count is best changes
+as neighbours come and go, so the engine measures its steps and moves the
+count along a ladder (1, 2, 4, ... torch's default).  That changes no number
+the run computes: the one kernel of a step whose result follows the thread
+count (LayerNorm's weight and bias gradients) keeps running at the full count
+(``model.pin_gradient_threads``), so a run gives the same losses, bit for
+bit, on a busy machine and on an idle one.
 
-Only how threads *wait* is chosen, never how many there are or how work is
-split among them, so a run computes the same numbers, bit for bit, whatever
-the load: the thread count, which does change the last bits of a result, is
-torch's default or ``--threads N``, and nothing looks at the load to set it.
-(Under load one thread is faster still; pass ``--threads 1`` for that, and
-expect different last bits.)
-
-A user's own setting wins: with ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` in
-the environment nothing is changed.  Once torch has loaded (a script that
-imported it first, the test suite) nothing is changed either: the
+A user's own setting wins: ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` in the
+environment leave the wait alone, ``--threads N`` or ``OMP_NUM_THREADS`` pin
+the count (``hardware.configure``).  Once torch has loaded (a script that
+imported it first, the test suite) the wait is not changed either: the
 environment would only disagree with what OpenMP is doing.  Intel OpenMP
 builds read ``OMP_WAIT_POLICY`` but not ``GOMP_SPINCOUNT`` (their spin is
 ``KMP_BLOCKTIME``): left as they are, unmeasured.
 
-``describe_wait`` names what is in effect, and why, for ``Hardware.describe``
-and so for the run-start record.
+``describe_wait`` names the wait in effect, and why; ``Hardware.describe``
+adds the count ("1-2 threads (auto)"), and so does the run-start record.
 """
 from __future__ import annotations
 
@@ -59,6 +55,13 @@ WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 TRAINING_COMMANDS = ("train",)  # the others never load torch
 
 _chosen: dict[str, str] = {}  # what apply_wait_policy set in this process, and why
+_busy_at_start: list[float | None] = []  # what it measured (empty: it did not measure)
+
+
+def idle_at_start() -> bool:
+    """Whether the command saw its CPUs idle when it started (False when it
+    did not look: torch loaded first, or a wait set by hand)."""
+    return bool(_busy_at_start) and _busy_at_start[0] is not None and _busy_at_start[0] < BUSY_CPUS
 
 
 def busy_cpus(sample_s: float = SAMPLE_S, read: Callable[[], str] | None = None,
@@ -135,7 +138,9 @@ def apply_wait_policy(argv: Sequence[str] | None = None, environ: MutableMapping
         return False
     if "torch" in sys.modules:
         return False
-    chosen, why = choose_wait(measure())
+    busy = measure()
+    _busy_at_start[:] = [busy]
+    chosen, why = choose_wait(busy)
     env.update(chosen)
     _chosen.clear()
     _chosen.update(chosen, why=why)
@@ -174,33 +179,35 @@ class ThreadGovernor:
     """Follows the machine's load with torch's CPU thread count, between steps.
 
     Beside busy processes fewer threads are often faster (on 2 cores with two
-    busy neighbours, one thread trains 1.35x faster than two), but which count
+    busy neighbours, one thread trains up to 2x faster than two), but which count
     is best depends on the neighbour and changes when it comes and goes.  So
     the governor measures: it trains in windows (``WINDOW_STEPS`` steps and at
     least ``WINDOW_S`` seconds), and every so often it tries the next rung of
     the ``ladder`` down or up for one window, keeping it if it was
-    ``MARGIN`` faster than the window just before.  A try that loses doubles
-    the wait before the next (``FIRST_TRY`` up to ``MOST_WINDOWS`` windows,
-    so an idle machine pays well under 1%); two windows in a row far slower or
-    faster than the last decision's (``SHIFT``) mean the load changed, and the
-    next window tries at once.
+    ``MARGIN`` faster than the window just before.  The first try comes after
+    ``FIRST_TRY`` windows (``IDLE_FIRST_TRY`` when the CPUs were ``idle`` at
+    start); a try that loses doubles the wait before the next, up to
+    ``MOST_WINDOWS``, so an idle machine pays well under 1%.  Two windows in a
+    row far slower or faster than the last decision's (``SHIFT``) mean the
+    load changed, and the next window tries at once.
 
-    Changing the count changes no number the run computes: model.LayerNorm
-    keeps the one reduction that split by thread count (its weight and bias
-    gradients) out of torch's fused kernel, and every other CPU kernel of a
-    step reduces each output element within one thread
-    (``tests/test_threads.py`` trains at 1 and 2 threads and compares every
-    loss bit for bit).  ``set_threads`` is ``torch.set_num_threads``; this
-    module itself never imports torch."""
+    Changing the count changes no number the run computes: every CPU kernel
+    of a step reduces each output element within one thread, except
+    LayerNorm's weight and bias gradients, which ``model.LayerNorm`` keeps at
+    the full count (``pin_gradient_threads``); ``tests/test_threads.py``
+    trains while switching the count every step and compares every loss, bit
+    for bit, with a run pinned at the full count.  ``set_threads`` is
+    ``torch.set_num_threads``; this module itself never imports torch."""
 
     WINDOW_STEPS = 3
     WINDOW_S = 0.5
     MARGIN = 0.05     # a tried count must be this much faster to be kept
     SHIFT = 0.2       # two windows in a row this much off the last decision's: the load changed
-    FIRST_TRY = 1     # windows before the first try
+    FIRST_TRY = 1     # windows before the first try (and after a kept one)
+    IDLE_FIRST_TRY = 16  # ... when the CPUs were idle at start: a load, if one comes, shows as a shift
     MOST_WINDOWS = 64  # the longest wait between tries
 
-    def __init__(self, most: int, set_threads: Callable[[int], None]):
+    def __init__(self, most: int, set_threads: Callable[[int], None], idle: bool = False):
         self.rungs = ladder(most)
         self.current = self.rungs[-1]
         self._set = set_threads
@@ -208,7 +215,7 @@ class ThreadGovernor:
         self._trying: int | None = None   # the count on trial this window
         self._before: float | None = None  # the current count's last window (seconds per step)
         self._decided: float | None = None  # the window time when the count was last confirmed
-        self._wait = self.FIRST_TRY
+        self._wait = self.IDLE_FIRST_TRY if idle else self.FIRST_TRY
         self._windows = 0               # windows since the last try
         self._shifted = 0               # windows in a row off the last decision's time
         self._up = False                # which way the next try goes
