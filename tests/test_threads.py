@@ -240,3 +240,30 @@ def test_the_trainer_governs_only_an_unpinned_cpu_run(tiny_cfg, no_cuda, keep_th
     assert isinstance(governed.governor, ThreadGovernor)
     assert {m.gradient_threads for m in governed.model.modules() if isinstance(m, LayerNorm)} == {2}
     assert Trainer(tiny_cfg(threads=2)).governor is None
+
+
+def test_the_status_line_shows_the_threads_in_use_and_nothing_odd():
+    from tui_trainer.records import Resources
+    from tui_trainer.ui.widgets import fmt_memory
+
+    assert fmt_memory(Resources(step=5, rss_mb=412.0, threads=1)) == "mem 412M 1 thr"
+    assert fmt_memory(Resources(step=5, rss_mb=412.0)) == "mem 412M"  # a GPU run, or an older log
+    for odd in (0, -3, True, 10**9, 2.5, "2"):  # a file's values are untrusted
+        assert "thr" not in fmt_memory(Resources(step=5, rss_mb=412.0, threads=odd))
+
+
+def test_resources_records_carry_the_thread_count(tiny_cfg, keep_threads, monkeypatch):
+    from tui_trainer import resources
+    from tui_trainer.records import Resources
+
+    monkeypatch.setattr(resources, "EVERY_S", 0.0)  # a sample after every step
+    records = []
+
+    class Sink:
+        def emit(self, rec):
+            records.append(rec)
+
+    torch.set_num_threads(2)
+    Trainer(tiny_cfg(steps=4, eval_every=4, warmup_steps=1), None, [Sink()]).run()
+    counts = {r.threads for r in records if isinstance(r, Resources)}
+    assert counts and counts <= {1, 2}

@@ -85,6 +85,7 @@ class Run(OwnLoop):
                              help="pause once that step has been trained (0 clears it)")
         self.changed: dict[str, Any] = {}  # live settings changed so far: key -> value now
         self._handlers: dict[Command, Callable[..., Any]] = {}
+        self._why_not: dict[Command, str] = {}  # a loop's own words for a request it cannot take
         self._on_resume: Callable[[], Any] | None = None
         self._interactive = interactive
         self._agreed_stop = False  # data-parallel: the stop every rank agreed on
@@ -242,9 +243,20 @@ class Run(OwnLoop):
     def refusal(self, command: Command) -> str | None:
         """Why this run cannot take ``command`` (None when it can)."""
         if command in (Command.EVAL, Command.CHECKPOINT, Command.SAMPLE) and command not in self._handlers:
+            if command in self._why_not:
+                return self._why_not[command]
             what = {Command.EVAL: "on_eval", Command.CHECKPOINT: "on_checkpoint", Command.SAMPLE: "on_sample"}
             return f"this run's loop takes no {command.value} requests (it registered no {what[command]})"
         return None
+
+    def explain_refusal(self, command: Command, why: str | None) -> None:
+        """Say, in the loop's own terms, why it takes no ``command`` requests
+        (an integration knows better than "registered no on_eval"); None
+        goes back to the generic answer."""
+        if why:
+            self._why_not[command] = why
+        else:
+            self._why_not.pop(command, None)
 
     def _set_pause_at(self, step: int) -> None:
         self.pause_at = step

@@ -40,6 +40,7 @@ except ImportError as e:  # an optional extra: say how to get it
                       "pip install 'tui-trainer[hf]'") from e
 
 from ..api import init
+from ..commands import Command
 from ..own_loop import RESERVED
 from ..records import Eval, TrainStep
 
@@ -82,6 +83,10 @@ class TuiTrainerCallback(TrainerCallback):
         evaluates = str(getattr(strategy, "value", strategy)) != "no"
         self.run.set_callbacks(on_eval=(lambda step: self._ask("eval")) if evaluates else None,
                                on_checkpoint=lambda step: self._ask("save"))
+        self.run.explain_refusal(Command.EVAL, None if evaluates else (
+            "this Trainer never evaluates (eval_strategy='no'); give it eval_strategy='steps' and an eval_dataset"))
+        self.run.explain_refusal(Command.SAMPLE, "a Hugging Face Trainer run takes no sample requests: "
+                                                 "the callback has no tokenizer or generation settings")
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._owns_run and self.run is not None:
