@@ -40,9 +40,9 @@ sets GOMP_SPINCOUNT=300000, libgomp's own spin when nothing is set.
 
 Printed per load: median tokens/sec over windows, the spread, the ratio to
 the best fixed setting, ``uptime``'s load, the thread counts the product's
-own choice used (``threads.ThreadGovernor`` moves it); then whether this
-tree's runs computed identical losses, bit for bit, across loads, wait
-policies and thread counts (another tree's: per thread count).  Figures on a shared machine are noisy: compare numbers from one
+own choice used (``threads.ThreadGovernor`` moves it); then whether runs
+computed identical losses, bit for bit, across loads and wait policies: per
+pinned thread count, with the automatic arms beside the full count pinned.  Figures on a shared machine are noisy: compare numbers from one
 run only.
 """
 from __future__ import annotations
@@ -325,14 +325,19 @@ def report(arms: list[Arm], loads: list[int], results: dict) -> None:
             print(f"{k} busy: {a.name} windows by thread count: "
                   + ", ".join(f"{n}: {c}" for n, c in counts.items()))
 
-    # Reproducibility: this tree's losses depend on nothing, not even the
-    # thread count (model.LayerNorm); another tree's on its thread count only.
+    # Reproducibility: this tree's losses depend on the pinned thread count
+    # only; an automatic count computes what the full count pinned does, however
+    # it moved (model.pin_gradient_threads).  Another tree's: its thread count.
     print()
+    full = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     groups: dict[str, list[tuple[str, list[float]]]] = {}
     for k in loads:
         for a in arms:
             i = results[k][1][a.name]
-            key = "this tree, every thread count" if a.code == ROOT else f"{a.code}, {i['threads'][-1]} threads"
+            if a.code == ROOT:
+                key = f"this tree, {a.threads or full} thread{'s' if (a.threads or full) > 1 else ''}, pinned or auto"
+            else:
+                key = f"{a.code}, {i['threads'][-1]} threads"
             groups.setdefault(key, []).append((f"{a.name}@{k}", i["losses"]))
     for key, runs in groups.items():
         common = min(len(losses) for _, losses in runs)

@@ -12,12 +12,15 @@ in one process.  They take turns: the engine runs a window of steps, then
 loop runs the same number of steps.  Taking turns window by window means a
 neighbour's load on this shared machine lands on both sides alike.  Reported:
 the median tokens/sec over windows, the spread (min..max), the median of the
-per-window ratios, and MFU against a peak measured here with a large matmul.
+per-window ratios, and MFU against the product's CPU peak (``hardware.peak_flops``).
+
+The engine moves torch's thread count with the load (``threads.ThreadGovernor``,
+part of what is measured); the bare loop always runs at the count the process
+started with, as a hand-written loop would.
 """
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import tempfile
@@ -32,23 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tui_trainer.config import make_config  # noqa: E402
 from tui_trainer.data import load_corpus  # noqa: E402
+from tui_trainer.hardware import peak_flops  # noqa: E402
 from tui_trainer.model import GPT, GPTConfig  # noqa: E402
 from tui_trainer.optim import build_param_groups, cosine_with_warmup  # noqa: E402
-
-
-# --- the peak ---------------------------------------------------------------
-
-def measure_peak_flops(n: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
-    """FLOP/s of an n x n matmul, the best of a few: the machine's practical peak."""
-    a = torch.randn(n, n, dtype=dtype)
-    b = torch.randn(n, n, dtype=dtype)
-    a @ b  # warm the kernel choice and the caches
-    best = math.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
 
 
 # --- the bare loop ----------------------------------------------------------
@@ -114,6 +103,7 @@ class _Turns:
         self.engine: list[float] = []  # tokens/sec per window
         self.bare_tps: list[float] = []
         self._t: float | None = None
+        self.bare_threads = torch.get_num_threads()
 
     def emit(self, record: Any) -> None:
         if record.type != "train":
@@ -122,6 +112,8 @@ class _Turns:
         if step < self.warmup or (step - self.warmup) % self.window:
             return
         now = time.perf_counter()
+        engine_threads = torch.get_num_threads()
+        torch.set_num_threads(self.bare_threads)  # the governor's count is the engine's alone
         if self._t is not None:
             self.engine.append(self.window * self.tokens_per_step / (now - self._t))
             t = time.perf_counter()
@@ -129,6 +121,7 @@ class _Turns:
             self.bare_tps.append(self.window * self.tokens_per_step / (time.perf_counter() - t))
         else:
             self.bare(self.warmup)  # warm the bare side as much as the engine
+        torch.set_num_threads(engine_threads)
         self._t = time.perf_counter()
 
 
@@ -223,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     steps = args.warmup + args.windows * args.window
     values.update(steps=steps, eval_every=steps, warmup_steps=min(10, steps), seed=1337)
     cfg = make_config(values)
-    peak = measure_peak_flops(dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float32)
+    peak = peak_flops("cpu", args.dtype)  # the product's own figure: a measured matmul peak, cached
     if args.mode == "headless":
         res = bench_headless(cfg, args.windows, args.window, args.warmup, args.dtype)
         report(cfg, res, peak, "engine+jsonl")
