@@ -480,6 +480,14 @@ def test_the_cpu_peak_is_the_highest_measured_and_heals_a_low_one(monkeypatch, t
     assert hardware.cpu_peak_flops() == 1.0  # a damaged cache is measured again
 
 
+def test_measuring_the_peak_draws_nothing_from_torchs_random_numbers():
+    """It runs at every start, after a resume restored the RNG state: a draw
+    from the global generator there broke exact resume (dropout)."""
+    state = torch.get_rng_state()
+    hardware.measure_matmul_flops(n=64, repeats=1)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_bench_gpu_tiny_runs_on_cpu_and_prints_its_figures(tmp_path):
     """The GPU script cannot rot: its --tiny run goes through every arm but
     the compiled ones on CPU."""

@@ -285,8 +285,12 @@ def cache_dir() -> Path:
 def measure_matmul_flops(n: int = 512, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
     """FLOP/s of an n x n matmul on the CPU, the best of a few: a practical
     peak (512 reaches what 1024 and 2048 do, in a few milliseconds)."""
-    a = torch.randn(n, n, dtype=dtype)
-    b = torch.randn(n, n, dtype=dtype)
+    # Its own generator: drawing from torch's global one at a run's start
+    # would shift every random number after it (dropout, sampling), and a
+    # resumed run, which restores that state first, would no longer be exact.
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(dtype)
+    b = torch.randn(n, n, generator=gen).to(dtype)
     a @ b  # the kernel's first call picks its path and warms the caches
     best = float("inf")
     for _ in range(repeats):
