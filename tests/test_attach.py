@@ -50,11 +50,22 @@ def attached(run_dir: Path, clock=None):
     app = attach_app(src)
     if clock is not None:
         app.clock = clock
+    shown: list[str] = []
+    notify = app.notify
+
+    def recording_notify(message, *args, **kwargs):
+        shown.append(str(message))
+        return notify(message, *args, **kwargs)
+
+    app.notify = recording_notify
+    app.shown_toasts = shown
     return app, src, app.steering
 
 
 def toasts(app) -> list[str]:
-    return [str(n.message) for n in app._notifications]
+    """Every toast shown so far, including those already timed out (a slow
+    machine can take longer than a toast's few seconds between two checks)."""
+    return list(getattr(app, "shown_toasts", [])) + [str(n.message) for n in app._notifications]
 
 
 def status(app) -> str:
@@ -107,12 +118,13 @@ async def test_pause_answer_says_when_it_was_asked_and_the_log_when_it_paused(li
         await until(pilot, lambda: app.runs[0].step == 30, "the log")
         await pilot.press("p")
         await until(pilot, lambda: any("pause requested at step 33" in m for m in toasts(app)), "the answer")
-        assert "@33" not in status(app) and "pause requested at step 33" in status(app)
+        await until(pilot, lambda: "pause requested at step 33" in status(app), "the answer on the status line")
+        assert "@33" not in status(app)
         append(run_dir, TrainStep(step=34, train_loss=1.0, lr=1e-3, tokens_per_sec=1.0, grad_norm=1.0,
                                   elapsed_s=3.4), Paused(step=34))
         await until(pilot, lambda: app.runs[0].state == "paused", "the log's pause")
         await until(pilot, lambda: "PAUSED" in status(app) and "paused at step 34" in status(app), "PAUSED at 34")
-        assert any("paused at step 34" in m for m in toasts(app))
+        await until(pilot, lambda: any("paused at step 34" in m for m in toasts(app)), "the toast")
         await pilot.press("q")
 
 
