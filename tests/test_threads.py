@@ -246,10 +246,11 @@ def test_the_status_line_shows_the_threads_in_use_and_nothing_odd():
     from tui_trainer.records import Resources
     from tui_trainer.ui.widgets import fmt_memory
 
-    assert fmt_memory(Resources(step=5, rss_mb=412.0, threads=1)) == "mem 412M 1 thr"
+    assert fmt_memory(Resources(step=5, rss_mb=412.0, threads=1)) == "mem 412M 1 thread"
+    assert fmt_memory(Resources(step=5, rss_mb=412.0, threads=2)) == "mem 412M 2 threads"
     assert fmt_memory(Resources(step=5, rss_mb=412.0)) == "mem 412M"  # a GPU run, or an older log
     for odd in (0, -3, True, 10**9, 2.5, "2"):  # a file's values are untrusted
-        assert "thr" not in fmt_memory(Resources(step=5, rss_mb=412.0, threads=odd))
+        assert "thread" not in fmt_memory(Resources(step=5, rss_mb=412.0, threads=odd))
 
 
 def test_resources_records_carry_the_thread_count(tiny_cfg, keep_threads, monkeypatch):

@@ -110,8 +110,8 @@ class StatusLine(Static):
 
 def fmt_memory(res: object) -> str:
     """``mem 412M`` (the process), and on CUDA ``gpu 3.1G/4.0G 87%`` (allocated
-    / reserved, utilisation where nvidia-ml-py says); on CPU ``2 thr``, the
-    threads in use."""
+    / reserved, utilisation where nvidia-ml-py says); on CPU ``2 threads``,
+    the threads in use."""
     def mb(v: object) -> str:
         if not isinstance(v, (int, float)) or not 0 <= v < 1e12:
             return "-"
@@ -126,7 +126,7 @@ def fmt_memory(res: object) -> str:
             out += f" {util:.0f}%"
     threads = getattr(res, "threads", None)
     if isinstance(threads, int) and not isinstance(threads, bool) and 0 < threads < 10_000:
-        out += f" {threads} thr"
+        out += f" {threads} thread{'s' if threads > 1 else ''}"
     return out.strip()
 
 
