@@ -146,3 +146,18 @@ def test_nonfinite_losses_are_not_plotted():
     r.extend_train(np.array([3, 4]), np.array([np.inf, 1.0]), np.array([1e-3, np.nan]))
     x, y = r.train_points(40)
     assert np.isfinite(y).all() and set(x) == {1.0, 4.0}
+
+
+def test_columns_of_x_values_past_floats_range_stay_on_the_plot():
+    """A hostile log's x values (time, tokens) can span more than a float
+    holds: the columns stay in range, with no warning (it was an invalid cast)."""
+    import warnings
+
+    from tui_trainer.curves import columns
+
+    x = np.array([-1e308, -1e300, 0.0, 1e300, 1e308, 1.7e308])
+    ones = np.ones(len(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cx, cy = columns(x, ones, ones, ones, ones, width=3, mean=True)
+    assert 1 <= len(cx) <= 3 and np.all(np.isfinite(cy))

@@ -202,12 +202,18 @@ def columns(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, s: np.ndarray, c: np.
     if len(x) == 0:
         return np.empty(0), np.empty(0)
     if len(x) > width:
-        span = x[-1] - x[0]
-        col = (np.minimum(((x - x[0]) * (width / span)).astype(np.int64), width - 1) if span > 0
-               else np.zeros(len(x), np.int64))
+        with np.errstate(over="ignore", invalid="ignore"):  # x from a hostile log can span past float's range
+            span = x[-1] - x[0]
+            pos = (x - x[0]) * (width / span) if span > 0 else np.zeros(len(x))
+        col = np.clip(np.nan_to_num(pos, nan=0.0, posinf=width - 1, neginf=0.0), 0, width - 1).astype(np.int64)
         starts = np.flatnonzero(np.r_[True, col[1:] != col[:-1]])
         cnt = np.add.reduceat(c, starts)
-        x = np.add.reduceat(x * c, starts) / cnt
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean_x = np.add.reduceat(x * c, starts) / cnt
+        if not np.all(np.isfinite(mean_x)):  # sums past float's range: the column's middle instead
+            mid = np.minimum.reduceat(x, starts) / 2 + np.maximum.reduceat(x, starts) / 2
+            mean_x = np.where(np.isfinite(mean_x), mean_x, mid)
+        x = mean_x
         lo = np.minimum.reduceat(lo, starts)
         hi = np.maximum.reduceat(hi, starts)
         s, c = np.add.reduceat(s, starts), cnt
