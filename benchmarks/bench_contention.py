@@ -26,6 +26,7 @@ Arms:
                   engine's ``threads.ThreadGovernor``), started once the
                   busy processes run
   after-late      the same, started before them: the load arrives mid-run
+                  (after ``--late-warmup`` steps on the idle machine)
   before          the tree given by ``--code`` (e.g. /tmp/base), nothing set
   before-late     the same, started before the busy processes
   default         torch's thread count, OpenMP's own default wait
@@ -75,9 +76,9 @@ import torch
 from tui_trainer.config import make_config
 from tui_trainer.engine import Trainer
 
-warmup, window, windows, threads = (int(a) for a in sys.argv[1:5])
-values = dict(steps=warmup + window * windows, eval_every=10**9, eval_batches=1, sample_tokens=1,
-              warmup_steps=min(20, warmup), seed=1337)
+warmup, window, windows, threads, total = (int(a) for a in sys.argv[1:6])
+values = dict(steps=total, eval_every=10**9, eval_batches=1, sample_tokens=1,  # one schedule for every arm
+              warmup_steps=20, seed=1337)
 if threads:
     values["threads"] = threads
 cfg = make_config(values)
@@ -136,13 +137,13 @@ def make_arms(code: Path | None, threads: list[int], spins: list[int], passive: 
 
 
 class Worker:
-    def __init__(self, arm: Arm, warmup: int, window: int, windows: int):
+    def __init__(self, arm: Arm, warmup: int, window: int, windows: int, total: int):
         env = {k: v for k, v in os.environ.items() if k not in OMP_VARS}
         env.update(arm.env)
         env["PYTHONPATH"] = str(arm.code)
         self.arm = arm
         self.proc = subprocess.Popen([sys.executable, "-c", WORKER, str(warmup), str(window), str(windows),
-                                      str(arm.threads)], env=env, cwd=arm.code,  # not this tree's cwd
+                                      str(arm.threads), str(total)], env=env, cwd=arm.code,  # not this tree's cwd
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.losses: list[float] = []
         self.device = "?"
@@ -216,7 +217,9 @@ def run_load(arms: list[Arm], load: int, args: argparse.Namespace) -> tuple[dict
             if not a.early and not busy and load:
                 busy = start_busy(load)
                 time.sleep(1.0)
-            workers.append(Worker(a, args.warmup, args.window, args.windows))
+            warmup = args.late_warmup if a.early else args.warmup
+            total = max(args.warmup, args.late_warmup) + args.window * args.windows
+            workers.append(Worker(a, warmup, args.window, args.windows, total))
             workers[-1].read()
         if not busy and load:
             busy = start_busy(load)
@@ -245,6 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--windows", type=int, default=30, help="timed windows per arm and load")
     p.add_argument("--window", type=int, default=10, help="steps per window")
     p.add_argument("--warmup", type=int, default=20, help="untimed steps first, each arm")
+    p.add_argument("--late-warmup", type=int, default=150,
+                   help="untimed steps, on an idle machine, of the arms the load arrives at mid-run")
     p.add_argument("--code", type=Path, help="another copy of the package to run as 'before'")
     p.add_argument("--threads", help="fixed thread counts to try (default: 1..cpu count)")
     p.add_argument("--spin", default="", help="GOMP_SPINCOUNT values to try as arms")
