@@ -161,6 +161,19 @@ def test_a_busy_machine_moves_to_fewer_threads_and_back_when_the_load_leaves():
     assert g.current == 2 and m.counts[2] > 0.75 * 1000  # back within about three seconds
 
 
+def test_tries_of_a_far_worse_count_are_short_and_rare():
+    """Beside two busy processes two threads can be twice as slow as one:
+    each try of it costs, so tries are short and back off faster."""
+    m = Machine({1: 0.020, 2: 0.040}, noise=0.02)
+    g = ThreadGovernor(2, m.set)
+    m.run(g, 50)  # it starts at two, and moves
+    assert g.current == 1
+    m.counts = {}
+    m.run(g, 3000)  # a minute at one thread
+    time_at_two = m.counts.get(2, 0) * 0.040
+    assert g.current == 1 and time_at_two / (time_at_two + m.counts[1] * 0.020) < 0.025  # 5% before
+
+
 def test_a_many_core_machine_climbs_down_the_ladder_to_the_best_rung():
     m = Machine({1: 0.05, 2: 0.03, 4: 0.02, 8: 0.04, 16: 0.08})
     g = ThreadGovernor(16, m.set)

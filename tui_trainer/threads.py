@@ -183,11 +183,12 @@ class ThreadGovernor:
     is best depends on the neighbour and changes when it comes and goes.  So
     the governor measures: it trains in windows (``WINDOW_STEPS`` steps and at
     least ``WINDOW_S`` seconds), and every so often it tries the next rung of
-    the ``ladder`` down or up for one window, keeping it if it was
-    ``MARGIN`` faster than the window just before.  The first try comes after
-    ``FIRST_TRY`` windows (``IDLE_FIRST_TRY`` when the CPUs were ``idle`` at
-    start); a try that loses doubles the wait before the next, up to
-    ``MOST_WINDOWS``, so an idle machine pays well under 1%.  Two windows in a
+    the ``ladder`` down or up for a shorter window (``TRIAL_S``), keeping it
+    if it was ``MARGIN`` faster than the window just before.  The first try
+    comes after ``FIRST_TRY`` windows (``IDLE_FIRST_TRY`` when the CPUs were
+    ``idle`` at start); a try that loses doubles the wait before the next
+    (quadruples it when it was ``FAR_WORSE``), up to ``MOST_WINDOWS``, so an
+    idle machine pays well under 1%.  Two windows in a
     row far slower or faster than the last decision's (``SHIFT``) mean the
     load changed, and the next window tries at once.
 
@@ -206,6 +207,8 @@ class ThreadGovernor:
     FIRST_TRY = 1     # windows before the first try (and after a kept one)
     IDLE_FIRST_TRY = 16  # ... when the CPUs were idle at start: a load, if one comes, shows as a shift
     MOST_WINDOWS = 64  # the longest wait between tries
+    TRIAL_S = 0.25    # a try's window is shorter: a bad count costs while it is tried
+    FAR_WORSE = 0.2   # a try this much slower waits four times as long for the next, not twice
 
     def __init__(self, most: int, set_threads: Callable[[int], None], idle: bool = False):
         self.rungs = ladder(most)
@@ -234,7 +237,8 @@ class ThreadGovernor:
             self._skip -= 1
             return
         self._times.append(seconds)
-        if len(self._times) < self.WINDOW_STEPS or sum(self._times) < self.WINDOW_S:
+        if len(self._times) < self.WINDOW_STEPS or sum(self._times) < (
+                self.WINDOW_S if self._trying is None else self.TRIAL_S):
             return
         times, self._times = sorted(self._times), []
         window = times[len(times) // 2]  # the median step: one slow step (a neighbour's burst) does not decide
@@ -272,7 +276,8 @@ class ThreadGovernor:
             self._decided = window
         else:
             self._change(self.current)
-            self._wait = min(self._wait * 2, self.MOST_WINDOWS)
+            far = window > self._before * (1 + self.FAR_WORSE)
+            self._wait = min(self._wait * (4 if far else 2), self.MOST_WINDOWS)
             self._decided = self._before
 
     def _change(self, n: int) -> None:
