@@ -161,3 +161,9 @@ def test_columns_of_x_values_past_floats_range_stay_on_the_plot():
         warnings.simplefilter("error")
         cx, cy = columns(x, ones, ones, ones, ones, width=3, mean=True)
     assert 1 <= len(cx) <= 3 and np.all(np.isfinite(cy))
+    big = np.full(len(x), 1.7e308)  # y values whose sums pass float's range (test_any_records_plot)
+    steps = np.arange(len(x), dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cx, cy = columns(steps, big, big, big, ones, width=2, mean=True)
+    assert len(cx) == 2 and np.all(cy == 1.7e308)

@@ -216,7 +216,12 @@ def columns(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, s: np.ndarray, c: np.
         x = mean_x
         lo = np.minimum.reduceat(lo, starts)
         hi = np.maximum.reduceat(hi, starts)
-        s, c = np.add.reduceat(s, starts), cnt
+        with np.errstate(over="ignore", invalid="ignore"):
+            sums = np.add.reduceat(s, starts)
+        bad = ~np.isfinite(sums)
+        if bad.any():  # y sums past float's range: the column's middle (as a sum of one) instead
+            sums, cnt = np.where(bad, lo / 2 + hi / 2, sums), np.where(bad, 1, cnt)
+        s, c = sums, cnt
     if mean:
         return x, s / c
     # Low then high within each column: the line sweeps the column's whole range,
