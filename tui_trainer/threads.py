@@ -184,9 +184,7 @@ class ThreadGovernor:
     the governor measures: it trains in windows (``WINDOW_STEPS`` steps and at
     least ``WINDOW_S`` seconds), and every so often it tries the next rung of
     the ``ladder`` down or up for a shorter window (``TRIAL_S``), keeping it
-    if it was ``MARGIN`` faster than the window just before and the one just
-    after (timed at the current count again, so a neighbour's burst in the
-    window before cannot pass for a win).  The first try
+    if it was ``MARGIN`` faster than the window just before.  The first try
     comes after ``FIRST_TRY`` windows (``IDLE_FIRST_TRY`` when the CPUs were
     ``idle`` at start); a try that loses doubles the wait before the next
     (quadruples it when it was ``FAR_WORSE``), up to ``MOST_WINDOWS``, so an
@@ -218,8 +216,6 @@ class ThreadGovernor:
         self._set = set_threads
         self._times: list[float] = []
         self._trying: int | None = None   # the count on trial this window
-        self._confirming: int | None = None  # a count that won its try, while the current one is timed again
-        self._trial_window: float = 0.0   # ...and the time it won with
         self._before: float | None = None  # the current count's last window (seconds per step)
         self._decided: float | None = None  # the window time when the count was last confirmed
         self._wait = self.IDLE_FIRST_TRY if idle else self.FIRST_TRY
@@ -248,8 +244,6 @@ class ThreadGovernor:
         window = times[len(times) // 2]  # the median step: one slow step (a neighbour's burst) does not decide
         if self._trying is not None:
             self._end_trial(window)
-        elif self._confirming is not None:
-            self._end_confirmation(window)
         else:
             self._end_window(window)
 
@@ -275,32 +269,16 @@ class ThreadGovernor:
         trying, self._trying = self._trying, None
         assert trying is not None and self._before is not None
         if window < self._before * (1 - self.MARGIN):
-            # A win, unless the window before was slow for another reason (a
-            # neighbour's burst): time the current count once more, and keep
-            # the tried one only if it beats that window too.
-            self._confirming, self._trial_window = trying, window
-            self._change(self.current)
+            self.current = trying  # kept: try again soon, further the same way
+            self._up = self._going_up
+            self.switches += 1
+            self._wait = self.FIRST_TRY
+            self._decided = window
         else:
             self._change(self.current)
             far = window > self._before * (1 + self.FAR_WORSE)
             self._wait = min(self._wait * (4 if far else 2), self.MOST_WINDOWS)
             self._decided = self._before
-
-    def _end_confirmation(self, window: float) -> None:
-        won, self._confirming = self._confirming, None
-        assert won is not None and self._before is not None
-        if self._trial_window < min(self._before, window) * (1 - self.MARGIN):
-            self.current = won  # kept: try again soon, further the same way
-            self._change(won)
-            self._up = self._going_up
-            self.switches += 1
-            self._wait = self.FIRST_TRY
-            self._decided = self._trial_window
-        else:
-            self._before = window
-            self._wait = min(self._wait * 2, self.MOST_WINDOWS)
-            self._decided = window
-        self._windows = 0
 
     def _change(self, n: int) -> None:
         self._set(n)
