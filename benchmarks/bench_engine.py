@@ -233,13 +233,12 @@ def bench_dashboard(cfg: Any, windows: int, window: int, warmup: int, dtype: str
     and skips only writing frames to a terminal).  The bare loop's windows run
     in the same thread between the engine's, with the app up but idle."""
     try:
-        from tui_trainer.series import RunSeries
-        from tui_trainer.ui.app import DashboardApp, TrainerSource
+        from headless_dashboard import run_in_dashboard  # benchmarks/
+
+        import tui_trainer.ui.app  # noqa: F401
     except ImportError as e:
         print(f"dashboard mode unavailable: the dashboard does not import ({e})")
         return None
-    import asyncio
-
     from tui_trainer.engine import Trainer
     from tui_trainer.runlog import JsonlSink
 
@@ -249,19 +248,9 @@ def bench_dashboard(cfg: Any, windows: int, window: int, warmup: int, dtype: str
     with tempfile.TemporaryDirectory() as tmp:
         log = JsonlSink(Path(tmp) / "losses.jsonl")
         trainer = Trainer(cfg, None, [log, turns], interactive=True)
-        source = TrainerSource(trainer)
-        app = DashboardApp(source, [RunSeries(trainer.run_name)])
-
-        async def drive() -> None:
-            async with app.run_test(size=size) as pilot:
-                while not source.done:
-                    await pilot.pause(0.1)
-
         try:
-            asyncio.run(drive())
+            run_in_dashboard(trainer, size)
         finally:
-            source.stop()
-            source.join()
             log.close()
     return {"engine": turns.engine, "bare": turns.bare_tps, "model": trainer.model,
             "device": trainer.hw.describe()}

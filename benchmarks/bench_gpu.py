@@ -52,6 +52,8 @@ from tui_trainer.config import make_config  # noqa: E402
 from tui_trainer.model import GPT, GPTConfig  # noqa: E402
 from tui_trainer.optim import build_param_groups, cosine_with_warmup  # noqa: E402
 
+from headless_dashboard import run_in_dashboard  # noqa: E402  (benchmarks/)
+
 GPT2_SMALL = dict(n_layer=12, n_head=12, n_embd=768, context_length=1024, vocab_size=50304, bias=False,
                   batch_size=16)
 TINY = dict(n_layer=2, n_head=2, n_embd=64, context_length=64, vocab_size=512, bias=False, batch_size=4)
@@ -130,36 +132,10 @@ def engine(cfg: Any, warmup: int, dashboard: bool = False) -> tuple[float, str]:
     clock = _Clock()
     trainer = Trainer(cfg, None, [clock], interactive=dashboard)
     if dashboard:
-        _run_in_dashboard(trainer)
+        run_in_dashboard(trainer)
     else:
         trainer.run()
     return clock.tokens_per_sec(warmup), trainer.hw.describe()
-
-
-def _run_in_dashboard(trainer: Any) -> None:
-    import asyncio
-
-    from tui_trainer.series import RunSeries
-    from tui_trainer.ui.app import DashboardApp
-    try:
-        from tui_trainer.sources import TrainerSource
-    except ImportError:  # an older tree
-        from tui_trainer.ui.app import TrainerSource  # type: ignore[attr-defined,no-redef]
-
-    source = TrainerSource(trainer)
-    app = DashboardApp(source, [RunSeries(trainer.run_name)])
-
-    async def drive() -> None:
-        async with app.run_test(size=(120, 40)) as pilot:
-            source.start()  # the app starts it too; twice is harmless
-            while not source.done:
-                await pilot.pause(0.1)
-
-    try:
-        asyncio.run(drive())
-    finally:
-        source.stop()
-        source.join()
 
 
 # --- the table ----------------------------------------------------------------
