@@ -23,6 +23,7 @@ from .config import FIELDS, TrainConfig, UserError, choices, flag_type, load_tom
 from . import __version__
 from .commands import PLAIN
 from .control import COMMANDS
+from .terminal import printable, printable_streams
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -31,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one ``error:`` line naming the fix."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"error: {message}; see {self.prog} --help\n")
+        self.exit(EXIT_USAGE, f"error: {printable(message, newlines=False)}; see {self.prog} --help\n")
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -375,21 +376,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _printable_streams() -> None:
-    """A character the terminal's encoding lacks (an odd byte in a path, a
-    sample's unicode on an ASCII locale) prints as an escape, never fails."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
-        except (AttributeError, ValueError, OSError):
-            pass
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    # Everything printed passes terminal.printable: no name, path, prompt or
+    # sample can write a control character to the terminal.
+    with printable_streams():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from .threads import apply_wait_policy
     apply_wait_policy(argv)  # before anything loads torch: OpenMP reads its environment once
-    _printable_streams()
     parser = build_parser()
     if not argv:
         argv = ["train"]  # the demo: embedded corpus, default config
@@ -414,12 +411,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return launch(args.script, mouse=args.mouse)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(e, newlines=False)}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as e:  # a disk, a folder or a device refused: one line, not a traceback
         where = f" ({e.filename})" if e.filename else ""
-        print(f"error: {e.strerror or e}{where}; check that path, its permissions and free space",
-              file=sys.stderr)
+        print(f"error: {printable(f'{e.strerror or e}{where}', newlines=False)}; check that path, its "
+              "permissions and free space", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -16,6 +16,7 @@ No Textual here.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -27,8 +28,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from .config import UserError
-from .logs import iter_jsonl, load_series
+from .files import output_file, replaced
+from .logs import ReadCounts, iter_jsonl, load_series
 from .logs.paths import display_name, resolve
+from .logs.tail import MAX_LINE
 from .logs.resumes import cutoffs, kept, resume_step, step_of
 from .runs import short_labels
 
@@ -47,11 +50,14 @@ def export(paths: list[Path], out: str) -> str:
     if suffix not in FORMATS:
         raise UserError(f"-o {out}: export writes {', '.join(FORMATS)} (the file name's ending says which)")
     logs = [resolve(Path(p)) for p in paths]  # LogError: one line naming the path and the fix
+    if out == "-" and sys.stdout is None:
+        raise UserError("-o - writes to standard output, which is closed; pass -o FILE.csv")
+    dest = output_file(out, logs) if out != "-" else None  # never one of the logs, under any name
     if suffix == ".csv":
-        rows, cols = write_csv(logs, out)
+        rows, cols = write_csv(logs, out, dest)
         return f"wrote {rows:,} records ({cols} columns) of {_runs(logs)} to {out}"
     figure = _figure_module(suffix)
-    write_figure(logs, out, suffix[1:], figure)
+    write_figure(logs, dest, suffix[1:], figure)
     return f"wrote the curves of {_runs(logs)} to {out}"
 
 
@@ -107,29 +113,33 @@ def _effective(log: Path, cuts: list[int] | None) -> Iterator[dict[str, Any]]:
             yield d
 
 
-def write_csv(logs: list[Path], out: str) -> tuple[int, int]:
+def write_csv(logs: list[Path], out: str, dest: Path | None = None) -> tuple[int, int]:
     """Two passes over each log (the columns, then the rows), so memory is one
-    record whatever the size.  Returns (rows, columns)."""
+    record whatever the size.  ``out`` "-" is standard output; else the file
+    ``dest`` (default: ``out``) is replaced whole once every row is written.
+    Returns (rows, columns)."""
     columns: dict[str, None] = {}
     settings: dict[str, None] = {}
     cuts: list[list[int] | None] = []
     for log in logs:
         resumes = []
-        for d in iter_jsonl(log):
+        counts = ReadCounts()
+        for d in iter_jsonl(log, counts):
             if (s := resume_step(d)) is not None:
                 resumes.append(s)
             for key in flatten(d):
                 (settings if key.startswith("config.") else columns)[key] = None
+        if counts.lines == counts.bad:  # not one record read: say so, do not write an empty table
+            raise UserError(unreadable(log, counts))
         cuts.append(cutoffs(resumes) if resumes else None)
     first = [c for c in FIRST_COLUMNS if c in columns]
     header = (["run"] if len(logs) > 1 else []) + first + \
              [c for c in columns if c not in FIRST_COLUMNS] + list(settings)
     names = run_names(logs)
-    rows = 0
-    stream = sys.stdout if out == "-" else open(out, "w", newline="", encoding="utf-8", errors="backslashreplace")
-    try:
+    with contextlib.nullcontext(sys.stdout) if out == "-" else replaced(dest or Path(out)) as stream:
         w = csv.DictWriter(stream, fieldnames=header, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
+        rows = 0
         for log, name, cut in zip(logs, names, cuts):
             for d in _effective(log, cut):
                 row = flatten(d)
@@ -137,10 +147,17 @@ def write_csv(logs: list[Path], out: str) -> tuple[int, int]:
                     row["run"] = name
                 w.writerow(row)
                 rows += 1
-    finally:
-        if stream is not sys.stdout:
-            stream.close()
     return rows, len(header)
+
+
+def unreadable(log: Path, counts: ReadCounts) -> str:
+    """Why a log gave no record at all, as the start of an error line."""
+    if counts.bad:
+        return (f"no record in {log} could be read ({counts.describe()}); pass a losses.jsonl "
+                f"(a line longer than {MAX_LINE >> 20} MB is not read)")
+    if counts.torn_tail:
+        return f"no record in {log} could be read (its only line is cut short); pass a losses.jsonl"
+    return f"{log} is empty: no records to export; pass a run's losses.jsonl once it has written some"
 
 
 # --- figures ---------------------------------------------------------------------
@@ -160,8 +177,13 @@ def focus_top(ys: list[np.ndarray], skip: float = 0.05) -> float:
     return max(tops) if tops else math.nan
 
 
-def write_figure(logs: list[Path], out: str, fmt: str, Figure: Any) -> None:
-    series = [load_series(p)[0] for p in logs]
+def write_figure(logs: list[Path], out: str | Path, fmt: str, Figure: Any) -> None:
+    series = []
+    for log in logs:
+        s, counts = load_series(log)
+        if counts.lines == counts.bad:  # not one record read: say so, do not draw empty axes
+            raise UserError(unreadable(log, counts))
+        series.append(s)
     labels = short_labels([s.name for s in series])
     fig = Figure(figsize=(10, 6.5), dpi=120, layout="constrained")
     loss_ax, lr_ax = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
@@ -200,4 +222,5 @@ def write_figure(logs: list[Path], out: str, fmt: str, Figure: Any) -> None:
     fig.suptitle(" · ".join(labels) if len(labels) <= 6 else f"{len(labels)} runs")
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt)
-    Path(out).write_bytes(buf.getvalue())  # whole or not at all: a failed draw leaves no half file
+    with replaced(Path(out), binary=True) as f:  # whole or not at all: a failed draw leaves no half file
+        f.write(buf.getvalue())

@@ -1,13 +1,19 @@
 """What a path the user gave really is: a regular file, or a one-line
 ``UserError`` saying what it is instead (missing, a broken or looping
 symbolic link, a directory, a FIFO, a device, a /proc file, unreadable),
-without ever blocking on a FIFO or device."""
+without ever blocking on a FIFO or device.  And the file a command writes:
+never one of its inputs under another name (``output_file``), and written
+whole or not at all (``replaced``)."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import secrets
 import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO, Any
 
 from .errors import UserError
 
@@ -71,3 +77,64 @@ def _lstat_mode(p: Path) -> int:
         return os.lstat(p).st_mode
     except OSError:
         return 0
+
+
+def output_file(out: str | os.PathLike[str], inputs: Iterable[Path], flag: str = "-o") -> Path:
+    """The file a command is to write for ``flag out``, checked first: never
+    one of ``inputs`` under any name (the same path, ``./``, a symbolic or a
+    hard link: compared by device and inode), never a folder, FIFO or device.
+    Returns the real path (links resolved), which ``replaced`` then writes."""
+    p = Path(out)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        st = None  # a new file (or a link to one not made yet)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UserError(f"{flag} {p} is a symbolic link loop; pass another file name") from None
+        if e.errno == errno.ENOTDIR:
+            raise UserError(f"{flag} {p}: a part of that path is not a folder; pass another file name") from None
+        raise UserError(f"cannot write {p} ({e.strerror}); check its folder and permissions") from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise UserError(f"{flag} {p} is a folder; pass a file name (e.g. {p / 'runs.csv'})")
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(f"{flag} {p} is not a regular file; pass a new file name")
+        for source in inputs:
+            try:
+                same = os.path.samestat(st, os.stat(source))
+            except OSError:
+                continue
+            if same:
+                alias = "" if os.fspath(source) == os.fspath(p) else f" {source} (the same file)"
+                raise UserError(f"{flag} {p} is the input{alias}: writing it would overwrite what it reads; "
+                                "pass another file name")
+    return Path(os.path.realpath(p))
+
+
+@contextlib.contextmanager
+def replaced(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
+    """Write ``path`` whole or not at all: into a temporary file beside it,
+    renamed over it only when the block ends without an error, so a failed or
+    interrupted write leaves the old file as it was (and no half file)."""
+    folder = path.parent
+    tmp = folder / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
+    except OSError as e:
+        raise UserError(f"cannot write {path} ({e.strerror}); check that its folder exists and is writable") \
+            from None
+    try:
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))  # replacing a file keeps its permissions
+        mode = "wb" if binary else "w"
+        extra = {} if binary else {"newline": "", "encoding": "utf-8", "errors": "backslashreplace"}
+        with open(fd, mode, **extra) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

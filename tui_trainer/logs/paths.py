@@ -5,6 +5,7 @@ and the fix, shown as one line before any screen.
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -30,11 +31,33 @@ def resolve(path: Path) -> Path:
     log = locate(path)
     if log is None:
         if path.is_dir():
-            raise LogError(f"{path} is a folder without {LOG_NAME}{runs_hint(path)}")
-        raise LogError(f"{path} does not exist; pass a losses.jsonl or a run folder holding one "
-                       "(or add --follow to wait for a run that has not started)")
+            raise LogError(link_problem(path / LOG_NAME)
+                           or f"{path} is a folder without {LOG_NAME}{runs_hint(path)}")
+        raise LogError(link_problem(path) or f"{path} does not exist; pass a losses.jsonl or a run folder "
+                       "holding one (or add --follow to wait for a run that has not started)")
     check_file(log)
     return log
+
+
+def is_loop(path: Path) -> bool:
+    """True when ``path`` is (or goes through) a symbolic link loop: it can never name a log."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        return e.errno == errno.ELOOP
+    return False
+
+
+def link_problem(path: Path) -> str | None:
+    """Why ``path`` names nothing when a symbolic link is to blame (a loop, or
+    a link to nothing); None when it simply is not there."""
+    if is_loop(path):
+        where = "is" if os.path.islink(path) else "goes through"
+        return f"{path} {where} a symbolic link loop; pass the real losses.jsonl or run folder"
+    if os.path.islink(path) and not os.path.exists(path):
+        return (f"{path} is a broken symbolic link to {os.readlink(path)} (which does not exist); "
+                "fix the link or pass the log itself")
+    return None
 
 
 def runs_hint(folder: Path) -> str:

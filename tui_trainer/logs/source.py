@@ -20,7 +20,7 @@ from .follow import Feed, Watcher
 from .formats.flat import STEP_KEYS, TRAIN_KEYS, VAL_KEYS
 from .load import PREVIEW_POINTS, apply_items, has_plottable, preview
 from .parsing import ReadCounts, TrainBlock
-from .paths import LogError, locate, resolve
+from .paths import LogError, is_loop, locate, resolve
 
 
 class LogSource:
@@ -43,7 +43,7 @@ class LogSource:
 
     def prepare(self) -> None:
         for feed in self.feeds:
-            if locate(feed.arg) is not None or not self.follow:
+            if locate(feed.arg) is not None or not self.follow or is_loop(feed.arg):
                 resolve(feed.arg)  # a LogError naming what is wrong and the fix
                 feed.open()
         for feed in self.feeds:
