@@ -35,6 +35,7 @@ from .errors import UserError
 from .records import RunStart
 from .rundir import holds_run
 from .run import CommandSync, Run
+from .terminal import printable
 
 #: Set by ``tui-trainer run``: the file ``init`` writes the run folder's path to.
 LAUNCH_ENV = "TUI_TRAINER_LAUNCH"
@@ -107,7 +108,8 @@ def init(path: str | os.PathLike[str] | None = None, config: Any = None, *,
         if launched:
             announce(run.folder, Path(launched))
         elif not quiet:
-            print(f"tui-trainer: run in {run.folder}; watch and steer it with: tui-trainer attach {run.folder}",
+            where = printable(run.folder, newlines=False)
+            print(f"tui-trainer: run in {where}; watch and steer it with: tui-trainer attach {where}",
                   file=sys.stderr, flush=True)
     return run
 

@@ -3,6 +3,8 @@
 Plain lines only, no carriage returns, so a redirected log greps cleanly; to
 a file or pipe the lines are ASCII (a sample's newlines and any non-ASCII
 character as backslash escapes), to a terminal a sample's newlines show as ⏎.
+Every line passes ``terminal.printable``: a control character in a sample, a
+run name or a path shows as its escape (``\x1b``) and never drives the terminal.
 The rate, ETA and MFU are the same smoothed figures the dashboard shows (a
 ``RunSeries`` is fed alongside).
 """
@@ -15,6 +17,7 @@ from .fmt import fmt_count, fmt_duration, fmt_loss, fmt_value
 from .records import (Ack, BadStep, Change, Checkpoint, Eval, Paused, Record, Resumed, RunEnd, RunStart,
                       Sample, TrainStep)
 from .series import RunSeries
+from .terminal import printable
 
 
 class ConsoleSink:
@@ -28,6 +31,7 @@ class ConsoleSink:
         self.series = RunSeries()
 
     def _print(self, line: str) -> None:
+        line = printable(line).replace("\n", "\\n")  # one line, whatever a name or an error holds
         if not self.terminal:
             line = line.encode("ascii", "backslashreplace").decode("ascii")
         print(line, file=self.stream, flush=True)

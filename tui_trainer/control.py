@@ -272,6 +272,8 @@ def start_for_run(target: Any, run_dir: str | os.PathLike[str]) -> ControlServer
     except (ControlError, OSError) as e:
         import sys
 
-        print(f"warning: no control channel ({e}); `tui-trainer attach` cannot steer this run",
-              file=sys.stderr, flush=True)
+        from .terminal import printable
+
+        print(f"warning: no control channel ({printable(e, newlines=False)}); `tui-trainer attach` cannot "
+              "steer this run", file=sys.stderr, flush=True)
         return None

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from .errors import UserError
+from .terminal import printable
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -70,7 +71,7 @@ def request_sample(run_dir: str, prompt: str, *, tokens: int | None = None, temp
                 except ValueError:
                     continue
                 if isinstance(rec, dict) and rec.get("type") == "sample" and rec.get("id") == rid:
-                    print(rec.get("text", ""), flush=True)
+                    print(printable(rec.get("text", "")), flush=True)  # a sample may hold any byte
                     return EXIT_OK
                 if isinstance(rec, dict) and rec.get("type") == "run_end":
                     raise UserError(f"the run ended ({rec.get('status')}) before it drew the sample")

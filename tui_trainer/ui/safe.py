@@ -15,10 +15,13 @@ from typing import Any
 from rich.text import Text
 from textual.content import Content
 
-# C0/C1 control characters (escape included) would drive the terminal, not print.
-_CONTROL = {c: "·" for c in [*range(0, 9), *range(11, 32), 127, *range(128, 160)]}
+from ..terminal import CONTROLS, SURROGATES
+
+# C0/C1 control characters (escape included) would drive the terminal, not print:
+# the one table (``terminal.CONTROLS``) the plain-text side escapes too.
+_CONTROL = dict.fromkeys(CONTROLS, "·")
 # Lone surrogates (a path that was not UTF-8) cannot be encoded for the terminal.
-_SURROGATES = {c: "?" for c in range(0xD800, 0xE000)}
+_SURROGATES = dict.fromkeys(SURROGATES, "?")
 LIMIT = 20_000  # characters of one string shown; a sample is well under this
 
 
