@@ -3,13 +3,23 @@ from __future__ import annotations
 
 import builtins
 import csv
+import errno
+import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from runmaker import RunStart, append, append_train, write_run
 
 from tui_trainer import cli
+from tui_trainer import export as export_mod
+from tui_trainer.logs import tail
 from tui_trainer.records import TrainStep
+
+ENV = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]) + os.pathsep
+           + os.environ.get("PYTHONPATH", ""))
 
 
 def export(capsys, *args):
@@ -111,3 +121,114 @@ def test_bad_arguments_one_line(tmp_path, capsys, args, expect):
     args = [str(run) if a == "RUN" else str(tmp_path / a) if a == "missing" else a for a in args]
     code, _, err = export(capsys, *args)
     assert code == 2 and expect in err and len(err.strip().splitlines()) == 1
+
+
+# --- the file export writes: never an input, whole or not at all ---------------------------------------
+
+ALIASES = ["same", "dot", "absolute", "symlink", "hardlink", "folder"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "png", "svg"])
+@pytest.mark.parametrize("alias", ALIASES)
+def test_export_refuses_its_own_input_under_every_alias(tmp_path, monkeypatch, capsys, fmt, alias):
+    """The output is the input under another name: refused in one line, the input byte for byte as it was."""
+    monkeypatch.chdir(tmp_path)
+    run = write_run(tmp_path / "r", steps=5, eval_every=5)
+    log = tmp_path / f"log.{fmt}"  # a log named like the output (cp losses.jsonl same.csv)
+    log.write_bytes((run / "losses.jsonl").read_bytes())
+    given, out = {
+        "same": (f"log.{fmt}", f"log.{fmt}"),
+        "dot": (f"log.{fmt}", f"./log.{fmt}"),
+        "absolute": (f"log.{fmt}", str(log)),
+        "symlink": (f"log.{fmt}", f"link.{fmt}"),
+        "hardlink": (f"log.{fmt}", f"hard.{fmt}"),
+        "folder": ("r", f"r.{fmt}"),  # the run folder given; the output a link to its losses.jsonl
+    }[alias]
+    if alias == "symlink":
+        (tmp_path / out).symlink_to(log.name)
+    elif alias == "hardlink":
+        os.link(log, tmp_path / out)
+    elif alias == "folder":
+        os.link(run / "losses.jsonl", tmp_path / out)
+    source = run / "losses.jsonl" if alias == "folder" else log
+    before = source.read_bytes()
+    code, out_text, err = export(capsys, given, "-o", out)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "is the input" in err and "pass another file name" in err and not out_text
+    assert source.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+@pytest.mark.parametrize("alias", ["same", "folder"])
+def test_export_to_stdout_refuses_stdout_redirected_into_its_input(tmp_path, alias):
+    """``export LOG -o - >> LOG`` would read what it writes."""
+    run = write_run(tmp_path / "r", steps=5, eval_every=5)
+    log = run / "losses.jsonl"
+    before = log.read_bytes()
+    with open(log, "ab") as stdout:
+        p = subprocess.run([sys.executable, "-m", "tui_trainer", "export", str(run if alias == "folder" else log),
+                            "-o", "-"], stdout=stdout, stderr=subprocess.PIPE, env=ENV, timeout=60)
+    assert p.returncode == 2 and p.stderr.decode().startswith("error: -o - writes to standard output, which is")
+    assert log.read_bytes() == before
+
+
+def test_export_to_a_closed_stdout_is_one_line(tmp_path):
+    run = write_run(tmp_path / "r", steps=3)
+    p = subprocess.run(["sh", "-c", '"$0" -m tui_trainer export "$1" -o - >&-', sys.executable, str(run)],
+                       capture_output=True, env=ENV, timeout=60)
+    err = p.stderr.decode()
+    assert p.returncode != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: -o - writes to standard output, which is closed")
+
+
+def test_a_failed_write_leaves_the_old_file_whole(tmp_path, capsys, monkeypatch):
+    run = write_run(tmp_path / "r", steps=5)
+    target = tmp_path / "old.csv"
+    target.write_text("precious\n")
+    target.chmod(0o640)
+    real = export_mod._effective
+
+    def disk_full(log, cut):
+        it = real(log, cut)
+        yield next(it)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export_mod, "_effective", disk_full)
+    code, _, err = export(capsys, run, "-o", target)
+    assert code == 1 and "No space left" in err
+    assert target.read_text() == "precious\n" and sorted(p.name for p in tmp_path.iterdir()) == ["old.csv", "r"]
+    monkeypatch.setattr(export_mod, "_effective", real)
+    code, out, _ = export(capsys, run, "-o", target)  # and a good write replaces it, keeping its mode
+    assert code == 0 and read_csv(target)[0]["type"] == "run_start" and (target.stat().st_mode & 0o777) == 0o640
+
+
+def test_a_symlink_loop_is_named(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.symlink("b", "a")
+    os.symlink("a", "b")
+    for args in (["export", "a", "-o", "x.csv"], ["view", "a"], ["view", "a", "--follow"],
+                 ["export", "a/losses.jsonl", "-o", "x.csv"]):
+        code = cli.main(args)
+        err = capsys.readouterr().err
+        assert code == 2 and "symbolic link loop" in err and "does not exist" not in err, (args, err)
+        assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("fmt", ["csv", "png"])
+def test_a_log_with_no_readable_record_is_an_error_not_an_empty_table(tmp_path, capsys, monkeypatch, fmt):
+    """A one-line log past the line cap (a 1 GB line; here the cap is made 64 KB so a few MB do) reads
+    no record: say so in one line and exit non-zero, never ``wrote 0 records``."""
+    if fmt == "png":
+        pytest.importorskip("matplotlib")
+    monkeypatch.setattr(tail, "MAX_LINE", 64 << 10)
+    log = tmp_path / "big.jsonl"
+    with open(log, "w") as f:
+        f.write('{"type": "train", "step": 1, "pad": "')
+        f.write("a" * (tail.CHUNK + (1 << 20)))
+        f.write('"}\n')
+    code, out, err = export(capsys, log, "-o", tmp_path / f"big.{fmt}")
+    assert code == 2 and "no record in" in err and "could be read" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / f"big.{fmt}").exists()
+    (tmp_path / "empty.jsonl").write_text("")
+    code, _, err = export(capsys, tmp_path / "empty.jsonl", "-o", tmp_path / f"e.{fmt}")
+    assert code == 2 and "is empty" in err

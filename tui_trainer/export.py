@@ -28,7 +28,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .config import UserError
-from .files import output_file, replaced
+from .files import check_stdout, output_file, replaced
 from .logs import ReadCounts, iter_jsonl, load_series
 from .logs.paths import display_name, resolve
 from .logs.tail import MAX_LINE
@@ -52,6 +52,8 @@ def export(paths: list[Path], out: str) -> str:
     logs = [resolve(Path(p)) for p in paths]  # LogError: one line naming the path and the fix
     if out == "-" and sys.stdout is None:
         raise UserError("-o - writes to standard output, which is closed; pass -o FILE.csv")
+    if out == "-":
+        check_stdout(logs)
     dest = output_file(out, logs) if out != "-" else None  # never one of the logs, under any name
     if suffix == ".csv":
         rows, cols = write_csv(logs, out, dest)
@@ -154,7 +156,7 @@ def unreadable(log: Path, counts: ReadCounts) -> str:
     """Why a log gave no record at all, as the start of an error line."""
     if counts.bad:
         return (f"no record in {log} could be read ({counts.describe()}); pass a losses.jsonl "
-                f"(a line longer than {MAX_LINE >> 20} MB is not read)")
+                f"(a line over {MAX_LINE >> 20} MB may be skipped)")
     if counts.torn_tail:
         return f"no record in {log} could be read (its only line is cut short); pass a losses.jsonl"
     return f"{log} is empty: no records to export; pass a run's losses.jsonl once it has written some"

@@ -11,6 +11,7 @@ import errno
 import os
 import secrets
 import stat
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -100,16 +101,34 @@ def output_file(out: str | os.PathLike[str], inputs: Iterable[Path], flag: str =
             raise UserError(f"{flag} {p} is a folder; pass a file name (e.g. {p / 'runs.csv'})")
         if not stat.S_ISREG(st.st_mode):
             raise UserError(f"{flag} {p} is not a regular file; pass a new file name")
-        for source in inputs:
-            try:
-                same = os.path.samestat(st, os.stat(source))
-            except OSError:
-                continue
-            if same:
-                alias = "" if os.fspath(source) == os.fspath(p) else f" {source} (the same file)"
-                raise UserError(f"{flag} {p} is the input{alias}: writing it would overwrite what it reads; "
-                                "pass another file name")
+        if (source := _input_at(st, inputs)) is not None:
+            alias = "" if os.fspath(source) == os.fspath(p) else f" {source} (the same file)"
+            raise UserError(f"{flag} {p} is the input{alias}: writing it would overwrite what it reads; "
+                            "pass another file name")
     return Path(os.path.realpath(p))
+
+
+def check_stdout(inputs: Iterable[Path], flag: str = "-o -") -> None:
+    """Standard output redirected into one of ``inputs`` (``>> log``) is
+    refused like ``output_file``: the command would read what it writes."""
+    try:
+        st = os.fstat(sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # no descriptor (a test's capture): not a file
+        return
+    if stat.S_ISREG(st.st_mode) and (source := _input_at(st, inputs)) is not None:
+        raise UserError(f"{flag} writes to standard output, which is the input {source}: it would read "
+                        "what it writes; redirect to another file")
+
+
+def _input_at(st: os.stat_result, inputs: Iterable[Path]) -> Path | None:
+    """The input that is the file ``st`` describes (device and inode: any name, any link)."""
+    for source in inputs:
+        try:
+            if os.path.samestat(st, os.stat(source)):
+                return source
+        except OSError:
+            continue
+    return None
 
 
 @contextlib.contextmanager
