@@ -159,13 +159,15 @@ def test_export_refuses_its_own_input_under_every_alias(tmp_path, monkeypatch, c
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
 
 
-@pytest.mark.parametrize("alias", ["same", "folder"])
+@pytest.mark.parametrize("alias", ["same", "folder", "hardlink"])
 def test_export_to_stdout_refuses_stdout_redirected_into_its_input(tmp_path, alias):
-    """``export LOG -o - >> LOG`` would read what it writes."""
+    """``export LOG -o - >> LOG`` (or >> a link to it) would read what it writes."""
     run = write_run(tmp_path / "r", steps=5, eval_every=5)
     log = run / "losses.jsonl"
     before = log.read_bytes()
-    with open(log, "ab") as stdout:
+    if alias == "hardlink":
+        os.link(log, tmp_path / "h.csv")
+    with open(tmp_path / "h.csv" if alias == "hardlink" else log, "ab") as stdout:
         p = subprocess.run([sys.executable, "-m", "tui_trainer", "export", str(run if alias == "folder" else log),
                             "-o", "-"], stdout=stdout, stderr=subprocess.PIPE, env=ENV, timeout=60)
     assert p.returncode == 2 and p.stderr.decode().startswith("error: -o - writes to standard output, which is")
