@@ -221,6 +221,14 @@ def test_streams_are_wrapped_for_the_command_only(capsys):
     assert sys.stdout is before and capsys.readouterr().out == "\\x1bc\n"
 
 
+def test_a_traceback_out_of_the_command_prints_clean(monkeypatch):
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # put back whatever is left, after the test
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    with pytest.raises(RuntimeError), printable_streams():
+        raise RuntimeError("\x1b]0;title\x07")
+    assert isinstance(sys.stderr, PrintableStream)  # the excepthook writes through it
+
+
 def test_console_sink_escapes_without_the_cli():
     """An own loop prints through ConsoleSink with no cli.main around it."""
     buf = io.StringIO()

@@ -89,19 +89,23 @@ def _reconfigured(stream: TextIO) -> TextIO:
 @contextlib.contextmanager
 def printable_streams() -> Iterator[None]:
     """``sys.stdout`` and ``sys.stderr`` cleaned while the block runs (a
-    closed stream, ``None``, stays as it is)."""
+    closed stream, ``None``, stays as it is).  An exception that escapes the
+    block leaves them cleaned, so its traceback prints clean too."""
     saved = sys.stdout, sys.stderr
     if sys.stdout is not None and not isinstance(sys.stdout, PrintableStream):
         sys.stdout = PrintableStream(_reconfigured(sys.stdout))  # type: ignore[assignment]
     if sys.stderr is not None and not isinstance(sys.stderr, PrintableStream):
         sys.stderr = PrintableStream(_reconfigured(sys.stderr))  # type: ignore[assignment]
+    failed = False
     try:
         yield
+    except Exception:
+        failed = True  # the traceback is still to print: through the cleaned streams
+        raise
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                if stream is not None:
-                    stream.flush()
-            except (OSError, ValueError):
-                pass
-        sys.stdout, sys.stderr = saved
+        if not failed:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    if stream is not None:
+                        stream.flush()
+            sys.stdout, sys.stderr = saved
