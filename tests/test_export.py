@@ -204,6 +204,23 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path, capsys, monkeypatch)
     assert code == 0 and read_csv(target)[0]["type"] == "run_start" and (target.stat().st_mode & 0o777) == 0o640
 
 
+def test_an_output_through_a_link_writes_the_linked_file(tmp_path, capsys):
+    run = write_run(tmp_path / "r", steps=3)
+    (tmp_path / "old.csv").write_text("old\n")
+    (tmp_path / "link.csv").symlink_to("old.csv")
+    code, _, _ = export(capsys, run, "-o", tmp_path / "link.csv")
+    assert code == 0 and (tmp_path / "link.csv").is_symlink() and read_csv(tmp_path / "old.csv")[0]["step"] == "0"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write any file")
+def test_a_read_only_output_is_not_replaced(tmp_path, capsys):
+    run = write_run(tmp_path / "r", steps=3)
+    (tmp_path / "ro.csv").write_text("keep\n")
+    (tmp_path / "ro.csv").chmod(0o444)
+    code, _, err = export(capsys, run, "-o", tmp_path / "ro.csv")
+    assert code == 2 and "permission denied" in err and (tmp_path / "ro.csv").read_text() == "keep\n"
+
+
 def test_a_symlink_loop_is_named(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     os.symlink("b", "a")

@@ -105,6 +105,8 @@ def output_file(out: str | os.PathLike[str], inputs: Iterable[Path], flag: str =
             alias = "" if os.fspath(source) == os.fspath(p) else f" {source} (the same file)"
             raise UserError(f"{flag} {p} is the input{alias}: writing it would overwrite what it reads; "
                             "pass another file name")
+        if not os.access(p, os.W_OK):  # replaced by a rename, a read-only file would be overwritten anyway
+            raise UserError(f"cannot write {p} (permission denied); check its permissions (ls -l {p})")
     return Path(os.path.realpath(p))
 
 
