@@ -50,7 +50,7 @@ MAX_DEPTH = 16  # nesting of arrays and objects in one request (the protocol nee
 MAX_CLIENTS = 16
 IDLE_TIMEOUT = 30.0  # seconds a connection may sit without sending a full line
 MAX_OUTBUF = 64 * 1024  # a client that never reads its answers is dropped
-FD_HEADROOM = 8  # descriptors the channel always leaves free for the run (checkpoints, the log)
+FD_HEADROOM = 4  # descriptors the channel always leaves free for the run (checkpoints, the log)
 ACCEPT_BACKOFF_S = 0.5  # how long accepting pauses after the process ran out of descriptors
 
 
