@@ -41,6 +41,27 @@ class Order:
     source: Source = "keys"
 
 
+@dataclass(frozen=True)
+class Dropped:
+    """A request the run will not apply (it arrived after its deadline), kept
+    in the queue only so the loop's thread writes why, as an ``ack`` record."""
+
+    command: Command
+    why: str
+
+
+def surrogate_problem(text: str, *, bytes_ok: bool = False) -> str | None:
+    """Why ``text`` cannot be a prompt because it holds a lone surrogate
+    (None when it holds none).  ``bytes_ok``: a byte-level model takes the
+    ones that stand for undecodable bytes (``'\\udce9'``, as a command line
+    with a non-UTF-8 argument gives it: the byte 0xE9)."""
+    for c in text:
+        if "\ud800" <= c <= "\udfff" and not (bytes_ok and "\udc80" <= c <= "\udcff"):
+            return (f"the prompt holds U+{ord(c):04X}, a lone surrogate, which is no text; "
+                    "send the prompt as UTF-8 text")
+    return None
+
+
 #: Data-parallel: at most this many commands are carried by one step's sync.
 MAX_COMMANDS_PER_STEP = 8
 
@@ -57,7 +78,7 @@ class CommandQueue(queue.Queue):
     coalesces a repeat of the command already waiting at the tail and bounds
     how many wait, atomically (the control channel's flood guard)."""
 
-    def offer(self, command: Command | Order, max_pending: int) -> Offer:
+    def offer(self, command: Command | Order | Dropped, max_pending: int) -> Offer:
         with self.not_full:  # the queue's own lock: check and put are one step
             waiting = self.queue
             if (waiting and waiting[-1] == command and isinstance(command, Command)

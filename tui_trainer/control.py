@@ -18,8 +18,17 @@ values now) and ping; with arguments:
 A set is validated against the run's live settings (``settings.Settings``)
 before it is queued, and refused with the reason if the key is unknown or the
 value out of range; it is written as a ``change`` record when applied.  A
-sample runs on the training thread between steps (at once while paused) and
-is written as a ``sample`` record with ``"requested": true`` and the id.
+sample's prompt is checked against the run's tokenizer when it arrives (a
+refusal is the answer, never ok then a failure); it runs on the training
+thread between steps (at once while paused) and is written as a ``sample``
+record with ``"requested": true`` and the id.
+
+Any request may carry ``"deadline"``: a time (seconds since the epoch, as
+``time.time()``) after which it is worth nothing, because its sender has
+stopped waiting for the answer.  One that arrives later (the run was stopped
+with SIGSTOP, or stuck) is answered as dropped and never applied; the loop's
+thread writes an ``ack`` record saying so.  ``request`` sends one, due when
+it gives up waiting.
 
 This module is the protocol: what a request does (``TrainerControl``) and
 the client (``request``, ``ControlClient``).  The socket itself (where it
@@ -34,10 +43,11 @@ import json
 import math
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
-from .commands import STEERING, WITH_ARGS, Command, CommandQueue, Order, Source
+from .commands import STEERING, WITH_ARGS, Command, CommandQueue, Dropped, Order, Source, surrogate_problem
 from .settings import coerce, short
 from .control_server import (INFO_NAME, MAX_LINE, MAX_SOCKET_PATH, SOCKET_NAME,  # noqa: F401 (re-exported)
                              ControlError, ControlServer, peer_uid)
@@ -98,6 +108,9 @@ class TrainerControl:
                 return None, why
             return Order(command, {"key": req["key"], "value": value}, self.source), None
         args, why = sample_args(req)
+        if why is None:
+            check = getattr(self.target, "prompt_refusal", None)  # run.Run's: the tokenizer's word
+            why = check(args["prompt"]) if check is not None else surrogate_problem(args["prompt"])
         if why is not None:
             return None, why
         return Order(command, args, self.source), None
@@ -134,8 +147,16 @@ class TrainerControl:
             shown = cmd if isinstance(cmd, str) else json.dumps(cmd)
             return {"ok": False, "error": f"unknown command {shown[:40]!r}; use one of {', '.join(COMMANDS)}"}
         answer: dict[str, Any] = {"ok": True, "cmd": cmd}
-        if "id" in req and isinstance(req["id"], (int, str)):
-            answer["id"] = req["id"]
+        if "id" in req and isinstance(req["id"], (int, str)) and not isinstance(req["id"], bool):
+            answer["id"] = req["id"] if isinstance(req["id"], int) else req["id"][:64]
+        late, why = overdue(req.get("deadline"))
+        if why is not None:
+            return {**answer, "ok": False, "error": why}
+        if late is not None:
+            why = f"dropped: arrived after its deadline ({late:.1f}s late); nothing was applied, send it again"
+            if cmd not in QUERIES:  # the log says so too (written by the loop's thread)
+                self.target.commands.offer(Dropped(Command(cmd), why), self.max_pending)
+            return {**answer, "ok": False, "error": why}
         if cmd in QUERIES:
             answer.update(self.state(), pid=os.getpid())
             if cmd == "status" and (live := self.settings()) is not None:
@@ -160,6 +181,21 @@ class TrainerControl:
         return answer
 
 
+def overdue(deadline: Any) -> tuple[float | None, str | None]:
+    """(seconds past the request's deadline, None), (None, None) when it
+    has none or is in time, or (None, why the deadline is malformed)."""
+    if deadline is None:
+        return None, None
+    try:
+        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not math.isfinite(deadline):
+            raise ValueError
+        late = time.time() - deadline
+    except (ValueError, OverflowError):
+        return None, ('"deadline" is a time in seconds since the epoch (as time.time() gives it), '
+                      f"got {json.dumps(deadline)[:40]}")
+    return (late, None) if late > 0 else (None, None)
+
+
 MAX_PROMPT = 2000        # characters of a requested sample's prompt
 MAX_SAMPLE_TOKENS = 4096
 
@@ -182,7 +218,7 @@ def sample_args(req: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         if got is None or not ok(got):
             return {}, f"{key} must be {need}, got {short(v)}"
         args[key] = got
-    if isinstance(req.get("id"), (int, str)):
+    if isinstance(req.get("id"), (int, str)) and not isinstance(req["id"], bool):
         args["id"] = req["id"] if not isinstance(req["id"], str) else req["id"][:64]
     return args, None
 
@@ -201,7 +237,9 @@ def request(run_dir: str | os.PathLike[str], cmd: str | dict[str, Any], timeout:
     command is an answer with ``ok`` false, not an exception.
     """
     path = find_socket(run_dir)
-    req = {"cmd": cmd} if isinstance(cmd, str) else cmd
+    req = {"cmd": cmd} if isinstance(cmd, str) else dict(cmd)
+    # Due a little before we give up, so an answer sent in time is read in time.
+    req.setdefault("deadline", round(time.time() + timeout - min(0.5, timeout / 4), 3))
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:

@@ -5,7 +5,14 @@ Only the run's owner gets in: the socket is created 0600 (under a 0177
 umask, so there is no moment it is open wider) and each connection's peer uid
 is checked with SO_PEERCRED where the platform has it (``peer_uid``).  A
 flood cannot stall training: one thread, non-blocking sockets and a
-selector; connections, line lengths, unread answers and idle time are capped.
+selector; connections, line lengths, nesting depth, unread answers and idle
+time are capped, and a line is measured before it is parsed.  The thread never
+dies of a request: whatever goes wrong serving one is answered as an error, or
+(a bug) logged once and the connection dropped, and serving goes on.  When the
+process runs short of file descriptors (EMFILE/ENFILE), connections are
+refused with a reason and accepting backs off; a descriptor kept in reserve
+makes room to say so, and a share of the process's descriptors is always left
+free, so the run's checkpoints can still be written.
 
 AF_UNIX paths are limited to ~107 bytes.  When the run folder's path is too
 long the socket lives under $XDG_RUNTIME_DIR (or a private 0700 folder in
@@ -21,10 +28,12 @@ import errno
 import hashlib
 import json
 import os
+import re
 import selectors
 import socket
 import stat
 import struct
+import sys
 import tempfile
 import threading
 import time
@@ -37,9 +46,12 @@ SOCKET_NAME = "control.sock"
 INFO_NAME = "control.json"
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, 104 on macOS; keep a margin
 MAX_LINE = 4096  # bytes in one request line
+MAX_DEPTH = 16  # nesting of arrays and objects in one request (the protocol needs 2)
 MAX_CLIENTS = 16
 IDLE_TIMEOUT = 30.0  # seconds a connection may sit without sending a full line
 MAX_OUTBUF = 64 * 1024  # a client that never reads its answers is dropped
+FD_HEADROOM = 4  # descriptors the channel always leaves free for the run (checkpoints, the log)
+ACCEPT_BACKOFF_S = 0.5  # how long accepting pauses after the process ran out of descriptors
 
 
 class ControlError(UserError):
@@ -90,6 +102,55 @@ def _probe_live(path: Path) -> bool:
         s.close()
 
 
+# --- reading a request ------------------------------------------------------
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"?')
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def nesting(line: bytes) -> int:
+    """How deep arrays and objects nest in ``line``, counted on the raw bytes
+    (strings skipped) before any parser sees it: a deep line costs a scan,
+    never the parser's recursion."""
+    depth = top = 0
+    for b in _BRACKET.findall(_STRING.sub(b"", line)):
+        if b in (b"[", b"{"):
+            depth += 1
+            top = max(top, depth)
+        else:
+            depth -= 1
+    return top
+
+
+def parse_request(line: bytes) -> tuple[Any, str | None]:
+    """(the request, None) or (None, why it cannot be read): the length and
+    the nesting are checked before the JSON parser runs."""
+    if len(line) > MAX_LINE:
+        return None, f"request longer than {MAX_LINE} bytes; send one short JSON line"
+    if nesting(line) > MAX_DEPTH:
+        return None, (f"request nested deeper than {MAX_DEPTH} levels; send one flat JSON object "
+                      'such as {"cmd": "pause"}')
+    try:
+        return json.loads(line), None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None, 'not JSON; send one line such as {"cmd": "pause"}'
+
+
+def free_descriptors() -> int | None:
+    """Descriptors this process may still open (None: unknown or unlimited)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft == resource.RLIM_INFINITY:
+            return None
+        return soft - len(os.listdir("/proc/self/fd"))
+    except OSError as e:
+        return 0 if e.errno in (errno.EMFILE, errno.ENFILE) else None
+    except (ImportError, ValueError):
+        return None
+
+
 # --- the server -------------------------------------------------------------
 
 def peer_uid(conn: socket.socket) -> int | None:
@@ -98,6 +159,10 @@ def peer_uid(conn: socket.socket) -> int | None:
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
     return uid
+
+
+_SHORT_OF_FDS = {"ok": False, "error": "busy: the run is short of file descriptors (ulimit -n); "
+                                       "try again later, or raise the limit for the next run"}
 
 
 class _Conn:
@@ -132,10 +197,15 @@ class ControlServer:
         self._stop = threading.Event()
         self.served = 0
         self.refused = 0
+        self.errors = 0  # unexpected exceptions survived (logged once each kind)
+        self._reserve: int | None = None  # a descriptor held back to make room when none are left
+        self._paused_until = 0.0  # accepting is paused until then (out of descriptors)
+        self._logged: set[str] = set()
 
     # lifecycle
     def start(self) -> "ControlServer":
         self._bind()
+        self._take_reserve()
         self._thread = threading.Thread(target=self._serve, name="tui-trainer-control", daemon=True)
         self._thread.start()
         return self
@@ -154,6 +224,7 @@ class ControlServer:
         if self._sel is not None:
             self._sel.close()
             self._sel = None
+        self._release_reserve()
 
     def __enter__(self) -> "ControlServer":
         return self if self._thread is not None else self.start()
@@ -216,21 +287,87 @@ class ControlServer:
             except (OSError, ValueError):
                 return  # closed under us
             for key, mask in events:
-                if key.data is None:
-                    self._accept()
-                else:
-                    conn: _Conn = key.data
-                    if mask & selectors.EVENT_READ:
-                        self._read(conn)
-                    if mask & selectors.EVENT_WRITE and conn.sock.fileno() >= 0:
-                        self._flush(conn)
-            self._reap_idle()
+                conn: _Conn | None = key.data
+                try:
+                    if conn is None:
+                        self._accept()
+                    else:
+                        if mask & selectors.EVENT_READ:
+                            self._read(conn)
+                        if mask & selectors.EVENT_WRITE and conn.sock.fileno() >= 0:
+                            self._flush(conn)
+                except Exception as e:  # noqa: BLE001 - a bug costs that connection, never the channel
+                    self._survived(e, conn)
+            try:
+                self._resume_accepting()
+                self._reap_idle()
+            except Exception as e:  # noqa: BLE001
+                self._survived(e, None)
+
+    def _survived(self, e: Exception, conn: "_Conn | None") -> None:
+        """An unexpected exception while serving: logged (once per kind), the
+        connection it came from dropped, and serving goes on."""
+        self.errors += 1
+        what = f"{type(e).__name__}: {e}"
+        if type(e).__name__ not in self._logged:
+            self._logged.add(type(e).__name__)
+            try:
+                print(f"warning: control channel: {ascii(what)[1:-1][:200]}; it keeps serving",
+                      file=sys.stderr, flush=True)
+            except Exception:  # noqa: BLE001 - no stderr (closed): nothing to tell
+                pass
+        if conn is not None:
+            try:
+                self._drop(conn)
+            except Exception:  # noqa: BLE001
+                pass
+
+    # descriptors
+    def _take_reserve(self) -> None:
+        if self._reserve is None:
+            try:
+                self._reserve = os.open(os.devnull, os.O_RDONLY)
+            except OSError:
+                self._reserve = None
+
+    def _release_reserve(self) -> None:
+        if self._reserve is not None:
+            try:
+                os.close(self._reserve)
+            except OSError:
+                pass
+            self._reserve = None
+
+    def _pause_accepting(self) -> None:
+        """Out of descriptors: stop watching the listener for a while (it
+        would wake the loop at once, again and again)."""
+        assert self._sel is not None and self._listener is not None
+        self._paused_until = time.monotonic() + ACCEPT_BACKOFF_S
+        try:
+            self._sel.unregister(self._listener)
+        except (KeyError, ValueError):
+            pass
+
+    def _resume_accepting(self) -> None:
+        if self._paused_until and time.monotonic() >= self._paused_until and self._listener is not None:
+            assert self._sel is not None
+            self._paused_until = 0.0
+            self._take_reserve()
+            try:
+                self._sel.register(self._listener, selectors.EVENT_READ, None)
+            except KeyError:
+                pass
 
     def _accept(self) -> None:
         assert self._listener is not None and self._sel is not None
         try:
             sock, _ = self._listener.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        except OSError as e:
+            if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                raise
+            self._out_of_descriptors()
             return
         sock.setblocking(False)
         try:
@@ -245,9 +382,29 @@ class ControlServer:
             self.refused += 1
             self._say_and_drop(sock, {"ok": False, "error": f"busy: {self.max_clients} clients connected"})
             return
+        free = free_descriptors()
+        if free is not None and free < FD_HEADROOM:
+            self.refused += 1
+            self._say_and_drop(sock, _SHORT_OF_FDS)
+            return
         conn = _Conn(sock)
         self._conns[sock.fileno()] = conn
         self._sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _out_of_descriptors(self) -> None:
+        """accept failed with EMFILE/ENFILE: spend the reserve descriptor to
+        take the waiting connection and tell it why, then back off."""
+        self.refused += 1
+        self._release_reserve()
+        assert self._listener is not None
+        try:
+            sock, _ = self._listener.accept()
+        except OSError:
+            pass
+        else:
+            sock.setblocking(False)
+            self._say_and_drop(sock, _SHORT_OF_FDS)
+        self._pause_accepting()
 
     @staticmethod
     def _say_and_drop(sock: socket.socket, answer: dict[str, Any]) -> None:
@@ -281,16 +438,15 @@ class ControlServer:
 
     def _dispatch(self, line: bytes) -> dict[str, Any]:
         self.served += 1
-        if len(line) > MAX_LINE:
-            return {"ok": False, "error": f"request longer than {MAX_LINE} bytes; send one short JSON line"}
+        req, why = parse_request(line)
+        if why is not None:
+            return {"ok": False, "error": why}
         try:
-            req = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            return {"ok": False, "error": 'not JSON; send one line such as {"cmd": "pause"}'}
-        try:
-            return self.handler(req)
-        except Exception as e:  # a bug in a handler must not kill the channel
-            return {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
+            answer = self.handler(req)
+            json.dumps(answer)  # an answer that cannot be sent is the handler's error, not the channel's
+            return answer
+        except Exception as e:  # noqa: BLE001 - a bug in a handler must not kill the channel
+            return {"ok": False, "error": f"internal error: {ascii(f'{type(e).__name__}: {e}')[1:-1][:200]}"}
 
     def _answer(self, conn: _Conn, answer: dict[str, Any]) -> None:
         conn.outbuf += (json.dumps(answer) + "\n").encode()

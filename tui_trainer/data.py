@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .commands import surrogate_problem
 from .config import TrainConfig, UserError
 from .files import regular_file_size
 
@@ -34,10 +35,23 @@ def load_default_corpus() -> bytes:
 
 
 class ByteTokenizer:
+    """Bytes as tokens.  A prompt is text; a lone surrogate that stands for an
+    undecodable byte (``'\\udce9'``, from a command line that was not UTF-8)
+    is that byte, and any other lone surrogate is refused (``check``)."""
+
     vocab_size = 256
 
+    def check(self, text: str) -> str | None:
+        """Why ``text`` cannot be a prompt (None when it can)."""
+        if not isinstance(text, str) or not text:
+            return "the prompt is empty; give at least one character"
+        return surrogate_problem(text, bytes_ok=True)
+
     def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
+        why = self.check(text)
+        if why is not None:
+            raise ValueError(why)
+        return list(text.encode("utf-8", "surrogateescape"))
 
     def decode(self, ids: list[int]) -> str:
         return bytes(ids).decode("utf-8", errors="replace")
@@ -45,17 +59,31 @@ class ByteTokenizer:
 
 class IdTokenizer:
     """For pre-tokenised .bin files we have no vocabulary: prompts are
-    space-separated ids and samples print as ids."""
+    space-separated ids and samples print as ids.  Anything else in a prompt
+    (a word, a sign, an exponent, an id the model does not have) is refused
+    with the form expected, never read as token 0."""
 
     def __init__(self, vocab_size: int):
         self.vocab_size = vocab_size
 
+    def check(self, text: str) -> str | None:
+        """Why ``text`` cannot be a prompt (None when it can)."""
+        top = self.vocab_size - 1
+        form = f"space-separated token ids below {self.vocab_size}, such as '{min(17, top)} {min(4, top)} {min(902, top)}'"
+        words = text.split() if isinstance(text, str) else []
+        if not words:
+            return f"the prompt is empty; this run's data is token ids: give {form}"
+        for w in words:
+            if not (w.isascii() and w.isdigit()) or len(w) > 12 or int(w) >= self.vocab_size:
+                shown = w if len(w) <= 20 else w[:20] + "…"
+                return f"the prompt's {ascii(shown)} is not a token id; this run's data is token ids: give {form}"
+        return None
+
     def encode(self, text: str) -> list[int]:
-        try:
-            ids = [int(t) for t in text.split()]
-        except ValueError:
-            ids = []
-        return [i for i in ids if 0 <= i < self.vocab_size] or [0]
+        why = self.check(text)
+        if why is not None:
+            raise ValueError(why)
+        return [int(w) for w in text.split()]
 
     def decode(self, ids: list[int]) -> str:
         return " ".join(map(str, ids))

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from . import distributed
-from .config import PROMPT_FROM_DATA, TrainConfig
+from .config import PROMPT_FROM_DATA, TrainConfig, UserError
 from .data import BatchSampler, ByteTokenizer, Corpus, load_corpus, make_batches
 from .distributed import Dist
 from .hardware import Hardware, configure
@@ -53,6 +53,9 @@ def build_parts(cfg: TrainConfig, hw: Hardware | None = None, dist: Dist | None 
     corpus = load_corpus(cfg)
     if cfg.sample_prompt == PROMPT_FROM_DATA:
         cfg.sample_prompt = prompt_from(corpus)  # kept in the config: the run_start and every checkpoint say it
+    why = corpus.tokenizer.check(cfg.sample_prompt)
+    if why is not None:  # refused here, before a run folder exists, not at the first eval
+        raise UserError(f"--sample-prompt: {why}")
     check_fits(cfg, corpus.vocab_size, hw.device.type, processes=dist.world_size)
     model_config = GPTConfig(vocab_size=corpus.vocab_size, context_length=cfg.context_length,
                              n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
 from .checkpoint import CheckpointManager
-from .commands import MAX_COMMANDS_PER_STEP, Command, CommandQueue, Order
+from .commands import MAX_COMMANDS_PER_STEP, Command, CommandQueue, Dropped, Order, surrogate_problem
 from .own_loop import OwnLoop
-from .records import Ack, Change, Paused, Record, Resumed, Sample, clean_text
+from .records import Ack, Change, Paused, Record, Resumed, Sample, Status, clean_text
 from .rundir import RunLock, create_run_dir
 from .runlog import LogWriteError
 from .settings import Settings, non_negative
@@ -87,6 +87,9 @@ class Run(OwnLoop):
         self._handlers: dict[Command, Callable[..., Any]] = {}
         self._why_not: dict[Command, str] = {}  # a loop's own words for a request it cannot take
         self._on_resume: Callable[[], Any] | None = None
+        # The loop's word on a sample's prompt (its tokenizer: why it cannot
+        # take it, or None), asked when the request arrives; None: text only.
+        self.prompt_check: Callable[[str], str | None] | None = None
         self._interactive = interactive
         self._agreed_stop = False  # data-parallel: the stop every rank agreed on
         self._lock = lock
@@ -258,6 +261,16 @@ class Run(OwnLoop):
         else:
             self._why_not.pop(command, None)
 
+    def prompt_refusal(self, prompt: str) -> str | None:
+        """Why this run cannot sample ``prompt`` (None when it can), asked by
+        the control channel before the request is accepted."""
+        if self.prompt_check is None:
+            return surrogate_problem(prompt)
+        try:
+            return self.prompt_check(prompt)
+        except Exception as e:  # noqa: BLE001 - a checker that fails refuses, it does not fail the run
+            return f"the prompt could not be checked ({type(e).__name__})"
+
     def _set_pause_at(self, step: int) -> None:
         self.pause_at = step
 
@@ -298,6 +311,7 @@ class Run(OwnLoop):
                         taken.append(self.commands.get_nowait())
                 except queue.Empty:
                     pass
+                taken = [c for c in taken if not self._dropped(c)]  # rank 0 writes the notes; no rank applies them
             cmds, stop = self.sync.sync_commands(taken, self.stop_event.is_set())
             self._agreed_stop = self._agreed_stop or stop or Command.STOP in cmds
             for cmd in cmds:
@@ -305,10 +319,34 @@ class Run(OwnLoop):
             if not (self.paused and not self.stopping):
                 return
 
-    def _apply(self, cmd: Command | Order | str) -> None:
-        if isinstance(cmd, Order):
-            return self._apply_order(cmd)
-        cmd = Command(cmd)
+    def _dropped(self, item: Any) -> bool:
+        """A request dropped before it was applied (late): written as an
+        ``ack`` record, on the loop's thread (True), or not one (False)."""
+        if not isinstance(item, Dropped):
+            return False
+        self.emit(Ack(step=self.step, command=item.command.value, ok=False, message=item.why))
+        return True
+
+    def _apply(self, cmd: Command | Order | Dropped | str) -> None:
+        """The one place a request is applied on the loop's thread.  Nothing
+        that arrives as a request (a key, the socket, an own loop's callback)
+        can end the run here: an exception while serving it is written as an
+        ``ack`` record (ok false, with the error), the request is dropped and
+        the run goes on.  Only ``stop`` ends a run."""
+        if self._dropped(cmd):
+            return
+        try:
+            if isinstance(cmd, Order):
+                return self._apply_order(cmd)
+            self._apply_command(Command(cmd))
+        except Exception as e:  # noqa: BLE001 - the request fails, never the run
+            name = cmd.command.value if isinstance(cmd, Order) else getattr(cmd, "value", str(cmd))
+            why = f"{type(e).__name__}: {e}"[:300]
+            self.emit(Ack(step=self.step, command=str(name)[:40], ok=False,
+                          message=f"{name} failed: {why}; the request was dropped, the run goes on"))
+            self.emit(Status(step=self.step, state="paused" if self.paused else "running"))
+
+    def _apply_command(self, cmd: Command) -> None:
         if cmd is Command.STOP:
             self.stop_event.set()
         elif cmd is Command.PAUSE or (cmd is Command.TOGGLE_PAUSE and not self.paused):
