@@ -400,6 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    from .checkpoint import CheckpointError
+
     try:
         if args.command == "train":
             return cmd_train(args)
@@ -413,6 +415,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .launch import launch
 
             return launch(args.script, mouse=args.mouse)
+    except CheckpointError as e:  # the input was right; the file it names is not (exit 1, not usage)
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

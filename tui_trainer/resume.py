@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from . import checkpoint as ckpt
+from .checkpoint_schema import SchemaError, check_trainer_state
 from .config import FIELDS, RESUMABLE_CHANGES, TrainConfig, UserError, make_config
 
 
@@ -52,7 +53,7 @@ class ResumePlan:
 
     @property
     def step(self) -> int:
-        return int(self.state["step"])
+        return self.state["step"]
 
 
 def find_checkpoint(target: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -83,13 +84,24 @@ def _newer_step_file(run_dir: Path, ckpt_path: Path, step: int) -> Path | None:
     return newer[-1] if newer else None
 
 
+def load_trainer_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint the built-in trainer wrote, read and checked field by field
+    (``checkpoint_schema``) before anything of it is used."""
+    state = ckpt.load_checkpoint(path)
+    try:
+        check_trainer_state(state)
+    except SchemaError as e:
+        raise ckpt.CheckpointError(f"checkpoint {path}: {e}; {ckpt.HINT}") from None
+    return state
+
+
 def _sound_alternative(run_dir: Path, bad: Path) -> Path | None:
-    """The newest step file other than ``bad`` that loads."""
+    """The newest step file other than ``bad`` that loads and passes the schema."""
     for _, p in reversed(ckpt.list_step_checkpoints(run_dir)):
         try:
             if bad.exists() and p.samefile(bad):
                 continue
-            ckpt.load_checkpoint(p)
+            load_trainer_checkpoint(p)
         except (OSError, ckpt.CheckpointError):
             continue
         return p
@@ -97,22 +109,23 @@ def _sound_alternative(run_dir: Path, bad: Path) -> Path | None:
 
 
 def _with_alternative(e: Exception, run_dir: Path, bad: Path) -> ckpt.CheckpointError:
+    """``e`` with its hint made exact: the sound checkpoint to resume from,
+    or, when there is none, that the run must start again."""
     alt = _sound_alternative(run_dir, bad)
-    msg = str(e)
-    if alt is not None:
-        msg = msg.replace(ckpt.HINT, f"pass --resume {alt} to continue from the newest sound checkpoint")
-    return ckpt.CheckpointError(msg)
+    fix = (f"pass --resume {alt} to continue from the newest sound checkpoint" if alt is not None else
+           f"no other checkpoint in {run_dir} is sound; start a new run (tui-trainer train --out NEW_FOLDER)")
+    return ckpt.CheckpointError(str(e).replace(ckpt.HINT, fix))
 
 
 def load_resume_state(run_dir: Path, ckpt_path: Path) -> tuple[Path, dict[str, Any]]:
     try:
-        state = ckpt.load_checkpoint(ckpt_path)
+        state = load_trainer_checkpoint(ckpt_path)
     except ckpt.CheckpointError as e:
         raise _with_alternative(e, run_dir, ckpt_path) from None
-    newer = _newer_step_file(run_dir, ckpt_path, int(state["step"]))
+    newer = _newer_step_file(run_dir, ckpt_path, state["step"])
     if newer is not None:
         try:
-            return newer, ckpt.load_checkpoint(newer)
+            return newer, load_trainer_checkpoint(newer)
         except ckpt.CheckpointError:
             pass  # keep latest.pt, which did load
     return _step_file_of(run_dir, ckpt_path), state
@@ -135,8 +148,8 @@ def plan_resume(target: str | os.PathLike[str], values: dict[str, Any]) -> Resum
     change that matters with one line naming every difference."""
     run_dir, ckpt_path = find_checkpoint(target)
     ckpt_path, state = load_resume_state(run_dir, ckpt_path)
-    step = int(state["step"])
-    saved = {k: v for k, v in dict(state["config"]).items() if k in FIELDS}
+    step = state["step"]
+    saved = {k: v for k, v in state["config"].items() if k in FIELDS}  # each value checked by the schema
     values = dict(values)
     out = values.pop("out", None)
     if out is not None and Path(out).resolve() != run_dir.resolve():
@@ -144,10 +157,20 @@ def plan_resume(target: str | os.PathLike[str], values: dict[str, Any]) -> Resum
     values.pop("name", None)  # a name only picks a new folder
     here = {"out": str(run_dir), "name": run_dir.name}
     try:
-        before = make_config({**saved, **here})
+        cfg = make_config({**saved, **values, **here})
     except UserError as e:
-        raise ckpt.CheckpointError(f"checkpoint {ckpt_path} holds settings this version rejects ({e})") from None
-    cfg = make_config({**saved, **values, **here})
+        try:
+            make_config({**saved, **here})
+        except UserError as own:
+            if str(own) == str(e):  # the checkpoint's own settings break a rule (each value passed the schema)
+                fix = (f"pass --steps N with N at least {saved['warmup_steps']} to train it on"
+                       if saved["warmup_steps"] > saved["steps"] else ckpt.HINT)
+                err = ckpt.CheckpointError(f"checkpoint {ckpt_path} holds settings this version rejects "
+                                           f"({own}); {fix}")
+                raise _with_alternative(err, run_dir, ckpt_path) from None
+        raise e from None  # the flags given are at fault
+    before = TrainConfig(**{**saved, **here})
+    before.top_k = before.top_k or None
     old, new = before.to_dict(), cfg.to_dict()
     changes = {k: [old[k], new[k]] for k in new if old[k] != new[k]}
     refused = {k: v for k, v in changes.items() if k not in RESUMABLE_CHANGES and k != "data"}
@@ -178,11 +201,22 @@ def apply_resume(plan: ResumePlan, trainer: Any) -> None:
                         f"{trainer.corpus.vocab_size} now) differs; pass --vocab-size {vocab}")
     try:
         trainer.load_state_dict(st)
+        _check_optimizer_shapes(trainer.optimizer)
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         err = ckpt.CheckpointError(f"checkpoint {plan.ckpt_path} does not fit this run ({first[:120]}); "
                                    f"{ckpt.HINT}")
         raise _with_alternative(err, plan.run_dir, plan.ckpt_path) from None
+
+
+def _check_optimizer_shapes(optimizer: Any) -> None:
+    """AdamW's moments must have their parameter's shape (torch does not check
+    on load; a mismatch would fail at the first step, after training began)."""
+    for p, st in optimizer.state.items():
+        for k, v in st.items():
+            if getattr(v, "dim", None) is not None and v.dim() > 0 and v.shape != p.shape:
+                raise ValueError(f"optimizer state {k} has shape {tuple(v.shape)} for a parameter of shape "
+                                 f"{tuple(p.shape)}")
 
 
 def set_aside_superseded(plan: ResumePlan) -> list[Path]:

@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
-MAX_STEPS = 10**12
+from .bounds import MAX_STEPS, problem  # noqa: F401 (MAX_STEPS re-exported)
 
 
 @dataclass
