@@ -199,16 +199,33 @@ def _say_how_it_ended(end: Any, trainer: Any, run: Any, *, log: Path, headless: 
         lines.append(f"run {end.status} at step {end.step} of {trainer.cfg.steps} | {last}{best_txt}")
         lines.append(f"folder: {run.folder}")
     lines.append(f"log: {log}")
-    if end is not None and end.status in ("stopped", "diverged", "failed", "killed") and end.step:
-        lines.append(f"resume: tui-trainer train --resume {run.folder}")
-    elif end is not None and end.status == "finished":
-        lines.append(f"train longer: tui-trainer train --resume {run.folder} --steps {2 * end.step}")
+    lines += _how_to_go_on(end, run.folder)
     try:
         print("\n".join(lines), flush=True)
         if end is not None and end.status == "failed" and end.error:
             print(f"error: {end.error}", file=sys.stderr, flush=True)
     except OSError:
         pass  # the terminal is gone (SIGHUP); the log is what matters
+
+
+def _how_to_go_on(end: Any, folder: Path) -> list[str]:
+    """The resume (or train-longer) hint: only to a checkpoint that exists,
+    with the torchrun command the run was started with, and a --steps that
+    the settings' bounds allow."""
+    from .config import MAX_STEPS
+    from .resume import resume_command
+
+    if end is None or not end.step:
+        return []
+    if end.status in ("stopped", "diverged", "failed", "killed"):
+        cmd = resume_command(folder)
+        return [f"resume: {cmd}" if cmd is not None else
+                "resume: no checkpoint was saved, so there is nothing to resume; start the run again "
+                "(the same command, with a new --out)"]
+    if end.status == "finished" and end.step < MAX_STEPS:
+        cmd = resume_command(folder, "--steps", str(min(2 * end.step, MAX_STEPS)))
+        return [f"train longer: {cmd}"] if cmd is not None else []
+    return []
 
 
 LEAVE_GRACE_S = 5.0  # after an SSH drop: how long the UI may take to close once the run has ended

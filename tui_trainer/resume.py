@@ -231,3 +231,81 @@ def set_aside_superseded(plan: ResumePlan) -> list[Path]:
             os.replace(p, dst)
             moved.append(dst)
     return moved
+
+
+# --- how to go on: the command a person is told -----------------------------
+
+def resume_target(run_dir: Path) -> Path | None:
+    """What ``--resume`` takes to continue the run in ``run_dir``: the folder
+    when it has ``latest.pt``, else its newest step file, else None (no
+    checkpoint was saved: there is nothing to resume)."""
+    try:
+        if (run_dir / ckpt.LATEST).is_file():
+            return run_dir
+        steps = ckpt.list_step_checkpoints(run_dir)
+    except OSError:
+        return None
+    return steps[-1][1] if steps else None
+
+
+def resume_command(run_dir: Path, *more: str, environ: dict[str, str] | None = None,
+                   launcher: list[str] | None = None) -> str | None:
+    """The command that continues the run in ``run_dir`` (``more``: flags to
+    add, such as ``--steps N``), or None when it has no checkpoint.  Under
+    torchrun it is the torchrun command this process was started with, since
+    a resume needs the same world size (``distributed.from_env`` reads it
+    from the same variables)."""
+    import shlex
+
+    target = resume_target(run_dir)
+    if target is None:
+        return None
+    tail = ["train", "--headless", "--resume", str(target), *more]
+    env = os.environ if environ is None else environ
+    try:
+        world = int(env.get("WORLD_SIZE") or 1)
+        local = int(env.get("LOCAL_WORLD_SIZE") or world)
+    except ValueError:
+        world = local = 1
+    if world <= 1:
+        return shlex.join(["tui-trainer", "train", "--resume", str(target), *more])
+    words = launcher if launcher is not None else _torchrun_words()
+    if words is None:
+        nodes = max(1, world // max(1, local))
+        words = ["torchrun", "--standalone", f"--nproc_per_node={local}", "-m", "tui_trainer"] if nodes == 1 else \
+            ["torchrun", f"--nnodes={nodes}", f"--nproc_per_node={local}", "RENDEZVOUS_OPTIONS", "-m", "tui_trainer"]
+    return shlex.join([*words, *tail])
+
+
+def _torchrun_words() -> list[str] | None:
+    """The launcher part of the torchrun command that started this process
+    (its parent: torchrun's agent), up to and with the module or script:
+    ``torchrun --standalone --nproc_per_node=2 -m tui_trainer``.  None where
+    it cannot be read (no /proc, another launcher)."""
+    import sys
+
+    try:
+        raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    except OSError:
+        return None
+    args = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+    return launcher_words(args, sys.argv[0] if sys.argv else "")
+
+
+def launcher_words(args: list[str], script: str) -> list[str] | None:
+    """From a torchrun agent's command line ``args``: the words that start the
+    training processes again (``script``: this process's ``sys.argv[0]``)."""
+    for i, a in enumerate(args):
+        if os.path.basename(a) == "torchrun":
+            start, head = i + 1, ["torchrun"]
+        elif a == "-m" and args[i + 1:i + 2] in (["torch.distributed.run"], ["torch.distributed.launch"]):
+            start, head = i + 2, args[:i + 2]
+        else:
+            continue
+        for j in range(start, len(args)):
+            if args[j] in ("-m", "--module") and j + 1 < len(args):
+                return [*head, *args[start:j + 2]]
+            if script and args[j] == script:
+                return [*head, *args[start:j + 1]]
+        return None
+    return None
