@@ -112,8 +112,8 @@ def check_trainer_state(state: dict[str, Any]) -> None:
     _int(_get(state, "last_val_step", ""), "last_val_step", LAST_VAL_STEP)
     if state["last_val_step"] > step:
         raise SchemaError("last_val_step", state["last_val_step"], f"a step at most the checkpoint's ({step})")
-    _check_config(_get(state, "config", ""))
-    _check_live(state.get("live"))
+    check_config_values(_get(state, "config", ""))
+    check_live_values(state.get("live"))
     fp = state.get("data_fingerprint")
     if fp is not None and (not isinstance(fp, str) or len(fp) > 200):
         raise SchemaError("data_fingerprint", fp, "the data's fingerprint (text), or None")
@@ -160,10 +160,7 @@ def check_config_values(config: Any, where: str = "config") -> dict[str, Any]:
     return config
 
 
-_check_config = check_config_values
-
-
-def _check_live(live: Any) -> None:
+def check_live_values(live: Any) -> None:
     """The live settings restored with the run: lr_scale and pause_at, and the
     record of what was changed, each in the range ``attach --set`` allows."""
     if live is None:
