@@ -25,7 +25,7 @@ from tui_trainer import checkpoint as ckpt
 from tui_trainer import cli
 from tui_trainer.checkpoint_schema import OPTIONAL_KEYS
 from tui_trainer.config import FIELDS, field_types
-from tui_trainer.resume import launcher_words, resume_command
+from tui_trainer.resume import how_to_go_on, launcher_words, resume_command
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--context-length", "8", "--batch-size", "2",
@@ -223,7 +223,7 @@ def test_resume_hint_names_only_a_checkpoint_that_exists(tmp_path):
     from types import SimpleNamespace
 
     failed = SimpleNamespace(status="failed", step=7)
-    assert cli._how_to_go_on(failed, tmp_path / "nothing-saved") == [
+    assert how_to_go_on(failed, tmp_path / "nothing-saved") == [
         "resume: no checkpoint was saved, so there is nothing to resume; start the run again "
         "(the same command, with a new --out)"]
 

@@ -20,6 +20,7 @@ from tui_trainer.bounds import BOUNDS, MAX_STEPS, Bound, number
 from tui_trainer.checkpoint_schema import SchemaError, check_config_values, check_live_values
 from tui_trainer.config import FIELDS, TrainConfig, UserError, field_types, load_toml, make_config, validate
 from tui_trainer.live import define_live_settings
+from tui_trainer.resume import how_to_go_on
 from tui_trainer.settings import Settings
 
 CONFIG_NUMBERS = sorted(n for n, t in field_types().items() if t.base in (int, float))
@@ -180,6 +181,6 @@ def test_no_accepted_change_leaves_settings_a_resume_refuses(changes):
 def test_train_longer_hint_never_asks_for_more_than_the_maximum(tmp_path):
     (tmp_path / "latest.pt").write_bytes(b"")  # only its existence is read
     end = SimpleNamespace(status="finished", step=MAX_STEPS - 3)
-    [line] = cli._how_to_go_on(end, tmp_path)
+    [line] = how_to_go_on(end, tmp_path)
     assert line.endswith(f"--steps {MAX_STEPS}")
-    assert cli._how_to_go_on(SimpleNamespace(status="finished", step=MAX_STEPS), tmp_path) == []
+    assert how_to_go_on(SimpleNamespace(status="finished", step=MAX_STEPS), tmp_path) == []

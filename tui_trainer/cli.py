@@ -190,6 +190,7 @@ def _say_how_it_ended(end: Any, trainer: Any, run: Any, *, log: Path, headless: 
     """After the dashboard closes (or a headless run ends): where the run is,
     how it ended and how to go on.  A terminal that is gone is not an error."""
     from .fmt import fmt_loss
+    from .resume import how_to_go_on
 
     lines = []
     if not headless and end is not None:
@@ -199,33 +200,13 @@ def _say_how_it_ended(end: Any, trainer: Any, run: Any, *, log: Path, headless: 
         lines.append(f"run {end.status} at step {end.step} of {trainer.cfg.steps} | {last}{best_txt}")
         lines.append(f"folder: {run.folder}")
     lines.append(f"log: {log}")
-    lines += _how_to_go_on(end, run.folder)
+    lines += how_to_go_on(end, run.folder)
     try:
         print("\n".join(lines), flush=True)
         if end is not None and end.status == "failed" and end.error:
             print(f"error: {end.error}", file=sys.stderr, flush=True)
     except OSError:
         pass  # the terminal is gone (SIGHUP); the log is what matters
-
-
-def _how_to_go_on(end: Any, folder: Path) -> list[str]:
-    """The resume (or train-longer) hint: only to a checkpoint that exists,
-    with the torchrun command the run was started with, and a --steps that
-    the settings' bounds allow."""
-    from .config import MAX_STEPS
-    from .resume import resume_command
-
-    if end is None or not end.step:
-        return []
-    if end.status in ("stopped", "diverged", "failed", "killed"):
-        cmd = resume_command(folder)
-        return [f"resume: {cmd}" if cmd is not None else
-                "resume: no checkpoint was saved, so there is nothing to resume; start the run again "
-                "(the same command, with a new --out)"]
-    if end.status == "finished" and end.step < MAX_STEPS:
-        cmd = resume_command(folder, "--steps", str(min(2 * end.step, MAX_STEPS)))
-        return [f"train longer: {cmd}"] if cmd is not None else []
-    return []
 
 
 LEAVE_GRACE_S = 5.0  # after an SSH drop: how long the UI may take to close once the run has ended
@@ -432,12 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .launch import launch
 
             return launch(args.script, mouse=args.mouse)
-    except CheckpointError as e:  # the input was right; the file it names is not (exit 1, not usage)
+    except UserError as e:  # a bad checkpoint: the flags were right, the file is not (exit 1)
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_FAILED if isinstance(e, CheckpointError) else EXIT_USAGE
     except OSError as e:  # a disk, a folder or a device refused: one line, not a traceback
         where = f" ({e.filename})" if e.filename else ""
         print(f"error: {e.strerror or e}{where}; check that path, its permissions and free space",

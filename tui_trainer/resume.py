@@ -40,7 +40,7 @@ from typing import Any
 
 from . import checkpoint as ckpt
 from .checkpoint_schema import SchemaError, check_trainer_state
-from .config import FIELDS, RESUMABLE_CHANGES, TrainConfig, UserError, make_config
+from .config import FIELDS, MAX_STEPS, RESUMABLE_CHANGES, TrainConfig, UserError, make_config
 
 
 @dataclass
@@ -309,3 +309,20 @@ def launcher_words(args: list[str], script: str) -> list[str] | None:
                 return [*head, *args[start:j + 1]]
         return None
     return None
+
+
+def how_to_go_on(end: Any, folder: Path) -> list[str]:
+    """The resume (or train-longer) hint: only to a checkpoint that exists,
+    with the torchrun command the run was started with, and a --steps that
+    the settings' bounds allow."""
+    if end is None or not end.step:
+        return []
+    if end.status in ("stopped", "diverged", "failed", "killed"):
+        cmd = resume_command(folder)
+        return [f"resume: {cmd}" if cmd is not None else
+                "resume: no checkpoint was saved, so there is nothing to resume; start the run again "
+                "(the same command, with a new --out)"]
+    if end.status == "finished" and end.step < MAX_STEPS:
+        cmd = resume_command(folder, "--steps", str(min(2 * end.step, MAX_STEPS)))
+        return [f"train longer: {cmd}"] if cmd is not None else []
+    return []
