@@ -126,7 +126,7 @@ def test_resume_from_a_damaged_latest_is_one_error_line(tiny_run, tmp_path, caps
     log_before = (d / "losses.jsonl").read_bytes()
     rc = cli.main(["train", "--headless", "--resume", str(d), "--steps", "12"])
     err = capsys.readouterr().err.strip()
-    assert rc == cli.EXIT_USAGE
+    assert rc == cli.EXIT_FAILED  # the flags were right; the file is not
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
     assert "truncated or not a tui-trainer checkpoint" in err
     assert "ckpt-step00000004.pt" in err  # names a sound checkpoint to resume from instead

@@ -24,6 +24,7 @@ to write or read a file, so the run machinery stays importable without it.
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -76,10 +77,44 @@ def atomic_save(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        limited = _size_limit_error(e, path, tmp)
+        if limited is None:
+            raise
+        raise limited from None
     finally:
         tmp.unlink(missing_ok=True)  # only still there if the write failed
     _fsync_dir(path.parent)
     return path
+
+
+class CheckpointWriteError(OSError):
+    """A save that failed for a reason worth one plain line (``str`` is just that line)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _size_limit_error(e: BaseException, path: Path, tmp: Path) -> CheckpointWriteError | None:
+    """The save hit the process's file size limit (``ulimit -f``; Python ignores
+    SIGXFSZ, so the write fails with EFBIG, which torch reports as an
+    ``[enforce fail at inline_container.cc]``): say so, or None if it did not."""
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, OSError, ValueError):
+        return None
+    if limit == resource.RLIM_INFINITY:
+        return None
+    try:
+        full = tmp.stat().st_size >= limit
+    except OSError:
+        full = False
+    if not (full or getattr(e, "errno", None) == errno.EFBIG):
+        return None
+    return CheckpointWriteError(errno.EFBIG, f"file size limit reached writing checkpoint {path} "
+                                             f"(ulimit -f allows {limit} bytes); raise it (ulimit -f unlimited)")
 
 
 def _link_atomic(src: Path, dst: Path) -> None:

@@ -191,6 +191,7 @@ def _say_how_it_ended(end: Any, trainer: Any, run: Any, *, log: Path, headless: 
     """After the dashboard closes (or a headless run ends): where the run is,
     how it ended and how to go on.  A terminal that is gone is not an error."""
     from .fmt import fmt_loss
+    from .resume import how_to_go_on
 
     lines = []
     if not headless and end is not None:
@@ -200,10 +201,7 @@ def _say_how_it_ended(end: Any, trainer: Any, run: Any, *, log: Path, headless: 
         lines.append(f"run {end.status} at step {end.step} of {trainer.cfg.steps} | {last}{best_txt}")
         lines.append(f"folder: {run.folder}")
     lines.append(f"log: {log}")
-    if end is not None and end.status in ("stopped", "diverged", "failed", "killed") and end.step:
-        lines.append(f"resume: tui-trainer train --resume {run.folder}")
-    elif end is not None and end.status == "finished":
-        lines.append(f"train longer: tui-trainer train --resume {run.folder} --steps {2 * end.step}")
+    lines += how_to_go_on(end, run.folder)
     try:
         print("\n".join(lines), flush=True)
         if end is not None and end.status == "failed" and end.error:
@@ -397,6 +395,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    from .checkpoint import CheckpointError
+
     try:
         if args.command == "train":
             return cmd_train(args)
@@ -410,9 +410,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
             from .launch import launch
 
             return launch(args.script, mouse=args.mouse)
-    except UserError as e:
+    except UserError as e:  # a bad checkpoint: the flags were right, the file is not (exit 1)
         print(f"error: {printable(e, newlines=False)}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_FAILED if isinstance(e, CheckpointError) else EXIT_USAGE
     except OSError as e:  # a disk, a folder or a device refused: one line, not a traceback
         where = f" ({e.filename})" if e.filename else ""
         print(f"error: {printable(f'{e.strerror or e}{where}', newlines=False)}; check that path, its "

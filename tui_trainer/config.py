@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Union, get_args, get_origin, get_type_hints
 
+from .bounds import BOUNDS, MAX_STEPS, number, problem  # noqa: F401 (MAX_STEPS re-exported)
 from .errors import UserError  # noqa: F401 (re-exported: config.UserError)
 
 
@@ -259,14 +260,41 @@ def _toml(value: Any) -> str:
 
 
 # --- ranges -----------------------------------------------------------------------
+# Every numeric setting's range is bounds.BOUNDS: flags, TOML, live changes and
+# checkpoints read back are all checked against that one table.
 
-MAX_STEPS = 10**12          # more can only be a typo (and seed + step must fit torch's 64-bit seed)
-MAX_SAMPLE_TOKENS = 1_000_000
-MAX_THREADS = 1024          # torch starts that many threads; far more crashes the process
-MIN_TEMPERATURE = 1e-6      # below this the scaled logits overflow; 1e-6 is already greedy
+MAX_SAMPLE_TOKENS = BOUNDS["sample_tokens"].hi
+MAX_THREADS = BOUNDS["threads"].hi
+MIN_TEMPERATURE = BOUNDS["temperature"].lo
 MAX_PARAMS = 10**13         # ~160 TB of weights, grads and AdamW state: no machine trains it
-SEED_RANGE = (-2**63, 2**63 - 1)
-_EXAMPLES = {"min_lr": 1e-4}  # for error messages, where the default is None
+SEED_RANGE = (BOUNDS["seed"].lo, BOUNDS["seed"].hi)
+_EXAMPLES = {"min_lr": 1e-4, "vocab_size": 65536, "threads": 4}  # for error messages, where the default is None
+_FIXES = {  # the fix a range error names, where "pass e.g. --flag DEFAULT" is not the best one
+    "checkpoint_every": "leave it out to save at each eval",
+    "top_k": "pass 0 to sample from all tokens",
+    "weight_decay": "pass e.g. --weight-decay 0.1 (0 disables)",
+    "grad_clip": "pass e.g. --grad-clip 1.0 (0 disables)",
+    "threads": f"pass at most the machine's cores ({os.cpu_count()}), or leave it out",
+}
+# Cross-field rules, (a, b): a <= b.  min_lr None means 10% of max_lr, which always holds.
+ORDERED = (("warmup_steps", "steps"), ("min_lr", "max_lr"))
+
+
+def range_problem(name: str, v: Any) -> str | None:
+    """Why ``v`` is out of ``name``'s range, as a whole message naming the
+    flag and the fix, or None.  The bound named is ``bounds.BOUNDS[name]``."""
+    why = problem(name, v)
+    if why is None:
+        return None
+    flag = _flag(name)
+    eg = FIELDS[name].default if FIELDS[name].default is not None else _EXAMPLES.get(name)
+    fix = _FIXES.get(name, f"pass e.g. {flag} {eg}")
+    return f"{flag} {why}, got {_shown(v)}; {fix}"
+
+
+def _shown(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:40] + "…"
 
 
 def validate(c: TrainConfig) -> None:
@@ -282,60 +310,17 @@ def validate(c: TrainConfig) -> None:
             bad(f"{_flag(name)} must be a finite number, got {v}; pass e.g. {_flag(name)} {eg}")
         if ft.choices is not None and v not in ft.choices:
             bad(f"{_flag(name)} must be {_or_list(ft.choices)}, got {v!r}")
+        if v is not None and name in BOUNDS and (msg := range_problem(name, v)) is not None:
+            bad(msg)
 
-    if not 0 < c.steps <= MAX_STEPS:
-        bad(f"--steps must be between 1 and {MAX_STEPS:.0e}, got {c.steps}; pass e.g. --steps 1000")
-    for name in ("eval_every", "eval_batches", "log_every", "batch_size", "context_length",
-                 "n_layer", "n_head", "n_embd", "sample_tokens"):
-        v = getattr(c, name)
-        if v <= 0:
-            bad(f"{_flag(name)} must be positive, got {v}; pass e.g. {_flag(name)} {FIELDS[name].default}")
-    if c.checkpoint_every is not None and c.checkpoint_every <= 0:
-        bad(f"--checkpoint-every must be positive, got {c.checkpoint_every}; leave it out to save at each eval")
-    if c.keep < 0:
-        bad(f"--keep must be >= 0, got {c.keep}; pass e.g. --keep 2")
-    if c.max_bad_steps <= 0:
-        bad(f"--max-bad-steps must be positive, got {c.max_bad_steps}; pass e.g. --max-bad-steps 5")
-    if c.warmup_steps < 0:
-        bad(f"--warmup-steps must be >= 0, got {c.warmup_steps}")
     if c.warmup_steps > c.steps:
         bad(f"--warmup-steps ({c.warmup_steps}) is larger than --steps ({c.steps}); lower the warmup or train longer")
-    if c.max_lr <= 0:
-        bad(f"--max-lr must be positive, got {c.max_lr}; pass e.g. --max-lr 1e-3")
-    if c.min_lr is not None and c.min_lr < 0:
-        bad(f"--min-lr must be >= 0, got {c.min_lr}")
     if c.lr_floor > c.max_lr:
         bad(f"--min-lr ({c.lr_floor}) is above --max-lr ({c.max_lr}); the floor must not exceed the peak")
     if c.n_embd % c.n_head:
         bad(f"--n-head ({c.n_head}) does not divide --n-embd ({c.n_embd}); pick a width that is a multiple of the heads")
-    if not 0.0 <= c.dropout < 1.0:
-        bad(f"--dropout must be in [0, 1), got {c.dropout}")
-    if not 0.0 < c.val_fraction < 1.0:
-        bad(f"--val-fraction must be between 0 and 1, got {c.val_fraction}; pass e.g. --val-fraction 0.1")
-    if c.weight_decay < 0:
-        bad(f"--weight-decay must be >= 0, got {c.weight_decay}; pass e.g. --weight-decay 0.1 (0 disables)")
-    for name in ("beta1", "beta2"):
-        v = getattr(c, name)
-        if not 0.0 <= v < 1.0:
-            bad(f"{_flag(name)} must be in [0, 1), got {v}; pass e.g. {_flag(name)} {FIELDS[name].default}")
-    if c.grad_clip < 0:
-        bad(f"--grad-clip must be >= 0, got {c.grad_clip}; pass e.g. --grad-clip 1.0 (0 disables)")
-    if not SEED_RANGE[0] <= c.seed <= SEED_RANGE[1]:
-        bad(f"--seed must fit in 64 bits (between -2**63 and 2**63-1), got {c.seed}; pass e.g. --seed 1337")
     if not c.sample_prompt:
         bad("--sample-prompt is empty; the sample needs at least one token to start from, e.g. --sample-prompt 'def '")
-    if c.sample_tokens > MAX_SAMPLE_TOKENS:
-        bad(f"--sample-tokens {c.sample_tokens} is more than {MAX_SAMPLE_TOKENS:,}; pass e.g. --sample-tokens 200")
-    if c.temperature < MIN_TEMPERATURE:
-        bad(f"--temperature must be at least {MIN_TEMPERATURE} (smaller overflows the logits), got {c.temperature}; "
-            "pass e.g. --temperature 0.8")
-    if c.top_k is not None and c.top_k < 0:
-        bad(f"--top-k must be >= 0, got {c.top_k}; pass 0 to sample from all tokens")
-    if c.vocab_size is not None and not 2 <= c.vocab_size <= 2**32:
-        bad(f"--vocab-size must be between 2 and 2**32, got {c.vocab_size}")
-    if c.threads is not None and not 0 < c.threads <= MAX_THREADS:
-        bad(f"--threads must be between 1 and {MAX_THREADS}, got {c.threads}; "
-            f"pass at most the machine's cores ({os.cpu_count()}), or leave it out")
     for name in ("data", "out"):
         if getattr(c, name) == "":
             bad(f"{_flag(name)} is empty; pass a path, or leave {_flag(name)} out for the default")
@@ -343,6 +328,26 @@ def validate(c: TrainConfig) -> None:
     if n > MAX_PARAMS:
         bad(f"the model would have about {n:.1e} parameters (--n-layer {c.n_layer}, --n-embd {c.n_embd}), "
             f"more than any machine can train; lower --n-embd or --n-layer")
+
+
+def setting_problem(c: TrainConfig, name: str, v: Any) -> str | None:
+    """Why ``name`` = ``v`` may not replace ``c``'s value while the run trains
+    ("must be at least warmup_steps (100)"), or None: its range, the rules
+    between settings (``ORDERED``), and then every other rule of ``validate``,
+    so that no accepted change leaves settings a resume would refuse."""
+    why = problem(name, v)
+    if why is not None:
+        return why
+    for low, high in ORDERED:
+        if name == high and getattr(c, low) is not None and v < getattr(c, low):
+            return f"must be at least {low} ({number(getattr(c, low))})"
+        if name == low and v > getattr(c, high):
+            return f"must be at most {high} ({number(getattr(c, high))})"
+    try:
+        validate(dataclasses.replace(c, **{name: v}))
+    except UserError as e:
+        return f"would leave settings a resume refuses ({e})"
+    return None
 
 
 def estimate_params(c: TrainConfig, vocab_size: int) -> int:

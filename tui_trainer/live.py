@@ -17,22 +17,29 @@ would have.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from .settings import MAX_STEPS, Settings, at_least_one, non_negative, positive
+from .bounds import problem
+from .config import setting_problem
+from .settings import Settings
 
-
-def _finite(check):
-    return lambda v: "must be a finite number" if not math.isfinite(v) else check(v)
+# The built-in loop's keys, in the order --help and status list them (the run adds pause_at).
+LIVE_KEYS = ("lr_scale", "max_lr", "min_lr", "steps", "eval_every", "checkpoint_every", "grad_clip",
+             "weight_decay")
 
 
 def define_live_settings(t: Any, s: Settings) -> None:
-    """Define ``t``'s (an ``engine.Trainer``) live settings on ``s``."""
+    """Define ``t``'s (an ``engine.Trainer``) live settings on ``s``.  Each is
+    checked as a flag would be (``config.setting_problem``: the range in
+    ``bounds.BOUNDS``, and the rules between settings, such as warmup_steps
+    <= steps), against the config as it is when the change is applied."""
     cfg = t.cfg
 
     def set_cfg(name: str):
         return lambda v: setattr(cfg, name, v)
+
+    def check_cfg(name: str):
+        return lambda v: setting_problem(cfg, name, v)
 
     def set_steps(v: int) -> None:
         cfg.steps = v
@@ -47,24 +54,18 @@ def define_live_settings(t: Any, s: Settings) -> None:
         t.optimizer.param_groups[0]["weight_decay"] = v  # group 0 decays (optim.build_param_groups)
 
     s.define("lr_scale", float, lambda: t.lr_scale, lambda v: setattr(t, "lr_scale", v),
-             check=_finite(lambda v: positive(v) or (None if v <= 1e3 else "must be at most 1000")),
-             help="multiply the whole LR schedule from the next step on")
-    s.define("max_lr", float, lambda: cfg.max_lr, set_cfg("max_lr"),
-             check=_finite(lambda v: positive(v) or (None if v >= cfg.lr_floor else
-                                                     f"must be at least min_lr ({cfg.lr_floor:g})")),
+             check=lambda v: problem("lr_scale", v), help="multiply the whole LR schedule from the next step on")
+    s.define("max_lr", float, lambda: cfg.max_lr, set_cfg("max_lr"), check=check_cfg("max_lr"),
              help="the schedule's peak")
-    s.define("min_lr", float, lambda: cfg.lr_floor, set_cfg("min_lr"),
-             check=_finite(lambda v: non_negative(v) or (None if v <= cfg.max_lr else
-                                                         f"must be at most max_lr ({cfg.max_lr:g})")),
+    s.define("min_lr", float, lambda: cfg.lr_floor, set_cfg("min_lr"), check=check_cfg("min_lr"),
              help="the schedule's floor")
-    s.define("steps", int, lambda: cfg.steps, set_steps,
-             check=lambda v: at_least_one(v) or (None if v <= MAX_STEPS else f"must be at most {MAX_STEPS}"),
+    s.define("steps", int, lambda: cfg.steps, set_steps, check=check_cfg("steps"),
              help="total steps; at or below the current step the run ends, finished")
-    s.define("eval_every", int, lambda: cfg.eval_every, set_cfg("eval_every"), check=at_least_one,
+    s.define("eval_every", int, lambda: cfg.eval_every, set_cfg("eval_every"), check=check_cfg("eval_every"),
              help="evaluate and sample every K steps")
-    s.define("checkpoint_every", int, lambda: cfg.ckpt_every, set_ckpt_every, check=at_least_one,
+    s.define("checkpoint_every", int, lambda: cfg.ckpt_every, set_ckpt_every, check=check_cfg("checkpoint_every"),
              help="checkpoint every N steps")
-    s.define("grad_clip", float, lambda: cfg.grad_clip, set_cfg("grad_clip"), check=_finite(non_negative),
+    s.define("grad_clip", float, lambda: cfg.grad_clip, set_cfg("grad_clip"), check=check_cfg("grad_clip"),
              help="clip the gradient norm to this (0: off)")
-    s.define("weight_decay", float, lambda: cfg.weight_decay, set_weight_decay, check=_finite(non_negative),
+    s.define("weight_decay", float, lambda: cfg.weight_decay, set_weight_decay, check=check_cfg("weight_decay"),
              help="AdamW weight decay of matrices and embeddings")

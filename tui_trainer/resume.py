@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from . import checkpoint as ckpt
-from .config import FIELDS, RESUMABLE_CHANGES, TrainConfig, UserError, make_config
+from .checkpoint_schema import SchemaError, check_trainer_state
+from .config import FIELDS, MAX_STEPS, RESUMABLE_CHANGES, TrainConfig, UserError, make_config
 
 
 @dataclass
@@ -52,7 +53,7 @@ class ResumePlan:
 
     @property
     def step(self) -> int:
-        return int(self.state["step"])
+        return self.state["step"]
 
 
 def find_checkpoint(target: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -83,13 +84,24 @@ def _newer_step_file(run_dir: Path, ckpt_path: Path, step: int) -> Path | None:
     return newer[-1] if newer else None
 
 
+def load_trainer_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint the built-in trainer wrote, read and checked field by field
+    (``checkpoint_schema``) before anything of it is used."""
+    state = ckpt.load_checkpoint(path)
+    try:
+        check_trainer_state(state)
+    except SchemaError as e:
+        raise ckpt.CheckpointError(f"checkpoint {path}: {e}; {ckpt.HINT}") from None
+    return state
+
+
 def _sound_alternative(run_dir: Path, bad: Path) -> Path | None:
-    """The newest step file other than ``bad`` that loads."""
+    """The newest step file other than ``bad`` that loads and passes the schema."""
     for _, p in reversed(ckpt.list_step_checkpoints(run_dir)):
         try:
             if bad.exists() and p.samefile(bad):
                 continue
-            ckpt.load_checkpoint(p)
+            load_trainer_checkpoint(p)
         except (OSError, ckpt.CheckpointError):
             continue
         return p
@@ -97,22 +109,23 @@ def _sound_alternative(run_dir: Path, bad: Path) -> Path | None:
 
 
 def _with_alternative(e: Exception, run_dir: Path, bad: Path) -> ckpt.CheckpointError:
+    """``e`` with its hint made exact: the sound checkpoint to resume from,
+    or, when there is none, that the run must start again."""
     alt = _sound_alternative(run_dir, bad)
-    msg = str(e)
-    if alt is not None:
-        msg = msg.replace(ckpt.HINT, f"pass --resume {alt} to continue from the newest sound checkpoint")
-    return ckpt.CheckpointError(msg)
+    fix = (f"pass --resume {alt} to continue from the newest sound checkpoint" if alt is not None else
+           f"no other checkpoint in {run_dir} is sound; start a new run (tui-trainer train --out NEW_FOLDER)")
+    return ckpt.CheckpointError(str(e).replace(ckpt.HINT, fix))
 
 
 def load_resume_state(run_dir: Path, ckpt_path: Path) -> tuple[Path, dict[str, Any]]:
     try:
-        state = ckpt.load_checkpoint(ckpt_path)
+        state = load_trainer_checkpoint(ckpt_path)
     except ckpt.CheckpointError as e:
         raise _with_alternative(e, run_dir, ckpt_path) from None
-    newer = _newer_step_file(run_dir, ckpt_path, int(state["step"]))
+    newer = _newer_step_file(run_dir, ckpt_path, state["step"])
     if newer is not None:
         try:
-            return newer, ckpt.load_checkpoint(newer)
+            return newer, load_trainer_checkpoint(newer)
         except ckpt.CheckpointError:
             pass  # keep latest.pt, which did load
     return _step_file_of(run_dir, ckpt_path), state
@@ -135,8 +148,8 @@ def plan_resume(target: str | os.PathLike[str], values: dict[str, Any]) -> Resum
     change that matters with one line naming every difference."""
     run_dir, ckpt_path = find_checkpoint(target)
     ckpt_path, state = load_resume_state(run_dir, ckpt_path)
-    step = int(state["step"])
-    saved = {k: v for k, v in dict(state["config"]).items() if k in FIELDS}
+    step = state["step"]
+    saved = {k: v for k, v in state["config"].items() if k in FIELDS}  # each value checked by the schema
     values = dict(values)
     out = values.pop("out", None)
     if out is not None and Path(out).resolve() != run_dir.resolve():
@@ -144,10 +157,20 @@ def plan_resume(target: str | os.PathLike[str], values: dict[str, Any]) -> Resum
     values.pop("name", None)  # a name only picks a new folder
     here = {"out": str(run_dir), "name": run_dir.name}
     try:
-        before = make_config({**saved, **here})
+        cfg = make_config({**saved, **values, **here})
     except UserError as e:
-        raise ckpt.CheckpointError(f"checkpoint {ckpt_path} holds settings this version rejects ({e})") from None
-    cfg = make_config({**saved, **values, **here})
+        try:
+            make_config({**saved, **here})
+        except UserError as own:
+            if str(own) == str(e):  # the checkpoint's own settings break a rule (each value passed the schema)
+                fix = (f"pass --steps N with N at least {saved['warmup_steps']} to train it on"
+                       if saved["warmup_steps"] > saved["steps"] else ckpt.HINT)
+                err = ckpt.CheckpointError(f"checkpoint {ckpt_path} holds settings this version rejects "
+                                           f"({own}); {fix}")
+                raise _with_alternative(err, run_dir, ckpt_path) from None
+        raise e from None  # the flags given are at fault
+    before = TrainConfig(**{**saved, **here})
+    before.top_k = before.top_k or None
     old, new = before.to_dict(), cfg.to_dict()
     changes = {k: [old[k], new[k]] for k in new if old[k] != new[k]}
     refused = {k: v for k, v in changes.items() if k not in RESUMABLE_CHANGES and k != "data"}
@@ -178,11 +201,22 @@ def apply_resume(plan: ResumePlan, trainer: Any) -> None:
                         f"{trainer.corpus.vocab_size} now) differs; pass --vocab-size {vocab}")
     try:
         trainer.load_state_dict(st)
+        _check_optimizer_shapes(trainer.optimizer)
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         err = ckpt.CheckpointError(f"checkpoint {plan.ckpt_path} does not fit this run ({first[:120]}); "
                                    f"{ckpt.HINT}")
         raise _with_alternative(err, plan.run_dir, plan.ckpt_path) from None
+
+
+def _check_optimizer_shapes(optimizer: Any) -> None:
+    """AdamW's moments must have their parameter's shape (torch does not check
+    on load; a mismatch would fail at the first step, after training began)."""
+    for p, st in optimizer.state.items():
+        for k, v in st.items():
+            if getattr(v, "dim", None) is not None and v.dim() > 0 and v.shape != p.shape:
+                raise ValueError(f"optimizer state {k} has shape {tuple(v.shape)} for a parameter of shape "
+                                 f"{tuple(p.shape)}")
 
 
 def set_aside_superseded(plan: ResumePlan) -> list[Path]:
@@ -197,3 +231,98 @@ def set_aside_superseded(plan: ResumePlan) -> list[Path]:
             os.replace(p, dst)
             moved.append(dst)
     return moved
+
+
+# --- how to go on: the command a person is told -----------------------------
+
+def resume_target(run_dir: Path) -> Path | None:
+    """What ``--resume`` takes to continue the run in ``run_dir``: the folder
+    when it has ``latest.pt``, else its newest step file, else None (no
+    checkpoint was saved: there is nothing to resume)."""
+    try:
+        if (run_dir / ckpt.LATEST).is_file():
+            return run_dir
+        steps = ckpt.list_step_checkpoints(run_dir)
+    except OSError:
+        return None
+    return steps[-1][1] if steps else None
+
+
+def resume_command(run_dir: Path, *more: str, environ: dict[str, str] | None = None,
+                   launcher: list[str] | None = None) -> str | None:
+    """The command that continues the run in ``run_dir`` (``more``: flags to
+    add, such as ``--steps N``), or None when it has no checkpoint.  Under
+    torchrun it is the torchrun command this process was started with, since
+    a resume needs the same world size (``distributed.from_env`` reads it
+    from the same variables)."""
+    import shlex
+
+    target = resume_target(run_dir)
+    if target is None:
+        return None
+    tail = ["train", "--headless", "--resume", str(target), *more]
+    env = os.environ if environ is None else environ
+    try:
+        world = int(env.get("WORLD_SIZE") or 1)
+        local = int(env.get("LOCAL_WORLD_SIZE") or world)
+    except ValueError:
+        world = local = 1
+    if world <= 1:
+        return shlex.join(["tui-trainer", "train", "--resume", str(target), *more])
+    words = launcher if launcher is not None else _torchrun_words()
+    if words is None:
+        nodes = max(1, world // max(1, local))
+        words = ["torchrun", "--standalone", f"--nproc_per_node={local}", "-m", "tui_trainer"] if nodes == 1 else \
+            ["torchrun", f"--nnodes={nodes}", f"--nproc_per_node={local}", "RENDEZVOUS_OPTIONS", "-m", "tui_trainer"]
+    return shlex.join([*words, *tail])
+
+
+def _torchrun_words() -> list[str] | None:
+    """The launcher part of the torchrun command that started this process
+    (its parent: torchrun's agent), up to and with the module or script:
+    ``torchrun --standalone --nproc_per_node=2 -m tui_trainer``.  None where
+    it cannot be read (no /proc, another launcher)."""
+    import sys
+
+    try:
+        raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    except OSError:
+        return None
+    args = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+    return launcher_words(args, sys.argv[0] if sys.argv else "")
+
+
+def launcher_words(args: list[str], script: str) -> list[str] | None:
+    """From a torchrun agent's command line ``args``: the words that start the
+    training processes again (``script``: this process's ``sys.argv[0]``)."""
+    for i, a in enumerate(args):
+        if os.path.basename(a) == "torchrun":
+            start, head = i + 1, ["torchrun"]
+        elif a == "-m" and args[i + 1:i + 2] in (["torch.distributed.run"], ["torch.distributed.launch"]):
+            start, head = i + 2, args[:i + 2]
+        else:
+            continue
+        for j in range(start, len(args)):
+            if args[j] in ("-m", "--module") and j + 1 < len(args):
+                return [*head, *args[start:j + 2]]
+            if script and args[j] == script:
+                return [*head, *args[start:j + 1]]
+        return None
+    return None
+
+
+def how_to_go_on(end: Any, folder: Path) -> list[str]:
+    """The resume (or train-longer) hint: only to a checkpoint that exists,
+    with the torchrun command the run was started with, and a --steps that
+    the settings' bounds allow."""
+    if end is None or not end.step:
+        return []
+    if end.status in ("stopped", "diverged", "failed", "killed"):
+        cmd = resume_command(folder)
+        return [f"resume: {cmd}" if cmd is not None else
+                "resume: no checkpoint was saved, so there is nothing to resume; start the run again "
+                "(the same command, with a new --out)"]
+    if end.status == "finished" and end.step < MAX_STEPS:
+        cmd = resume_command(folder, "--steps", str(min(2 * end.step, MAX_STEPS)))
+        return [f"train longer: {cmd}"] if cmd is not None else []
+    return []

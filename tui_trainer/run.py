@@ -29,13 +29,14 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
+from .bounds import problem
 from .checkpoint import CheckpointManager
 from .commands import MAX_COMMANDS_PER_STEP, Command, CommandQueue, Dropped, Order, surrogate_problem
 from .own_loop import OwnLoop
 from .records import Ack, Change, Paused, Record, Resumed, Sample, Status, clean_text
 from .rundir import RunLock, create_run_dir
 from .runlog import LogWriteError
-from .settings import Settings, non_negative
+from .settings import Settings
 
 PAUSE_POLL_S = 0.1
 
@@ -81,7 +82,8 @@ class Run(OwnLoop):
         self.pause_reason = ""
         self.pause_at = 0  # pause once this step has been trained (0: never)
         self.settings = Settings()
-        self.settings.define("pause_at", int, lambda: self.pause_at, self._set_pause_at, check=non_negative,
+        self.settings.define("pause_at", int, lambda: self.pause_at, self._set_pause_at,
+                             check=lambda v: problem("pause_at", v),
                              help="pause once that step has been trained (0 clears it)")
         self.changed: dict[str, Any] = {}  # live settings changed so far: key -> value now
         self._handlers: dict[Command, Callable[..., Any]] = {}

@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
-MAX_STEPS = 10**12
+from .bounds import BOUNDS, MAX_STEPS  # noqa: F401 (MAX_STEPS re-exported)
 
 
 @dataclass
@@ -77,6 +77,8 @@ class Settings:
             return None, f"unknown setting {shown!r}; this run takes {', '.join(known) or 'none'}"
         v = coerce(value, d.kind)
         if v is None:
+            if BOUNDS.get(key) is not None and _too_large(value):  # a whole number beyond any bound
+                return None, f"{key} {BOUNDS[key].words()}, got {short(value)}"
             return None, f"{key} must be {'an integer' if d.kind is int else 'a number'}, got {short(value)}"
         why = d.check(v)
         return (v, None) if why is None else (None, f"{key} {why}, got {short(value)}")
@@ -119,6 +121,21 @@ def coerce(value: Any, kind: type) -> Any:
             return None
         return float(value) if kind is float else value
     return None
+
+
+def _too_large(value: Any) -> bool:
+    """A whole number (or its text) too large for ``coerce``: a range error, not a type error."""
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            try:
+                value = float(value.strip())
+            except ValueError:
+                return False
+    if isinstance(value, float):
+        return math.isfinite(value) and value.is_integer() and abs(value) >= 2**62
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**62
 
 
 def short(value: Any) -> str:
