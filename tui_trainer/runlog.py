@@ -80,6 +80,16 @@ class JsonlSink:
             raise LogWriteError(e.errno, f"cannot write the run log {self.path} ({e.strerror})") from None
         self.good += len(data)
 
+    def abandon(self) -> None:
+        """In a child after ``fork``: close this process's copy of the file,
+        writing nothing; the parent goes on writing the log."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def close(self) -> None:
         if self._fd is not None:
             try:
