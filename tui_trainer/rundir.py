@@ -45,7 +45,7 @@ def is_live(folder: Path) -> bool:
     if fcntl is None:
         return False
     try:
-        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY)
+        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return False
     try:
@@ -65,13 +65,20 @@ def last_end(folder: Path, tail_bytes: int = 1 << 16) -> dict[str, Any] | None:
     import json
 
     try:
-        with open(Path(folder) / LOG_NAME, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - tail_bytes))
-            lines = f.read().splitlines()
+        # O_NONBLOCK and a check of the open file: a FIFO in the log's place must not hang us
+        fd = os.open(Path(folder) / LOG_NAME, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        os.lseek(fd, max(0, st.st_size - tail_bytes), os.SEEK_SET)
+        lines = os.read(fd, tail_bytes).splitlines()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     for raw in reversed(lines):
         if b'"type"' not in raw:
             continue
@@ -123,6 +130,23 @@ def create_run_dir(out: str | None, name: str | None = None, root: Path = DEFAUL
     raise UserError(f"could not find a free run name under {root}; pass --out")
 
 
+def discard_unstarted(folder: Path) -> None:
+    """Remove a run folder this start created when training never began (a
+    stop or an error while it loaded): its lock and an empty log go, then
+    the folder if nothing else is in it.  Never a byte of a real run."""
+    for name in (LOCK_NAME, LOG_NAME):
+        p = Path(folder) / name
+        try:
+            if name == LOCK_NAME or os.lstat(p).st_size == 0:
+                p.unlink()
+        except OSError:
+            pass
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass  # something else is in it: it stays
+
+
 class RunLock:
     """An advisory lock on a run folder, held while a process trains in it.
 
@@ -138,15 +162,20 @@ class RunLock:
         if fcntl is None:
             return self
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_NONBLOCK", 0), 0o600)
         except OSError as e:
             raise UserError(f"cannot open the lock {self.path} ({e.strerror}); remove it if it is not a "
                             "regular file of yours, then try again") from None
-        try:
-            if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise UserError(f"the lock {self.path} is not a regular file; remove it, then try again")
+        if stat.S_IMODE(mode) != 0o600:
+            try:
                 os.fchmod(fd, 0o600)  # a lock left by an older version, made 0644
-        except OSError:
-            pass  # not ours to change: the flock below says whether we may go on
+            except OSError:
+                pass  # not ours to change: the flock below says whether we may go on
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
