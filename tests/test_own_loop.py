@@ -244,6 +244,92 @@ def test_a_folder_holding_a_run_is_refused_unless_resumed(tmp_path):
     assert list(series.loss.points(100)[1][-4:]) == [1.0, 1.0, 1.0, 1.0]
 
 
+def test_a_record_after_finish_is_refused_in_one_line(tmp_path):
+    from tui_trainer.own_loop import RunFinishedError
+
+    folder = tmp_path / "run"
+    run = tui_trainer.init(folder, quiet=True)
+    run.log(1, train_loss=1.0)
+    run.finish()
+    before = (folder / "losses.jsonl").read_bytes()
+    calls = [lambda: run.log(2, train_loss=0.5), lambda: run.log(2, steer=False), lambda: run.log_eval(2, 0.5),
+             lambda: run.log_sample(2, "text"), lambda: run.save_checkpoint(2, {"w": torch.ones(1)}),
+             lambda: run.log_checkpoint(2, folder / "x.pt")]
+    for call in calls:
+        with pytest.raises(RunFinishedError) as e:
+            call()
+        assert isinstance(e.value, RuntimeError) and isinstance(e.value, UserError)
+        assert "after finish()" in str(e.value) and "finished at step 1" in str(e.value)
+        assert "\n" not in str(e.value)
+    assert (folder / "losses.jsonl").read_bytes() == before and not (folder / "ckpt-step00000002.pt").exists()
+
+
+EXITING = """
+import sys, tui_trainer
+run = tui_trainer.init(sys.argv[1], quiet=True)
+run.log(1, train_loss=1.0)
+{body}
+"""
+
+
+@pytest.mark.parametrize("body, status, error", [
+    ("sys.exit(3)", "failed", "the script exited with status 3"),
+    ("sys.exit('no data')", "failed", "the script exited: no data"),
+    ("raise ValueError('bad')", "failed", "ValueError: bad"),
+    ("with run:\n    sys.exit(4)", "failed", "the script exited with status 4"),
+    ("with run:\n    raise SystemExit(0)", "finished", None),
+    ("sys.exit(0)", "finished", None),
+    ("pass", "finished", None),
+], ids=["exit-3", "exit-text", "exception", "with-exit-4", "with-exit-0", "exit-0", "end"])
+def test_a_scripts_exit_status_is_how_its_run_ends(tmp_path, body, status, error):
+    folder = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-c", EXITING.format(body=body), str(folder)], capture_output=True,
+                         text=True, timeout=60, env=_env())
+    end = log_of(folder)[-1]
+    assert (end["type"], end["status"], end["error"], end["step"]) == ("run_end", status, error, 1), out.stderr
+    assert [r["type"] for r in log_of(folder)].count("run_end") == 1
+    assert (out.returncode == 0) == (status == "finished")
+
+
+def test_integers_beyond_float_range_are_refused_at_log(tmp_path):
+    folder = tmp_path / "run"
+    with tui_trainer.init(folder, quiet=True) as run:
+        for bad in (dict(big=10**400), dict(train_loss=10**400), dict(tokens=-10**400), dict(acc=-(10**309))):
+            with pytest.raises(ValueError, match="beyond float range") as e:
+                run.log(1, **bad)
+            assert "\n" not in str(e.value) and len(str(e.value)) < 200
+        with pytest.raises(ValueError, match="step is an integer of 1329 bits, beyond float range"):
+            run.log(10**400, train_loss=1.0)
+        with pytest.raises(ValueError, match="beyond float range"):
+            run.log_eval(1, val_loss=1.0, big=10**400)
+        run.log(1, train_loss=1.0, big=10**300, tokens=2**62)  # large, but numbers every reader takes
+    recs = log_of(folder)
+    assert [r["type"] for r in recs] == ["run_start", "train", "run_end"]
+    assert recs[1]["big"] == float(10**300) and recs[1]["tokens"] == 2**62
+    series, _ = load_series(folder)  # the viewer reads the line, rather than skipping it
+    assert series.step == 1
+
+
+def test_run_end_is_at_the_last_step_logged_from_threads_without_steering(tmp_path):
+    folder = tmp_path / "run"
+    run = tui_trainer.init(folder, quiet=True)
+
+    def worker(first: int) -> None:
+        for step in range(first, 300, 3):
+            run.log(step, steer=False, train_loss=1.0)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert run.step == 299  # what status answers say
+    end = run.finish()
+    recs = log_of(folder)
+    assert max(r["step"] for r in recs if r["type"] == "train") == 299
+    assert end.step == 299 and recs[-1]["type"] == "run_end" and recs[-1]["step"] == 299
+
+
 def test_import_is_cheap_and_init_is_there():
     code = ("import sys, tui_trainer; f = tui_trainer.init; "
             "print(callable(f), 'torch' in sys.modules, 'textual' in sys.modules)")

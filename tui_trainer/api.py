@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import UserError
+from .own_loop import exit_status
 from .records import RunStart
 from .rundir import holds_run
 from .run import CommandSync, Run
@@ -103,6 +104,7 @@ def init(path: str | os.PathLike[str] | None = None, config: Any = None, *,
         run.close()
         raise
     atexit.register(_finish_at_exit, weakref.ref(run))
+    _note_exit_status()
     if main and run.folder is not None:
         launched = os.environ.pop(LAUNCH_ENV, None)
         if launched:
@@ -206,17 +208,42 @@ def announce(folder: Path, where: Path) -> None:
     os.replace(tmp, where)
 
 
+#: The status the script asked to exit with (``sys.exit(N)`` on the main
+#: thread), which atexit handlers are not told: [status] once it was called.
+_EXIT_STATUS: list[Any] = []
+
+
+def _note_exit_status() -> None:
+    """Wrap ``sys.exit`` (once) so ``_finish_at_exit`` knows the status the
+    script leaves with: ``sys.exit(3)`` must end the run "failed"."""
+    if getattr(sys.exit, "_notes_status", False):
+        return
+    original = sys.exit
+
+    def exit(status: Any = None) -> None:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # elsewhere it ends a thread only
+            _EXIT_STATUS[:] = [status]
+        original(status)
+
+    exit._notes_status = True  # type: ignore[attr-defined]
+    exit.__doc__ = original.__doc__
+    sys.exit = exit
+
+
 def _finish_at_exit(ref: "weakref.ref[Run]") -> None:
     """A script that ends without ``finish`` still gets its ``run_end``:
-    "failed" (or "killed") when an uncaught exception ended it."""
+    "failed" (or "killed") when an uncaught exception ended it or it exited
+    with a status other than 0.  A forked child (``Run.detach``) writes none."""
     run = ref()
-    if run is None or not run.loop_state.began or run.loop_state.end is not None:
+    if run is None or run.detached or not run.loop_state.began or run.loop_state.end is not None:
         return
-    error = getattr(sys, "last_value", None)
+    error = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
     if isinstance(error, KeyboardInterrupt):
         run.finish("killed", "interrupted: no final checkpoint")
-    elif error is not None:
+    elif error is not None and not isinstance(error, SystemExit):
         run.finish("failed", f"{type(error).__name__}: {error}")
     else:
-        run.finish()
+        run.finish(*exit_status(_EXIT_STATUS[0] if _EXIT_STATUS else None))
 

@@ -72,7 +72,7 @@ def atomic_save(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     tmp = _tmp_name(path)
     try:
-        with open(tmp, "wb") as f:
+        with _private_file(tmp) as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
@@ -117,6 +117,15 @@ def _size_limit_error(e: BaseException, path: Path, tmp: Path) -> CheckpointWrit
                                              f"(ulimit -f allows {limit} bytes); raise it (ulimit -f unlimited)")
 
 
+def _private_file(path: Path) -> Any:
+    """A new file open for writing, 0600 from its first instant: a checkpoint
+    holds the weights, the optimizer and the RNG state, which are the run
+    owner's alone (``latest.pt`` and ``best.pt`` are links to it or copies)."""
+    path.unlink(missing_ok=True)  # a leftover of ours (same pid) from a failed write
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    return os.fdopen(fd, "wb")
+
+
 def _link_atomic(src: Path, dst: Path) -> None:
     """Point ``dst`` at the same bytes as ``src``, atomically."""
     tmp = _tmp_name(dst)
@@ -125,7 +134,7 @@ def _link_atomic(src: Path, dst: Path) -> None:
         try:
             os.link(src, tmp)
         except OSError:  # no hard links here (some network or FAT filesystems)
-            with open(src, "rb") as fi, open(tmp, "wb") as fo:
+            with open(src, "rb") as fi, _private_file(tmp) as fo:
                 shutil.copyfileobj(fi, fo)
                 fo.flush()
                 os.fsync(fo.fileno())

@@ -127,6 +127,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     several = os.environ.get("WORLD_SIZE", "1") not in ("", "1")  # torchrun: always headless
     if not (args.headless or several or not (sys.stdout.isatty() and sys.stdin.isatty())):
         return _train_live(args)  # the dashboard, up before torch is imported
+    from .torch_loader import load_torch
+
+    load_torch()
     from . import distributed
     from .console import ConsoleSink
     from .engine import Trainer
@@ -134,7 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .parts import build_parts
     from .resume import find_checkpoint, plan_resume, set_aside_superseded
     from .run import Run
-    from .rundir import RunLock, check_new_run_dir, create_run_dir
+    from .rundir import RunLock, check_new_run_dir, create_run_dir, discard_unstarted
     from .runlog import LOG_NAME
     from .signals import TerminalSink
 
@@ -143,6 +146,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     lock: RunLock | None = None
     run: Run | None = None
     dist = None
+    made: Path | None = None  # a folder this start created: removed if training never begins
     try:
         plan = None
         if args.resume:
@@ -160,7 +164,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         parts = build_parts(cfg, hw, dist)
         folder = None
         if main:
+            existed = plan is not None or (cfg.out is not None and Path(cfg.out).exists())
             folder = plan.run_dir if plan is not None else create_run_dir(cfg.out, cfg.name)
+            made = None if existed else folder
             lock = lock or RunLock(folder).acquire()
         run = Run(folder, lock=lock, sync=dist, interactive=False,
                   checkpoint_every=cfg.ckpt_every, keep=cfg.keep)
@@ -171,6 +177,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run.open()  # log (appended to on resume), control socket, signals
         if main:
             run.add_sink(TerminalSink(ConsoleSink(cfg.log_every)))
+        made = None  # training begins: the folder is the run's from here on
         end = trainer.run()
     finally:
         if run is not None:
@@ -179,6 +186,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             lock.release()
         if dist is not None:
             dist.close()
+        if made is not None:
+            discard_unstarted(made)
     if not main:
         print(f"rank {dist.rank}: run {end.status} at step {end.step}"
               + (f" | error: {end.error}" if end.error else ""), file=sys.stderr, flush=True)
@@ -238,6 +247,9 @@ def _train_live(args: argparse.Namespace) -> int:
 
     def prepare(say: Any, cancelled: Any) -> Any:
         say("loading PyTorch…")
+        from .torch_loader import load_torch
+
+        load_torch()
         from .engine import Trainer
         from .hardware import configure
         from .parts import build_parts
@@ -399,7 +411,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "train":
-            return cmd_train(args)
+            from .signals import StartupSignals
+
+            with StartupSignals():  # a stop before the run's own handling leaves at once
+                return cmd_train(args)
         if args.command == "view":
             return cmd_view(args)
         if args.command == "attach":
@@ -418,9 +433,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {printable(f'{e.strerror or e}{where}', newlines=False)}; check that path, its "
               "permissions and free space", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # a second Ctrl-C, or a stop while starting (signals.StopBeforeStart)
+        print(e if getattr(e, "status", None) else "interrupted", file=sys.stderr)
+        return getattr(e, "status", 130)
     return EXIT_USAGE
 
 

@@ -163,17 +163,26 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+CONFIG_MAX_BYTES = 1 << 20  # a TOML of train settings is a few hundred bytes
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
-    from .files import regular_file_size
+    from .files import read_if_regular, regular_file_size
 
     p = Path(path)
     regular_file_size(p, "--config", "config file", "a .toml file")
+    data = read_if_regular(p, CONFIG_MAX_BYTES)  # checked again on the open file: never blocks
+    if data is None:
+        raise UserError(f"config file {p} is larger than {CONFIG_MAX_BYTES // 1024} KB or no longer a regular "
+                        "file; pass a .toml file of train settings")
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        raw = tomllib.loads(data.decode("utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"config file {p} is not valid TOML ({e}); fix the syntax on that line") from None
     except UnicodeDecodeError:
         raise UserError(f"config file {p} is not UTF-8 text; pass a TOML file to --config") from None
+    except RecursionError:
+        raise UserError(f"config file {p} nests too deeply to read; pass a .toml file of train settings") from None
     out: dict[str, Any] = {}
     for key, value in raw.items():
         name = key.replace("-", "_")

@@ -226,6 +226,22 @@ class ControlServer:
             self._sel = None
         self._release_reserve()
 
+    def abandon(self) -> None:
+        """In a child after ``fork`` (where the serving thread does not exist):
+        close this process's copies of the sockets and leave the socket file
+        alone; the parent serves on."""
+        self._stop.set()
+        for c in list(self._conns.values()):
+            c.sock.close()  # the parent holds the connection too: it stays open
+        self._conns.clear()
+        for closable in (self._listener, self._sel):
+            try:
+                if closable is not None:
+                    closable.close()
+            except OSError:
+                pass
+        self._listener = self._sel = None
+
     def __enter__(self) -> "ControlServer":
         return self if self._thread is not None else self.start()
 

@@ -159,3 +159,32 @@ def replaced(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def read_if_regular(path: str | os.PathLike[str], limit: int) -> bytes | None:
+    """The bytes of ``path`` when it is a regular file of at most ``limit``
+    bytes; None when it is missing, unreadable, anything else (a FIFO, a
+    device, a directory) or larger.  For files the program keeps for itself
+    (a cache, a run folder's own files): the check is made on the open file,
+    opened without blocking, so a FIFO put in its place can never hang the
+    reader, nor can a swap between a check and the read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        chunks, got = [], 0
+        while got <= limit:
+            chunk = os.read(fd, min(1 << 16, limit + 1 - got))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks) if got <= limit else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from .config import TrainConfig, UserError
+from .files import read_if_regular
 from .threads import describe_wait
 
 
@@ -278,6 +279,9 @@ def gpu_peak_flops(name: str, dtype: str = "bf16", tf32: bool = True) -> float |
     return None
 
 
+PEAK_CACHE_MAX = 1 << 20  # bytes: a cache of peaks is a few lines; anything larger is not ours
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tui-trainer"
 
@@ -313,11 +317,12 @@ def cpu_peak_flops(dtype: str = "fp32", *, measure: bool = True) -> float:
     key = "|".join([platform.node(), _cpu_model(), f"{torch.get_num_threads()} threads", str(tdt),
                     f"torch {torch.__version__}"])
     path = cache_dir() / "peak-flops.json"
+    raw = read_if_regular(path, PEAK_CACHE_MAX)  # a FIFO or a device there must not hang the start
     try:
-        cached = json.loads(path.read_text())
+        cached = json.loads(raw) if raw is not None else {}
         if not isinstance(cached, dict):
             cached = {}
-    except (OSError, ValueError):
+    except (ValueError, RecursionError):
         cached = {}
     old = cached.get(key)
     old = float(old) if isinstance(old, (int, float)) and 0 < old < 1e18 else 0.0
@@ -327,10 +332,15 @@ def cpu_peak_flops(dtype: str = "fp32", *, measure: bool = True) -> float:
     if value == old:
         return old
     cached[key] = value
+    if raw is None and (path.exists() or path.is_symlink()):
+        return value  # something that is not our cache file holds its name: leave it be
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cached, indent=1))
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(cached, indent=1))
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only home: measured again next time

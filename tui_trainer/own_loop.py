@@ -30,11 +30,13 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import threading
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, get_args
 
+from .errors import UserError
 from .records import Checkpoint, CheckpointReason, EndStatus, Eval, RunEnd, Sample, TrainStep, clean_text
 
 #: Names an extra number cannot take: the record's own keys.
@@ -56,6 +58,12 @@ class LoopState:
     began: bool = False                 # init wrote a run_start: leaving a with block ends the run
     end: RunEnd | None = None
     resumed_from: str | None = None     # a resumed run: the checkpoint file it continues from
+    logged_step: int | None = None      # the highest step ``log`` was given: where run_end says it ended
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class RunFinishedError(UserError, RuntimeError):
+    """A record given to a run after its ``finish``: its log has ended."""
 
 
 class OwnLoop:
@@ -112,6 +120,7 @@ class OwnLoop:
         the line, named in ``nonfinite``.  ``steer=False`` writes the record
         only (the Hugging Face callback logs from a hook that is not the step's end).  Under torchrun call it
         on every rank at the same steps: rank 0 writes, every rank steers."""
+        self._check_open("log")
         step = _step(step)
         own = {k: numbers.pop(k) for k in ("grad_norm", "tokens", "tokens_per_sec") if k in numbers}
         extra = _extras(numbers, TrainStep)
@@ -125,8 +134,20 @@ class OwnLoop:
                             lr=_number("lr", lr), tokens_per_sec=tps,
                             grad_norm=_number("grad_norm", own.get("grad_norm")),
                             elapsed_s=elapsed, tokens=tokens, extra=extra))
+        st = self.loop_state
+        with st.lock:  # several threads may log (steer=False): the highest step is where the run is
+            st.logged_step = step if st.logged_step is None else max(st.logged_step, step)
         if steer:
             self.between_steps(step)
+        elif step > self.step:
+            self.step = step  # what status answers say; between_steps sets it when steering
+
+    def _check_open(self, what: str) -> None:
+        end = self.loop_state.end
+        if end is not None:
+            raise RunFinishedError(f"{what} after finish(): the run ended ({end.status} at step {end.step}) "
+                                   "and its log takes no more records; call finish() after the last one, "
+                                   "or start another run with tui_trainer.init")
 
     def _tokens_per_sec(self, elapsed: float, tokens: int) -> float:
         st = self.loop_state
@@ -141,6 +162,7 @@ class OwnLoop:
         row of the eval table), the train-split loss if you measured one, and
         any other metric (``accuracy=0.71``).  ``forced``: asked for by a
         person (default: whether this is the answer to an eval request)."""
+        self._check_open("log_eval")
         step = _step(step)
         st = self.loop_state
         val = _number("val_loss", val_loss)
@@ -152,6 +174,7 @@ class OwnLoop:
 
     def log_sample(self, step: int, text: str, prompt: str = "") -> None:
         """A generated sample, shown in the dashboard's sample pane."""
+        self._check_open("log_sample")
         self.emit(Sample(step=_step(step), prompt=str(prompt), text=str(text)))
 
     def save_checkpoint(self, step: int, state: Mapping[str, Any] | Callable[[], Mapping[str, Any]], *,
@@ -163,6 +186,7 @@ class OwnLoop:
         far; keep the newest ``keep`` older step files; write the
         ``checkpoint`` record.  Returns the path (None on ranks other than 0).
         Load it with ``torch.load(path)``."""
+        self._check_open("save_checkpoint")
         step = _step(step)
         st = self.loop_state
         if val_loss is None and st.last_val_step == step:
@@ -180,6 +204,7 @@ class OwnLoop:
         """Record a checkpoint the loop wrote itself (``path``), so the viewer
         and the runs list know of it; ``val_loss`` defaults to the eval logged
         at this step."""
+        self._check_open("log_checkpoint")
         step = _step(step)
         st = self.loop_state
         st.checkpoints_logged += 1
@@ -280,7 +305,9 @@ class OwnLoop:
         if failure is not None:
             status, error = "failed", failure
         status = status or ("stopped" if self.stopping else "finished")
-        st.end = RunEnd(step=self.step, status=status, elapsed_s=self.elapsed,
+        with st.lock:
+            step = self.step if st.logged_step is None else max(self.step, st.logged_step)
+        st.end = RunEnd(step=step, status=status, elapsed_s=self.elapsed,
                         val_loss=st.last_val, error=error)
         try:
             self.emit(st.end)
@@ -298,8 +325,20 @@ class OwnLoop:
             self.finish()
         elif isinstance(error, KeyboardInterrupt):
             self.finish("killed", "interrupted: no final checkpoint")
+        elif isinstance(error, SystemExit):
+            self.finish(*exit_status(error.code))
         else:
             self.finish("failed", f"{type(error).__name__}: {error}")
+
+
+def exit_status(code: Any) -> tuple[EndStatus | None, str | None]:
+    """How a run ends when its script exits with ``code`` (``sys.exit``'s
+    argument): as usual for 0 or None, "failed" with the status otherwise."""
+    if code is None or code == 0:
+        return None, None
+    if isinstance(code, int) and not isinstance(code, bool):
+        return "failed", f"the script exited with status {code}"
+    return "failed", f"the script exited: {clean_text(str(code))[:200]}"
 
 
 # --- numbers from a loop -----------------------------------------------------
@@ -307,7 +346,18 @@ class OwnLoop:
 def _step(step: Any) -> int:
     if isinstance(step, bool) or not hasattr(step, "__index__"):
         raise TypeError(f"step must be an integer (steps trained so far), not {type(step).__name__}")
-    return int(step.__index__())
+    return _in_float_range("step", int(step.__index__()))
+
+
+def _in_float_range(name: str, v: int) -> int:
+    """An integer a reader can take as a number: one past float range
+    (10**400) would be a line every JSON reader that makes floats skips."""
+    try:
+        float(v)
+    except OverflowError:
+        raise ValueError(f"{name} is an integer of {v.bit_length()} bits, beyond float range "
+                         "(about 1.8e308); log a number that fits") from None
+    return v
 
 
 def _number(name: str, v: Any) -> float:
@@ -318,6 +368,8 @@ def _number(name: str, v: Any) -> float:
         raise TypeError(f"{name} must be a number, not {type(v).__name__}")
     try:
         return float(v)
+    except OverflowError:
+        raise ValueError(f"{name} is beyond float range (about 1.8e308); log a number that fits") from None
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f"{name} must be a number (or a one-element tensor), not {type(v).__name__}") from None
 
@@ -328,7 +380,7 @@ def _count(name: str, v: Any) -> int:
         if not got.is_integer():
             raise TypeError(f"{name} must be a whole number, not {v!r}")
         return int(got)
-    return int(v.__index__())
+    return _in_float_range(name, int(v.__index__()))
 
 
 def _extras(given: dict[str, Any], cls: type) -> dict[str, float]:
@@ -337,7 +389,7 @@ def _extras(given: dict[str, Any], cls: type) -> dict[str, float]:
         if k in RESERVED[cls]:
             raise ValueError(f"{k!r} is a key of the record itself; log the number under another name")
         if isinstance(v, numbers.Integral) and not isinstance(v, bool):
-            out[k] = int(v)  # type: ignore[assignment]
+            out[k] = _in_float_range(k, int(v))  # type: ignore[assignment]
         else:
             out[k] = _number(k, v)
     return out

@@ -24,8 +24,10 @@ torch is not imported here.
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
@@ -39,6 +41,7 @@ from .runlog import LogWriteError
 from .settings import Settings
 
 PAUSE_POLL_S = 0.1
+_RUNS: "weakref.WeakSet[Run]" = weakref.WeakSet()  # this process's runs, for _detach_after_fork
 
 
 class Sink(Protocol):
@@ -99,6 +102,8 @@ class Run(OwnLoop):
         self._log: Any = None
         self._control: Any = None
         self.signals: Any = None
+        self.detached = False  # a copy of the run in a child process after fork: it touches nothing
+        _RUNS.add(self)
 
     # --- the folder ---
     @classmethod
@@ -158,6 +163,8 @@ class Run(OwnLoop):
         """Undo ``open`` in reverse, then drop the lock.  Safe to call twice,
         and from another thread; a Ctrl-C arriving meanwhile waits until the
         socket and lock are gone (or it would leave a stale socket behind)."""
+        if self.detached:
+            return
         with self._closing:
             if self.signals is not None:
                 self.signals.hold()
@@ -174,10 +181,40 @@ class Run(OwnLoop):
                 if self.signals is not None:
                     self.signals.uninstall()
 
+    def detach(self) -> None:
+        """In a child process after ``fork`` (``_detach_after_fork``): this
+        copy of the run is not the run.  It closes its copies of the log, the
+        socket and the lock without a byte written, a file unlinked or the
+        lock released (the parent holds them all), gives back the signal
+        handlers the run had replaced, and from now on writes nothing: no
+        record, no ``run_end`` at exit, no checkpoint."""
+        self.detached = True
+        self.sinks = []
+        self.checkpoints.enabled = False
+        # Locks another thread held at the fork stay held forever in the child: fresh ones.
+        self._closing = threading.Lock()
+        self.commands = CommandQueue()
+        stop, self.stop_event = self.stop_event, threading.Event()
+        if stop.is_set():
+            self.stop_event.set()
+        for part, how in ((self._log, "abandon"), (self._control, "abandon"), (self._lock, "release")):
+            if part is not None:
+                try:
+                    getattr(part, how)()  # our copies only: closing a copy unlocks nothing
+                except Exception:
+                    pass
+        self._log = self._control = self._lock = None
+        if self.signals is not None:
+            try:
+                self.signals.uninstall()
+            except Exception:
+                pass
+            self.signals = None
+
     # --- records ---
     def emit(self, record: Record) -> None:
-        if not self.is_main:
-            return  # data-parallel: rank 0 alone writes
+        if not self.is_main or self.detached:
+            return  # data-parallel: rank 0 alone writes; a forked child writes nothing
         for sink in self.sinks:
             try:
                 sink.emit(record)
@@ -376,3 +413,12 @@ class Run(OwnLoop):
             prompt = a.get("prompt", "")
             text = self._handlers[Command.SAMPLE](prompt, a.get("tokens"), a.get("temperature"), a.get("top_k"))
             self.emit(Sample(step=self.step, prompt=prompt, text=text, requested=True, id=a.get("id")))
+
+
+def _detach_after_fork() -> None:
+    for run in list(_RUNS):
+        run.detach()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_detach_after_fork)

@@ -7,8 +7,10 @@ and ``logs.read_records`` for scripts and tests) reads a log back.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -43,9 +45,18 @@ class JsonlSink:
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
-        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # O_NONBLOCK: a FIFO put in the log's place fails the open (or the check
+        # below) instead of hanging it until some reader comes.
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                                       | getattr(os, "O_NONBLOCK", 0), 0o644)
         self.failed: OSError | None = None
-        size = os.fstat(self._fd).st_size
+        st = os.fstat(self._fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(self._fd)
+            self._fd = None
+            raise LogWriteError(errno.EINVAL, f"the run log {self.path} is not a regular file; "
+                                "move it aside, then start again")
+        size = st.st_size
         # A torn last line (from a kill during a write) must not glue itself to
         # the first record we append on resume.
         if size:
@@ -79,6 +90,16 @@ class JsonlSink:
                 pass
             raise LogWriteError(e.errno, f"cannot write the run log {self.path} ({e.strerror})") from None
         self.good += len(data)
+
+    def abandon(self) -> None:
+        """In a child after ``fork``: close this process's copy of the file,
+        writing nothing; the parent goes on writing the log."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def close(self) -> None:
         if self._fd is not None:

@@ -161,6 +161,47 @@ class RunSignals:
         _run_all(self._on_hangup)
 
 
+class StopBeforeStart(KeyboardInterrupt):
+    """SIGINT or SIGTERM before training began (``StartupSignals``): the
+    message to show and the exit status, 128 + the signal's number."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"{signal.Signals(signum).name}: stopped before training began")
+        self.status = 128 + signum
+
+
+class StartupSignals:
+    """While a process starts (importing torch, loading the data, building the
+    model, before ``RunSignals`` takes over): SIGINT and SIGTERM raise
+    ``StopBeforeStart`` in the main thread, so the way out (``finally``
+    blocks) removes what was begun, and a blocking call the signal interrupts
+    cannot swallow it.  There is nothing trained yet to stop after."""
+
+    def __init__(self) -> None:
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> "StartupSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._old[sig] = signal.signal(sig, self._raise)
+        return self
+
+    def uninstall(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+        self._old.clear()
+
+    def __enter__(self) -> "StartupSignals":
+        return self.install()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.uninstall()
+
+    @staticmethod
+    def _raise(signum: int, frame: Any) -> None:
+        raise StopBeforeStart(signum)
+
+
 def _run_all(callbacks: list[Callable[[], Any]]) -> None:
     for cb in list(callbacks):
         try:
