@@ -333,3 +333,27 @@ def test_runs_folder_is_only_a_folder_of_runs(tmp_path, folder):
     write_run(tmp_path / "run", 3)
     assert cli.runs_folder([str(tmp_path / folder)]) is None
     assert cli.runs_folder([str(tmp_path)]) == tmp_path
+
+
+async def test_filter_matches_each_field_alone_and_says_a_bad_regex(tmp_path):
+    for i, name in enumerate(["r7", "r78", "r789"]):
+        write_run(tmp_path / name, 10, start_time=1.7e9 + i)
+    app = browser_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await table_ready(app, pilot, 3)
+        await pilot.press("slash", *"^r78$", "enter")
+        await until(pilot, lambda: len(screen.shown) == 1, "the anchored filter")
+        assert column(screen, "run") == ["r78"]
+        await pilot.press("slash", *"^finished$", "enter")  # the status field alone
+        await until(pilot, lambda: len(screen.shown) == 3, "the status filter")
+        for bad in ("[", "a{99999999999}", "(" * 1200 + ")" * 1200):
+            await pilot.press("slash")
+            screen.query_one("#runs-filter").value = bad
+            await pilot.press("enter")
+            await until(pilot, lambda: any("not a regex" in str(n.message) for n in app._notifications),
+                        "the bad regex said")
+            app.clear_notifications()
+            await pilot.press("escape")
+            assert screen.pattern is not None and screen.pattern.pattern == "^finished$"
+        assert len(screen.shown) == 3
+        await pilot.press("q")

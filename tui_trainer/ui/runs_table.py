@@ -178,7 +178,7 @@ class RunsScreen(ModalScreen[None]):
     def _filtered(self) -> list[RunSummary]:
         runs = self._runs()
         if self.pattern is not None:
-            runs = [s for s in runs if self.pattern.search(f"{s.label}\n{s.folder}\n{s.run_name}\n{s.status}")]
+            runs = [s for s in runs if matches(self.pattern, s)]
         col = self._sort_column()
         known = [s for s in runs if col.sort(s) is not None]
         unknown = [s for s in runs if col.sort(s) is None]
@@ -344,8 +344,9 @@ class RunsScreen(ModalScreen[None]):
         text = event.value.strip()
         try:
             self.pattern = re.compile(text, re.IGNORECASE) if text else None
-        except re.error as e:
-            self.app.notify(f"not a regex: {e}", severity="error", markup=False)
+        except (re.error, OverflowError, RecursionError, ValueError) as e:
+            self.app.notify(f"not a regex: {safe.plain(str(e) or type(e).__name__, 80, newlines=False)}",
+                            severity="error", markup=False)
             return
         self._close_filter()
         self._redraw()
@@ -373,6 +374,12 @@ class RunsScreen(ModalScreen[None]):
 
     def action_help(self) -> None:
         self.app.push_screen(BrowserHelp())
+
+
+def matches(pattern: re.Pattern, s: RunSummary) -> bool:
+    """Whether ``pattern`` finds a match in the label, folder, name or status,
+    each on its own (so ``^r78$`` means a field that is exactly r78)."""
+    return any(pattern.search(field) for field in (s.label, s.folder, s.run_name, s.status))
 
 
 def _sortable(v: Any) -> Any:
