@@ -357,3 +357,27 @@ async def test_filter_matches_each_field_alone_and_says_a_bad_regex(tmp_path):
             assert screen.pattern is not None and screen.pattern.pattern == "^finished$"
         assert len(screen.shown) == 3
         await pilot.press("q")
+
+
+@pytest.mark.parametrize("width", [80, 64, 120])
+async def test_no_number_is_cut_at_the_edge(tmp_path, width):
+    """At 80x24 max_lr 0.01 and 0.005 read 0.0 and 0.00 (cut by the screen's
+    edge): every column is shown whole, or named in the head as left out."""
+    for name, steps, lr, cfg in (("small", 1200, 0.01, dict(n_layer=4, n_embd=128)),
+                                 ("wide", 240, 0.005, dict(n_layer=2, n_embd=2))):
+        write_run(tmp_path / name, steps, eval_every=steps, config=dict(max_lr=lr, **cfg), samples=False)
+    app = browser_app(tmp_path)
+    async with app.run_test(size=(width, 24)) as pilot:
+        screen = await table_ready(app, pilot, 2)
+        table = screen.query_one(DataTable)
+        assert table.virtual_size.width <= table.size.width  # nothing runs past the edge
+        titles = [str(c.label).rstrip(" ↑↓") for c in table.columns.values()]
+        head = str(screen.query_one("#runs-head").render())
+        left_out = head.split("no room for ", 1)[1].split(" · ")[0].split(", ") if "no room for " in head else []
+        for title in ("run", "status", "step", "best val", "train", "n_layer", "max_lr", "@", "tokens", "started"):
+            assert (title in titles) != (title in left_out), title  # shown, or said to be left out
+        assert "max_lr" in titles or width < 80
+        if "max_lr" in titles:
+            assert sorted(column(screen, "max_lr"), key=float) == ["0.005", "0.01"]
+        assert "run" in titles and "status" in titles
+        await pilot.press("q")

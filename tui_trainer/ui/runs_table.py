@@ -37,9 +37,14 @@ from .widgets import STATE_STYLES, key_table
 
 REFRESH_S = 2.0       # a re-scan: what changed is read again, the rest is a stat and a lock test
 MAX_SETTING_COLUMNS = 6
+# Which columns stay when the screen is too narrow for all (the rest are named in the
+# head, never cut at the edge: a cut number would show another value, 0.01 as 0.0).
+KEEP_FIRST = ("run", "status", "step", "best", "train", "cfg:", "at", "time", "tokens", "started")
+PADDING = 2           # a DataTable cell's padding, both sides
 STATUS_STYLES = dict(STATE_STYLES, crashed="bold #ffffff on #c62828", log="bold #ffffff on #546e7a",
                      empty="bold #000000 on #9e9e9e")
 MARK = "●"
+SETTING_WIDTH = 7     # a setting's number takes at most its title's width or this (fmt.fit)
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ KEYS_HELP = (
     ("/", "filter by a regex on the label, folder, name and status (empty: all)"),
     ("d", "the settings that differ between the selected runs (none selected: all shown)"),
     ("escape", "clear the filter, then the selection"),
-    ("↑ ↓ ← →", "move; the label column stays while the table scrolls sideways"),
+    ("↑ ↓", "move; columns the screen has no room for are left out, and the head names them"),
     ("q", "quit"),
 )
 
@@ -129,6 +134,7 @@ class RunsScreen(ModalScreen[None]):
         self.reverse = True
         self.pattern: re.Pattern | None = None
         self.settings: list[str] = []
+        self.hidden: list[str] = []   # titles of the columns the screen has no room for
         self._drawn: tuple | None = None
         self._scans = 0
 
@@ -189,7 +195,8 @@ class RunsScreen(ModalScreen[None]):
         """The fixed columns, the settings that differ after the train loss (what
         tells runs apart comes before tokens, time and date at 80 columns)."""
         settings = [Column(f"cfg:{k}", k, lambda s, k=k: _sortable(s.config.get(k)),
-                           lambda s, k=k: _right(fmt_setting(s.config.get(k)))) for k in self.settings]
+                           lambda s, k=k: _right(fmt_setting(s.config.get(k), max(len(k), SETTING_WIDTH))))
+                    for k in self.settings]
         at = [c.key for c in COLUMNS].index("train") + 1
         return list(COLUMNS[:at]) + settings + list(COLUMNS[at:])
 
@@ -202,7 +209,9 @@ class RunsScreen(ModalScreen[None]):
         self.settings = list(diff)[:MAX_SETTING_COLUMNS]
         self.shown = self._filtered()
         cols = self._columns()
-        rows = [(str(s.path), tuple((c.cell(s).plain for c in cols)), s.path in self.selected) for s in self.shown]
+        cells = [[c.cell(s).plain for c in cols] for s in self.shown]
+        cols, cells = self._fit(cols, cells)
+        rows = [(str(s.path), tuple(row), s.path in self.selected) for s, row in zip(self.shown, cells)]
         drawn = (tuple(c.key for c in cols), self.sort_key, self.reverse, tuple(rows))
         self._head()
         self._note()
@@ -224,6 +233,33 @@ class RunsScreen(ModalScreen[None]):
         if self.shown:
             keys = [str(s.path) for s in self.shown]
             table.move_cursor(row=keys.index(key) if key in keys else min(at, len(keys) - 1), animate=False)
+
+    def _fit(self, cols: list[Column], cells: list[list[str]]) -> tuple[list[Column], list[list[str]]]:
+        """The columns there is room for across the screen, in ``KEEP_FIRST``'s
+        order of importance; ``hidden`` names the rest."""
+        room = (self.size.width or self.app.size.width) - 1 - (1 + PADDING)  # the scrollbar, the mark
+        sort = self._sort_column().key
+        widths = [max([len(c.title) + 2 * (c.key == sort)] + [len(row[i]) for row in cells]) + PADDING
+                  for i, c in enumerate(cols)]
+
+        def rank(i: int) -> tuple[int, int]:
+            key = cols[i].key
+            first = next(
+                (k for k, p in enumerate(KEEP_FIRST) if key == p or (p.endswith(":") and key.startswith(p))),
+                len(KEEP_FIRST))
+            return first, i  # run first: it is KEEP_FIRST's first
+
+        kept: set[int] = set()
+        for i in sorted(range(len(cols)), key=rank):
+            if room >= widths[i] or not kept:
+                kept.add(i)
+                room -= widths[i]
+        self.hidden = [cols[i].title for i in range(len(cols)) if i not in kept]
+        order = sorted(kept)
+        return [cols[i] for i in order], [[row[i] for i in order] for row in cells]
+
+    def on_resize(self) -> None:
+        self._redraw()
 
     def _key_at(self, row: int) -> str | None:
         table = self.query_one(DataTable)
@@ -250,6 +286,10 @@ class RunsScreen(ModalScreen[None]):
             bits.append(f"{len(self.shown)} match /{safe.plain(self.pattern.pattern, 30, newlines=False)}/")
         if self.selected:
             bits.append(f"{len(self.selected)} selected")
+        if self.hidden:
+            bits.append(f"no room for {', '.join(safe.plain(h, 20) for h in self.hidden)}")
+            if self._sort_column().title in self.hidden:
+                bits.append(f"sorted by {safe.plain(self._sort_column().title, 20)}")
         if self._scans and not all(s.evals_read for s in runs):
             bits.append("reading evals…")
         self.query_one("#runs-head", Static).update(Text(" · ".join(bits), no_wrap=True, overflow="ellipsis"))
