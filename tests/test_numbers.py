@@ -21,7 +21,7 @@ UNIT = {"k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 
 def parse(s: str) -> float:
     """A shown number read back as a person would: ``1,234``, ``12.3k``, ``5e-3``, ``1.2e+30``."""
-    s = s.strip().replace(",", "")
+    s = s.strip().replace(",", "").removesuffix("%")
     if s and s[-1] in UNIT:
         return float(s[:-1]) * UNIT[s[-1]]
     return float(s)
@@ -45,6 +45,7 @@ numbers = st.one_of(magnitudes, st.integers(-10**15, 10**15), st.just(0), st.jus
 FORMATTERS = {  # a table column, the status line, a toast, the console, the inspector, a plot's ticks
     "loss": fmt.fmt_loss, "count": fmt.fmt_count, "value": fmt.fmt_value, "small": fmt.fmt_small,
     "step": fmt.fmt_step, "lr": fmt.fmt_lr, "int": fmt.fmt_int, "setting": fmt_setting,
+    "percent": lambda v: fmt.fmt_percent(fmt.as_float(v) / 100),
     **{f"fit{w}": (lambda v, w=w: fmt.fit(v, w)) for w in range(3, 13)},
 }
 

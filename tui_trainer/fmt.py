@@ -101,6 +101,14 @@ def fmt_loss(v: object) -> str:
     return f"{x:.4f}"
 
 
+def fmt_percent(v: object) -> str:
+    """A fraction as a percentage: ``45%``, ``1.2%``, ``0.04%`` (never ``0.0%``); ``-`` when unknown."""
+    x = 100 * as_float(v)
+    if not math.isfinite(x):
+        return "-"
+    return f"{x:.0f}%" if abs(x) >= 10 else f"{x:.2g}%"
+
+
 def fmt_count(v: object) -> str:
     """A count or rate in 4-6 characters: ``950``, ``12.3k``, ``4.5M``, ``1.2e+20``, ``0.4``; ``-`` when unknown."""
     x = as_float(v)

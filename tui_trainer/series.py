@@ -40,7 +40,7 @@ class Marker:
 @dataclass
 class EvalPoint:
     step: int
-    train: float
+    train: float | None  # None: the eval gave no train loss (not a NaN)
     val: float
     elapsed: float
 
