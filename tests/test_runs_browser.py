@@ -25,7 +25,7 @@ from tui_trainer.ui.plot import CurvePlot
 from tui_trainer.ui.runs_table import RunsScreen
 from tui_trainer.ui.settings_diff import SettingsDiff
 from tui_trainer.ui.viewer import FileSource, viewer_app
-from tui_trainer.ui.widgets import EvalLog, StatusLine
+from tui_trainer.ui.widgets import Alert, EvalLog, StatusLine
 
 SIZE = (80, 24)
 
@@ -380,4 +380,25 @@ async def test_no_number_is_cut_at_the_edge(tmp_path, width):
         if "max_lr" in titles:
             assert sorted(column(screen, "max_lr"), key=float) == ["0.005", "0.01"]
         assert "run" in titles and "status" in titles
+        await pilot.resize_terminal(width + 40, 24)  # more room: more columns, at once
+        await until(pilot, lambda: len(table.columns) > len(titles) + 1 or not screen.hidden, "the wider table")
+        assert table.virtual_size.width <= table.size.width
+        await pilot.press("q")
+
+
+async def test_an_opened_run_deleted_while_shown_is_said(tmp_path):
+    import shutil
+    write_run(tmp_path / "gone", 30)
+    write_run(tmp_path / "kept", 30, start_time=1.7e9 + 10)
+    app = browser_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await table_ready(app, pilot, 2)
+        await pilot.press("a", "enter")
+        await opened(app, pilot, 2)
+        status = lambda: str(app.main.query_one(StatusLine).render())  # noqa: E731
+        banner = lambda: str(app.main.query_one(Alert).render())  # noqa: E731
+        assert "gone" not in banner() and "following 2 files" in status()
+        shutil.rmtree(tmp_path / "gone")
+        await until(pilot, lambda: "its log is gone (folder missing)" in banner(), "the deleted run said")
+        assert "following 2 files" not in status() and "FINISHED" in status()  # it did finish; its log is gone
         await pilot.press("q")

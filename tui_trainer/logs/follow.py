@@ -71,7 +71,7 @@ class Feed:
         if self.error:
             return f"{self.name}: {self.error}"
         if self.gone:
-            return f"{self.name}: LOG GONE ({self.gone}); what was read stays shown"
+            return f"{self.name}: LOG GONE ({self.gone})"
         if self.tail is None:
             return f"waiting for {self.arg}"
         if self.loading:
