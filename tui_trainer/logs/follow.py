@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import rundir
+from ..rundir import fcntl, is_live  # fcntl None: no locks here (Windows)
 from ..series import RunSeries
 from .load import read_whole
 from .parsing import Item, LineParser, ReadCounts
@@ -95,7 +95,7 @@ class Feed:
         gone = "" if self.path.exists() else "file deleted" if folder.is_dir() else "folder missing"
         holder = self.holder
         if not gone:  # a gone folder's lock says nothing: keep what was last seen
-            holder = rundir.is_live(folder) if rundir.fcntl is not None else None
+            holder = is_live(folder) if fcntl is not None else None
         changed = (gone, holder) != (self.gone, self.holder)
         self.gone, self.holder = gone, holder
         return changed

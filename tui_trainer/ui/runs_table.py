@@ -13,12 +13,9 @@ panes a new file source (``viewer.FileSource``) and uncovers them.
 """
 from __future__ import annotations
 
-import math
 import re
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.text import Text
 from textual import work
@@ -28,66 +25,16 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Static
 
-from ..fmt import fmt_count, fmt_duration, fmt_loss
 from ..runs import RunSummary, settings_diff
 from . import safe
 from .plot import rich_colour
-from .settings_diff import SettingsDiff, fmt_setting
-from .widgets import STATE_STYLES, key_table
+from .run_columns import COLUMNS, PADDING, Column, fit_columns, matches, setting_columns
+from .settings_diff import SettingsDiff
+from .widgets import key_table
 
 REFRESH_S = 2.0       # a re-scan: what changed is read again, the rest is a stat and a lock test
 MAX_SETTING_COLUMNS = 6
-# Which columns stay when the screen is too narrow for all (the rest are named in the
-# head, never cut at the edge: a cut number would show another value, 0.01 as 0.0).
-KEEP_FIRST = ("run", "status", "step", "best", "train", "cfg:", "at", "time", "tokens", "started")
-PADDING = 2           # a DataTable cell's padding, both sides
-STATUS_STYLES = dict(STATE_STYLES, crashed="bold #ffffff on #c62828", log="bold #ffffff on #546e7a",
-                     empty="bold #000000 on #9e9e9e")
 MARK = "●"
-SETTING_WIDTH = 7     # a setting's number takes at most its title's width or this (fmt.fit)
-
-
-@dataclass(frozen=True)
-class Column:
-    key: str
-    title: str
-    sort: Callable[[RunSummary], Any]      # None sorts last, whichever the direction
-    cell: Callable[[RunSummary], Text]
-    width: int | None = None
-
-
-def _num(v: float) -> float | None:
-    return v if isinstance(v, (int, float)) and math.isfinite(v) else None
-
-
-def _right(s: str) -> Text:
-    return Text(s, justify="right")
-
-
-def _date(t: float) -> str:
-    return time.strftime("%m-%d %H:%M", time.localtime(t)) if math.isfinite(t) and 0 < t < 1e11 else "-"
-
-
-def _status(s: RunSummary) -> Text:
-    return Text(f" {safe.plain(s.status, 10)} ", style=STATUS_STYLES.get(s.status, ""))
-
-
-COLUMNS: tuple[Column, ...] = (
-    Column("run", "run", lambda s: s.label.lower(), lambda s: Text(safe.name(s.label, 12), style="bold")),
-    Column("status", "status", lambda s: s.status, _status),
-    Column("step", "step", lambda s: s.step,
-           lambda s: _right(f"{fmt_count(s.step)}/{fmt_count(s.total_steps)}" if s.total_steps
-                            else fmt_count(s.step))),
-    Column("best", "best val", lambda s: _num(s.best_val),
-           lambda s: _right(fmt_loss(s.best_val) if s.evals_read or not math.isnan(s.best_val) else "…")),
-    Column("at", "@", lambda s: s.best_step,
-           lambda s: _right(fmt_count(s.best_step) if s.best_step is not None else "-")),
-    Column("train", "train", lambda s: _num(s.train_loss), lambda s: _right(fmt_loss(s.train_loss))),
-    Column("tokens", "tokens", lambda s: s.tokens or None, lambda s: _right(fmt_count(s.tokens or math.nan))),
-    Column("time", "time", lambda s: _num(s.elapsed_s), lambda s: _right(fmt_duration(s.elapsed_s))),
-    Column("started", "started", lambda s: _num(s.started), lambda s: Text(_date(s.started))),
-)
-
 KEYS_HELP = (
     ("enter", "open the selected runs overlaid (none selected: the one under the cursor)"),
     ("o", "open the run under the cursor alone"),
@@ -194,9 +141,7 @@ class RunsScreen(ModalScreen[None]):
     def _columns(self) -> list[Column]:
         """The fixed columns, the settings that differ after the train loss (what
         tells runs apart comes before tokens, time and date at 80 columns)."""
-        settings = [Column(f"cfg:{k}", k, lambda s, k=k: _sortable(s.config.get(k)),
-                           lambda s, k=k: _right(fmt_setting(s.config.get(k), max(len(k), SETTING_WIDTH))))
-                    for k in self.settings]
+        settings = setting_columns(self.settings)
         at = [c.key for c in COLUMNS].index("train") + 1
         return list(COLUMNS[:at]) + settings + list(COLUMNS[at:])
 
@@ -210,7 +155,8 @@ class RunsScreen(ModalScreen[None]):
         self.shown = self._filtered()
         cols = self._columns()
         cells = [[c.cell(s).plain for c in cols] for s in self.shown]
-        cols, cells = self._fit(cols, cells)
+        room = (self.size.width or self.app.size.width) - 1 - (1 + PADDING)  # the scrollbar, the mark
+        cols, cells, self.hidden = fit_columns(cols, cells, room, self._sort_column().key)
         rows = [(str(s.path), tuple(row), s.path in self.selected) for s, row in zip(self.shown, cells)]
         drawn = (tuple(c.key for c in cols), self.sort_key, self.reverse, tuple(rows))
         self._head()
@@ -233,30 +179,6 @@ class RunsScreen(ModalScreen[None]):
         if self.shown:
             keys = [str(s.path) for s in self.shown]
             table.move_cursor(row=keys.index(key) if key in keys else min(at, len(keys) - 1), animate=False)
-
-    def _fit(self, cols: list[Column], cells: list[list[str]]) -> tuple[list[Column], list[list[str]]]:
-        """The columns there is room for across the screen, in ``KEEP_FIRST``'s
-        order of importance; ``hidden`` names the rest."""
-        room = (self.size.width or self.app.size.width) - 1 - (1 + PADDING)  # the scrollbar, the mark
-        sort = self._sort_column().key
-        widths = [max([len(c.title) + 2 * (c.key == sort)] + [len(row[i]) for row in cells]) + PADDING
-                  for i, c in enumerate(cols)]
-
-        def rank(i: int) -> tuple[int, int]:
-            key = cols[i].key
-            first = next(
-                (k for k, p in enumerate(KEEP_FIRST) if key == p or (p.endswith(":") and key.startswith(p))),
-                len(KEEP_FIRST))
-            return first, i  # run first: it is KEEP_FIRST's first
-
-        kept: set[int] = set()
-        for i in sorted(range(len(cols)), key=rank):
-            if room >= widths[i] or not kept:
-                kept.add(i)
-                room -= widths[i]
-        self.hidden = [cols[i].title for i in range(len(cols)) if i not in kept]
-        order = sorted(kept)
-        return [cols[i] for i in order], [[row[i] for i in order] for row in cells]
 
     def on_resize(self) -> None:
         self._redraw()
@@ -414,21 +336,6 @@ class RunsScreen(ModalScreen[None]):
 
     def action_help(self) -> None:
         self.app.push_screen(BrowserHelp())
-
-
-def matches(pattern: re.Pattern, s: RunSummary) -> bool:
-    """Whether ``pattern`` finds a match in the label, folder, name or status,
-    each on its own (so ``^r78$`` means a field that is exactly r78)."""
-    return any(pattern.search(field) for field in (s.label, s.folder, s.run_name, s.status))
-
-
-def _sortable(v: Any) -> Any:
-    """A setting as a sort key: numbers by value, anything else by its text, after them."""
-    if v is None:
-        return None
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return (0, float(v), "")
-    return (1, 0.0, str(v))
 
 
 class BrowserHelp(ModalScreen[None]):

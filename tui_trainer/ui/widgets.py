@@ -34,6 +34,8 @@ STATE_STYLES = {
     "diverged": "bold #ffffff on #c62828",
     "failed": "bold #ffffff on #c62828",
     "killed": "bold #ffffff on #c62828",
+    "crashed": "bold #ffffff on #c62828",  # no run_end, and no process holds its lock
+    "log": "bold #ffffff on #546e7a",      # someone else's log: no lock to tell
 }
 
 
