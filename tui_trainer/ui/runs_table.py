@@ -346,7 +346,8 @@ class BrowserHelp(ModalScreen[None]):
         t.append("\nStatus: running or paused while a process holds the run's lock; otherwise how it ended "
                  "(finished, stopped, diverged, failed, killed), crashed when it ended without a run_end, "
                  "log for someone else's log. best val: the lowest val loss and its step (…: still reading). "
-                 "Columns after started: the settings that differ between the runs listed. "
+                 "Columns after train: the settings that differ between the runs listed. A column the screen has "
+                 "no room for is left out and named above the table, never cut at its edge. "
                  "Opened runs: escape comes back here.")
         with VerticalScroll(id="help-box") as box:
             box.border_title = "runs browser help"
