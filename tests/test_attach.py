@@ -12,6 +12,7 @@ from tui_trainer.commands import CommandQueue
 from tui_trainer.control import serve_trainer
 from tui_trainer.commands import Command
 from tui_trainer.records import Eval, Paused, RunEnd, RunStart, TrainStep
+from tui_trainer.rundir import RunLock
 from tui_trainer.runlog import LOG_NAME, JsonlSink
 from tui_trainer.ui.attach import AttachSource, attach_app
 from uitools import FakeClock, until
@@ -84,7 +85,7 @@ def live(tmp_path):
     run_dir = tmp_path / "run"
     write_log(run_dir)
     t = fake_trainer()
-    with serve_trainer(t, run_dir):
+    with RunLock(run_dir), serve_trainer(t, run_dir):  # a live run holds its folder's lock
         yield run_dir, t
 
 
@@ -172,7 +173,7 @@ async def test_pause_key_resumes_a_run_the_log_shows_paused(tmp_path):
     write_log(run_dir, paused=True)
     t = fake_trainer()
     t.paused = True  # what the run says wins over what the log shows
-    with serve_trainer(t, run_dir):
+    with RunLock(run_dir), serve_trainer(t, run_dir):
         app, src, steer = attached(run_dir)
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: app.runs[0].step == 30, "the log")

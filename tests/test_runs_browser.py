@@ -25,7 +25,7 @@ from tui_trainer.ui.plot import CurvePlot
 from tui_trainer.ui.runs_table import RunsScreen
 from tui_trainer.ui.settings_diff import SettingsDiff
 from tui_trainer.ui.viewer import FileSource, viewer_app
-from tui_trainer.ui.widgets import EvalLog, StatusLine
+from tui_trainer.ui.widgets import Alert, EvalLog, StatusLine
 
 SIZE = (80, 24)
 
@@ -333,3 +333,72 @@ def test_runs_folder_is_only_a_folder_of_runs(tmp_path, folder):
     write_run(tmp_path / "run", 3)
     assert cli.runs_folder([str(tmp_path / folder)]) is None
     assert cli.runs_folder([str(tmp_path)]) == tmp_path
+
+
+async def test_filter_matches_each_field_alone_and_says_a_bad_regex(tmp_path):
+    for i, name in enumerate(["r7", "r78", "r789"]):
+        write_run(tmp_path / name, 10, start_time=1.7e9 + i)
+    app = browser_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await table_ready(app, pilot, 3)
+        await pilot.press("slash", *"^r78$", "enter")
+        await until(pilot, lambda: len(screen.shown) == 1, "the anchored filter")
+        assert column(screen, "run") == ["r78"]
+        await pilot.press("slash", *"^finished$", "enter")  # the status field alone
+        await until(pilot, lambda: len(screen.shown) == 3, "the status filter")
+        for bad in ("[", "a{99999999999}", "(" * 1200 + ")" * 1200):
+            await pilot.press("slash")
+            screen.query_one("#runs-filter").value = bad
+            await pilot.press("enter")
+            await until(pilot, lambda: any("not a regex" in str(n.message) for n in app._notifications),
+                        "the bad regex said")
+            app.clear_notifications()
+            await pilot.press("escape")
+            assert screen.pattern is not None and screen.pattern.pattern == "^finished$"
+        assert len(screen.shown) == 3
+        await pilot.press("q")
+
+
+@pytest.mark.parametrize("width", [80, 64, 120])
+async def test_no_number_is_cut_at_the_edge(tmp_path, width):
+    """At 80x24 max_lr 0.01 and 0.005 read 0.0 and 0.00 (cut by the screen's
+    edge): every column is shown whole, or named in the head as left out."""
+    for name, steps, lr, cfg in (("small", 1200, 0.01, dict(n_layer=4, n_embd=128)),
+                                 ("wide", 240, 0.005, dict(n_layer=2, n_embd=2))):
+        write_run(tmp_path / name, steps, eval_every=steps, config=dict(max_lr=lr, **cfg), samples=False)
+    app = browser_app(tmp_path)
+    async with app.run_test(size=(width, 24)) as pilot:
+        screen = await table_ready(app, pilot, 2)
+        table = screen.query_one(DataTable)
+        assert table.virtual_size.width <= table.size.width  # nothing runs past the edge
+        titles = [str(c.label).rstrip(" ↑↓") for c in table.columns.values()]
+        head = str(screen.query_one("#runs-head").render())
+        left_out = head.split("no room for ", 1)[1].split(" · ")[0].split(", ") if "no room for " in head else []
+        for title in ("run", "status", "step", "best val", "train", "n_layer", "max_lr", "@", "tokens", "started"):
+            assert (title in titles) != (title in left_out), title  # shown, or said to be left out
+        assert "max_lr" in titles or width < 80
+        if "max_lr" in titles:
+            assert sorted(column(screen, "max_lr"), key=float) == ["0.005", "0.01"]
+        assert "run" in titles and "status" in titles
+        await pilot.resize_terminal(width + 40, 24)  # more room: more columns, at once
+        await until(pilot, lambda: len(table.columns) > len(titles) + 1 or not screen.hidden, "the wider table")
+        assert table.virtual_size.width <= table.size.width
+        await pilot.press("q")
+
+
+async def test_an_opened_run_deleted_while_shown_is_said(tmp_path):
+    import shutil
+    write_run(tmp_path / "gone", 30)
+    write_run(tmp_path / "kept", 30, start_time=1.7e9 + 10)
+    app = browser_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await table_ready(app, pilot, 2)
+        await pilot.press("a", "enter")
+        await opened(app, pilot, 2)
+        status = lambda: str(app.main.query_one(StatusLine).render())  # noqa: E731
+        banner = lambda: str(app.main.query_one(Alert).render())  # noqa: E731
+        assert "gone" not in banner() and "following 2 files" in status()
+        shutil.rmtree(tmp_path / "gone")
+        await until(pilot, lambda: "its log is gone (folder missing)" in banner(), "the deleted run said")
+        assert "following 2 files" not in status() and "FINISHED" in status()  # it did finish; its log is gone
+        await pilot.press("q")

@@ -239,3 +239,53 @@ def test_one_bad_path_among_good_ones_names_it(tmp_path, capsys):
     good = write_run(tmp_path / "good" / "losses.jsonl", steps=3)
     code, err = view([good, tmp_path / "typo"], capsys)
     assert code == 2 and "typo does not exist" in one_error_line(err)
+
+
+def status_and_banner(app) -> str:
+    from tui_trainer.ui.widgets import Alert, StatusLine
+    return f"{app.query_one(StatusLine).render()}\n{app.query_one(Alert).render()}"
+
+
+async def test_follow_says_running_only_while_a_process_holds_the_lock(tmp_path):
+    """A followed log no process writes is not RUNNING: crashed (ours) or log
+    (someone else's); RUNNING once a writer holds the lock; its end state at run_end."""
+    import runmaker
+    run = runmaker.write_run(tmp_path / "run", 20, end=None)
+    foreign = tmp_path / "theirs.jsonl"
+    foreign.write_text("".join(json.dumps({"step": s, "loss": 3.0 - s / 10}) + "\n" for s in range(1, 11)))
+    app, src = viewer([run, foreign], follow=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: [r.state for r in app.runs] == ["crashed", "log"], "crashed and log")
+        await until(pilot, lambda: "CRASHED" in status_and_banner(app), "CRASHED on screen")
+        assert "RUNNING" not in status_and_banner(app)
+        lock = runmaker.live(run)  # a writer appears
+        try:
+            await until(pilot, lambda: app.runs[0].state == "running", "running once the lock is held")
+            await until(pilot, lambda: "RUNNING" in status_and_banner(app), "RUNNING on screen")
+            runmaker.append(run, runmaker.RunEnd(step=20, status="stopped", elapsed_s=10.0, time=1.7e9 + 30))
+            await until(pilot, lambda: app.runs[0].state == "stopped", "its end state at run_end")
+        finally:
+            lock.release()
+        await pilot.pause(0.6)  # a look after the lock was left: an ended run stays as it ended
+        assert app.runs[0].state == "stopped" and app.runs[1].state == "log"
+        await pilot.press("q")
+
+
+@pytest.mark.parametrize("follow", [True, False])
+async def test_a_log_deleted_while_shown_is_said(tmp_path, follow):
+    import shutil
+
+    import runmaker
+    run = runmaker.write_run(tmp_path / "run", 20, end="finished")
+    app, src = viewer([run], follow=follow)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.runs[0].state == "finished", "the run")
+        assert "GONE" not in status_and_banner(app)
+        (run / "losses.jsonl").unlink()
+        await until(pilot, lambda: "LOG GONE (file deleted)" in status_and_banner(app), "the file said gone")
+        assert "following" not in status_and_banner(app) and "its log is gone" in status_and_banner(app)
+        shutil.rmtree(run)
+        await until(pilot, lambda: "LOG GONE (folder missing)" in status_and_banner(app), "the folder said gone")
+        assert app.runs[0].step == 20  # what was read stays shown
+        await pilot.press("q")
+    assert src.done

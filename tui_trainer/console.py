@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from .fmt import fmt_count, fmt_duration, fmt_loss, fmt_value
+from .fmt import fmt_count, fmt_duration, fmt_loss, fmt_percent, fmt_value
 from .records import (Ack, BadStep, Change, Checkpoint, Eval, Paused, Record, Resumed, RunEnd, RunStart,
                       Sample, TrainStep)
 from .series import RunSeries
@@ -50,15 +50,16 @@ class ConsoleSink:
                 bits = [f"step {r.step:>6}{total}", f"loss {fmt_loss(r.train_loss)}", f"lr {r.lr:.2e}",
                         f"{fmt_count(tps)} tok/s"]
                 if mfu == mfu:
-                    bits.append(f"MFU {100 * mfu:.1f}%")
-                bits.append(f"grad {r.grad_norm:.2f}")
+                    bits.append(f"MFU {fmt_percent(mfu)}")
+                bits.append(f"grad {fmt_value(r.grad_norm)}")
                 eta = s.eta_s()
                 if eta == eta:
                     bits.append(f"ETA {fmt_duration(eta)}")
                 self._print(" | ".join(bits))
         elif isinstance(r, Eval):
             tag = " (forced)" if r.forced else ""
-            self._print(f"eval {r.step:>6} | train {fmt_loss(r.train_loss)} | val {fmt_loss(r.val_loss)} | "
+            train = fmt_loss(r.train_loss) if r.train_loss is not None or self.terminal else "-"  # absent: ASCII
+            self._print(f"eval {r.step:>6} | train {train} | val {fmt_loss(r.val_loss)} | "
                         f"{r.elapsed_s:.1f}s{tag}")
         elif isinstance(r, Sample):
             tag = " (requested)" if r.requested else ""

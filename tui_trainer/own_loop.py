@@ -168,7 +168,8 @@ class OwnLoop:
         val = _number("val_loss", val_loss)
         if math.isfinite(val):
             st.last_val, st.last_val_step = val, step
-        self.emit(Eval(step=step, val_loss=val, train_loss=_number("train_loss", train_loss),
+        train = None if train_loss is None else _number("train_loss", train_loss)  # absent is not NaN
+        self.emit(Eval(step=step, val_loss=val, train_loss=train,
                        elapsed_s=self.elapsed, forced=st.request == "eval" if forced is None else bool(forced),
                        extra=_extras(numbers, Eval)))
 

@@ -139,7 +139,9 @@ class TrainStep(Record):
 class Eval(Record):
     type: ClassVar[str] = "eval"
     val_loss: float
-    train_loss: float  # the same metric on a fixed slice of the train split
+    # The same metric on a fixed slice of the train split; None: not measured
+    # (written null without ``nonfinite``, shown as "–"), unlike NaN.
+    train_loss: float | None
     elapsed_s: float
     forced: bool = False  # asked for with the `e` key rather than by cadence
     extra: dict[str, float] = field(default_factory=dict)  # a loop's own metrics, as flat keys

@@ -40,7 +40,7 @@ class Marker:
 @dataclass
 class EvalPoint:
     step: int
-    train: float
+    train: float | None  # None: the eval gave no train loss (not a NaN)
     val: float
     elapsed: float
 
@@ -72,7 +72,9 @@ class RunSeries:
         self.lr = math.nan
         self.train_loss = math.nan
         self.elapsed_s = 0.0
-        self.state = "starting"
+        self._state = "starting"     # what the records say (``state`` is what to show)
+        self.unheld = ""             # set by a file reader: the state to show while no process holds the run's lock
+        self.started = False         # a run_start was read (a tui-trainer run, not someone else's log)
         self.detail = ""
         self.error: str | None = None
         self.message = ""            # the engine's last refusal or note (an Ack that was not ok)
@@ -121,14 +123,14 @@ class RunSeries:
             if r.key == "steps" and isinstance(r.new, int):
                 self.total_steps = r.new
         elif isinstance(r, Status):
-            if self.state not in ENDED:
-                self.state = "diverged" if self.diverged and r.state == "paused" else r.state
+            if self._state not in ENDED:
+                self._state = "diverged" if self.diverged and r.state == "paused" else r.state
                 self.detail = r.detail
         elif isinstance(r, Paused):
-            self.state = "diverged" if r.reason == "diverged" else "paused"
+            self._state = "diverged" if r.reason == "diverged" else "paused"
             self._mark(r.step, "pause", "diverged" if r.reason == "diverged" else "pause")
         elif isinstance(r, Resumed):
-            self.state = "running"
+            self._state = "running"
             self._rate.clear()  # the pause is not training time
             self._mark(r.step, "resume", "resume")
         elif isinstance(r, BadStep):
@@ -146,7 +148,7 @@ class RunSeries:
             self.step = max(self.step, r.step)
             self.n_params, self.device, self.config = r.n_params, r.device, r.config
             self.flops_per_token, self.peak_flops = _positive(r.flops_per_token), _positive(r.peak_flops)
-            self.state, self.error = "running", None
+            self._state, self.error, self.started = "running", None, True
             if isinstance(r.live, dict):
                 self.changes.update(r.live)
             if r.inexact:
@@ -154,7 +156,7 @@ class RunSeries:
                                 f"to an uninterrupted run from step {r.step}")
         elif isinstance(r, RunEnd):
             self.ended_by_record = True
-            self.state = r.status
+            self._state = r.status
             self.error = r.error
             self.step = max(self.step, r.step)
             self.elapsed_s = max(self.elapsed_s, r.elapsed_s)
@@ -164,12 +166,23 @@ class RunSeries:
         self.markers_version += 1
 
     @property
+    def state(self) -> str:
+        """The run's state: what its records say, unless a file reader found
+        no process holding the run's lock (``unheld``, e.g. ``crashed``) and
+        no run_end was read."""
+        return self.unheld if self.unheld and self._state not in ENDED else self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self._state = value
+
+    @property
     def diverged(self) -> bool:
-        return self.state == "diverged"
+        return self._state == "diverged"
 
     @property
     def ended(self) -> bool:
-        return self.state in ENDED
+        return self._state in ENDED
 
     def _train(self, r: TrainStep) -> None:
         self.step = r.step
@@ -177,8 +190,8 @@ class RunSeries:
         self.tokens = r.tokens or self.tokens
         self.tokens_per_sec = r.tokens_per_sec
         self.elapsed_s = r.elapsed_s
-        if self.state not in ENDED:
-            self.state = "running"
+        if self._state not in ENDED:
+            self._state = "running"
         self._rate.append((r.elapsed_s, r.step, r.tokens))
         n = r.tokens - self._last_tokens if isinstance(r.tokens, int) and r.tokens > self._last_tokens else 0
         self._last_tokens = r.tokens if isinstance(r.tokens, int) else self._last_tokens
@@ -290,7 +303,7 @@ class RunSeries:
 
     def eta_s(self) -> float:
         sps, _ = self.rates()
-        if self.ended or self.state == "paused" or not self.total_steps or not (sps > 0):
+        if self.ended or self._state == "paused" or not self.total_steps or not (sps > 0):
             return math.nan  # a paused run has no time of arrival
         return max(0, self.total_steps - self.step) / sps
 

@@ -7,15 +7,23 @@ from the start.  The watcher thread does this for every feed and posts the
 results to the UI thread as messages; it never touches a series the UI can
 see.  A feed that fails (unreadable, or anything unexpected) keeps its error
 for the status line, and the watcher carries on with the others.
+
+Every ``LOOK_S`` the watcher also looks whether each log is still there
+(``Feed.gone``: a deleted file or folder is said, not followed in silence)
+and whether a process holds its run's lock (``Feed.holder``, the only
+ground for calling a run running), with or without ``--follow``.
 """
 from __future__ import annotations
 
+import math
 import queue
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..rundir import fcntl, is_live  # fcntl None: no locks here (Windows)
 from ..series import RunSeries
 from .load import read_whole
 from .parsing import Item, LineParser, ReadCounts
@@ -23,6 +31,7 @@ from .paths import LogError, display_name, locate
 from .tail import CHUNK, Tail
 
 FOLLOW_SLEEP_S = 0.1  # poll interval when nothing new arrived (records show within 0.5 s)
+LOOK_S = 0.5          # how often each log is looked for, and its run's lock tested
 
 
 def failure(e: BaseException) -> str:
@@ -53,11 +62,16 @@ class Feed:
         self.loading = False
         self.error: str | None = None
         self.resets = 0
+        self.gone = ""                    # why the log is no longer there ("file deleted"); "" while it is
+        self.holder: bool | None = None   # a process holds the run's lock (None: not looked, or no locks here)
+        self.looked = -math.inf           # time.monotonic() of the last look
 
     def describe(self) -> str:
         """The feed's state as words for the status line."""
         if self.error:
             return f"{self.name}: {self.error}"
+        if self.gone:
+            return f"{self.name}: LOG GONE ({self.gone})"
         if self.tail is None:
             return f"waiting for {self.arg}"
         if self.loading:
@@ -69,6 +83,22 @@ class Feed:
             bits.append("nothing to plot yet" if self.follow else "nothing to plot")
         text = ", ".join(b for b in bits if b)
         return f"{self.name}: {text}" if text else ""
+
+    def look(self) -> bool:
+        """Look again whether the log is still there and whether a process
+        holds its run's lock; True when either changed.  Nothing to look at
+        before the log was first found."""
+        self.looked = time.monotonic()
+        if self.path is None:
+            return False
+        folder = self.path.parent
+        gone = "" if self.path.exists() else "file deleted" if folder.is_dir() else "folder missing"
+        holder = self.holder
+        if not gone:  # a gone folder's lock says nothing: keep what was last seen
+            holder = is_live(folder) if fcntl is not None else None
+        changed = (gone, holder) != (self.gone, self.holder)
+        self.gone, self.holder = gone, holder
+        return changed
 
     def fail(self, e: BaseException) -> str:
         self.error = failure(e)
@@ -140,7 +170,8 @@ class Feed:
             self.tail.close()
 
 
-Message = tuple[str, int, Any]   # ("series", i, RunSeries) | ("items", i, [Item]) | ("error", i, str)
+# ("series", i, RunSeries) | ("items", i, [Item]) | ("error", i, str) | ("look", i, None): feed i's gone or holder changed
+Message = tuple[str, int, Any]
 
 
 class Watcher(threading.Thread):
@@ -158,6 +189,7 @@ class Watcher(threading.Thread):
         self.follow = follow
         self.stop_event = threading.Event()
         self.on_post = on_post
+        self.loaded = False  # every feed has been loaded once (or failed): without --follow, all that is left is looking
 
     def post(self, msg: Message) -> None:
         self.out.put(msg)
@@ -175,14 +207,15 @@ class Watcher(threading.Thread):
                     continue
                 try:
                     busy |= self._step(feed)
+                    if time.monotonic() - feed.looked >= LOOK_S and feed.look():
+                        self.post(("look", feed.index, None))
                 except Exception as e:  # noqa: BLE001 - whatever it is, it is this feed's, shown, not fatal
                     self.post(("error", feed.index, feed.fail(e)))
-            if not self.follow and all(f.loaded or f.error for f in self.feeds):
-                return
+            self.loaded = self.loaded or all(f.loaded or f.error for f in self.feeds)
             while self.out.qsize() > 50 and not stop.is_set():  # the UI is behind: let it catch up
                 stop.wait(FOLLOW_SLEEP_S)
             if not busy:
-                stop.wait(FOLLOW_SLEEP_S)
+                stop.wait(FOLLOW_SLEEP_S if self.follow or not self.loaded else LOOK_S)
 
     def _step(self, feed: Feed) -> bool:
         if feed.tail is None and not feed.open():

@@ -85,7 +85,10 @@ class LogSource:
 
     @property
     def done(self) -> bool:
-        return self.watcher is None or not self.watcher.is_alive()
+        """Nothing is being read: without --follow, once every file is loaded
+        (the watcher only looks whether they are still there)."""
+        w = self.watcher
+        return w is None or not w.is_alive() or (not self.follow and w.loaded)
 
     @property
     def result(self) -> Any:
@@ -116,7 +119,9 @@ class LogSource:
                 kind, i, payload = self.queue.get_nowait()
             except queue.Empty:
                 break
-            if kind == "series":
+            if kind == "look":
+                self._looked(i)
+            elif kind == "series":
                 # Records queued before the swap are part of the old series.
                 self._install(i, payload)
                 out = [(j, r) for j, r in out if j != i]
@@ -132,10 +137,15 @@ class LogSource:
             self.runs[i].bad_lines = self.feeds[i].counts.bad
         return out
 
+    def _looked(self, i: int) -> None:
+        """Feed ``i``'s log came or went, or a process took or left its run's lock."""
+        self.runs[i].version += 1
+        self.swapped = True  # the status line and the banner say it at once
+
     def status_text(self) -> str:
         bits = [d for f in self.feeds if (d := f.describe())]
-        if self.follow:
-            n = len(self.feeds)
+        n = sum(not f.gone for f in self.feeds)
+        if self.follow and n:
             bits.insert(0, "following" + (f" {n} files" if n > 1 else ""))
         return " · ".join(bits)
 

@@ -13,12 +13,9 @@ panes a new file source (``viewer.FileSource``) and uncovers them.
 """
 from __future__ import annotations
 
-import math
 import re
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.text import Text
 from textual import work
@@ -28,61 +25,16 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Static
 
-from ..fmt import fmt_count, fmt_duration, fmt_loss
 from ..runs import RunSummary, settings_diff
 from . import safe
 from .plot import rich_colour
-from .settings_diff import SettingsDiff, fmt_setting
-from .widgets import STATE_STYLES, key_table
+from .run_columns import COLUMNS, PADDING, Column, fit_columns, matches, setting_columns
+from .settings_diff import SettingsDiff
+from .widgets import key_table
 
 REFRESH_S = 2.0       # a re-scan: what changed is read again, the rest is a stat and a lock test
 MAX_SETTING_COLUMNS = 6
-STATUS_STYLES = dict(STATE_STYLES, crashed="bold #ffffff on #c62828", log="bold #ffffff on #546e7a",
-                     empty="bold #000000 on #9e9e9e")
 MARK = "●"
-
-
-@dataclass(frozen=True)
-class Column:
-    key: str
-    title: str
-    sort: Callable[[RunSummary], Any]      # None sorts last, whichever the direction
-    cell: Callable[[RunSummary], Text]
-    width: int | None = None
-
-
-def _num(v: float) -> float | None:
-    return v if isinstance(v, (int, float)) and math.isfinite(v) else None
-
-
-def _right(s: str) -> Text:
-    return Text(s, justify="right")
-
-
-def _date(t: float) -> str:
-    return time.strftime("%m-%d %H:%M", time.localtime(t)) if math.isfinite(t) and 0 < t < 1e11 else "-"
-
-
-def _status(s: RunSummary) -> Text:
-    return Text(f" {safe.plain(s.status, 10)} ", style=STATUS_STYLES.get(s.status, ""))
-
-
-COLUMNS: tuple[Column, ...] = (
-    Column("run", "run", lambda s: s.label.lower(), lambda s: Text(safe.name(s.label, 12), style="bold")),
-    Column("status", "status", lambda s: s.status, _status),
-    Column("step", "step", lambda s: s.step,
-           lambda s: _right(f"{fmt_count(s.step)}/{fmt_count(s.total_steps)}" if s.total_steps
-                            else fmt_count(s.step))),
-    Column("best", "best val", lambda s: _num(s.best_val),
-           lambda s: _right(fmt_loss(s.best_val) if s.evals_read or not math.isnan(s.best_val) else "…")),
-    Column("at", "@", lambda s: s.best_step,
-           lambda s: _right(fmt_count(s.best_step) if s.best_step is not None else "-")),
-    Column("train", "train", lambda s: _num(s.train_loss), lambda s: _right(fmt_loss(s.train_loss))),
-    Column("tokens", "tokens", lambda s: s.tokens or None, lambda s: _right(fmt_count(s.tokens or math.nan))),
-    Column("time", "time", lambda s: _num(s.elapsed_s), lambda s: _right(fmt_duration(s.elapsed_s))),
-    Column("started", "started", lambda s: _num(s.started), lambda s: Text(_date(s.started))),
-)
-
 KEYS_HELP = (
     ("enter", "open the selected runs overlaid (none selected: the one under the cursor)"),
     ("o", "open the run under the cursor alone"),
@@ -92,7 +44,7 @@ KEYS_HELP = (
     ("/", "filter by a regex on the label, folder, name and status (empty: all)"),
     ("d", "the settings that differ between the selected runs (none selected: all shown)"),
     ("escape", "clear the filter, then the selection"),
-    ("↑ ↓ ← →", "move; the label column stays while the table scrolls sideways"),
+    ("↑ ↓", "move; columns the screen has no room for are left out, and the head names them"),
     ("q", "quit"),
 )
 
@@ -129,6 +81,7 @@ class RunsScreen(ModalScreen[None]):
         self.reverse = True
         self.pattern: re.Pattern | None = None
         self.settings: list[str] = []
+        self.hidden: list[str] = []   # titles of the columns the screen has no room for
         self._drawn: tuple | None = None
         self._scans = 0
 
@@ -178,7 +131,7 @@ class RunsScreen(ModalScreen[None]):
     def _filtered(self) -> list[RunSummary]:
         runs = self._runs()
         if self.pattern is not None:
-            runs = [s for s in runs if self.pattern.search(f"{s.label}\n{s.folder}\n{s.run_name}\n{s.status}")]
+            runs = [s for s in runs if matches(self.pattern, s)]
         col = self._sort_column()
         known = [s for s in runs if col.sort(s) is not None]
         unknown = [s for s in runs if col.sort(s) is None]
@@ -188,8 +141,7 @@ class RunsScreen(ModalScreen[None]):
     def _columns(self) -> list[Column]:
         """The fixed columns, the settings that differ after the train loss (what
         tells runs apart comes before tokens, time and date at 80 columns)."""
-        settings = [Column(f"cfg:{k}", k, lambda s, k=k: _sortable(s.config.get(k)),
-                           lambda s, k=k: _right(fmt_setting(s.config.get(k)))) for k in self.settings]
+        settings = setting_columns(self.settings)
         at = [c.key for c in COLUMNS].index("train") + 1
         return list(COLUMNS[:at]) + settings + list(COLUMNS[at:])
 
@@ -202,7 +154,10 @@ class RunsScreen(ModalScreen[None]):
         self.settings = list(diff)[:MAX_SETTING_COLUMNS]
         self.shown = self._filtered()
         cols = self._columns()
-        rows = [(str(s.path), tuple((c.cell(s).plain for c in cols)), s.path in self.selected) for s in self.shown]
+        cells = [[c.cell(s).plain for c in cols] for s in self.shown]
+        room = (self.size.width or self.app.size.width) - 1 - (1 + PADDING)  # the scrollbar, the mark
+        cols, cells, self.hidden = fit_columns(cols, cells, room, self._sort_column().key)
+        rows = [(str(s.path), tuple(row), s.path in self.selected) for s, row in zip(self.shown, cells)]
         drawn = (tuple(c.key for c in cols), self.sort_key, self.reverse, tuple(rows))
         self._head()
         self._note()
@@ -224,6 +179,9 @@ class RunsScreen(ModalScreen[None]):
         if self.shown:
             keys = [str(s.path) for s in self.shown]
             table.move_cursor(row=keys.index(key) if key in keys else min(at, len(keys) - 1), animate=False)
+
+    def on_resize(self) -> None:
+        self._redraw()
 
     def _key_at(self, row: int) -> str | None:
         table = self.query_one(DataTable)
@@ -250,6 +208,10 @@ class RunsScreen(ModalScreen[None]):
             bits.append(f"{len(self.shown)} match /{safe.plain(self.pattern.pattern, 30, newlines=False)}/")
         if self.selected:
             bits.append(f"{len(self.selected)} selected")
+        if self.hidden:
+            bits.append(f"no room for {', '.join(safe.plain(h, 20) for h in self.hidden)}")
+            if self._sort_column().title in self.hidden:
+                bits.append(f"sorted by {safe.plain(self._sort_column().title, 20)}")
         if self._scans and not all(s.evals_read for s in runs):
             bits.append("reading evals…")
         self.query_one("#runs-head", Static).update(Text(" · ".join(bits), no_wrap=True, overflow="ellipsis"))
@@ -344,8 +306,9 @@ class RunsScreen(ModalScreen[None]):
         text = event.value.strip()
         try:
             self.pattern = re.compile(text, re.IGNORECASE) if text else None
-        except re.error as e:
-            self.app.notify(f"not a regex: {e}", severity="error", markup=False)
+        except (re.error, OverflowError, RecursionError, ValueError) as e:
+            self.app.notify(f"not a regex: {safe.plain(str(e) or type(e).__name__, 80, newlines=False)}",
+                            severity="error", markup=False)
             return
         self._close_filter()
         self._redraw()
@@ -375,15 +338,6 @@ class RunsScreen(ModalScreen[None]):
         self.app.push_screen(BrowserHelp())
 
 
-def _sortable(v: Any) -> Any:
-    """A setting as a sort key: numbers by value, anything else by its text, after them."""
-    if v is None:
-        return None
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return (0, float(v), "")
-    return (1, 0.0, str(v))
-
-
 class BrowserHelp(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close", show=False)]
 
@@ -392,7 +346,8 @@ class BrowserHelp(ModalScreen[None]):
         t.append("\nStatus: running or paused while a process holds the run's lock; otherwise how it ended "
                  "(finished, stopped, diverged, failed, killed), crashed when it ended without a run_end, "
                  "log for someone else's log. best val: the lowest val loss and its step (…: still reading). "
-                 "Columns after started: the settings that differ between the runs listed. "
+                 "Columns after train: the settings that differ between the runs listed. A column the screen has "
+                 "no room for is left out and named above the table, never cut at its edge. "
                  "Opened runs: escape comes back here.")
         with VerticalScroll(id="help-box") as box:
             box.border_title = "runs browser help"

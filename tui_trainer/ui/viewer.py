@@ -13,7 +13,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from .. import rundir
 from ..logs.source import LogSource
 from ..records import Record, RunStart
 from ..runs import short_labels
@@ -40,11 +39,28 @@ class FileSource(LogSource, RecordSource):
     def _install(self, i: int, series: RunSeries, final: bool = True) -> None:
         if self._names:
             self._names[i] = series.name  # the run's own name (run_start), before its label
-        if final and series.total_steps and not series.ended and _died(self.feeds[i].arg):
-            # Ours, without a run_end, and no process holds its lock: it died (not "running").
-            series.state = "crashed"
+        feed = self.feeds[i]
+        if feed.holder is None:
+            feed.look()
         super()._install(i, series, final)
+        self._looked(i)
         self._label()
+
+    def _looked(self, i: int) -> None:
+        """Running only while a process holds the run's lock, never guessed:
+        without one and without a run_end, a run of ours crashed, and someone
+        else's log is just a log (the runs table's words); a deleted log is
+        said on the run's banner."""
+        feed, series = self.feeds[i], self.runs[i]
+        if feed.holder is False and series.detail != "preview":
+            series.unheld = "crashed" if series.started else "log"
+        else:
+            series.unheld = ""
+        if feed.gone:
+            series.message = f"its log is gone ({feed.gone}): nothing more will come; what was read stays shown"
+        elif series.message.startswith("its log is gone"):
+            series.message = ""
+        super()._looked(i)
 
     def _label(self) -> None:
         if len(self.runs) < 2 or not self._names:
@@ -62,11 +78,6 @@ class FileSource(LogSource, RecordSource):
     def take_swapped(self) -> bool:
         swapped, self.swapped = self.swapped, False
         return swapped
-
-
-def _died(arg: Path) -> bool:
-    """No process holds the run's lock (where locks exist: not on Windows)."""
-    return rundir.fcntl is not None and not rundir.is_live(arg if arg.is_dir() else arg.parent)
 
 
 def viewer_app(source: FileSource, title: str | None = None) -> DashboardApp:

@@ -42,7 +42,7 @@ def read(d: dict) -> Reading:
         if v is not None and type(v) not in _NUM:
             return BAD
     if val is not None:
-        return Eval(step=step, val_loss=float(val), train_loss=NAN if train is None else float(train),
+        return Eval(step=step, val_loss=float(val), train_loss=None if train is None else float(train),
                     elapsed_s=NAN, time=NAN)
     if train is None and lr is None:
         return IGNORED
