@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from .fmt import fmt_count, fmt_duration, fmt_loss, fmt_value
+from .fmt import fmt_count, fmt_duration, fmt_loss, fmt_mfu, fmt_value
 from .records import (Ack, BadStep, Change, Checkpoint, Eval, Paused, Record, Resumed, RunEnd, RunStart,
                       Sample, TrainStep)
 from .series import RunSeries
@@ -46,7 +46,7 @@ class ConsoleSink:
                 bits = [f"step {r.step:>6}{total}", f"loss {fmt_loss(r.train_loss)}", f"lr {r.lr:.2e}",
                         f"{fmt_count(tps)} tok/s"]
                 if mfu == mfu:
-                    bits.append(f"MFU {100 * mfu:.1f}%")
+                    bits.append(f"MFU {fmt_mfu(mfu)}")
                 bits.append(f"grad {r.grad_norm:.2f}")
                 eta = s.eta_s()
                 if eta == eta:
