@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from .fmt import fmt_count, fmt_duration, fmt_loss, fmt_percent, fmt_value
+from .fmt import fmt_count, fmt_duration, fmt_loss, fmt_mfu, fmt_value
 from .records import (Ack, BadStep, Change, Checkpoint, Eval, Paused, Record, Resumed, RunEnd, RunStart,
                       Sample, TrainStep)
 from .series import RunSeries
@@ -50,7 +50,7 @@ class ConsoleSink:
                 bits = [f"step {r.step:>6}{total}", f"loss {fmt_loss(r.train_loss)}", f"lr {r.lr:.2e}",
                         f"{fmt_count(tps)} tok/s"]
                 if mfu == mfu:
-                    bits.append(f"MFU {fmt_percent(mfu)}")
+                    bits.append(f"MFU {fmt_mfu(mfu)}")
                 bits.append(f"grad {fmt_value(r.grad_norm)}")
                 eta = s.eta_s()
                 if eta == eta:

@@ -172,6 +172,18 @@ def fmt_value(v: object) -> str:
     return fmt_small(x)
 
 
+def fmt_mfu(v: object) -> str:
+    """A model FLOPs utilisation (a fraction) as a percentage: ``35%`` from
+    10% up, ``2.0%`` below, ``<0.1%`` below 0.1% (a tiny model on a GPU),
+    never ``0.0%``; ``-`` when unknown."""
+    x = as_float(v)
+    if not math.isfinite(x) or x < 0:
+        return "-"
+    if x < 0.001:
+        return "<0.1%"
+    return f"{100 * x:.0f}%" if x >= 0.1 else f"{100 * x:.1f}%"
+
+
 def fmt_lr(v: object) -> str:
     """A learning rate for the status line: ``3.00e-04``; empty when unknown."""
     x = as_float(v)

@@ -66,8 +66,13 @@ def generate_and_print_sample(model: GPT, prompt: str, max_new_tokens: int, *,
                               should_stop: Callable[[], bool] | None = None) -> str:
     """Continue ``prompt`` by ``max_new_tokens`` tokens, print it (unless
     ``print_fn`` is None) and return the whole text, prompt included.
-    Without a ``tokenizer`` the model is taken to be byte-level."""
+    Without a ``tokenizer`` the model is taken to be byte-level.  A compiled
+    or DDP-wrapped model generates with the plain module inside it: the
+    sequence grows a token at a time, a new shape for a compiler each time."""
     tokenizer = tokenizer or ByteTokenizer()
+    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
     was_training = model.training
     model.eval()
     try:

@@ -85,6 +85,37 @@ def pin_gradient_threads(model: nn.Module, threads: int | None) -> None:
             m.gradient_threads = threads
 
 
+class KVCache:
+    """One block's keys and values for the positions generated so far, in a
+    buffer of ``size`` (the context length) positions allocated once, so a new
+    token costs attention over one query, not the whole context (gpt-fast's
+    static cache; here sliced to the positions filled, as generation is eager)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.length = 0  # positions filled
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+        """Attention of the new positions' queries (B, heads, T, head) over every
+        position so far, theirs included; their keys and values are kept."""
+        start, T = self.length, k.size(2)
+        if self.k is None or self.k.shape[:2] != k.shape[:2] or self.k.dtype != k.dtype:
+            self.k = k.new_empty(k.size(0), k.size(1), self.size, k.size(3))
+            self.v = torch.empty_like(self.k)
+        assert self.v is not None and start + T <= self.size
+        end = self.length = start + T
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        keys, values = self.k[:, :, :end], self.v[:, :, :end]
+        if start == 0:
+            return F.scaled_dot_product_attention(q, keys, values, dropout_p=dropout_p, is_causal=True)
+        # New position i (at start + i) sees every key up to its own: one new token sees them all.
+        mask = None if T == 1 else torch.ones(T, end, dtype=torch.bool, device=q.device).tril(start)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=dropout_p)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -96,16 +127,19 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.dropout = config.dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        # SDPA picks a flash / memory-efficient kernel where one exists and never
-        # materialises the T x T mask for is_causal.
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        dropout_p = self.dropout if self.training else 0.0
+        if cache is not None:  # generation: the earlier positions' keys and values are kept
+            y = cache.attend(q, k, v, dropout_p)
+        else:
+            # SDPA picks a flash / memory-efficient kernel where one exists and never
+            # materialises the T x T mask for is_causal.
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -130,10 +164,10 @@ class Block(nn.Module):
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         # Pre-LN: the residual stream is never normalised in place, which keeps
         # gradients well-scaled through depth without careful warmup.
-        x = x + self.attn(self.ln_1(x))
+        x = x + self.attn(self.ln_1(x), cache)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -176,15 +210,22 @@ class GPT(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits of shape (B, T, vocab) for token ids of shape (B, T)."""
+    def forward(self, idx: torch.Tensor, cache: list[KVCache] | None = None) -> torch.Tensor:
+        """Logits of shape (B, T, vocab) for token ids of shape (B, T).
+
+        With ``cache`` (one ``KVCache`` per block, as ``generate`` keeps), ``idx``
+        continues the positions the cache holds, the new keys and values are
+        added to it, and only the last position's logits are made (B, 1, vocab)."""
         B, T = idx.size()
-        if T > self.config.context_length:
-            raise ValueError(f"sequence of {T} tokens exceeds context_length {self.config.context_length}")
-        pos = torch.arange(T, dtype=torch.long, device=idx.device)
+        start = cache[0].length if cache else 0
+        if start + T > self.config.context_length:
+            raise ValueError(f"sequence of {start + T} tokens exceeds context_length {self.config.context_length}")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        for block in self.transformer.h:
-            x = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, cache[i] if cache else None)
+        if cache:
+            x = x[:, -1:]
         return self.lm_head(self.transformer.ln_f(x))
 
     def flops_per_token(self) -> float:
@@ -200,15 +241,27 @@ class GPT(nn.Module):
                  should_stop=None) -> torch.Tensor:
         """Append ``max_new_tokens`` sampled tokens to ``idx`` (B, T).
 
-        The context is cropped to the last ``context_length`` tokens each step.
+        Each token is predicted from the last ``context_length`` tokens at
+        positions 0.. (what ``self(idx[:, -context_length:])`` predicts).  The
+        blocks' keys and values are kept (``KVCache``), so while the sequence
+        fits the context a token costs one position; past it every position
+        shifts, so the cropped window is computed afresh for each token
+        (learned absolute positions: no cached key stays valid).
         ``generator`` keeps sampling off the global RNG, so printing a sample
         never changes the training run that follows it.
         """
+        n = self.config.context_length
+        cache = [KVCache(n) for _ in self.transformer.h]
         for _ in range(max_new_tokens):
             if should_stop is not None and should_stop():
                 break
-            idx_cond = idx[:, -self.config.context_length:]
-            logits = self(idx_cond)[:, -1, :].float() / temperature
+            if idx.size(1) > n:  # every position shifts: the cropped window afresh, as without a cache
+                logits = self(idx[:, -n:])
+            elif cache[0].length:
+                logits = self(idx[:, -1:], cache)  # the one new token, after the cached ones
+            else:
+                logits = self(idx, cache)
+            logits = logits[:, -1, :].float() / temperature
             if top_k is not None:
                 v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
                 logits[logits < v[:, [-1]]] = -float("inf")

@@ -8,6 +8,7 @@ widgets read it.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, get_args
@@ -22,7 +23,7 @@ from .smoothing import EMA_BETA, ema, ema_step
 
 SAMPLES_KEPT = 50
 MARKERS_KEPT = 500
-RATE_STEPS = 64       # steps the smoothed rates are taken over
+RATE_STEPS = 64       # recent steps the rates are the median of
 ENDED = frozenset(get_args(EndStatus))
 STATES = ("starting", *get_args(EngineState), *get_args(EndStatus))  # what a RunSeries.state can be
 
@@ -88,9 +89,13 @@ class RunSeries:
         self.evals_version = 0
         self._eval_cache: tuple[int, np.ndarray] = (-1, np.empty((0, 2)))
         self._ema_state, self._ema_count = 0.0, 0
-        self._rate: deque[tuple[float, int, int]] = deque(maxlen=RATE_STEPS)  # (elapsed, step, tokens)
-        self._steps: deque[tuple[int, float]] = deque()  # (tokens, seconds) of each recent step
-        self._step_tokens, self._step_time, self._last_tokens = 0, 0.0, 0
+        # The rates are medians over the recent steps (``rates``): the compile,
+        # the first slow steps, an eval or a checkpoint are outliers, not the pace.
+        self._step_times: deque[float] = deque(maxlen=RATE_STEPS)  # each step's own seconds per token
+        self._gaps: deque[float] = deque(maxlen=RATE_STEPS)  # wall seconds per step between train records
+        self._last_train: tuple[float, int] | None = None  # (elapsed, step) of the previous one; None: a new start
+        self._compiling = False  # the next train record's step compiled the model: not its pace
+        self._live_steps = 0  # train records applied one by one
         # Interventions drawn on the plots: changes, pauses, manual evals and checkpoints.
         self.markers: deque[Marker] = deque(maxlen=MARKERS_KEPT)
         self.markers_version = 0
@@ -123,6 +128,8 @@ class RunSeries:
             if r.key == "steps" and isinstance(r.new, int):
                 self.total_steps = r.new
         elif isinstance(r, Status):
+            if r.state == "compiling":
+                self._compiling = True
             if self._state not in ENDED:
                 self._state = "diverged" if self.diverged and r.state == "paused" else r.state
                 self.detail = r.detail
@@ -131,7 +138,7 @@ class RunSeries:
             self._mark(r.step, "pause", "diverged" if r.reason == "diverged" else "pause")
         elif isinstance(r, Resumed):
             self._state = "running"
-            self._rate.clear()  # the pause is not training time
+            self._last_train = None  # the pause is not step time
             self._mark(r.step, "resume", "resume")
         elif isinstance(r, BadStep):
             self.bad_steps += 1
@@ -149,6 +156,7 @@ class RunSeries:
             self.n_params, self.device, self.config = r.n_params, r.device, r.config
             self.flops_per_token, self.peak_flops = _positive(r.flops_per_token), _positive(r.peak_flops)
             self._state, self.error, self.started = "running", None, True
+            self._last_train = None  # a new session: the time between sessions is not step time
             if isinstance(r.live, dict):
                 self.changes.update(r.live)
             if r.inexact:
@@ -192,18 +200,15 @@ class RunSeries:
         self.elapsed_s = r.elapsed_s
         if self._state not in ENDED:
             self._state = "running"
-        self._rate.append((r.elapsed_s, r.step, r.tokens))
-        n = r.tokens - self._last_tokens if isinstance(r.tokens, int) and r.tokens > self._last_tokens else 0
-        self._last_tokens = r.tokens if isinstance(r.tokens, int) else self._last_tokens
+        self._live_steps += 1
+        compiled, self._compiling = self._compiling, False
+        last, self._last_train = self._last_train, (r.elapsed_s, r.step)
+        if last is not None and _finite(r.elapsed_s) and _finite(last[0]) and r.step > last[1] \
+                and r.elapsed_s >= last[0]:
+            self._gaps.append((r.elapsed_s - last[0]) / (r.step - last[1]))
         tps = r.tokens_per_sec
-        if n > 0 and _finite(tps) and tps > 0:
-            self._steps.append((n, n / tps))
-            self._step_tokens += n
-            self._step_time += n / tps
-            if len(self._steps) > RATE_STEPS:
-                n0, t0 = self._steps.popleft()
-                self._step_tokens -= n0
-                self._step_time -= t0
+        if not compiled and _finite(tps) and 0 < tps < 1e30:
+            self._step_times.append(1.0 / tps)
         if _finite(r.lr):
             self.lr_curve.append(r.step, r.lr)
         if _finite(r.train_loss):
@@ -221,6 +226,7 @@ class RunSeries:
         if not len(steps):
             return
         self.version += 1
+        self._compiling = False  # the compile's step is among these
         ok = np.isfinite(losses)
         xs, ys = steps[ok], losses[ok]
         self.loss.extend(xs, ys)
@@ -275,19 +281,22 @@ class RunSeries:
         return self.smooth.last_y
 
     def rates(self) -> tuple[float, float]:
-        """(steps/s, tokens/s) over the last few dozen steps; NaN when unknown.
+        """(steps/s, tokens/s): the medians over the last few dozen steps; NaN when unknown.
 
-        Tokens/s is the training rate: tokens over the time the steps
-        themselves took (each train record's own rate), so an eval or a
-        checkpoint between steps does not dent it.  Steps/s, for the ETA, is
-        wall time between records, evals included: they will recur."""
-        sps = math.nan
-        if len(self._rate) >= 2:
-            (e0, s0, _), (e1, s1, _) = self._rate[0], self._rate[-1]
-            if e1 > e0:
-                sps = (s1 - s0) / (e1 - e0)
-        if len(self._steps) >= 2 and self._step_time > 0:
-            return sps, self._step_tokens / self._step_time
+        Tokens/s is the training rate, from each train record's own rate (the
+        time its step took), so an eval or a checkpoint between steps does not
+        dent it; the step that compiled the model is left out.  Steps/s, for
+        the ETA, is from the wall time between train records.  Medians, not
+        means: a compile, the first slow steps, an eval or a checkpoint are a
+        few outliers among the steps, so the figures show the steady pace
+        from the first dozen steps on, and a pause point is no jump in the
+        ETA (it shows as its own state on the status line)."""
+        gap = statistics.median(self._gaps) if self._gaps else math.nan
+        sps = 1.0 / gap if gap > 0 else math.nan
+        if len(self._step_times) >= 2:
+            return sps, 1.0 / statistics.median(self._step_times)
+        if self._live_steps and not self._step_times:
+            return sps, math.nan  # only the step that compiled so far: no pace yet
         if _finite(self.elapsed_s) and self.elapsed_s > 0 and self.tokens > 0:
             return sps, self.tokens / self.elapsed_s  # a log read at once: the run's average
         return sps, self.tokens_per_sec if self.tokens_per_sec else math.nan

@@ -16,7 +16,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from ..fmt import as_float, fmt_count, fmt_duration, fmt_int, fmt_loss, fmt_lr, fmt_percent
+from ..fmt import as_float, fmt_count, fmt_duration, fmt_int, fmt_loss, fmt_lr, fmt_mfu
 from ..series import RunSeries
 from . import keys, safe
 from .plot import rich_colour
@@ -65,7 +65,7 @@ class StatusLine(Static):
             parts.append((6, Text(f"  {fmt_count(tps)} tok/s")))
             mfu = r.mfu()
             if mfu == mfu:  # MFU: the model's FLOPs against the device's peak (run_start)
-                parts.append((7, Text(f"  MFU {fmt_percent(mfu)}")))
+                parts.append((7, Text(f"  MFU {fmt_mfu(mfu)}")))
             if r.resources is not None and not r.ended:
                 parts.append((8, Text(f"  {fmt_memory(r.resources)}")))
             if not r.ended:

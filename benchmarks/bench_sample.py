@@ -1,0 +1,92 @@
+"""A 200-token sample with the KV cache (``GPT.generate``) and without it (the
+cropped window recomputed for every token, as every sample was made before),
+at the demo's shape and at 6 layers x 384 wide, context 256.
+
+    python benchmarks/bench_sample.py                 # 3 rounds, 200 tokens
+    python benchmarks/bench_sample.py --rounds 5 --tokens 200
+
+The arms take turns within each round, so a neighbour's load on a shared
+machine slows them alike; each figure is the median over the rounds, and the
+ratio is taken from those medians.  Both arms sample the same tokens (the
+same seeded generator), which the benchmark checks.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from tui_trainer.config import TrainConfig  # noqa: E402
+from tui_trainer.model import GPT, GPTConfig  # noqa: E402
+
+_demo = TrainConfig()
+SHAPES = {  # name: (layers, heads, width, context)
+    "demo": (_demo.n_layer, _demo.n_head, _demo.n_embd, _demo.context_length),
+    "6x384": (6, 6, 384, 256),
+}
+
+
+@torch.no_grad()
+def no_cache_generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float,
+                      top_k: int | None, generator: torch.Generator) -> torch.Tensor:
+    """Generation before the cache: the whole cropped window through the model per token."""
+    for _ in range(max_new_tokens):
+        logits = model(idx[:, -model.config.context_length:])[:, -1, :].float() / temperature
+        if top_k is not None:
+            v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+            logits[logits < v[:, [-1]]] = -float("inf")
+        idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
+        idx = torch.cat((idx, idx_next), dim=1)
+    return idx
+
+
+def timed(fn, model: GPT, prompt: torch.Tensor, tokens: int) -> tuple[float, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    t = time.perf_counter()
+    out = fn(model, prompt, tokens, temperature=_demo.temperature, top_k=_demo.top_k, generator=gen)
+    return time.perf_counter() - t, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--tokens", type=int, default=200)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    models = {name: GPT(GPTConfig(vocab_size=256, context_length=c, n_layer=n, n_head=h, n_embd=w)).eval()
+              for name, (n, h, w, c) in SHAPES.items()}
+    prompt = torch.tensor([list(_demo.sample_prompt.encode())], dtype=torch.long)
+    arms = {"cache": GPT.generate, "no cache": no_cache_generate}
+    times: dict[tuple[str, str], list[float]] = {(s, a): [] for s in models for a in arms}
+    for name, model in models.items():  # one untimed run of each: allocator and kernels warm
+        for fn in arms.values():
+            timed(fn, model, prompt, 8)
+    for _ in range(args.rounds):
+        for name, model in models.items():
+            outs = []
+            for arm, fn in arms.items():
+                dt, out = timed(fn, model, prompt, args.tokens)
+                times[name, arm].append(dt)
+                outs.append(out)
+            if not torch.equal(outs[0], outs[1]):
+                raise SystemExit(f"{name}: the cached sample differs from the uncached one")
+    print(f"{args.tokens}-token sample, median of {args.rounds} interleaved rounds, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"{'shape':<28} {'no cache':>10} {'cache':>10} {'speed-up':>9}")
+    for name, model in models.items():
+        n, h, w, c = SHAPES[name]
+        plain = statistics.median(times[name, "no cache"])
+        cached = statistics.median(times[name, "cache"])
+        label = f"{name} ({n}x{w}, ctx {c})"
+        print(f"{label:<28} {plain:>9.3f}s {cached:>9.3f}s {plain / cached:>8.1f}x")
+
+
+if __name__ == "__main__":
+    main()

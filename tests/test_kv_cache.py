@@ -1,0 +1,168 @@
+"""Generation with a KV cache (model.KVCache): the same logits and tokens as
+recomputing the cropped window for every token, and never the compiled module."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from tui_trainer.lesson import generate_and_print_sample
+from tui_trainer.model import GPT, GPTConfig, KVCache
+
+
+def make(ctx=8, n_layer=2, n_head=2, n_embd=16, vocab=32, dropout=0.0, bias=True, seed=0) -> GPT:
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=vocab, context_length=ctx, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                          dropout=dropout, bias=bias))
+    # Larger weights than the init's: logits that differ from token to token.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    return model.eval()
+
+
+@torch.no_grad()
+def no_cache_generate(model: GPT, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    """The generation every sample used before the cache: the cropped window recomputed per token."""
+    for _ in range(max_new_tokens):
+        logits = model(idx[:, -model.config.context_length:])[:, -1, :].float() / temperature
+        if top_k is not None:
+            v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+            logits[logits < v[:, [-1]]] = -float("inf")
+        idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
+        idx = torch.cat((idx, idx_next), dim=1)
+    return idx
+
+
+def old_forward(model: GPT, idx):
+    """The training forward as it was written before the cache existed."""
+    B, T = idx.size()
+    pos = torch.arange(T, dtype=torch.long, device=idx.device)
+    x = model.transformer.drop(model.transformer.wte(idx) + model.transformer.wpe(pos))
+    for block in model.transformer.h:
+        a = block.attn
+        h = block.ln_1(x)
+        C = h.size(-1)
+        q, k, v = a.c_attn(h).split(C, dim=2)
+        q, k, v = (t.view(B, T, a.n_head, C // a.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=a.dropout if a.training else 0.0, is_causal=True)
+        x = x + a.resid_dropout(a.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
+        x = x + block.mlp(block.ln_2(x))
+    return model.lm_head(model.transformer.ln_f(x))
+
+
+def test_next_token_logits_match_the_no_cache_path_at_every_position():
+    """Prompts shorter than, as long as and longer than the context; samples
+    that run past it; dropout > 0 (eval mode), no bias, several head counts."""
+    rng = random.Random(7)
+    for case in range(30):
+        ctx = rng.choice([4, 8, 13])
+        model = make(ctx=ctx, n_layer=rng.choice([1, 2, 3]), n_head=rng.choice([1, 2, 4]), n_embd=16,
+                     dropout=rng.choice([0.0, 0.3]), bias=rng.choice([True, False]), seed=case)
+        prompt_len = rng.choice([1, 2, ctx - 1, ctx, ctx + 3])
+        new = rng.choice([1, ctx, 2 * ctx + 5])
+        idx = torch.randint(0, 32, (rng.choice([1, 2]), prompt_len), generator=torch.Generator().manual_seed(case))
+        seen: list[torch.Tensor] = []
+        hook = model.register_forward_hook(lambda m, args, out: seen.append(out[:, -1].clone()))
+        try:
+            out = model.generate(idx, new, temperature=1.0, top_k=None,
+                                 generator=torch.Generator().manual_seed(case))
+        finally:
+            hook.remove()
+        assert out.shape == (idx.size(0), prompt_len + new) and len(seen) == new
+        with torch.no_grad():
+            for t, got in enumerate(seen):
+                want = model(out[:, :prompt_len + t][:, -ctx:])[:, -1]
+                torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4, msg=f"case {case}, token {t}")
+
+
+def test_greedy_and_seeded_sampling_give_the_tokens_they_gave_before():
+    model = make(ctx=16, n_layer=2, n_head=4, n_embd=32, vocab=64, dropout=0.2, seed=3)
+    prompt = torch.tensor([[1, 5, 9]])
+    for kw in (dict(temperature=1.0, top_k=1), dict(temperature=0.8, top_k=20), dict(temperature=1.3, top_k=None)):
+        for seed in range(3):
+            a = model.generate(prompt, 40, generator=torch.Generator().manual_seed(seed), **kw)
+            b = no_cache_generate(model, prompt, 40, generator=torch.Generator().manual_seed(seed), **kw)
+            assert torch.equal(a, b), kw
+
+
+def test_the_cache_takes_a_chunk_after_cached_positions():
+    """Several new positions at once after cached ones (the causal mask offset)."""
+    model = make(ctx=12, n_layer=2, n_head=2, seed=1)
+    idx = torch.randint(0, 32, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full = model(idx)
+        for split in (1, 5, 11):
+            cache = [KVCache(12) for _ in model.transformer.h]
+            model(idx[:, :split], cache)
+            last = model(idx[:, split:], cache)
+            assert cache[0].length == 12
+            torch.testing.assert_close(last[:, -1], full[:, -1], atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError):
+            model(idx[:, :1], cache)  # the cache is full: no position left
+
+
+def test_the_training_forward_is_unchanged_bit_for_bit_and_the_state_dict_too():
+    model = make(ctx=16, n_layer=2, n_head=2, dropout=0.0, seed=2).train()
+    names = list(model.state_dict())
+    idx = torch.randint(0, 32, (3, 16), generator=torch.Generator().manual_seed(2))
+    assert torch.equal(model(idx), old_forward(model, idx))
+    model.eval()
+    generate_and_print_sample(model, "ab", 30, print_fn=None, tokenizer=_Ids())
+    assert list(model.state_dict()) == names  # the cache is no part of the model's state
+
+
+class _Ids:
+    """A tokenizer for a 32-token vocabulary."""
+
+    def encode(self, s: str) -> list[int]:
+        return [ord(c) % 32 for c in s]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(chr(97 + i % 26) for i in ids)
+
+
+def test_a_compiled_model_generates_with_its_plain_module():
+    """Under --compile a sample never calls the compiled module: no compile
+    per token (a new sequence length each time), the same text as eager."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    model = make(ctx=8, seed=4)
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter)
+    kw = dict(tokenizer=_Ids(), temperature=0.8, top_k=5, print_fn=None)
+    text = generate_and_print_sample(compiled, "abc", 20, generator=torch.Generator().manual_seed(0), **kw)
+    assert counter.frame_count == 0 and counter.op_count == 0
+    assert text == generate_and_print_sample(model, "abc", 20, generator=torch.Generator().manual_seed(0), **kw)
+    compiled(torch.zeros((1, 4), dtype=torch.long))  # the counter does count a call of the compiled module
+    assert counter.frame_count == 1
+
+
+def test_a_token_costs_one_position_until_the_window_is_full():
+    model = make(ctx=16, seed=5)
+    fed: list[int] = []
+    hook = model.register_forward_pre_hook(lambda m, args: fed.append(args[0].size(1)))
+    try:
+        model.generate(torch.tensor([[1, 2, 3]]), 20, top_k=1)
+    finally:
+        hook.remove()
+    # The prompt once, then one position per token up to 16 in all; past it the
+    # positions shift, so each token refills the cropped window.
+    assert fed == [3] + [1] * 13 + [16] * 6
+
+
+def test_a_ddp_wrapped_model_generates_with_its_module(tmp_path):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    model = make(ctx=8, seed=6)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ddp = DistributedDataParallel(model)
+        kw = dict(tokenizer=_Ids(), top_k=1, print_fn=None)
+        assert generate_and_print_sample(ddp, "abc", 12, **kw) == generate_and_print_sample(model, "abc", 12, **kw)
+    finally:
+        dist.destroy_process_group()

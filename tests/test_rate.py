@@ -1,0 +1,120 @@
+"""The rate, ETA and MFU the console and the status line show (series.RunSeries):
+the steady pace from the first steps, whatever the compile and the warm-up
+took, and no jump in the ETA at a checkpoint or an eval."""
+from __future__ import annotations
+
+import io
+import math
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tui_trainer.console import ConsoleSink
+from tui_trainer.fmt import fmt_mfu
+from tui_trainer.records import RunStart, Status, TrainStep
+from tui_trainer.series import RunSeries
+
+TOKENS = 1024  # per step
+
+
+def start(total=1000, fpt=None, peak=None) -> RunStart:
+    return RunStart(step=0, run_name="r", config={}, n_params=1, device="cpu", total_steps=total,
+                    flops_per_token=fpt, peak_flops=peak)
+
+
+def records(step_times: list[float], overhead: float = 0.0, gaps: dict[int, float] | None = None):
+    """Train records of steps that took ``step_times`` seconds each, with
+    ``overhead`` seconds of loop between steps and ``gaps`` {step: seconds}
+    of something else (a checkpoint, an eval) before a step."""
+    elapsed = 0.0
+    for k, dt in enumerate(step_times, start=1):
+        elapsed += (gaps or {}).get(k, 0.0) + dt + overhead
+        yield TrainStep(step=k, train_loss=2.0, lr=1e-3, tokens_per_sec=TOKENS / dt, grad_norm=1.0,
+                        elapsed_s=elapsed, tokens=TOKENS * k)
+
+
+@settings(max_examples=40, deadline=None)
+@given(first=st.floats(10, 300), warmup=st.integers(0, 6), slow=st.floats(1.5, 5), jitter=st.floats(0, 0.08),
+       steady=st.floats(0.001, 2.0), compiled=st.booleans(), seed=st.integers(0, 2**16))
+def test_by_step_20_the_rate_is_within_10_percent_of_the_steady_rate(first, warmup, slow, jitter, steady,
+                                                                     compiled, seed):
+    """Step 1 took 10-300x a steady step (the compile), the next few were
+    slow (warm-up), every step jitters: at step 20 both rates are the steady ones."""
+    rng = random.Random(seed)
+    times = [steady * first] + [steady * slow] * warmup
+    times += [steady * (1 + rng.uniform(-jitter, jitter)) for _ in range(20 - len(times))]
+    s = RunSeries()
+    s.apply(start())
+    if compiled:
+        s.apply(Status(step=0, state="compiling"))
+    for r in records(times, overhead=steady * 0.02):
+        s.apply(r)
+        if compiled and r.step == 1:
+            s.apply(Status(step=1, state="running", detail="compiled in 9.9s"))
+    sps, tps = s.rates()
+    assert s.step == 20
+    assert abs(tps / (TOKENS / steady) - 1) < 0.10, (tps, TOKENS / steady)
+    assert abs(sps * steady * 1.02 - 1) < 0.10, (sps, 1 / (steady * 1.02))
+    assert abs(s.eta_s() / (980 * steady * 1.02) - 1) < 0.10
+
+
+def test_the_console_shows_the_steady_rate_at_step_20():
+    out = io.StringIO()
+    sink = ConsoleSink(log_every=10, stream=out)
+    sink.emit(start())
+    for r in records([10.0] + [0.3] * 4 + [0.1] * 15):  # 10 s of compile, slow first steps, then 10k tok/s
+        sink.emit(r)
+    line = next(ln for ln in out.getvalue().splitlines() if ln.startswith("step     20"))
+    assert "10.2k tok/s" in line, line
+
+
+def test_the_step_that_compiled_shows_no_rate_rather_than_a_false_one():
+    s = RunSeries()
+    s.apply(start())
+    s.apply(Status(step=0, state="compiling"))
+    s.apply(next(records([18.0])))
+    assert math.isnan(s.rates()[1])  # "-", not 57 tok/s
+    s.apply(Status(step=1, state="running", detail="compiled in 18.0s"))
+    for r in list(records([18.0, 0.1, 0.1]))[1:]:
+        s.apply(r)
+    assert math.isclose(s.rates()[1], TOKENS / 0.1)
+
+
+def test_a_checkpoint_or_an_eval_is_no_jump_in_the_eta():
+    """5 s of checkpoint before step 51 and an eval before step 56, at 0.1 s a step."""
+    s = RunSeries()
+    s.apply(start(total=200))
+    etas = {}
+    for r in records([0.1] * 60, gaps={51: 5.0, 56: 2.0}):
+        s.apply(r)
+        etas[r.step] = s.eta_s()
+    for k in range(21, 61):
+        assert abs(etas[k] - (200 - k) * 0.1) < 0.01, (k, etas[k])
+    assert math.isclose(s.rates()[1], TOKENS / 0.1)
+
+
+def test_a_pause_and_a_resumed_session_are_not_step_time():
+    s = RunSeries()
+    s.apply(start(total=100))
+    recs = list(records([0.1] * 40, gaps={21: 600.0}))
+    for r in recs[:20]:
+        s.apply(r)
+    s.apply(start(total=100))  # a new session (a resume): its first gap is the time between sessions
+    for r in recs[20:]:
+        s.apply(r)
+    assert abs(s.eta_s() - 6.0) < 0.01
+
+
+def test_mfu_below_a_tenth_of_a_percent_shows_as_such():
+    assert fmt_mfu(0.0004) == "<0.1%" and fmt_mfu(0.0) == "<0.1%" and fmt_mfu(1e-12) == "<0.1%"
+    assert fmt_mfu(0.001) == "0.1%" and fmt_mfu(0.02) == "2.0%" and fmt_mfu(0.354) == "35%"
+    for v in (math.nan, math.inf, -0.5, None, "x", True, 10**400):
+        assert fmt_mfu(v) == "-"
+    # The demo's model on a GPU: 1e5 tok/s x 1e6 FLOPs against 989 TFLOP/s is 0.01%.
+    out = io.StringIO()
+    sink = ConsoleSink(log_every=10, stream=out)
+    sink.emit(start(fpt=1e6, peak=989e12))
+    for r in records([TOKENS / 1e5] * 10):
+        sink.emit(r)
+    assert "MFU <0.1%" in out.getvalue().splitlines()[-1], out.getvalue()
