@@ -155,7 +155,9 @@ def fill(template: list[str], run: Path, rng: random.Random) -> list[str]:
 def test_every_command_prints_no_control_characters(work, which, seed, encoding):
     root, run = work
     args = fill(COMMANDS[which], run, random.Random(seed))
-    cli(args, root, encoding)
+    p = cli(args, root, encoding)
+    if p.returncode:  # refused: one line, whatever newlines the names held
+        assert p.stderr.startswith(b"error: ") and p.stderr.count(b"\n") == 1, p.stderr
 
 
 @pytest.mark.parametrize("template", COMMANDS, ids=lambda t: " ".join(t)[:40])
@@ -165,6 +167,8 @@ def test_each_command_once(work, template):
     p = cli(fill(template, run, random.Random(1)), root)
     if template[:3] == ["export", "RUN", "-o"] and template[3] == "-":
         assert p.returncode == 0 and b"\\x1b" in p.stdout  # the samples' escapes, visible
+    if p.returncode:  # refused: one line, whatever newlines the names held
+        assert p.stderr.startswith(b"error: ") and p.stderr.count(b"\n") == 1, p.stderr
 
 
 @pytest.mark.parametrize("args", [

@@ -31,8 +31,8 @@ from .config import UserError
 from .files import check_stdout, output_file, replaced
 from .logs import ReadCounts, iter_jsonl, load_series
 from .logs.paths import display_name, resolve
-from .logs.tail import MAX_LINE
 from .logs.resumes import cutoffs, kept, resume_step, step_of
+from .logs.tail import MAX_LINE
 from .runs import short_labels
 
 FIGURES = (".png", ".svg", ".pdf")
