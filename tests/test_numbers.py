@@ -82,4 +82,5 @@ def test_fit_is_plain_when_it_fits_and_says_no_room_only_when_nothing_fits(width
 def test_fit_examples_from_the_issue():
     assert [fmt.fit(0.01, 4), fmt.fit(0.005, 4), fmt.fit(0.005, 5)] == ["0.01", "5e-3", "0.005"]
     assert fmt.fit(1.5e-12, 3) == fmt.NO_ROOM and fmt.fit(math.nan, 3) == "nan" and fmt.fit(None, 3) == fmt.ABSENT
+    assert fmt.fmt_percent(0.0004) == "0.04%" and fmt.fmt_percent(0.02) == "2.0%"  # MFU on a CPU was 0.0%
     assert fmt.fmt_count(0.4) == "0.4" and fmt.fmt_loss(0.00012) == "0.00012" and fmt.fmt_loss(None) == fmt.ABSENT

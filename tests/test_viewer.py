@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -257,7 +258,7 @@ async def test_follow_says_running_only_while_a_process_holds_the_lock(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: [r.state for r in app.runs] == ["crashed", "log"], "crashed and log")
         await until(pilot, lambda: "CRASHED" in status_and_banner(app), "CRASHED on screen")
-        assert "RUNNING" not in status_and_banner(app)
+        assert "RUNNING" not in status_and_banner(app) and math.isnan(app.runs[0].eta_s())
         lock = runmaker.live(run)  # a writer appears
         try:
             await until(pilot, lambda: app.runs[0].state == "running", "running once the lock is held")

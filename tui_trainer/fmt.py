@@ -102,11 +102,11 @@ def fmt_loss(v: object) -> str:
 
 
 def fmt_percent(v: object) -> str:
-    """A fraction as a percentage: ``45%``, ``1.2%``, ``0.04%`` (never ``0.0%``); ``-`` when unknown."""
+    """A fraction as a percentage: ``45%``, ``2.0%``, ``0.04%`` (never ``0.0%``); ``-`` when unknown."""
     x = 100 * as_float(v)
     if not math.isfinite(x):
         return "-"
-    return f"{x:.0f}%" if abs(x) >= 10 else f"{x:.2g}%"
+    return f"{x:.0f}%" if abs(x) >= 10 else f"{x:.1f}%" if abs(x) >= 1 else f"{x:.2g}%"
 
 
 def fmt_count(v: object) -> str:

@@ -312,8 +312,8 @@ class RunSeries:
 
     def eta_s(self) -> float:
         sps, _ = self.rates()
-        if self.ended or self._state == "paused" or not self.total_steps or not (sps > 0):
-            return math.nan  # a paused run has no time of arrival
+        if self.ended or self.state in ("paused", self.unheld) or not self.total_steps or not (sps > 0):
+            return math.nan  # a paused run, or one no process trains, has no time of arrival
         return max(0, self.total_steps - self.step) / sps
 
     def sample(self, back: int = 0) -> tuple[int, str, int, int] | None:
