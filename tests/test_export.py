@@ -251,3 +251,17 @@ def test_a_log_with_no_readable_record_is_an_error_not_an_empty_table(tmp_path, 
     (tmp_path / "empty.jsonl").write_text("")
     code, _, err = export(capsys, tmp_path / "empty.jsonl", "-o", tmp_path / f"e.{fmt}")
     assert code == 2 and "is empty" in err
+
+
+def test_export_into_a_pipe_its_reader_closed_leaves_quietly(tmp_path):
+    """`export RUN -o - | head -1`: the reader leaves early; export ends as a
+    tool a closed pipe stopped (141), with nothing on stderr (it said
+    `error: Broken pipe; check that path, its permissions and free space`)."""
+    run = write_run(tmp_path / "a", steps=3000, eval_every=100)  # far more than a pipe's buffer
+    p = subprocess.Popen([sys.executable, "-m", "tui_trainer", "export", str(run), "-o", "-"], env=ENV,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline().startswith(b"type,step,time")
+    p.stdout.close()  # as head does after its line
+    err = p.stderr.read()
+    assert p.wait(timeout=60) == 141
+    assert err == b""

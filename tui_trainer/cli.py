@@ -23,7 +23,7 @@ from .config import FIELDS, TrainConfig, UserError, choices, flag_type, load_tom
 from . import __version__
 from .commands import PLAIN
 from .control import COMMANDS
-from .terminal import printable, printable_streams
+from .terminal import printable, printable_streams, quiet_stdout
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -428,6 +428,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:  # a bad checkpoint: the flags were right, the file is not (exit 1)
         print(f"error: {printable(e, newlines=False)}", file=sys.stderr)
         return EXIT_FAILED if isinstance(e, CheckpointError) else EXIT_USAGE
+    except BrokenPipeError:  # `| head` has what it wanted: leave quietly, as cat does
+        quiet_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool a closed pipe stopped
     except OSError as e:  # a disk, a folder or a device refused: one line, not a traceback
         where = f" ({e.filename})" if e.filename else ""
         print(f"error: {printable(f'{e.strerror or e}{where}', newlines=False)}; check that path, its "

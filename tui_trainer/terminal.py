@@ -20,6 +20,7 @@ No Textual here.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 from collections.abc import Iterable, Iterator
@@ -109,3 +110,14 @@ def printable_streams() -> Iterator[None]:
                     if stream is not None:
                         stream.flush()
             sys.stdout, sys.stderr = saved
+
+
+def quiet_stdout() -> None:
+    """Standard output is a pipe whose reader left (``| head``): point it at
+    /dev/null, so the interpreter's last flush at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass
