@@ -262,3 +262,24 @@ def test_a_save_stopped_by_the_file_size_limit_says_so(tmp_path):
     assert p.stdout.startswith(f"CheckpointWriteError: file size limit reached writing checkpoint {target} "
                                "(ulimit -f allows 50000 bytes)"), (p.stdout, p.stderr)
     assert "inline_container" not in p.stdout and list(tmp_path.iterdir()) == []  # no torn or temporary file
+
+
+def test_a_checkpoint_whose_steps_fell_below_the_warmup_resumes_with_a_longer_steps(real_run, real_state,
+                                                                                     tmp_path, capsys):
+    """Item 6: such a checkpoint (a live steps= below the warmup, before that
+    was refused) is not lost: the hint names the --steps that mends it, and
+    that resume trains."""
+    folder = tmp_path / "run"
+    shutil.copytree(real_run, folder)
+    s = mutated(real_state, ("config",), "text")
+    s["config"] = {**real_state["config"], "warmup_steps": 6}
+    write_latest(folder, s)
+    n = torch.get_num_threads()
+    try:
+        assert cli.main(["train", "--headless", "--resume", str(folder)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "pass --steps N with N at least 6" in err, err
+        assert cli.main(["train", "--headless", "--resume", str(folder), "--steps", "8"]) == 0
+    finally:
+        torch.set_num_threads(n)
+    assert "run finished at step 8" in capsys.readouterr().out
