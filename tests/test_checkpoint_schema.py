@@ -283,3 +283,14 @@ def test_a_checkpoint_whose_steps_fell_below_the_warmup_resumes_with_a_longer_st
     finally:
         torch.set_num_threads(n)
     assert "run finished at step 8" in capsys.readouterr().out
+
+
+def test_what_a_gpu_run_writes_passes(real_state):
+    """CUDA RNG states and a grad scaler's state (fp16) are fields a CPU run
+    leaves empty; what a GPU run writes there must pass."""
+    from tui_trainer.checkpoint_schema import check_trainer_state
+
+    s = dict(real_state, scaler=torch.amp.GradScaler("cpu", enabled=True).state_dict(), world_size=8,
+             rng=dict(real_state["rng"], cuda=[torch.get_rng_state(), torch.get_rng_state()]),
+             live={"lr_scale": 0.5, "pause_at": 9, "changed": {"lr_scale": 0.5, "steps": 90, "weight_decay": 0.0}})
+    check_trainer_state(s)
