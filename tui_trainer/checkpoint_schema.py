@@ -56,10 +56,8 @@ def shown(value: Any) -> str:
     return f"a {kind}" if not hasattr(value, "__len__") else f"a {kind} of {len(value)}"
 
 
-def _get(d: dict[str, Any], key: str, where: str, optional: bool = False) -> Any:
+def _get(d: dict[str, Any], key: str, where: str) -> Any:
     if key not in d:
-        if optional:
-            return None
         raise SchemaError(where + key, _MISSING, "")
     return d[key]
 
