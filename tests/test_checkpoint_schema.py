@@ -23,8 +23,8 @@ import torch
 
 from tui_trainer import checkpoint as ckpt
 from tui_trainer import cli
-from tui_trainer.checkpoint_schema import OPTIONAL_KEYS
-from tui_trainer.config import FIELDS, field_types
+from tui_trainer.checkpoint_schema import ADDED_LATER, OPTIONAL_KEYS
+from tui_trainer.config import FIELDS, RESUMABLE_CHANGES, field_types
 from tui_trainer.resume import how_to_go_on, launcher_words, resume_command
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,6 +64,8 @@ def allowed(path: tuple[str, ...], kind: str, original) -> bool:
             return True
         return kind == "text" and key == "data_fingerprint"
     if path[0] == "config":
+        if kind == "delete" and (path[1] in RESUMABLE_CHANGES or path[1] in ADDED_LATER):
+            return True  # a setting newer than the file: its default (test_an_older_config_resumes)
         ft = field_types()[path[1]]
         return (kind == "none" and ft.optional) or (kind == "text" and ft.base is str and ft.choices is None) \
             or (kind == "negative" and path[1] == "seed")
@@ -262,3 +264,56 @@ def test_a_save_stopped_by_the_file_size_limit_says_so(tmp_path):
     assert p.stdout.startswith(f"CheckpointWriteError: file size limit reached writing checkpoint {target} "
                                "(ulimit -f allows 50000 bytes)"), (p.stdout, p.stderr)
     assert "inline_container" not in p.stdout and list(tmp_path.iterdir()) == []  # no torn or temporary file
+
+
+def test_a_checkpoint_whose_steps_fell_below_the_warmup_resumes_with_a_longer_steps(real_run, real_state,
+                                                                                     tmp_path, capsys):
+    """Item 6: such a checkpoint (a live steps= below the warmup, before that
+    was refused) is not lost: the hint names the --steps that mends it, and
+    that resume trains."""
+    folder = tmp_path / "run"
+    shutil.copytree(real_run, folder)
+    s = mutated(real_state, ("config",), "text")
+    s["config"] = {**real_state["config"], "warmup_steps": 6}
+    write_latest(folder, s)
+    n = torch.get_num_threads()
+    try:
+        assert cli.main(["train", "--headless", "--resume", str(folder)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "pass --steps N with N at least 6" in err, err
+        assert cli.main(["train", "--headless", "--resume", str(folder), "--steps", "8"]) == 0
+    finally:
+        torch.set_num_threads(n)
+    assert "run finished at step 8" in capsys.readouterr().out
+
+
+def test_what_a_gpu_run_writes_passes(real_state):
+    """CUDA RNG states and a grad scaler's state (fp16) are fields a CPU run
+    leaves empty; what a GPU run writes there must pass."""
+    from tui_trainer.checkpoint_schema import check_trainer_state
+
+    s = dict(real_state, scaler=torch.amp.GradScaler("cpu", enabled=True).state_dict(), world_size=8,
+             rng=dict(real_state["rng"], cuda=[torch.get_rng_state(), torch.get_rng_state()]),
+             live={"lr_scale": 0.5, "pause_at": 9, "changed": {"lr_scale": 0.5, "steps": 90, "weight_decay": 0.0}})
+    check_trainer_state(s)
+
+
+def test_an_older_config_resumes_and_a_shape_setting_it_lacks_is_refused(real_run, real_state, tmp_path, capsys):
+    """A checkpoint written before a setting existed lacks it: a setting a
+    resume may change takes its default (an upgrade never strands a run);
+    one that shapes the model must be there (its default is not what trained)."""
+    folder = tmp_path / "run"
+    shutil.copytree(real_run, folder)
+    old = mutated(real_state, ("config", "sample_tokens"), "delete")
+    old = mutated(old, ("config", "keep"), "delete")
+    write_latest(folder, old)
+    n = torch.get_num_threads()
+    try:
+        assert cli.main(["train", "--headless", "--resume", str(folder), "--steps", "6"]) == 0
+    finally:
+        torch.set_num_threads(n)
+    capsys.readouterr()
+    again = tmp_path / "again"
+    shutil.copytree(real_run, again)
+    write_latest(again, mutated(real_state, ("config", "n_embd"), "delete"))
+    assert "field 'config.n_embd' is missing" in resume_fails_cleanly(again, capsys)

@@ -188,6 +188,9 @@ def test_commands_over_the_control_channel_reach_both_ranks_then_resume(tmp_path
     # Rank 1 stopped at the very step rank 0 did: no deadlock, no rank left behind.
     assert f"rank 1: run stopped at step {end['step']}" in err
     assert [r["type"] for r in recs].count("run_start") == 1
+    # The resume hint is the torchrun command the run was started with (issue 20 item 14).
+    assert f"resume: {sys.executable} -m torch.distributed.run --standalone --nproc_per_node=2 -m tui_trainer " \
+           f"train --headless --resume {run}" in out, out[-2000:]
     steps = [r["step"] for r in recs if r["type"] == "train"]
     assert steps == list(range(1, end["step"] + 1))
     assert not (run / "control.sock").exists()

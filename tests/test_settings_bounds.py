@@ -184,3 +184,16 @@ def test_train_longer_hint_never_asks_for_more_than_the_maximum(tmp_path):
     [line] = how_to_go_on(end, tmp_path)
     assert line.endswith(f"--steps {MAX_STEPS}")
     assert how_to_go_on(SimpleNamespace(status="finished", step=MAX_STEPS), tmp_path) == []
+
+
+# --- a sibling: a sample request's temperature and top_k ---------------------------
+
+@pytest.mark.parametrize("key, value, words", [
+    ("temperature", 1e-7, "at least 1e-6 and at most 100"),  # said "(0, 100]" while refusing 1e-7
+    ("temperature", 101, "at most 100"), ("top_k", 2**33, "at most 4294967296"), ("tokens", 0, "at least 1")])
+def test_a_sample_request_names_the_bound_it_enforces(key, value, words):
+    from tui_trainer.control import sample_args
+
+    args, why = sample_args({"prompt": "a", key: value})
+    assert args == {} and words in why, why
+    assert sample_args({"prompt": "a", "temperature": 1e-6, "top_k": 2**32})[1] is None

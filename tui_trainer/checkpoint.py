@@ -214,8 +214,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is truncated or not a tui-trainer checkpoint "
                               f"({reason}); {hint}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a tui-trainer checkpoint (no {FORMAT!r} format tag); "
-                              "pass a checkpoint this tool wrote")
+        raise CheckpointError(f"checkpoint {path} is not a tui-trainer checkpoint (no {FORMAT!r} format tag); "
+                              f"{hint}")
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}; {hint}")

@@ -20,9 +20,13 @@ import math
 from typing import Any
 
 from .bounds import BOUNDS, MAX_STEPS, Bound
-from .config import FIELDS, UserError, field_types
+from .config import FIELDS, RESUMABLE_CHANGES, UserError, field_types
 from .live import LIVE_KEYS as _TRAINER_KEYS
 
+# Settings added to the config after checkpoints were first schema-checked: a
+# file from before them lacks them and takes their default (which must be the
+# behaviour of the version that wrote it).
+ADDED_LATER: frozenset[str] = frozenset()
 # Keys a reader of an older file may find missing (engine.load_state_dict reads them with .get).
 OPTIONAL_KEYS = ("world_size", "live", "scaler", "data_fingerprint", "vocab_size")
 STEP = Bound(0, MAX_STEPS, hi_open=True)  # below the most --steps can be, so a resume can go on
@@ -56,10 +60,8 @@ def shown(value: Any) -> str:
     return f"a {kind}" if not hasattr(value, "__len__") else f"a {kind} of {len(value)}"
 
 
-def _get(d: dict[str, Any], key: str, where: str, optional: bool = False) -> Any:
+def _get(d: dict[str, Any], key: str, where: str) -> Any:
     if key not in d:
-        if optional:
-            return None
         raise SchemaError(where + key, _MISSING, "")
     return d[key]
 
@@ -132,11 +134,17 @@ def check_trainer_state(state: dict[str, Any]) -> None:
 
 
 def check_config_values(config: Any, where: str = "config") -> dict[str, Any]:
-    """A saved config: a dict holding every setting, each of its type and in
-    its range (the cross-field rules are checked once flags are merged in)."""
+    """A saved config: a dict of settings, each of its type and in its range
+    (the cross-field rules are checked once flags are merged in).  A setting
+    the file lacks is one added after it was written: it takes its default,
+    as resume has always done, so an upgrade never strands a run; but a
+    setting that shapes the model or the data (one a resume may not change)
+    must be there, or its default would not be what the run trained with."""
     config = _dict(config, where)
     types = field_types()
     for name in FIELDS:
+        if name not in config and (name in RESUMABLE_CHANGES or name in ADDED_LATER):
+            continue
         v = _get(config, name, where + ".")
         ft = types[name]
         field = f"{where}.{name}"

@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .bounds import BOUNDS, Bound
 from .commands import STEERING, WITH_ARGS, Command, CommandQueue, Dropped, Order, Source, surrogate_problem
 from .settings import coerce, short
 from .control_server import (INFO_NAME, MAX_LINE, MAX_SOCKET_PATH, SOCKET_NAME,  # noqa: F401 (re-exported)
@@ -208,15 +209,15 @@ def sample_args(req: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     if len(prompt) > MAX_PROMPT:
         return {}, f"the prompt is {len(prompt)} characters; keep it under {MAX_PROMPT}"
     args: dict[str, Any] = {"prompt": prompt}
-    for key, kind, ok, need in (("tokens", int, lambda v: 1 <= v <= MAX_SAMPLE_TOKENS, f"1..{MAX_SAMPLE_TOKENS}"),
-                                ("temperature", float, lambda v: 1e-6 <= v <= 100, "a number in (0, 100]"),
-                                ("top_k", int, lambda v: 0 <= v <= 1 << 20, "an integer >= 0 (0: all)")):
+    # the run's own ranges (bounds.BOUNDS), but a person's sample is held to fewer tokens
+    for key, kind, bound in (("tokens", int, Bound(1, MAX_SAMPLE_TOKENS)),
+                             ("temperature", float, BOUNDS["temperature"]), ("top_k", int, BOUNDS["top_k"])):
         v = req.get(key)
         if v is None:
             continue
         got = coerce(v, kind)
-        if got is None or not ok(got):
-            return {}, f"{key} must be {need}, got {short(v)}"
+        if got is None or not bound.holds(got):
+            return {}, f"{key} must be {'an integer' if kind is int else 'a number'} {bound.range()}, got {short(v)}"
         args[key] = got
     if isinstance(req.get("id"), (int, str)) and not isinstance(req["id"], bool):
         args["id"] = req["id"] if not isinstance(req["id"], str) else req["id"][:64]

@@ -6,7 +6,9 @@ trainer defines ``lr_scale``, ``max_lr``, ``min_lr``, ``steps``,
 ``eval_every``, ``checkpoint_every``, ``grad_clip`` and ``weight_decay``; the
 run itself defines ``pause_at``.  A request for a key nobody defined, or a
 value out of range, is refused at once with a one-line reason (on the socket,
-before anything is queued) and the run is untouched.  An accepted change is
+before anything is queued) and the run is untouched.  The built-in keys are
+checked as flags are: their ranges are ``bounds.BOUNDS``, and a change must
+keep the rules between settings (``config.setting_problem``).  An accepted change is
 applied on the loop's thread at its next safe point and written to the log as
 a ``change`` record.
 
