@@ -4,15 +4,23 @@ at the demo's shape and at 6 layers x 384 wide, context 256.
 
     python benchmarks/bench_sample.py                 # 3 rounds, 200 tokens
     python benchmarks/bench_sample.py --rounds 5 --tokens 200
+    python benchmarks/bench_sample.py --threads 1     # torch CPU threads (default: torch's choice)
 
 The arms take turns within each round, so a neighbour's load on a shared
 machine slows them alike; each figure is the median over the rounds, and the
 ratio is taken from those medians.  Both arms sample the same tokens (the
 same seeded generator), which the benchmark checks.
+
+On a shared CPU, mind the thread count: a cached token is a few hundred small
+kernels, and with more torch threads than idle cores each one can wait a
+time slice at its barrier (on a 2-core machine at load 7, 200 cached tokens
+took 2.3-4 s at one thread and 25-36 s at two).  The engine samples at the
+count its thread governor chose for training (``threads.ThreadGovernor``).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -58,7 +66,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     models = {name: GPT(GPTConfig(vocab_size=256, context_length=c, n_layer=n, n_head=h, n_embd=w)).eval()
               for name, (n, h, w, c) in SHAPES.items()}
@@ -78,7 +89,7 @@ def main() -> None:
             if not torch.equal(outs[0], outs[1]):
                 raise SystemExit(f"{name}: the cached sample differs from the uncached one")
     print(f"{args.tokens}-token sample, median of {args.rounds} interleaved rounds, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}")
     print(f"{'shape':<28} {'no cache':>10} {'cache':>10} {'speed-up':>9}")
     for name, model in models.items():
         n, h, w, c = SHAPES[name]
