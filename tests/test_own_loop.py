@@ -293,7 +293,8 @@ def test_a_scripts_exit_status_is_how_its_run_ends(tmp_path, body, status, error
 
 def test_integers_beyond_float_range_are_refused_at_log(tmp_path):
     folder = tmp_path / "run"
-    with tui_trainer.init(folder, quiet=True) as run:
+    with tui_trainer.init(folder, quiet=True, config={"n": 10**400, "m": [-(10**5000)], "ok": 10**300}) as run:
+        assert run.config == {"n": "an integer of 1329 bits", "m": ["an integer of 16610 bits"], "ok": 10**300}
         for bad in (dict(big=10**400), dict(train_loss=10**400), dict(tokens=-10**400), dict(acc=-(10**309))):
             with pytest.raises(ValueError, match="beyond float range") as e:
                 run.log(1, **bad)

@@ -135,7 +135,17 @@ seen = {"child_status": os.waitstatus_to_exitcode(status),
         "live": is_live(folder), "status_ok": request(folder, "status").get("ok")}
 run.log(2, train_loss=0.5)
 run.log(3, train_loss=0.25)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:   # a child still alive when the parent ends (a worker): it must not keep the lock held
+    os.close(w)
+    os.read(r, 1)
+    os._exit(0)
+os.close(r)
 run.finish()
+seen["live_after_finish"] = is_live(folder)
+os.write(w, b"x")
+os.waitpid(pid, 0)
 print(json.dumps(seen))
 """
 
@@ -147,7 +157,8 @@ def test_a_forked_child_that_exits_leaves_the_parents_run_alone(tmp_path):
                          timeout=120, env=_env())
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout.strip().splitlines()[-1])
-    assert seen == {"child_status": 0, "socket": True, "live": True, "status_ok": True}
+    assert seen == {"child_status": 0, "socket": True, "live": True, "status_ok": True,
+                    "live_after_finish": False}
     recs = read_records(folder / "losses.jsonl")
     assert [(r["type"], r["step"]) for r in recs] == [("run_start", 0), ("train", 1), ("train", 2),
                                                       ("train", 3), ("run_end", 3)]

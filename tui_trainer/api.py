@@ -41,6 +41,7 @@ from .terminal import printable
 #: Set by ``tui-trainer run``: the file ``init`` writes the run folder's path to.
 LAUNCH_ENV = "TUI_TRAINER_LAUNCH"
 OUTPUT_NAME = "output.log"
+FLOAT_MAX_INT = int(sys.float_info.max)
 
 
 def init(path: str | os.PathLike[str] | None = None, config: Any = None, *,
@@ -130,6 +131,8 @@ def plain_config(config: Any) -> dict[str, Any]:
 
 
 def _plain(v: Any) -> Any:
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > FLOAT_MAX_INT:
+        return f"an integer of {v.bit_length()} bits"  # beyond float range: a line readers would skip
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
     if isinstance(v, dict):

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import UserError
+from .files import read_if_regular
 
 SOCKET_NAME = "control.sock"
 INFO_NAME = "control.json"
@@ -289,9 +290,10 @@ class ControlServer:
             pass
         info = self.run_dir / INFO_NAME
         try:
-            if json.loads(info.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            raw = read_if_regular(info, 1 << 12)  # never blocks, whatever was put at that name
+            if raw is not None and json.loads(raw).get("pid") == os.getpid():
                 info.unlink()
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             pass
 
     # the loop

@@ -103,6 +103,11 @@ class OwnLoop:
         return st.elapsed_before + (time.perf_counter() - st.t0)
 
     @property
+    def ended(self) -> bool:
+        """True once ``finish`` wrote the run_end: records are refused from then on."""
+        return self.loop_state.end is not None
+
+    @property
     def should_stop(self) -> bool:
         """True once a stop was asked for (attach, SIGINT, SIGTERM; under
         torchrun, on every rank at the same step): leave the loop, then ``finish``."""
@@ -144,7 +149,7 @@ class OwnLoop:
 
     def _check_open(self, what: str) -> None:
         end = self.loop_state.end
-        if end is not None:
+        if end is not None and not getattr(self, "detached", False):
             raise RunFinishedError(f"{what} after finish(): the run ended ({end.status} at step {end.step}) "
                                    "and its log takes no more records; call finish() after the last one, "
                                    "or start another run with tui_trainer.init")

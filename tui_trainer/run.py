@@ -194,6 +194,8 @@ class Run(OwnLoop):
         # Locks another thread held at the fork stay held forever in the child: fresh ones.
         self._closing = threading.Lock()
         self.commands = CommandQueue()
+        if self._loop is not None:
+            self._loop.lock = threading.Lock()
         stop, self.stop_event = self.stop_event, threading.Event()
         if stop.is_set():
             self.stop_event.set()

@@ -146,7 +146,7 @@ class TuiTrainerCallback(TrainerCallback):
     # --- records ---
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                **kwargs: Any) -> None:
-        if not logs or "loss" not in logs or self.run is None:
+        if not logs or "loss" not in logs or self.run is None or self.run.ended:
             return  # eval metrics come from on_evaluate; the end-of-training summary is no step
         own = {OWN_KEYS[k]: v for k, v in logs.items() if k in OWN_KEYS and _is_number(v)}
         extra = {k: v for k, v in logs.items()
@@ -161,8 +161,8 @@ class TuiTrainerCallback(TrainerCallback):
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None,
                     **kwargs: Any) -> None:
         forced, self._eval_asked = self._eval_asked, False
-        if self.run is None or not metrics:
-            return
+        if self.run is None or self.run.ended or not metrics:
+            return  # (an evaluate() after train() ended the run: its log is closed)
         extra = {k: v for k, v in metrics.items()
                  if k != "eval_loss" and k not in RESERVED[Eval] and _is_number(v)}
         val = metrics.get("eval_loss")
@@ -171,7 +171,7 @@ class TuiTrainerCallback(TrainerCallback):
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         manual, self._save_asked = self._save_asked, False
-        if self.run is not None:
+        if self.run is not None and not self.run.ended:
             path = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
             self.run.log_checkpoint(state.global_step, path, reason="manual" if manual else "scheduled")
             self._pause_again("save", state, control, ())
