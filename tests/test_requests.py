@@ -321,6 +321,37 @@ def test_an_exception_while_applying_a_request_is_an_ack_and_the_run_finishes(ti
     assert "RuntimeError: the sampler broke" in acks[0].message
 
 
+def test_the_prompt_box_is_checked_like_the_socket(tiny_cfg):
+    from types import SimpleNamespace
+
+    from tui_trainer.sources import LocalSteering
+
+    t = Trainer(tiny_cfg(threads=1), None)
+    steering = LocalSteering(SimpleNamespace(trainer=t, done=False, stopping=False))  # the g key's route
+    answer = steering.request({"cmd": "sample", "prompt": "\udfffx", "id": "ui-1"})
+    assert answer["ok"] is False and "U+DFFF" in answer["error"]
+    assert drained(t.commands) == []
+
+
+def test_an_own_loops_failing_callback_is_an_ack_not_an_exception(tmp_path):
+    import tui_trainer
+    from tui_trainer.logs import read_records
+
+    def on_sample(prompt, **kw):
+        raise KeyError("no tokenizer here")
+
+    folder = tmp_path / "run"
+    with tui_trainer.init(folder, quiet=True, signals=False, on_sample=on_sample) as run:
+        run.log(1, train_loss=1.0)
+        assert request(folder, {"cmd": "sample", "prompt": "hi"})["ok"]
+        run.log(2, train_loss=1.0)  # applied here: the failure is written, not raised
+        run.log(3, train_loss=1.0)
+    recs = read_records(folder / LOG_NAME)
+    [ack] = [r for r in recs if r["type"] == "ack"]
+    assert ack["command"] == "sample" and "KeyError" in ack["message"] and not ack["ok"]
+    assert recs[-1]["type"] == "run_end" and recs[-1]["status"] == "finished" and recs[-1]["step"] == 3
+
+
 def test_a_bad_sample_prompt_at_start_is_one_line_before_any_folder(tmp_path, capsys):
     out = tmp_path / "run"
     code = cli.main(["train", "--headless", "--steps", "3", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
