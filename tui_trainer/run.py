@@ -346,7 +346,8 @@ class Run(OwnLoop):
             name = cmd.command.value if isinstance(cmd, Order) else getattr(cmd, "value", str(cmd))
             why = f"{type(e).__name__}: {e}"[:300]
             self.emit(Ack(step=self.step, command=str(name)[:40], ok=False,
-                          message=f"{name} failed: {why}; the request was dropped, the run goes on"))
+                          message=f"{name} failed: {why}; the request was dropped, the run goes on",
+                          id=cmd.args.get("id") if isinstance(cmd, Order) else None))
             self.emit(Status(step=self.step, state="paused" if self.paused else "running"))
 
     def _apply_command(self, cmd: Command) -> None:
