@@ -311,7 +311,7 @@ def test_an_exception_while_applying_a_request_is_an_ack_and_the_run_finishes(ti
 
     run._handlers[Command.SAMPLE] = broken
     run._handlers[Command.EVAL] = broken
-    for item in (Order(Command.SAMPLE, {"prompt": "def "}, "attach"), Command.EVAL, "no-such-command"):
+    for item in (Order(Command.SAMPLE, {"prompt": "def ", "id": "x9"}, "attach"), Command.EVAL, "no-such-command"):
         run.commands.put(item)
     end = t.run()
     assert end.status == "finished" and end.step == 12
@@ -319,6 +319,60 @@ def test_an_exception_while_applying_a_request_is_an_ack_and_the_run_finishes(ti
     assert [a.command for a in acks] == ["sample", "eval", "no-such-command"]
     assert all(not a.ok and "the run goes on" in a.message for a in acks)
     assert "RuntimeError: the sampler broke" in acks[0].message
+    assert acks[0].id == "x9" and acks[1].id is None
+
+
+def test_attach_sample_says_at_once_when_the_run_could_not_draw_it(tiny_cfg, run_dir, capsys):
+    sink = ListSink()
+    trainer, th, ended = live(tiny_cfg, run_dir, sink)
+
+    def broken(*args):
+        raise RuntimeError("out of memory")
+
+    trainer.run_handle._handlers[Command.SAMPLE] = broken
+    with serve_trainer(trainer.run_handle, run_dir):
+        th.start()
+        try:
+            assert wait_for(lambda: trainer.step >= 2)
+            assert cli.main(["attach", str(run_dir), "--sample", "def "]) == 2
+            err = capsys.readouterr().err
+            assert "could not draw the sample" in err and "out of memory" in err and err.count("\n") == 1
+            assert request(run_dir, "status")["state"] == "running"
+        finally:
+            trainer.request_stop()
+            th.join(timeout=60)
+    assert ended[0].status == "stopped"
+
+
+def test_the_prompt_box_is_checked_like_the_socket(tiny_cfg):
+    from types import SimpleNamespace
+
+    from tui_trainer.sources import LocalSteering
+
+    t = Trainer(tiny_cfg(threads=1), None)
+    steering = LocalSteering(SimpleNamespace(trainer=t, done=False, stopping=False))  # the g key's route
+    answer = steering.request({"cmd": "sample", "prompt": "\udfffx", "id": "ui-1"})
+    assert answer["ok"] is False and "U+DFFF" in answer["error"]
+    assert drained(t.commands) == []
+
+
+def test_an_own_loops_failing_callback_is_an_ack_not_an_exception(tmp_path):
+    import tui_trainer
+    from tui_trainer.logs import read_records
+
+    def on_sample(prompt, **kw):
+        raise KeyError("no tokenizer here")
+
+    folder = tmp_path / "run"
+    with tui_trainer.init(folder, quiet=True, signals=False, on_sample=on_sample) as run:
+        run.log(1, train_loss=1.0)
+        assert request(folder, {"cmd": "sample", "prompt": "hi"})["ok"]
+        run.log(2, train_loss=1.0)  # applied here: the failure is written, not raised
+        run.log(3, train_loss=1.0)
+    recs = read_records(folder / LOG_NAME)
+    [ack] = [r for r in recs if r["type"] == "ack"]
+    assert ack["command"] == "sample" and "KeyError" in ack["message"] and not ack["ok"]
+    assert recs[-1]["type"] == "run_end" and recs[-1]["status"] == "finished" and recs[-1]["step"] == 3
 
 
 def test_a_bad_sample_prompt_at_start_is_one_line_before_any_folder(tmp_path, capsys):

@@ -71,7 +71,8 @@ def tame(req: dict) -> dict | None:
     cmd = req.get("cmd")
     if isinstance(cmd, str) and cmd in ENDS:
         return None
-    if cmd == "set" and req.get("key") in RISKY_KEYS and coerce(req.get("value"), float) is not None:
+    key = req.get("key")
+    if cmd == "set" and isinstance(key, str) and key in RISKY_KEYS and coerce(req.get("value"), float) is not None:
         return None
     if cmd == "sample":
         n = coerce(req.get("tokens"), int)

@@ -5,14 +5,10 @@ Only the run's owner gets in: the socket is created 0600 (under a 0177
 umask, so there is no moment it is open wider) and each connection's peer uid
 is checked with SO_PEERCRED where the platform has it (``peer_uid``).  A
 flood cannot stall training: one thread, non-blocking sockets and a
-selector; connections, line lengths, nesting depth, unread answers and idle
-time are capped, and a line is measured before it is parsed.  The thread never
-dies of a request: whatever goes wrong serving one is answered as an error, or
-(a bug) logged once and the connection dropped, and serving goes on.  When the
-process runs short of file descriptors (EMFILE/ENFILE), connections are
-refused with a reason and accepting backs off; a descriptor kept in reserve
-makes room to say so, and a share of the process's descriptors is always left
-free, so the run's checkpoints can still be written.
+selector; connections, line lengths and depth (``channel_limits``), unread
+answers and idle time are capped.  The thread never dies: an error serving a
+request is its answer (a bug: logged, that connection dropped), and short of
+file descriptors it refuses with the reason, backs off and leaves the run some.
 
 AF_UNIX paths are limited to ~107 bytes.  When the run folder's path is too
 long the socket lives under $XDG_RUNTIME_DIR (or a private 0700 folder in
@@ -28,7 +24,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import selectors
 import socket
 import stat
@@ -40,18 +35,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .channel_limits import (FD_HEADROOM, MAX_DEPTH, MAX_LINE, Reserve, free_descriptors,  # noqa: F401
+                             nesting, parse_request)
 from .config import UserError
 from .files import read_if_regular
 
 SOCKET_NAME = "control.sock"
 INFO_NAME = "control.json"
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, 104 on macOS; keep a margin
-MAX_LINE = 4096  # bytes in one request line
-MAX_DEPTH = 16  # nesting of arrays and objects in one request (the protocol needs 2)
 MAX_CLIENTS = 16
 IDLE_TIMEOUT = 30.0  # seconds a connection may sit without sending a full line
 MAX_OUTBUF = 64 * 1024  # a client that never reads its answers is dropped
-FD_HEADROOM = 4  # descriptors the channel always leaves free for the run (checkpoints, the log)
 ACCEPT_BACKOFF_S = 0.5  # how long accepting pauses after the process ran out of descriptors
 
 
@@ -103,55 +97,6 @@ def _probe_live(path: Path) -> bool:
         s.close()
 
 
-# --- reading a request ------------------------------------------------------
-
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"?')
-_BRACKET = re.compile(rb"[\[\]{}]")
-
-
-def nesting(line: bytes) -> int:
-    """How deep arrays and objects nest in ``line``, counted on the raw bytes
-    (strings skipped) before any parser sees it: a deep line costs a scan,
-    never the parser's recursion."""
-    depth = top = 0
-    for b in _BRACKET.findall(_STRING.sub(b"", line)):
-        if b in (b"[", b"{"):
-            depth += 1
-            top = max(top, depth)
-        else:
-            depth -= 1
-    return top
-
-
-def parse_request(line: bytes) -> tuple[Any, str | None]:
-    """(the request, None) or (None, why it cannot be read): the length and
-    the nesting are checked before the JSON parser runs."""
-    if len(line) > MAX_LINE:
-        return None, f"request longer than {MAX_LINE} bytes; send one short JSON line"
-    if nesting(line) > MAX_DEPTH:
-        return None, (f"request nested deeper than {MAX_DEPTH} levels; send one flat JSON object "
-                      'such as {"cmd": "pause"}')
-    try:
-        return json.loads(line), None
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None, 'not JSON; send one line such as {"cmd": "pause"}'
-
-
-def free_descriptors() -> int | None:
-    """Descriptors this process may still open (None: unknown or unlimited)."""
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        if soft == resource.RLIM_INFINITY:
-            return None
-        return soft - len(os.listdir("/proc/self/fd"))
-    except OSError as e:
-        return 0 if e.errno in (errno.EMFILE, errno.ENFILE) else None
-    except (ImportError, ValueError):
-        return None
-
-
 # --- the server -------------------------------------------------------------
 
 def peer_uid(conn: socket.socket) -> int | None:
@@ -199,14 +144,14 @@ class ControlServer:
         self.served = 0
         self.refused = 0
         self.errors = 0  # unexpected exceptions survived (logged once each kind)
-        self._reserve: int | None = None  # a descriptor held back to make room when none are left
+        self._reserve = Reserve()  # a descriptor held back to make room when none are left
         self._paused_until = 0.0  # accepting is paused until then (out of descriptors)
         self._logged: set[str] = set()
 
     # lifecycle
     def start(self) -> "ControlServer":
         self._bind()
-        self._take_reserve()
+        self._reserve.take()
         self._thread = threading.Thread(target=self._serve, name="tui-trainer-control", daemon=True)
         self._thread.start()
         return self
@@ -225,7 +170,7 @@ class ControlServer:
         if self._sel is not None:
             self._sel.close()
             self._sel = None
-        self._release_reserve()
+        self._reserve.release()
 
     def abandon(self) -> None:
         """In a child after ``fork`` (where the serving thread does not exist):
@@ -326,36 +271,17 @@ class ControlServer:
         """An unexpected exception while serving: logged (once per kind), the
         connection it came from dropped, and serving goes on."""
         self.errors += 1
-        what = f"{type(e).__name__}: {e}"
-        if type(e).__name__ not in self._logged:
-            self._logged.add(type(e).__name__)
-            try:
-                print(f"warning: control channel: {ascii(what)[1:-1][:200]}; it keeps serving",
-                      file=sys.stderr, flush=True)
-            except Exception:  # noqa: BLE001 - no stderr (closed): nothing to tell
-                pass
-        if conn is not None:
-            try:
+        try:
+            if type(e).__name__ not in self._logged:
+                self._logged.add(type(e).__name__)
+                what = ascii(f"{type(e).__name__}: {e}")[1:-1][:200]
+                print(f"warning: control channel: {what}; it keeps serving", file=sys.stderr, flush=True)
+            if conn is not None:
                 self._drop(conn)
-            except Exception:  # noqa: BLE001
-                pass
+        except Exception:  # noqa: BLE001 - no stderr, a socket already gone: nothing more to do
+            pass
 
     # descriptors
-    def _take_reserve(self) -> None:
-        if self._reserve is None:
-            try:
-                self._reserve = os.open(os.devnull, os.O_RDONLY)
-            except OSError:
-                self._reserve = None
-
-    def _release_reserve(self) -> None:
-        if self._reserve is not None:
-            try:
-                os.close(self._reserve)
-            except OSError:
-                pass
-            self._reserve = None
-
     def _pause_accepting(self) -> None:
         """Out of descriptors: stop watching the listener for a while (it
         would wake the loop at once, again and again)."""
@@ -370,7 +296,7 @@ class ControlServer:
         if self._paused_until and time.monotonic() >= self._paused_until and self._listener is not None:
             assert self._sel is not None
             self._paused_until = 0.0
-            self._take_reserve()
+            self._reserve.take()
             try:
                 self._sel.register(self._listener, selectors.EVENT_READ, None)
             except KeyError:
@@ -413,7 +339,7 @@ class ControlServer:
         """accept failed with EMFILE/ENFILE: spend the reserve descriptor to
         take the waiting connection and tell it why, then back off."""
         self.refused += 1
-        self._release_reserve()
+        self._reserve.release()
         assert self._listener is not None
         try:
             sock, _ = self._listener.accept()

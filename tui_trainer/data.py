@@ -69,7 +69,8 @@ class IdTokenizer:
     def check(self, text: str) -> str | None:
         """Why ``text`` cannot be a prompt (None when it can)."""
         top = self.vocab_size - 1
-        form = f"space-separated token ids below {self.vocab_size}, such as '{min(17, top)} {min(4, top)} {min(902, top)}'"
+        example = " ".join(str(min(i, top)) for i in (17, 4, 902))
+        form = f"space-separated token ids below {self.vocab_size}, such as '{example}'"
         words = text.split() if isinstance(text, str) else []
         if not words:
             return f"the prompt is empty; this run's data is token ids: give {form}"

@@ -88,8 +88,8 @@ class Trainer:
         self._t0 = time.perf_counter()
         self.lr_scale = 1.0  # a live setting: lr(t) = lr_scale x schedule(t)
         run.set_handlers(on_eval=self._forced_probe, on_checkpoint=self._manual_save,
-                         on_sample=self._requested_sample, on_resume=self._on_resume)
-        run.prompt_check = self.corpus.tokenizer.check  # a requested sample's prompt, checked on arrival
+                         on_sample=self._requested_sample, on_resume=self._on_resume,
+                         check_prompt=self.corpus.tokenizer.check)
         define_live_settings(self, run.settings)
         if resume is not None:  # a resume.ResumePlan: load every state it holds
             from .resume import apply_resume

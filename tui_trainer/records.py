@@ -225,6 +225,7 @@ class Ack(Record):
     command: str
     ok: bool = True
     message: str = ""
+    id: str | int | None = None  # the request's id, when it gave one (a sample that could not be drawn)
 
 
 @dataclass

@@ -73,6 +73,8 @@ def request_sample(run_dir: str, prompt: str, *, tokens: int | None = None, temp
                 if isinstance(rec, dict) and rec.get("type") == "sample" and rec.get("id") == rid:
                     print(printable(rec.get("text", "")), flush=True)  # a sample may hold any byte
                     return EXIT_OK
+                if isinstance(rec, dict) and rec.get("type") == "ack" and rec.get("id") == rid:
+                    raise UserError(f"the run could not draw the sample: {rec.get('message')}")
                 if isinstance(rec, dict) and rec.get("type") == "run_end":
                     raise UserError(f"the run ended ({rec.get('status')}) before it drew the sample")
     raise UserError(f"no sample within {SAMPLE_WAIT_S:.0f}s; is the run stuck in a long step?")

@@ -92,9 +92,7 @@ class Run(OwnLoop):
         self._handlers: dict[Command, Callable[..., Any]] = {}
         self._why_not: dict[Command, str] = {}  # a loop's own words for a request it cannot take
         self._on_resume: Callable[[], Any] | None = None
-        # The loop's word on a sample's prompt (its tokenizer: why it cannot
-        # take it, or None), asked when the request arrives; None: text only.
-        self.prompt_check: Callable[[str], str | None] | None = None
+        self._check_prompt: Callable[[str], str | None] | None = None  # set_handlers: a prompt's check
         self._interactive = interactive
         self._agreed_stop = False  # data-parallel: the stop every rank agreed on
         self._lock = lock
@@ -272,10 +270,14 @@ class Run(OwnLoop):
     def set_handlers(self, *, on_eval: Callable[[], Any] | None = None,
                      on_checkpoint: Callable[[], Any] | None = None,
                      on_sample: Callable[..., str] | None = None,
-                     on_resume: Callable[[], Any] | None = None) -> None:
+                     on_resume: Callable[[], Any] | None = None,
+                     check_prompt: Callable[[str], str | None] | None = None) -> None:
         """What the loop does, on its own thread, when asked to evaluate,
         checkpoint or sample now (``on_sample(prompt, tokens, temperature,
-        top_k) -> text``).  A request with no handler is refused at once."""
+        top_k) -> text``).  A request with no handler is refused at once.
+        ``check_prompt(prompt)`` says why a sample's prompt cannot be taken
+        (its tokenizer's word), asked when the request arrives; without it a
+        prompt must be text (no lone surrogates)."""
         for cmd, fn in ((Command.EVAL, on_eval), (Command.CHECKPOINT, on_checkpoint),
                         (Command.SAMPLE, on_sample)):
             if fn is not None:
@@ -283,6 +285,7 @@ class Run(OwnLoop):
             else:
                 self._handlers.pop(cmd, None)
         self._on_resume = on_resume
+        self._check_prompt = check_prompt
 
     def refusal(self, command: Command) -> str | None:
         """Why this run cannot take ``command`` (None when it can)."""
@@ -305,10 +308,10 @@ class Run(OwnLoop):
     def prompt_refusal(self, prompt: str) -> str | None:
         """Why this run cannot sample ``prompt`` (None when it can), asked by
         the control channel before the request is accepted."""
-        if self.prompt_check is None:
+        if self._check_prompt is None:
             return surrogate_problem(prompt)
         try:
-            return self.prompt_check(prompt)
+            return self._check_prompt(prompt)
         except Exception as e:  # noqa: BLE001 - a checker that fails refuses, it does not fail the run
             return f"the prompt could not be checked ({type(e).__name__})"
 
@@ -384,7 +387,8 @@ class Run(OwnLoop):
             name = cmd.command.value if isinstance(cmd, Order) else getattr(cmd, "value", str(cmd))
             why = f"{type(e).__name__}: {e}"[:300]
             self.emit(Ack(step=self.step, command=str(name)[:40], ok=False,
-                          message=f"{name} failed: {why}; the request was dropped, the run goes on"))
+                          message=f"{name} failed: {why}; the request was dropped, the run goes on",
+                          id=cmd.args.get("id") if isinstance(cmd, Order) else None))
             self.emit(Status(step=self.step, state="paused" if self.paused else "running"))
 
     def _apply_command(self, cmd: Command) -> None:
