@@ -308,7 +308,7 @@ def test_tail_notices_truncation_replacement_and_rewrite(tmp_path):
     assert t.changed()
 
 
-def wait_for(cond, source, timeout=5.0):
+def wait_for(cond, source, timeout=30.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         source.poll_into_runs()
