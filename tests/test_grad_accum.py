@@ -220,3 +220,30 @@ def test_evals_under_compile_do_not_recompile_the_training_graph(monkeypatch):
     assert end.status == "finished" and len(of(seen, TrainStep)) == 4
     assert len([r for r in seen if type(r).__name__ == "Eval"]) == 2
     assert len(compiled) == 1, compiled
+
+
+def test_tokens_per_step_on_the_console_and_the_series_old_logs_and_hostile_values_read():
+    import io
+
+    from tui_trainer.console import ConsoleSink
+    from tui_trainer.records import from_dict
+    from tui_trainer.series import RunSeries
+
+    base = {"type": "run_start", "step": 0, "run_name": "r", "config": {}, "n_params": 10, "device": "cpu",
+            "total_steps": 5}
+    out = io.StringIO()
+    sink = ConsoleSink(stream=out)
+    sink.emit(from_dict({**base, "tokens_per_step": 524288}))
+    sink.emit(from_dict(base))  # a log from before the field: read, nothing shown
+    first, second = out.getvalue().splitlines()
+    assert first.endswith("| 524.3k tokens/step") and "tokens/step" not in second
+    for hostile in ("many", -4, float("inf"), True, [1]):
+        s = RunSeries()
+        s.apply(from_dict({**base, "tokens_per_step": hostile}))
+        assert s.tokens_per_step is None
+
+
+def test_the_memory_check_counts_one_micro_batch():
+    from tui_trainer.memory import estimate_memory
+
+    assert estimate_memory(cfg(batch_size=8, grad_accum=64), 256) == estimate_memory(cfg(batch_size=8), 256)
