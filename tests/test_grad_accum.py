@@ -247,3 +247,20 @@ def test_the_memory_check_counts_one_micro_batch():
     from tui_trainer.memory import estimate_memory
 
     assert estimate_memory(cfg(batch_size=8, grad_accum=64), 256) == estimate_memory(cfg(batch_size=8), 256)
+
+
+def test_the_status_line_shows_tokens_per_step(monkeypatch):
+    from textual.geometry import Size
+
+    from tui_trainer.records import from_dict
+    from tui_trainer.series import RunSeries
+    from tui_trainer.ui.widgets import StatusLine
+
+    shown = []
+    monkeypatch.setattr(StatusLine, "size", property(lambda self: Size(200, 4)))
+    monkeypatch.setattr(StatusLine, "update", lambda self, text, **kw: shown.append(text.plain))
+    s = RunSeries("r")
+    s.apply(from_dict({"type": "run_start", "step": 0, "run_name": "r", "config": {}, "n_params": 10,
+                       "device": "cpu", "total_steps": 5, "tokens_per_step": 524288}))
+    StatusLine().show([s])
+    assert "524.3k tok/step" in shown[-1]
