@@ -262,8 +262,8 @@ def _check_type(name: str, value: Any) -> None:
         raise UserError(f"config key {name!r} cannot be empty; e.g. {name} = {_toml(FIELDS[name].default)}")
     want: tuple[type, ...] = (int, float) if ft.base is float else (ft.base,)
     if not isinstance(value, want) or (ft.base is not bool and isinstance(value, bool)):
-        raise UserError(f"config key {name!r} must be {ft.base.__name__}, got {value!r}; "
-                        f"e.g. {name} = {_toml(FIELDS[name].default)}")
+        eg = ft.choices[-1] if ft.choices and FIELDS[name].default is None else FIELDS[name].default
+        raise UserError(f"config key {name!r} must be {ft.base.__name__}, got {value!r}; e.g. {name} = {_toml(eg)}")
 
 
 def _toml(value: Any) -> str:
@@ -324,7 +324,8 @@ def validate(c: TrainConfig) -> None:
             eg = FIELDS[name].default if FIELDS[name].default is not None else _EXAMPLES[name]
             bad(f"{_flag(name)} must be a finite number, got {v}; pass e.g. {_flag(name)} {eg}")
         if ft.choices is not None and v not in ft.choices and not (v is None and ft.optional):
-            bad(f"{_flag(name)} must be {_or_list(ft.choices)}, got {v!r}")
+            bad(f"{_flag(name)} must be {_or_list(ft.choices)}, got {v!r}"
+                + ("; or leave it out" if ft.optional else ""))
         if v is not None and name in BOUNDS and (msg := range_problem(name, v)) is not None:
             bad(msg)
 
