@@ -7,7 +7,7 @@ import pytest
 from tui_trainer import cli
 from tui_trainer.config import UserError, make_config
 from tui_trainer.data import load_corpus
-from tui_trainer.presets import PRESETS
+from tui_trainer.presets import PRESETS, WARMUP_FRACTION, Preset
 
 GPT2 = dict(n_layer=12, n_head=12, n_embd=768, context_length=1024, max_lr=6e-4)
 
@@ -68,3 +68,11 @@ def test_help_lists_the_presets(capsys):
     for name, values in PRESETS.items():
         assert name in out and f"n_embd {values['n_embd']}" in out
     assert "warmup_steps 2% of steps" in out
+
+
+def test_the_preset_names_agree():
+    from typing import get_args
+
+    from tui_trainer.config import choices
+
+    assert set(get_args(Preset)) == set(PRESETS) == set(WARMUP_FRACTION) == set(choices("preset"))

@@ -239,7 +239,7 @@ def make_config(values: dict[str, Any]) -> TrainConfig:
         _check_type(name, value)
         if _FIELD_TYPES[name].base is float and isinstance(value, int):
             values[name] = _as_float(name, value)
-    values = {**preset_values(values), **values}  # a preset fills in what was not given
+    values = {**preset_values(values, FIELDS["steps"].default), **values}  # a preset fills in what was not given
     cfg = TrainConfig(**{**fitted_defaults(values), **values})
     if cfg.top_k == 0:
         cfg.top_k = None

@@ -6,7 +6,7 @@ Plain data and one function: nothing here imports torch or the config.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 Preset = Literal["gpt2-124m"]
 
@@ -17,9 +17,6 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "vocab_size": 50304, "max_lr": 6e-4},
 }
 WARMUP_FRACTION = {"gpt2-124m": 0.02}  # warmup as a share of --steps
-DEFAULT_STEPS = 1300  # config.TrainConfig.steps; kept here so this module imports nothing
-
-assert set(get_args(Preset)) == set(PRESETS), "Preset and PRESETS must name the same presets"
 
 
 def describe() -> str:
@@ -29,9 +26,10 @@ def describe() -> str:
                      for name, values in PRESETS.items())
 
 
-def preset_values(values: dict[str, Any]) -> dict[str, Any]:
+def preset_values(values: dict[str, Any], default_steps: int) -> dict[str, Any]:
     """The settings ``values["preset"]`` supplies that ``values`` does not
-    give itself ({} without a preset).  ``vocab_size`` applies to a ``.bin``
+    give itself ({} without a preset); the warmup is a share of ``values``'
+    steps, else of ``default_steps``.  ``vocab_size`` applies to a ``.bin``
     of token ids only: byte-level data has 256 ids, and 50048 embedding rows
     no byte can reach would be ~38M parameters that never train.  An unknown
     name is left to ``config.validate``, which names the presets."""
@@ -42,7 +40,7 @@ def preset_values(values: dict[str, Any]) -> dict[str, Any]:
     data = values.get("data")
     if not (isinstance(data, str) and data.endswith(".bin")):
         out.pop("vocab_size")
-    steps = values.get("steps", DEFAULT_STEPS)
+    steps = values.get("steps", default_steps)
     if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0:
         out["warmup_steps"] = round(WARMUP_FRACTION[name] * steps)
     return {k: v for k, v in out.items() if k not in values}
