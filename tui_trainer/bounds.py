@@ -81,6 +81,7 @@ BOUNDS: dict[str, Bound] = {
     "n_embd": Bound(1, 10**7),  # the parameter estimate (config.MAX_PARAMS) bounds the shape as a whole
     "dropout": Bound(0, 1, hi_open=True),
     "batch_size": Bound(1, 10**7),
+    "grad_accum": Bound(1, 4096),
     "max_lr": Bound(0, 1e6, lo_open=True),  # 1e6 diverges at once; tests use it to make a run diverge
     "min_lr": Bound(0, 1e6),
     "warmup_steps": Bound(0, MAX_STEPS),

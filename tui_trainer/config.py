@@ -17,6 +17,7 @@ from typing import Any, Literal, NamedTuple, Union, get_args, get_origin, get_ty
 
 from .bounds import BOUNDS, MAX_STEPS, number, problem  # noqa: F401 (MAX_STEPS re-exported)
 from .errors import UserError  # noqa: F401 (re-exported: config.UserError)
+from .presets import Preset, describe as describe_presets, preset_values
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -60,6 +61,8 @@ class TrainConfig:
     keep: int = _f(2, "older step checkpoints to keep besides latest and best")
     max_bad_steps: int = _f(5, "consecutive NaN/inf steps before the run pauses (dashboard) or stops (headless)")
     # model
+    preset: Preset | None = _f(None, "a named shape whose settings apply unless given as flags or TOML keys ("
+                                     + describe_presets() + "; its vocab_size applies to .bin token data only)")
     context_length: int = _f(64, "tokens of context (block size)")
     n_layer: int = _f(2, "transformer blocks")
     n_head: int = _f(4, "attention heads per block")
@@ -67,7 +70,9 @@ class TrainConfig:
     dropout: float = _f(0.0, "dropout probability")
     bias: bool = _f(True, "bias in Linear and LayerNorm layers")
     # optimisation
-    batch_size: int = _f(32, "sequences per step")
+    batch_size: int = _f(32, "sequences per micro-batch (per process under torchrun)")
+    grad_accum: int = _f(1, "micro-batches per optimizer step: a step trains on grad_accum x batch_size sequences "
+                            "(x processes), their mean loss")
     max_lr: float = _f(1e-2, "peak learning rate after warmup", show_default=(
         "1e-2 at the demo's width 64; for a wider --n-embd, 1e-2 x 64 / n_embd (5e-3 at 128, 8.3e-4 at 768)"))
     min_lr: float | None = _f(None, "learning-rate floor of the cosine decay (default 10%% of max_lr)")
@@ -234,6 +239,7 @@ def make_config(values: dict[str, Any]) -> TrainConfig:
         _check_type(name, value)
         if _FIELD_TYPES[name].base is float and isinstance(value, int):
             values[name] = _as_float(name, value)
+    values = {**preset_values(values, FIELDS["steps"].default), **values}  # a preset fills in what was not given
     cfg = TrainConfig(**{**fitted_defaults(values), **values})
     if cfg.top_k == 0:
         cfg.top_k = None
@@ -256,8 +262,8 @@ def _check_type(name: str, value: Any) -> None:
         raise UserError(f"config key {name!r} cannot be empty; e.g. {name} = {_toml(FIELDS[name].default)}")
     want: tuple[type, ...] = (int, float) if ft.base is float else (ft.base,)
     if not isinstance(value, want) or (ft.base is not bool and isinstance(value, bool)):
-        raise UserError(f"config key {name!r} must be {ft.base.__name__}, got {value!r}; "
-                        f"e.g. {name} = {_toml(FIELDS[name].default)}")
+        eg = ft.choices[-1] if ft.choices and FIELDS[name].default is None else FIELDS[name].default
+        raise UserError(f"config key {name!r} must be {ft.base.__name__}, got {value!r}; e.g. {name} = {_toml(eg)}")
 
 
 def _toml(value: Any) -> str:
@@ -317,8 +323,9 @@ def validate(c: TrainConfig) -> None:
         if ft.base is float and v is not None and not math.isfinite(v):
             eg = FIELDS[name].default if FIELDS[name].default is not None else _EXAMPLES[name]
             bad(f"{_flag(name)} must be a finite number, got {v}; pass e.g. {_flag(name)} {eg}")
-        if ft.choices is not None and v not in ft.choices:
-            bad(f"{_flag(name)} must be {_or_list(ft.choices)}, got {v!r}")
+        if ft.choices is not None and v not in ft.choices and not (v is None and ft.optional):
+            bad(f"{_flag(name)} must be {_or_list(ft.choices)}, got {v!r}"
+                + ("; or leave it out" if ft.optional else ""))
         if v is not None and name in BOUNDS and (msg := range_problem(name, v)) is not None:
             bad(msg)
 

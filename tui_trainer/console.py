@@ -68,8 +68,9 @@ class ConsoleSink:
             self._print(f"change {r.step:>4} | {r.key} {fmt_value(r.old)} -> {fmt_value(r.new)} ({r.source})")
         elif isinstance(r, RunStart):
             verb = "resuming" if r.resumed else "run"
+            per_step = f" | {fmt_count(self.series.tokens_per_step)} tokens/step" if self.series.tokens_per_step else ""
             self._print(f"{verb} {r.run_name} | {r.n_params:,} params | {r.device} | "
-                        f"step {r.step} of {r.total_steps}")
+                        f"step {r.step} of {r.total_steps}{per_step}")
             if r.inexact:
                 self._print(f"note: resumed with {', '.join(r.inexact)} changed: from step {r.step} on, the "
                             "losses are not bit-identical to an uninterrupted run")

@@ -34,6 +34,7 @@ from .parts import Parts, build_parts
 from .records import (BadStep, CheckpointReason, Eval, Resources, RunEnd, RunStart, Sample, Status,
                       TrainStep)
 from .run import Run, Sink
+from .step import accumulate_gradients
 from .threads import ThreadGovernor, idle_at_start
 
 
@@ -159,7 +160,7 @@ class Trainer:
                            total_steps=cfg.steps, resumed=self.resumed, resumed_from=self.resumed_from,
                            changes=self.config_changes, live=dict(run.changed) or None,
                            inexact=[k for k in INEXACT_CHANGES if k in (self.config_changes or {})] or None,
-                           flops_per_token=fpt, peak_flops=peak))
+                           flops_per_token=fpt, peak_flops=peak, tokens_per_step=self._tokens_per_step()))
         self._sampled_at = time.perf_counter()
         status, error = "finished", None
         try:
@@ -225,11 +226,8 @@ class Trainer:
         lr = self.lr_scale * cosine_with_warmup(self.step, cfg.warmup_steps, cfg.steps, cfg.max_lr, cfg.lr_floor)
         set_lr(self.optimizer, lr)
         t = time.perf_counter()
-        x, y = self.sampler.next()
-        with self.hw.autocast():
-            loss = calc_loss_batch(self.train_model, x, y)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        loss, n = accumulate_gradients(self.train_model, self.sampler, cfg.grad_accum, self.scaler, self.hw.autocast)
         self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         # One host sync for both numbers the record needs.
@@ -248,7 +246,7 @@ class Trainer:
         self.bad_in_row = 0
         self.diverged = False  # a good step after a human resumed a diverged run: checkpoints allowed again
         self.step += 1
-        n = x.numel() * self.dist.world_size  # tokens in the global batch
+        n *= self.dist.world_size  # tokens in the global batch, all its micro-batches
         self.tokens += n
         dt = time.perf_counter() - t
         if self.governor is not None:
@@ -273,6 +271,10 @@ class Trainer:
             return self._train_step()
         self.emit(Status(step=self.step, state="running", detail=f"compiled in {time.perf_counter() - t:.1f}s"))
         return ok
+
+    def _tokens_per_step(self) -> int:
+        cfg = self.cfg
+        return cfg.grad_accum * cfg.batch_size * cfg.context_length * self.dist.world_size
 
     def _flops(self) -> tuple[float | None, float | None]:
         """(training FLOPs per token, peak FLOP/s) for MFU; (None, None) rather
@@ -321,9 +323,10 @@ class Trainer:
         cfg = self.cfg
         self.emit(Status(step=self.step, state="evaluating"))
         stop = self.run_handle.stop_event.is_set
-        val = evaluate_model(self.train_model, self.val_batches, autocast=self.hw.autocast, should_stop=stop)
-        train = evaluate_model(self.train_model, self.train_eval_batches, autocast=self.hw.autocast,
-                               should_stop=stop)
+        # The eager module, not the compiled or DDP one: no_grad and eval mode would
+        # recompile the training graph (seconds on a GPU), and evals need no all-reduce.
+        val = evaluate_model(self.model, self.val_batches, autocast=self.hw.autocast, should_stop=stop)
+        train = evaluate_model(self.model, self.train_eval_batches, autocast=self.hw.autocast, should_stop=stop)
         if self.dist.enabled:  # each rank evaluated its rows of the same batches
             val, train = self.dist.mean([val, train])
         if self.stopping:

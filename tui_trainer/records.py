@@ -120,6 +120,8 @@ class RunStart(Record):
     # measured against (a GPU's data sheet, or this CPU's measured matmul peak).
     flops_per_token: float | None = None
     peak_flops: float | None = None
+    # Tokens per optimizer step: grad_accum x batch_size x context_length x processes.
+    tokens_per_step: int | None = None
 
 
 @dataclass

@@ -103,6 +103,7 @@ class RunSeries:
         self.ended_by_record = False  # a run_end was read (a diverged run then is over, not paused)
         self.flops_per_token: float | None = None  # for MFU (run_start)
         self.peak_flops: float | None = None
+        self.tokens_per_step: float | None = None  # run_start: every micro-batch of every process
         self.resources: Resources | None = None  # the latest memory sample
 
     # --- feeding ---
@@ -155,6 +156,7 @@ class RunSeries:
             self.step = max(self.step, r.step)
             self.n_params, self.device, self.config = r.n_params, r.device, r.config
             self.flops_per_token, self.peak_flops = _positive(r.flops_per_token), _positive(r.peak_flops)
+            self.tokens_per_step = _positive(r.tokens_per_step)  # absent in older logs
             self._state, self.error, self.started = "running", None, True
             self._last_train = None  # a new session: the time between sessions is not step time
             if isinstance(r.live, dict):

@@ -63,6 +63,8 @@ class StatusLine(Static):
             parts.append((2, Text(f"  {fmt_int(r.step)}{total}")))
             _, tps = r.rates()
             parts.append((6, Text(f"  {fmt_count(tps)} tok/s")))
+            if r.tokens_per_step:  # the optimizer step's size, micro-batches and processes included
+                parts.append((9, Text(f"  {fmt_count(r.tokens_per_step)} tok/step")))
             mfu = r.mfu()
             if mfu == mfu:  # MFU: the model's FLOPs against the device's peak (run_start)
                 parts.append((7, Text(f"  MFU {fmt_mfu(mfu)}")))
