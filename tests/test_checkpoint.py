@@ -142,7 +142,7 @@ _WRITER = textwrap.dedent("""
     while True:
         w = big + step
         state = {"format": ckpt.FORMAT, "step": step, "tokens": 0, "config": {}, "model": {"w": w},
-                 "check": w.sum(), "optimizer": {}, "sampler": {}, "rng": {}}
+                 "check": w[::1000].clone(), "optimizer": {}, "sampler": {}, "rng": {}}
         ckpt.save_checkpoint(state, run_dir, step, keep=2, best=step % 3 == 0)
         print(step, flush=True)
         step += 1
@@ -166,7 +166,8 @@ def test_writer_killed_mid_save_leaves_loadable_checkpoints(tmp_path):
         # latest.pt is the newest whole save, or the one before if the kill
         # came between writing the step file and repointing latest.pt
         assert latest["step"] in steps[-2:]
-        assert torch.equal(latest["model"]["w"].sum(), latest["check"])  # whole, not torn
+        assert torch.equal(latest["model"]["w"][::1000], latest["check"])  # whole, not torn (no sum: a
+        # sum's last bit depends on the thread count, which differs between the writer and this process)
         for _, f in ckpt.list_step_checkpoints(tmp_path):
             st = ckpt.load_checkpoint(f)
             assert f.name == f"ckpt-step{st['step']:08d}.pt"
