@@ -28,7 +28,7 @@ from ..series import RunSeries
 from .load import read_whole
 from .parsing import Item, LineParser, ReadCounts
 from .paths import LogError, display_name, locate
-from .tail import CHUNK, Tail
+from .tail import CHUNK, Tail, open_tail
 
 FOLLOW_SLEEP_S = 0.1  # poll interval when nothing new arrived (records show within 0.5 s)
 LOOK_S = 0.5          # how often each log is looked for, and its run's lock tested
@@ -112,7 +112,7 @@ class Feed:
         path = locate(self.arg)
         if path is None:
             return False
-        tail = Tail(path)
+        tail = open_tail(path)
         if not tail.open():
             return False
         self.path, self.tail = path, tail
