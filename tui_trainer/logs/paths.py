@@ -33,8 +33,8 @@ def resolve(path: Path) -> Path:
     log = locate(path)
     if log is None:
         if path.is_dir():
-            raise LogError(link_problem(path / LOG_NAME) or f"{path} is a folder without {LOG_NAME} "
-                           f"(nor a Hugging Face {hugging_face.STATE_NAME}){runs_hint(path)}")
+            raise LogError(link_problem(path / LOG_NAME)
+                           or f"{path} is a folder without {LOG_NAME}{runs_hint(path)}")
         raise LogError(link_problem(path) or f"{path} does not exist; pass a losses.jsonl or a run folder "
                        "holding one (or add --follow to wait for a run that has not started)")
     check_file(log)
