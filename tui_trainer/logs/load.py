@@ -67,9 +67,12 @@ def read_whole(tail: Tail, name: str, follow: bool, stop: threading.Event | None
 
 def state_figures(series: RunSeries, state: TrainerState) -> None:
     """A trainer_state.json's length and status: a snapshot that reached
-    ``max_steps`` is finished, an earlier one stopped (at that checkpoint)."""
+    ``max_steps`` (or names none) is a finished run; an earlier one is where a
+    run was at that checkpoint, which may still be training (the viewer says
+    "log", as for any log no process of ours holds)."""
     series.total_steps = state.max_steps or max(series.step, state.global_step or 0)
-    series.state = "finished" if state.finished or not state.max_steps else "stopped"
+    if state.finished or not state.max_steps:
+        series.state = "finished"
     series.detail = state.describe()
 
 
