@@ -44,6 +44,8 @@ def read(d: dict) -> Reading | None:
     if "epoch" not in d or STEP not in d or "type" in d or not (TRAIN in d or LR in d or VAL in d):
         return None
     step = d[STEP]
+    if step is None:
+        return IGNORED
     if type(step) is float and step.is_integer():
         step = int(step)
     if type(step) is not int:  # a bool is not a step either
@@ -73,7 +75,6 @@ class TrainerState:
     """What a trainer_state.json says: its history as JSONL lines, and the run's figures."""
 
     lines: bytes                       # one entry of log_history a line
-    entries: int
     global_step: int | None = None     # the step the state was saved at
     max_steps: int | None = None       # the run's planned length
     best_metric: float | None = None
@@ -81,7 +82,8 @@ class TrainerState:
 
     @property
     def finished(self) -> bool:
-        return bool(self.max_steps) and self.global_step is not None and self.global_step >= self.max_steps  # type: ignore[operator]
+        """Saved at (or past) the planned length: the run got to its end."""
+        return self.max_steps is not None and (self.global_step or 0) >= self.max_steps > 0
 
     def describe(self) -> str:
         """A few words for the status line: the best checkpoint, if the state names one."""
@@ -142,7 +144,7 @@ def read_state(raw: bytes) -> TrainerState:
     lines = b"".join(_line(e) for e in history)
     best = doc.get("best_metric")
     where = doc.get("best_model_checkpoint")
-    return TrainerState(lines, len(history), _count(doc.get("global_step")), _count(doc.get("max_steps")),
+    return TrainerState(lines, _count(doc.get("global_step")), _count(doc.get("max_steps")),
                         float(best) if type(best) in _NUM and math.isfinite(best) else None,
                         _text(where) if type(where) is str else None)
 
