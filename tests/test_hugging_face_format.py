@@ -201,3 +201,20 @@ def test_one_decoder_reads_our_lines_everywhere():
     for bad in ({"train_loss": "2.0"}, {"step": True}, {"lr": [1]}, {"nonfinite": "lr"}):
         assert records.from_dict({**good, **bad}) is None, bad
     assert records.from_dict({"type": "run_end", "step": 1, "status": "exploded", "elapsed_s": 1.0}) is None
+
+
+def test_following_an_output_folder_moves_to_a_newer_checkpoint(tmp_path):
+    from tui_trainer.logs.follow import Feed
+
+    out = tmp_path / "hf_output"
+    write_state(out / "checkpoint-10" / "trainer_state.json", state(10))
+    feed = Feed(0, out, follow=True)
+    assert feed.open() and feed.load().step == 10
+    assert feed.read_new() == []  # nothing new
+    write_state(out / "checkpoint-20" / "trainer_state.json", state(20))
+    assert feed.read_new() is None  # read again: the newer checkpoint holds the whole history
+    assert feed.reopen() and feed.load().step == 20 and feed.path.parent.name == "checkpoint-20"
+    (out / "checkpoint-20" / "trainer_state.json").unlink()  # a checkpoint rotated away: not a reason to reload
+    (out / "checkpoint-10" / "trainer_state.json").unlink()
+    assert feed.read_new() == []
+    feed.close()

@@ -140,7 +140,7 @@ class Feed:
         """Records appended since the last read; None when the file was
         truncated, replaced or resumed over and must be loaded again."""
         assert self.tail is not None and self.parser is not None
-        if self.tail.changed():
+        if self.tail.changed() or self._moved():
             return None
         items: list[Item] = []
         while True:
@@ -154,6 +154,12 @@ class Feed:
             if len(items) > 200_000:
                 break
         return items
+
+    def _moved(self) -> bool:
+        """The path now names another file: a Hugging Face output folder's
+        newer checkpoint (``locate``).  A log that is gone is not moved."""
+        now = locate(self.arg)
+        return now is not None and now != self.path
 
     def reopen(self) -> bool:
         """Start again from the start of whatever file the path names now."""
