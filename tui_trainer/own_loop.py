@@ -32,15 +32,12 @@ import numbers
 import os
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, get_args
 
 from .errors import UserError
-from .records import Checkpoint, CheckpointReason, EndStatus, Eval, RunEnd, Sample, TrainStep, clean_text
-
-#: Names an extra number cannot take: the record's own keys.
-RESERVED = {cls: frozenset(f.name for f in fields(cls)) | {"type", "nonfinite"} for cls in (TrainStep, Eval)}
+from .records import RESERVED, Checkpoint, CheckpointReason, EndStatus, Eval, RunEnd, Sample, TrainStep, clean_text
 
 
 @dataclass

@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import types
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
 
 #: A run's end, as ``run_end.status`` says it.
 EndStatus = Literal["finished", "stopped", "diverged", "failed", "killed"]
@@ -248,39 +249,120 @@ RECORD_TYPES: dict[str, type[Record]] = {
     for cls in (RunStart, TrainStep, Eval, Sample, Checkpoint, Paused, Resumed,
                 BadStep, Status, Ack, Change, Resources, RunEnd)
 }
-# Keys of a line that are not extras, for each record type that has extras.
-_NOT_EXTRA: dict[type[Record], frozenset[str]] = {
+#: The keys of a line that are a record's own, not a loop's extra numbers, for
+#: each record type that has extras: the one reserved-key rule (``own_loop``
+#: refuses them as names of a loop's own numbers; the decoder skips them).
+RESERVED: dict[type[Record], frozenset[str]] = {
     cls: frozenset(f.name for f in dataclasses.fields(cls)) | {"type", "nonfinite"}
     for cls in RECORD_TYPES.values() if EXTRA in {f.name for f in dataclasses.fields(cls)}
 }
+_NONE = type(None)
+_NO_NONFINITE: list = []
+
+
+@dataclass(frozen=True)
+class FieldCheck:
+    """What one field of a record class accepts, from its annotation."""
+
+    name: str
+    types: frozenset[type] | None  # exact types accepted; None: any value
+    literals: frozenset[tuple[type, Any]]  # (type, value) of each Literal[...] value accepted
+    null_is_nan: bool  # a plain float field: null (a NaN written as null) reads as NaN
+    required: bool
+
+    def accepts(self, v: Any) -> bool:
+        if self.types is None or type(v) in self.types:
+            return True
+        try:
+            return (type(v), v) in self.literals
+        except TypeError:  # unhashable: a list or an object is no literal
+            return False
+
+
+def _kinds(hint: Any) -> tuple[frozenset[type] | None, frozenset[tuple[type, Any]]]:
+    """(exact types, literal values) a value of this annotation may have; types None: anything."""
+    if hint is Any:  # a class since Python 3.11: test it before the classes below
+        return None, frozenset()
+    origin = get_origin(hint)
+    if origin is Literal:
+        return frozenset(), frozenset((type(v), v) for v in get_args(hint))
+    if origin is Union or origin is types.UnionType:
+        kinds: set[type] = set()
+        literals: set[tuple[type, Any]] = set()
+        for arg in get_args(hint):
+            k, lit = _kinds(arg)
+            if k is None:
+                return None, frozenset()
+            kinds |= k
+            literals |= lit
+        return frozenset(kinds), frozenset(literals)
+    if hint is None or hint is _NONE:
+        return frozenset({_NONE}), frozenset()
+    if hint is float:  # JSON has one kind of number: 2 is a fine loss (never a bool, though)
+        return frozenset({int, float}), frozenset()
+    if isinstance(origin, type):  # dict[str, Any], list[str]: the container's type, not its contents
+        return frozenset({origin}), frozenset()
+    if isinstance(hint, type) and hint is not object:
+        return frozenset({hint}), frozenset()
+    return None, frozenset()  # Any, or an annotation this checker does not know
+
+
+_CHECKS: dict[type, tuple[FieldCheck, ...]] = {}
+
+
+def field_checks(cls: type) -> tuple[FieldCheck, ...]:
+    """The checks of every field of a record class (cached)."""
+    got = _CHECKS.get(cls)
+    if got is None:
+        hints = get_type_hints(cls)
+        got = tuple(
+            FieldCheck(f.name, *_kinds(hints[f.name]), null_is_nan=hints[f.name] is float,
+                       required=f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+            for f in dataclasses.fields(cls))
+        _CHECKS[cls] = got
+    return got
 
 
 def from_dict(d: dict[str, Any]) -> Record | None:
-    """Rebuild a record from a parsed JSON object; None if it is not one of ours.
+    """The one decoder from a JSON object to a record (the log reader's, the
+    tests', anyone's): a line of ours as its record, every field checked
+    against its annotation; None when it is not one of ours or does not check.
 
-    Unknown keys are dropped and missing optional keys take their defaults, so
-    logs written by older or newer versions still load.
+    A log is untrusted input: a string where a loss belongs, a list where a
+    step belongs or a status outside its ``Literal[...]`` is None here, not a
+    crash in a widget.  Unknown keys are dropped and missing optional fields
+    take their defaults (older and newer logs load); a null named in
+    ``nonfinite``, or in a plain float field, reads as NaN (a null in a
+    ``float | None`` field not so named is absent: None).
     """
-    cls = RECORD_TYPES.get(d.get("type"))  # type: ignore[arg-type]
-    if cls is None or not isinstance(d.get("step"), int):
+    t = d.get("type")
+    cls = RECORD_TYPES.get(t) if type(t) is str else None
+    return None if cls is None else build(cls, d)
+
+
+def build(cls: type[Record], d: dict[str, Any]) -> Record | None:
+    """``d`` as a record of ``cls``, every field checked (see ``from_dict``)."""
+    nonfinite = d.get("nonfinite", _NO_NONFINITE)
+    if type(nonfinite) is not list:
         return None
     kwargs = {}
-    nonfinite = d.get("nonfinite")
-    nonfinite = nonfinite if isinstance(nonfinite, list) else ()
-    for f in dataclasses.fields(cls):
-        if f.name in d:
-            v = d[f.name]
-            # Strict JSON wrote non-finite floats as null; restore NaN for the
-            # float fields so consumers see "not a number", not "missing".
-            if v is None and f.name in nonfinite:
-                v = math.nan
-            kwargs[f.name] = v
-    extra = flat_extras(cls, d)
+    for check in field_checks(cls):
+        if check.name not in d:
+            if check.required:
+                return None
+            continue
+        v = d[check.name]
+        if v is None and (check.null_is_nan or check.name in nonfinite):
+            v = math.nan
+        if not check.accepts(v):
+            return None
+        kwargs[check.name] = v
+    extra = flat_extras(cls, d)  # a loop's own numbers, flat keys of a train or eval line
     if extra is not None:
         kwargs[EXTRA] = extra
     try:
         return cls(**kwargs)
-    except TypeError:
+    except (TypeError, ValueError):  # a record class that checks more in __post_init__
         return None
 
 
@@ -288,7 +370,7 @@ def flat_extras(cls: type[Record], d: dict[str, Any]) -> dict[str, float] | None
     """The extra numbers of a line of ``cls`` (a record with an ``extra``
     field; None for the others): its keys that are no field, whose value is a
     number, or null named in ``nonfinite`` (NaN).  Anything else is dropped."""
-    names = _NOT_EXTRA.get(cls)
+    names = RESERVED.get(cls)
     if names is None:
         return None
     nonfinite = d.get("nonfinite")

@@ -41,8 +41,7 @@ except ImportError as e:  # an optional extra: say how to get it
 
 from ..api import init
 from ..commands import Command
-from ..own_loop import RESERVED
-from ..records import Eval, TrainStep
+from ..records import RESERVED, Eval, TrainStep
 
 #: ``on_log`` keys read into the train record's own fields.
 OWN_KEYS = {"loss": "train_loss", "learning_rate": "lr", "grad_norm": "grad_norm",

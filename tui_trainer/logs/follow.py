@@ -28,7 +28,7 @@ from ..series import RunSeries
 from .load import read_whole
 from .parsing import Item, LineParser, ReadCounts
 from .paths import LogError, display_name, locate
-from .tail import CHUNK, Tail
+from .tail import CHUNK, Tail, open_tail
 
 FOLLOW_SLEEP_S = 0.1  # poll interval when nothing new arrived (records show within 0.5 s)
 LOOK_S = 0.5          # how often each log is looked for, and its run's lock tested
@@ -112,7 +112,7 @@ class Feed:
         path = locate(self.arg)
         if path is None:
             return False
-        tail = Tail(path)
+        tail = open_tail(path)
         if not tail.open():
             return False
         self.path, self.tail = path, tail
@@ -140,7 +140,7 @@ class Feed:
         """Records appended since the last read; None when the file was
         truncated, replaced or resumed over and must be loaded again."""
         assert self.tail is not None and self.parser is not None
-        if self.tail.changed():
+        if self.tail.changed() or self._moved():
             return None
         items: list[Item] = []
         while True:
@@ -154,6 +154,12 @@ class Feed:
             if len(items) > 200_000:
                 break
         return items
+
+    def _moved(self) -> bool:
+        """The path now names another file: a Hugging Face output folder's
+        newer checkpoint (``locate``).  A log that is gone is not moved."""
+        now = locate(self.arg)
+        return now is not None and now != self.path
 
     def reopen(self) -> bool:
         """Start again from the start of whatever file the path names now."""

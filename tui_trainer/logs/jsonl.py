@@ -16,7 +16,7 @@ from typing import Any
 from .formats import BAD
 from .parsing import BLANK, ReadCounts, decode
 from .resumes import effective_records
-from .tail import Tail
+from .tail import open_tail
 
 __all__ = ["effective_records", "iter_jsonl", "read_records"]
 
@@ -24,7 +24,7 @@ __all__ = ["effective_records", "iter_jsonl", "read_records"]
 def iter_jsonl(path: str | os.PathLike[str], counts: ReadCounts | None = None) -> Iterator[dict[str, Any]]:
     """Yield each JSON object in the file; count, never raise on, bad lines."""
     counts = counts if counts is not None else ReadCounts()
-    tail = Tail(Path(path))
+    tail = open_tail(Path(path))
     if not tail.open():
         raise FileNotFoundError(f"{path} does not exist")
     try:

@@ -16,10 +16,11 @@ import numpy as np
 
 from ..records import TrainStep
 from ..series import RunSeries
+from .formats.hugging_face import TrainerState
 from .parsing import Item, LineParser, ReadCounts, TrainBlock
 from .paths import LogError, display_name, locate
 from .resumes import cutoffs
-from .tail import CHUNK, Tail
+from .tail import CHUNK, StateTail, Tail, open_tail
 
 PREVIEW_POINTS = 2000
 
@@ -56,10 +57,23 @@ def read_whole(tail: Tail, name: str, follow: bool, stop: threading.Event | None
     if series is None:
         return None
     series.bad_lines = parser.counts.bad
-    if not follow and not series.total_steps and not series.ended:
+    if isinstance(tail, StateTail) and tail.state is not None:
+        state_figures(series, tail.state)
+    elif not follow and not series.total_steps and not series.ended:
         # Someone else's log (no run_start/run_end): read to its end, it is a finished file.
         series.state, series.total_steps = "finished", series.step
     return series, parser
+
+
+def state_figures(series: RunSeries, state: TrainerState) -> None:
+    """A trainer_state.json's length and status: a snapshot that reached
+    ``max_steps`` (or names none) is a finished run; an earlier one is where a
+    run was at that checkpoint, which may still be training (the viewer says
+    "log", as for any log no process of ours holds)."""
+    series.total_steps = state.max_steps or max(series.step, state.global_step or 0)
+    if state.finished or not state.max_steps:
+        series.state = "finished"
+    series.detail = state.describe()
 
 
 def _read(tail: Tail, name: str, follow: bool, stop: threading.Event | None, cuts: list[int] | None
@@ -96,7 +110,7 @@ def read_last_line(tail: Tail, parser: LineParser) -> list[Item]:
 def load_series(path: Path, name: str | None = None) -> tuple[RunSeries, ReadCounts]:
     """Read a whole log at once (replay): the series and what was read."""
     log = locate(path)
-    tail = Tail(log) if log is not None else None
+    tail = open_tail(log) if log is not None else None
     if tail is None or not tail.open():
         raise LogError(f"{path} does not exist")
     try:
@@ -113,8 +127,10 @@ def load_series(path: Path, name: str | None = None) -> tuple[RunSeries, ReadCou
 def preview(path: Path, name: str, points: int = PREVIEW_POINTS) -> RunSeries | None:
     """A quick look at a big log: ``points`` train lines sampled evenly through
     the file (a few ms), shown while the full read runs."""
+    if isinstance(open_tail(path), StateTail):
+        return None  # one JSON document: no line of it reads alone
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return None
     try:
@@ -145,7 +161,7 @@ def preview(path: Path, name: str, points: int = PREVIEW_POINTS) -> RunSeries | 
 def has_plottable(path: Path, limit: int = 1 << 30) -> bool:
     """True as soon as the log holds one train point or eval (reads no more)."""
     parser = LineParser(bulk=True)
-    tail = Tail(path)
+    tail = open_tail(path)
     if not tail.open():
         return False
     try:

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..records import Eval, Paused, Record, Resumed, RunEnd, RunStart, Status, TrainStep
+from ..records import Eval, Paused, Record, Resumed, RunEnd, RunStart, Status, TrainStep, from_dict
 from .chunks import FastTrain, columns
 from .chunks import decode as decode_chunk
 from .formats import BAD, IGNORED
 from .formats import read as read_object
-from .formats.ours import train_point, typed_record
+from .formats.ours import train_point
 from .resumes import kept, resume_step
 
 NAN = math.nan
@@ -275,7 +275,7 @@ def _full(last: dict | bytes | None, step: float) -> TrainStep | None:
     if isinstance(last, bytes):
         last = decode(last)
     if type(last) is dict and last.get("step") == step:
-        rec = typed_record(last)
+        rec = from_dict(last)
         return rec if isinstance(rec, TrainStep) else None
     return None
 

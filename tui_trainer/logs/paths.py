@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..config import UserError
 from ..runlog import LOG_NAME
+from .formats import hugging_face
 
 
 class LogError(UserError):
@@ -19,10 +20,11 @@ class LogError(UserError):
 
 
 def locate(path: Path) -> Path | None:
-    """The log file PATH names (itself, or DIR/losses.jsonl); None if not there yet."""
+    """The log file PATH names (itself, DIR/losses.jsonl, or a Hugging Face
+    folder's trainer_state.json: ``hugging_face.newest_state``); None if not there yet."""
     if path.is_dir():
         log = path / LOG_NAME
-        return log if log.exists() else None
+        return log if log.exists() else hugging_face.newest_state(path)
     return path if path.exists() else None
 
 
@@ -101,4 +103,4 @@ def is_binary(head: bytes) -> bool:
 def display_name(path: Path) -> str:
     """A short name for a run: its folder for DIR/losses.jsonl, else the file name."""
     p = path if not path.is_dir() else path / LOG_NAME
-    return (p.parent.name or p.name) if p.name == LOG_NAME else p.name
+    return (p.parent.name or p.name) if p.name in (LOG_NAME, hugging_face.STATE_NAME) else p.name

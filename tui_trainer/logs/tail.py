@@ -8,6 +8,7 @@ import os
 import stat
 from pathlib import Path
 
+from .formats import hugging_face
 from .paths import LogError, is_binary
 
 CHUNK = 4 << 20      # bytes per read: bounds the memory of a load
@@ -116,3 +117,81 @@ class Tail:
     @property
     def progress(self) -> float:
         return min(1.0, self.offset / self.size) if self.size else 1.0
+
+
+class StateTail(Tail):
+    """A Hugging Face ``trainer_state.json`` as a log: read whole when opened
+    (it is one JSON document, rewritten, never appended to) and handed out as
+    JSONL lines, one entry of its ``log_history`` a line; ``state`` holds its
+    other figures (``formats.hugging_face``)."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self.data = b""
+        self.state: hugging_face.TrainerState | None = None
+        self.stamp: tuple[int, int, int, int] | None = None
+
+    def open(self) -> bool:
+        self.close()
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not wait for a writer
+        except FileNotFoundError:
+            return False
+        except PermissionError:
+            raise LogError(f"cannot read {self.path}: permission denied") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise LogError(f"{self.path} is not a regular file; pass a trainer_state.json or a checkpoint folder")
+            if st.st_size > hugging_face.MAX_STATE:
+                raise LogError(f"{self.path} is {st.st_size >> 20} MB, over the {hugging_face.MAX_STATE >> 20} MB "
+                               "a trainer_state.json is read up to; pass a checkpoint's trainer_state.json")
+            raw = os.pread(fd, hugging_face.MAX_STATE + 1, 0)
+        finally:
+            os.close(fd)
+        try:
+            state = hugging_face.read_state(raw)
+        except hugging_face.StateError as e:
+            raise LogError(f"{self.path} {e}; pass a Hugging Face trainer_state.json, a checkpoint-N "
+                           "folder or the output folder holding them") from None
+        self.state, self.data = state, state.lines
+        self.ino, self.size = (st.st_dev, st.st_ino), len(self.data)
+        self.stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        self.offset, self.partial, self.head = 0, b"", b""
+        return True
+
+    def changed(self) -> bool:
+        """Rewritten (the Trainer writes a new file): read it again."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return self.stamp is not None and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self.stamp
+
+    def read_chunk(self, limit: int = CHUNK) -> bytes | None:
+        start = self.offset
+        if start >= len(self.data):
+            return None
+        end = self.data.rfind(b"\n", start, start + limit) + 1
+        if end <= start:  # a line longer than limit: all of it
+            end = self.data.find(b"\n", start) + 1 or len(self.data)
+        self.offset = end
+        return self.data[start:end]
+
+
+def open_tail(path: Path) -> Tail:
+    """The reader for the log at ``path``: a ``StateTail`` for a trainer_state.json, else a ``Tail``."""
+    head = b""
+    if path.suffix.lower() == ".json" and path.name != hugging_face.STATE_NAME:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not wait for a writer
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            try:
+                head = os.pread(fd, 4096, 0) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+    return StateTail(path) if hugging_face.is_state_file(path, head) else Tail(path)

@@ -1,7 +1,8 @@
 """The log formats the viewer reads, one module each; adding a format is adding a file.
 
-``ours`` (our own records), ``hugging_face`` (Trainer ``log_history`` lines)
-and ``flat`` (any flat JSONL with a step-like and a loss-like key, such as the
+``ours`` (our own records), ``hugging_face`` (Trainer ``log_history`` entries,
+one per line or in a ``trainer_state.json``: it also finds and reads those
+files and ``checkpoint-N/`` folders) and ``flat`` (any flat JSONL with a step-like and a loss-like key, such as the
 lesson's ``{"step", "train_loss", "lr"}``).  Each line's object is offered to
 them in ``FORMATS`` order; the first that answers reads it (see ``base.py``).
 """

@@ -1,7 +1,10 @@
 """Flat records from someone else's logger: a step-like key and loss-like keys.
 
 The lesson's ``{"step", "train_loss", "lr"}`` lines, nanoGPT-style ``iter``
-lines, Hugging Face's entries.  Of each list of keys, the first one present
+lines, any JSONL of a step and a loss (Hugging Face's own entries, with their
+``epoch``, are read first by ``hugging_face``; the key lists here still name
+the common spellings, ``loss``, ``learning_rate``, ``eval_loss``, that other
+loggers use too).  Of each list of keys, the first one present
 with a non-null value is taken; unknown keys are ignored.  A line with a
 validation loss is an eval (with its train loss, if any); else a line with a
 train loss or an lr is a train point.
