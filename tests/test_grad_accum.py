@@ -83,9 +83,9 @@ def test_steering_acts_between_optimizer_steps(monkeypatch):
     real = Run.between_steps
     monkeypatch.setattr(Run, "between_steps", lambda self, step: (calls.append(step), real(self, step))[1])
     micro = []
-    import tui_trainer.step as step_mod
-    real_loss = step_mod.calc_loss_batch
-    monkeypatch.setattr(step_mod, "calc_loss_batch", lambda *a: (micro.append(1), real_loss(*a))[1])
+    import tui_trainer.engine as engine_mod
+    real_loss = engine_mod.calc_loss_batch
+    monkeypatch.setattr(engine_mod, "calc_loss_batch", lambda *a: (micro.append(1), real_loss(*a))[1])
     t, end, seen = trained(cfg(batch_size=4, grad_accum=3, steps=5, eval_every=1000),
                            {2: [set_("lr_scale", 0.5)]})
     assert end.step == 5 and calls == [0, 1, 2, 3, 4] and len(micro) == 15

@@ -227,7 +227,8 @@ class Trainer:
         set_lr(self.optimizer, lr)
         t = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        loss, n = accumulate_gradients(self.train_model, self.sampler, cfg.grad_accum, self.scaler, self.hw.autocast)
+        loss, n = accumulate_gradients(self.train_model, self.sampler, cfg.grad_accum, self.scaler, self.hw.autocast,
+                                       calc_loss_batch)
         self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         # One host sync for both numbers the record needs.

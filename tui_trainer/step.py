@@ -27,12 +27,15 @@ def ddp_of(model: nn.Module) -> nn.parallel.DistributedDataParallel | None:
 
 
 def accumulate_gradients(model: nn.Module, sampler: Any, micro_batches: int, scaler: Any,
-                         autocast: Callable[[], ContextManager[Any]]) -> tuple[torch.Tensor, int]:
+                         autocast: Callable[[], ContextManager[Any]],
+                         loss_fn: Callable[..., torch.Tensor] = calc_loss_batch) -> tuple[torch.Tensor, int]:
     """Draw ``micro_batches`` batches from ``sampler`` and add each one's
     gradient (of its loss / ``micro_batches``, scaled by ``scaler``) into the
     parameters' ``.grad``.  Returns (the mean loss over the micro-batches, on
     the device and detached: no host sync here; the tokens this process saw).
-    One micro-batch is exactly the plain step: no division, no ``no_sync``."""
+    One micro-batch is exactly the plain step: no division, no ``no_sync``.
+    ``loss_fn`` is the loop's (the engine passes its public ``calc_loss_batch``,
+    so whoever replaces that one replaces the loss the steps train on)."""
     ddp = ddp_of(model)
     total: torch.Tensor | None = None
     tokens = 0
@@ -41,7 +44,7 @@ def accumulate_gradients(model: nn.Module, sampler: Any, micro_batches: int, sca
         last = i == micro_batches - 1
         with nullcontext() if ddp is None or last else ddp.no_sync():
             with autocast():
-                loss = calc_loss_batch(model, x, y)
+                loss = loss_fn(model, x, y)
             scaler.scale(loss / micro_batches if micro_batches > 1 else loss).backward()
         total = loss.detach() if total is None else total + loss.detach()
         tokens += x.numel()
