@@ -29,9 +29,11 @@ import math
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from .checkpoint_writer import BackgroundWriter, Snapshotter, Write
 from .config import UserError
 
 FORMAT = "tui-trainer/1"
@@ -235,9 +237,15 @@ class CheckpointManager:
     - ``save(...)``: writes ``ckpt-stepN.pt``, repoints ``latest.pt`` (and
       ``best.pt`` when this step's eval is the lowest val loss so far), keeps
       ``keep`` older step files, and reports through ``emit`` (a ``status``
-      "checkpointing", then the ``checkpoint`` record).  A model that is
-      diverged or has non-finite weights is refused with an ``ack``: the last
-      good checkpoint stays.
+      "checkpointing", then the ``checkpoint`` record once the file is
+      complete).  A model that is diverged or has non-finite weights is
+      refused with an ``ack``: the last good checkpoint stays.
+    - ``background=True``: the state is copied to CPU memory and written on a
+      thread while training goes on (``checkpoint_writer``); at most one write
+      is in flight, a save that comes due before it ended waits for it (and
+      says so), and a final save is always written before ``save`` returns.
+      ``poll()`` at each step boundary logs a finished write, or raises the
+      error it ended with; ``wait()`` does the same for the one in flight.
     - ``best_val``: the lowest val loss saved as best so far (in the checkpoint,
       so a resumed run keeps comparing against it).
 
@@ -254,6 +262,8 @@ class CheckpointManager:
         self.enabled = enabled and folder is not None
         self.best_val = math.inf
         self.last_step = -1  # step of the last save (or of the checkpoint resumed from)
+        self._snapshots = Snapshotter()
+        self._writer = BackgroundWriter()
 
     def due(self, step: int, total: int) -> bool:
         return step % self.every == 0 or step == total
@@ -262,11 +272,12 @@ class CheckpointManager:
         return val is not None and math.isfinite(val) and val < self.best_val
 
     def save(self, step: int, state: Callable[[], dict[str, Any]], *, reason: Reason,
-             val_loss: float | None, healthy: bool, state_after: str) -> Path | None:
+             val_loss: float | None, healthy: bool, state_after: str, background: bool = False) -> Path | None:
         """Save at ``step``; ``val_loss`` is this step's eval (None if none),
         ``healthy`` False refuses, ``state_after`` is the status to report once
-        written ("running" or "paused")."""
-        from .records import Ack, Checkpoint, Status, clean_text
+        written ("running" or "paused"), ``background`` writes it on a thread
+        (not for a final save).  The path the file has (or will have)."""
+        from .records import Ack, Status
 
         if not self.enabled:
             return None
@@ -275,13 +286,53 @@ class CheckpointManager:
             self.emit(Ack(step=step, command="checkpoint", ok=False,
                           message="model diverged: checkpoint refused, the last good one is kept"))
             return None
+        t = time.perf_counter()
         self.emit(Status(step=step, state="checkpointing"))
+        self.wait(step)  # one write at a time; its buffers are the next snapshot's
         best = self.is_new_best(val_loss)
         if best:
             self.best_val = val_loss  # type: ignore[assignment]
         assert self.folder is not None
-        path = save_checkpoint(state(), self.folder, step, keep=self.keep, best=best)
+        folder, keep = self.folder, self.keep
+        meta = {"reason": reason, "val_loss": val_loss}
+        if background and reason != "final":
+            snap = self._snapshots.copy(state())
+            job = Write(step=step, meta=meta, blocked_s=time.perf_counter() - t)
+            self._writer.start(job, lambda: save_checkpoint(snap, folder, step, keep=keep, best=best))
+            self.last_step = step
+            self.emit(Status(step=step, state=state_after))  # type: ignore[arg-type]
+            return step_path(folder, step)
+        path = save_checkpoint(state(), folder, step, keep=keep, best=best)
         self.last_step = step
-        self.emit(Checkpoint(step=step, path=clean_text(str(path)), reason=reason, val_loss=val_loss))
-        self.emit(Status(step=step, state=state_after))
+        took = time.perf_counter() - t
+        self._log(Write(step=step, meta=meta, blocked_s=took, write_s=took, path=path))
+        self.emit(Status(step=step, state=state_after))  # type: ignore[arg-type]
         return path
+
+    def poll(self) -> None:
+        """At a step boundary: log the background write if it has ended (or
+        raise what it failed with)."""
+        if self._writer.pending is not None and not self._writer.busy:
+            self.wait()
+
+    def wait(self, step: int | None = None) -> None:
+        """Wait for the write in flight, if any, then log it (or raise its
+        error, the one a synchronous save would have raised).  ``step``: a
+        save waiting at that step, said in a ``status`` record."""
+        from .records import Status
+
+        if self._writer.busy and step is not None:
+            self.emit(Status(step=step, state="checkpointing", detail="waiting for the previous checkpoint write"))
+        job = self._writer.take()
+        if job is None:
+            return
+        if job.error is not None:
+            raise job.error
+        self._log(job)
+
+    def _log(self, job: Write) -> None:
+        from .records import Checkpoint, clean_text
+
+        self.emit(Checkpoint(step=job.step, path=clean_text(str(job.path)), reason=job.meta["reason"],
+                             val_loss=job.meta["val_loss"], blocked_s=round(job.blocked_s, 4),
+                             write_s=round(job.write_s, 4)))

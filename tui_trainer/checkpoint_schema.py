@@ -25,6 +25,8 @@ from .live import LIVE_KEYS as _TRAINER_KEYS
 
 # Keys a reader of an older file may find missing (engine.load_state_dict reads them with .get).
 OPTIONAL_KEYS = ("world_size", "live", "scaler", "data_fingerprint", "vocab_size")
+# Settings added since format 1: a saved config without one takes its default.
+ADDED_SETTINGS = ("sync_checkpoints",)
 STEP = Bound(0, MAX_STEPS, hi_open=True)  # below the most --steps can be, so a resume can go on
 TOKENS = Bound(0, 2**63 - 1)
 ELAPSED = Bound(0, 1e10)  # seconds: 300 years
@@ -137,6 +139,8 @@ def check_config_values(config: Any, where: str = "config") -> dict[str, Any]:
     config = _dict(config, where)
     types = field_types()
     for name in FIELDS:
+        if name in ADDED_SETTINGS and name not in config:
+            continue  # a file from before the setting existed: the default applies
         v = _get(config, name, where + ".")
         ft = types[name]
         field = f"{where}.{name}"
