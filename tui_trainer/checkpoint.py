@@ -241,7 +241,7 @@ class CheckpointManager:
       complete).  A model that is diverged or has non-finite weights is
       refused with an ``ack``: the last good checkpoint stays.
     - ``background=True``: the state is copied to CPU memory and written on a
-      thread while training goes on (``checkpoint_writer``); at most one write
+      thread while training goes on (``checkpoint_writer``, and ``guard``); at most one write
       is in flight, a save that comes due before it ended waits for it (and
       says so), and a final save is always written before ``save`` returns.
       ``poll()`` at each step boundary logs a finished write, or raises the
@@ -264,6 +264,7 @@ class CheckpointManager:
         self.last_step = -1  # step of the last save (or of the checkpoint resumed from)
         self._snapshots = Snapshotter()
         self._writer = BackgroundWriter()
+        self._guarded = False  # see guard()
 
     def due(self, step: int, total: int) -> bool:
         return step % self.every == 0 or step == total
@@ -271,43 +272,67 @@ class CheckpointManager:
     def is_new_best(self, val: float | None) -> bool:
         return val is not None and math.isfinite(val) and val < self.best_val
 
+    def guard(self, optimizer: Any) -> None:
+        """``optimizer`` is what changes the saved tensors in place: its step
+        waits until a background snapshot is copied.  With a guard, the copy
+        is made on the writer's thread, overlapping the next forward and
+        backward; without one (a loop of your own), on the caller's thread."""
+        optimizer.register_step_pre_hook(lambda *_: self._writer.wait_copied())
+        self._guarded = True
+
     def save(self, step: int, state: Callable[[], dict[str, Any]], *, reason: Reason,
-             val_loss: float | None, healthy: bool, state_after: str, background: bool = False) -> Path | None:
+             val_loss: float | None, healthy: bool, state_after: str, background: bool = False,
+             check: Callable[[Any], bool] | None = None) -> Path | None:
         """Save at ``step``; ``val_loss`` is this step's eval (None if none),
-        ``healthy`` False refuses, ``state_after`` is the status to report once
-        written ("running" or "paused"), ``background`` writes it on a thread
-        (not for a final save).  The path the file has (or will have)."""
-        from .records import Ack, Status
+        ``healthy`` False refuses, and so does ``check(state)`` False (run on
+        the copy, in the background: a non-finite weight); ``state_after`` is
+        the status to report once written ("running" or "paused");
+        ``background`` writes on a thread (never a final save).  The path the
+        file has (or will have)."""
+        from .records import Status
 
         if not self.enabled:
             return None
         if not healthy:
-            # A diverged model must never overwrite a good checkpoint.
-            self.emit(Ack(step=step, command="checkpoint", ok=False,
-                          message="model diverged: checkpoint refused, the last good one is kept"))
-            return None
+            return self._refuse(step)
         t = time.perf_counter()
         self.emit(Status(step=step, state="checkpointing"))
         self.wait(step)  # one write at a time; its buffers are the next snapshot's
         best = self.is_new_best(val_loss)
+        before = self.best_val, self.last_step
         if best:
             self.best_val = val_loss  # type: ignore[assignment]
         assert self.folder is not None
         folder, keep = self.folder, self.keep
-        meta = {"reason": reason, "val_loss": val_loss}
+        meta = {"reason": reason, "val_loss": val_loss, "before": before}
         if background and reason != "final":
-            snap = self._snapshots.copy(state())
+            snap = self._snapshots.take(state())
+            if not self._guarded:
+                snap.complete()
             job = Write(step=step, meta=meta, blocked_s=time.perf_counter() - t)
-            self._writer.start(job, lambda: save_checkpoint(snap, folder, step, keep=keep, best=best))
+            self._writer.start(job, snap, check, lambda s: save_checkpoint(s, folder, step, keep=keep, best=best))
             self.last_step = step
             self.emit(Status(step=step, state=state_after))  # type: ignore[arg-type]
             return step_path(folder, step)
-        path = save_checkpoint(state(), folder, step, keep=keep, best=best)
+        full = state()
+        if check is not None and not check(full):
+            self.best_val = before[0]
+            self._refuse(step)
+            self.emit(Status(step=step, state=state_after))  # type: ignore[arg-type]
+            return None
+        path = save_checkpoint(full, folder, step, keep=keep, best=best)
         self.last_step = step
         took = time.perf_counter() - t
         self._log(Write(step=step, meta=meta, blocked_s=took, write_s=took, path=path))
         self.emit(Status(step=step, state=state_after))  # type: ignore[arg-type]
         return path
+
+    def _refuse(self, step: int) -> None:
+        from .records import Ack
+
+        # A diverged model must never overwrite a good checkpoint.
+        self.emit(Ack(step=step, command="checkpoint", ok=False,
+                      message="model diverged: checkpoint refused, the last good one is kept"))
 
     def poll(self) -> None:
         """At a step boundary: log the background write if it has ended (or
@@ -328,6 +353,9 @@ class CheckpointManager:
             return
         if job.error is not None:
             raise job.error
+        if job.refused:  # nothing was written: as before the save
+            self.best_val, self.last_step = job.meta["before"]
+            return self._refuse(job.step)
         self._log(job)
 
     def _log(self, job: Write) -> None:

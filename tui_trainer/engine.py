@@ -59,6 +59,7 @@ class Trainer:
         self.run_handle = run
         self.emit = run.emit
         self.ckpts = run.checkpoints
+        self.ckpts.guard(p.optimizer)  # a background snapshot's copy overlaps the next forward/backward
         self.parts = p
         self.hw, self.dist, self.corpus, self.model = p.hw, p.dist, p.corpus, p.model
         self.train_model, self.optimizer, self.scaler, self.sampler = p.train_model, p.optimizer, p.scaler, p.sampler
@@ -420,11 +421,10 @@ class Trainer:
         the loop supplies what goes in the file and whether the model is sound."""
         if not self.ckpts.enabled:
             return None
-        healthy = not self.diverged and weights_finite(self.model)
         return self.ckpts.save(self.step, self.state_dict, reason=reason,
                                val_loss=self.last_val if self.last_val_step == self.step else None,
-                               healthy=healthy, state_after=self._state_word(),
-                               background=not self.cfg.sync_checkpoints)
+                               healthy=not self.diverged, state_after=self._state_word(),
+                               background=not self.cfg.sync_checkpoints, check=weights_finite)
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, sinks: Iterable[Sink] = (),
