@@ -332,3 +332,66 @@ def test_kill_9_of_a_training_run_mid_write_then_resume(tmp_path):
     assert cli.main(["train", "--headless", "--resume", str(out), "--steps", str(saved + 2)]) == 0
     recs = read_records(out / LOG_NAME)
     assert recs[-1]["type"] == "run_end" and recs[-1]["status"] == "finished" and recs[-1]["step"] == saved + 2
+
+
+# --- the manager alone ------------------------------------------------------------
+
+def _manager(folder, records):
+    return ckpt.CheckpointManager(folder, every=1, keep=5, emit=records.append)
+
+
+def _state(w, step):
+    return {"format": ckpt.FORMAT, "step": step, "tokens": 0, "config": {}, "model": {"w": w},
+            "optimizer": {}, "sampler": {}, "rng": {}}
+
+
+def test_a_non_finite_snapshot_is_refused_in_the_background_and_nothing_is_written(tmp_path):
+    from tui_trainer.model import weights_finite
+
+    records = []
+    m = _manager(tmp_path, records)
+    w = torch.ones(8)
+    m.save(1, lambda: _state(w, 1), reason="scheduled", val_loss=None, healthy=True, state_after="running",
+           background=True, check=weights_finite)
+    m.wait()
+    w[3] = float("nan")
+    m.save(2, lambda: _state(w, 2), reason="best", val_loss=0.5, healthy=True, state_after="running",
+           background=True, check=weights_finite)
+    m.wait()
+    assert [s for s, _ in ckpt.list_step_checkpoints(tmp_path)] == [1]
+    assert ckpt.load_checkpoint(tmp_path / ckpt.LATEST)["step"] == 1 and not (tmp_path / ckpt.BEST).exists()
+    refused = [r for r in records if getattr(r, "command", None) == "checkpoint"]
+    assert len(refused) == 1 and not refused[0].ok and refused[0].step == 2
+    assert (m.last_step, m.best_val) == (1, float("inf"))  # as before the refused save
+
+
+def test_the_guarded_optimizer_step_waits_for_the_copy(tmp_path, monkeypatch):
+    """The copy runs on the writer's thread; the optimizer step (what changes
+    the saved tensors in place) waits for it, so the file holds the state of
+    its step."""
+    from tui_trainer import checkpoint_writer
+
+    held = threading.Event()
+    real = checkpoint_writer.Snapshot.complete
+
+    def slow(self):
+        assert held.wait(WAIT_S)
+        return real(self)
+
+    monkeypatch.setattr(checkpoint_writer.Snapshot, "complete", slow)
+    w = torch.nn.Parameter(torch.zeros(4))
+    opt = torch.optim.SGD([w], lr=1.0)
+    m = _manager(tmp_path, [])
+    m.guard(opt)
+    m.save(1, lambda: _state(w, 1), reason="scheduled", val_loss=None, healthy=True, state_after="running",
+           background=True)  # returns with the copy not made
+    w.grad = torch.ones(4)
+    stepped = threading.Event()
+    stepper = threading.Thread(target=lambda: (opt.step(), stepped.set()))
+    stepper.start()
+    assert not stepped.wait(0.2)  # still held by the copy (a wrong answer here only ever fails)
+    held.set()
+    stepper.join(WAIT_S)
+    assert stepped.is_set() and torch.equal(w.detach(), -torch.ones(4))
+    m.wait()
+    assert torch.equal(ckpt.load_checkpoint(tmp_path / ckpt.LATEST)["model"]["w"], torch.zeros(4))

@@ -241,9 +241,10 @@ class CheckpointManager:
       complete).  A model that is diverged or has non-finite weights is
       refused with an ``ack``: the last good checkpoint stays.
     - ``background=True``: the state is copied to CPU memory and written on a
-      thread while training goes on (``checkpoint_writer``, and ``guard``); at most one write
-      is in flight, a save that comes due before it ended waits for it (and
-      says so), and a final save is always written before ``save`` returns.
+      thread while training goes on (``checkpoint_writer``, ``guard``); at
+      most one write is in flight, a save that comes due before it ended
+      waits for it (and says so), and a final save is always written before
+      ``save`` returns.
       ``poll()`` at each step boundary logs a finished write, or raises the
       error it ended with; ``wait()`` does the same for the one in flight.
     - ``best_val``: the lowest val loss saved as best so far (in the checkpoint,
