@@ -395,3 +395,18 @@ def test_the_guarded_optimizer_step_waits_for_the_copy(tmp_path, monkeypatch):
     assert stepped.is_set() and torch.equal(w.detach(), -torch.ones(4))
     m.wait()
     assert torch.equal(ckpt.load_checkpoint(tmp_path / ckpt.LATEST)["model"]["w"], torch.zeros(4))
+
+
+def test_files_and_logs_from_before_the_new_fields_still_read(tmp_path):
+    from tui_trainer.records import from_dict
+
+    old = from_dict({"type": "checkpoint", "step": 4, "time": 0.0, "path": "run/ckpt-step00000004.pt",
+                     "reason": "scheduled", "val_loss": None})
+    assert isinstance(old, Checkpoint) and old.blocked_s is None and old.write_s is None
+    out = tmp_path / "run"
+    assert cli.main(["train", "--headless", "--out", str(out), *TINY, "--steps", "3", "--eval-every", "3"]) == 0
+    state = ckpt.load_checkpoint(out / ckpt.LATEST)
+    del state["config"]["sync_checkpoints"]  # a checkpoint written before the setting existed
+    ckpt.save_checkpoint(state, out, 3, keep=2, best=False)
+    assert cli.main(["train", "--headless", "--resume", str(out), "--steps", "5"]) == 0
+    assert read_records(out / LOG_NAME)[-1]["status"] == "finished"
