@@ -338,7 +338,7 @@ class CheckpointManager:
     def poll(self) -> None:
         """At a step boundary: log the background write if it has ended (or
         raise what it failed with)."""
-        if self._writer.pending is not None and not self._writer.busy:
+        if self.enabled and self._writer.pending is not None and not self._writer.busy:
             self.wait()
 
     def wait(self, step: int | None = None) -> None:
@@ -347,6 +347,8 @@ class CheckpointManager:
         save waiting at that step, said in a ``status`` record."""
         from .records import Status
 
+        if not self.enabled:  # a rank that does not write, or a forked child (its copy of a job has no thread)
+            return
         if self._writer.busy and step is not None:
             self.emit(Status(step=step, state="checkpointing", detail="waiting for the previous checkpoint write"))
         job = self._writer.take()
