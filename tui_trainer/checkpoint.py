@@ -29,9 +29,11 @@ import math
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from .checkpoint_writer import BackgroundWriter, Snapshotter, Write
 from .config import UserError
 
 FORMAT = "tui-trainer/1"
@@ -235,9 +237,16 @@ class CheckpointManager:
     - ``save(...)``: writes ``ckpt-stepN.pt``, repoints ``latest.pt`` (and
       ``best.pt`` when this step's eval is the lowest val loss so far), keeps
       ``keep`` older step files, and reports through ``emit`` (a ``status``
-      "checkpointing", then the ``checkpoint`` record).  A model that is
-      diverged or has non-finite weights is refused with an ``ack``: the last
-      good checkpoint stays.
+      "checkpointing", then the ``checkpoint`` record once the file is
+      complete).  A model that is diverged or has non-finite weights is
+      refused with an ``ack``: the last good checkpoint stays.
+    - ``background=True``: the state is copied to CPU memory and written on a
+      thread while training goes on (``checkpoint_writer``, ``guard``); at
+      most one write is in flight, a save that comes due before it ended
+      waits for it (and says so), and a final save is always written before
+      ``save`` returns.
+      ``poll()`` at each step boundary logs a finished write, or raises the
+      error it ended with; ``wait()`` does the same for the one in flight.
     - ``best_val``: the lowest val loss saved as best so far (in the checkpoint,
       so a resumed run keeps comparing against it).
 
@@ -254,6 +263,9 @@ class CheckpointManager:
         self.enabled = enabled and folder is not None
         self.best_val = math.inf
         self.last_step = -1  # step of the last save (or of the checkpoint resumed from)
+        self._snapshots = Snapshotter()
+        self._writer = BackgroundWriter()
+        self._guarded = False  # see guard()
 
     def due(self, step: int, total: int) -> bool:
         return step % self.every == 0 or step == total
@@ -261,27 +273,97 @@ class CheckpointManager:
     def is_new_best(self, val: float | None) -> bool:
         return val is not None and math.isfinite(val) and val < self.best_val
 
+    def guard(self, optimizer: Any) -> None:
+        """``optimizer`` is what changes the saved tensors in place: its step
+        waits until a background snapshot is copied.  With a guard, the copy
+        is made on the writer's thread, overlapping the next forward and
+        backward; without one (a loop of your own), on the caller's thread."""
+        optimizer.register_step_pre_hook(lambda *_: self._writer.wait_copied())
+        self._guarded = True
+
     def save(self, step: int, state: Callable[[], dict[str, Any]], *, reason: Reason,
-             val_loss: float | None, healthy: bool, state_after: str) -> Path | None:
+             val_loss: float | None, healthy: bool, state_after: str, background: bool = False,
+             check: Callable[[Any], bool] | None = None) -> Path | None:
         """Save at ``step``; ``val_loss`` is this step's eval (None if none),
-        ``healthy`` False refuses, ``state_after`` is the status to report once
-        written ("running" or "paused")."""
-        from .records import Ack, Checkpoint, Status, clean_text
+        ``healthy`` False refuses, and so does ``check(state)`` False (run on
+        the copy, in the background: a non-finite weight); ``state_after`` is
+        the status to report once written ("running" or "paused");
+        ``background`` writes on a thread (never a final save).  The path the
+        file has (or will have)."""
+        from .records import Status
 
         if not self.enabled:
             return None
         if not healthy:
-            # A diverged model must never overwrite a good checkpoint.
-            self.emit(Ack(step=step, command="checkpoint", ok=False,
-                          message="model diverged: checkpoint refused, the last good one is kept"))
-            return None
+            return self._refuse(step)
+        t = time.perf_counter()
         self.emit(Status(step=step, state="checkpointing"))
+        self.wait(step)  # one write at a time; its buffers are the next snapshot's
         best = self.is_new_best(val_loss)
+        before = self.best_val, self.last_step
         if best:
             self.best_val = val_loss  # type: ignore[assignment]
         assert self.folder is not None
-        path = save_checkpoint(state(), self.folder, step, keep=self.keep, best=best)
+        folder, keep = self.folder, self.keep
+        meta = {"reason": reason, "val_loss": val_loss, "before": before}
+        if background and reason != "final":
+            snap = self._snapshots.take(state())
+            if not self._guarded:
+                snap.complete()
+            job = Write(step=step, meta=meta, blocked_s=time.perf_counter() - t)
+            self._writer.start(job, snap, check, lambda s: save_checkpoint(s, folder, step, keep=keep, best=best))
+            self.last_step = step
+            self.emit(Status(step=step, state=state_after))  # type: ignore[arg-type]
+            return step_path(folder, step)
+        full = state()
+        if check is not None and not check(full):
+            self.best_val = before[0]
+            self._refuse(step)
+            self.emit(Status(step=step, state=state_after))  # type: ignore[arg-type]
+            return None
+        path = save_checkpoint(full, folder, step, keep=keep, best=best)
         self.last_step = step
-        self.emit(Checkpoint(step=step, path=clean_text(str(path)), reason=reason, val_loss=val_loss))
-        self.emit(Status(step=step, state=state_after))
+        took = time.perf_counter() - t
+        self._log(Write(step=step, meta=meta, blocked_s=took, write_s=took, path=path))
+        self.emit(Status(step=step, state=state_after))  # type: ignore[arg-type]
         return path
+
+    def _refuse(self, step: int) -> None:
+        from .records import Ack
+
+        # A diverged model must never overwrite a good checkpoint.
+        self.emit(Ack(step=step, command="checkpoint", ok=False,
+                      message="model diverged: checkpoint refused, the last good one is kept"))
+
+    def poll(self) -> None:
+        """At a step boundary: log the background write if it has ended (or
+        raise what it failed with)."""
+        if self.enabled and self._writer.pending is not None and not self._writer.busy:
+            self.wait()
+
+    def wait(self, step: int | None = None) -> None:
+        """Wait for the write in flight, if any, then log it (or raise its
+        error, the one a synchronous save would have raised).  ``step``: a
+        save waiting at that step, said in a ``status`` record."""
+        from .records import Status
+
+        if not self.enabled:  # a rank that does not write, or a forked child (its copy of a job has no thread)
+            return
+        if self._writer.busy and step is not None:
+            self.emit(Status(step=step, state="checkpointing", detail="waiting for the previous checkpoint write"))
+        job = self._writer.take()
+        if job is None:
+            return
+        if job.error is not None:
+            raise job.error
+        if job.refused:  # nothing was written: as before the save
+            self.best_val, self.last_step = job.meta["before"]
+            return self._refuse(job.step)
+        self._log(job)
+
+    def _log(self, job: Write) -> None:
+        from .records import Checkpoint, clean_text
+
+        self.emit(Checkpoint(step=job.step, path=clean_text(str(job.path)), reason=job.meta["reason"],
+                             val_loss=job.meta["val_loss"], blocked_s=round(job.blocked_s, 4),
+                             write_s=round(job.write_s, 4)))

@@ -59,6 +59,8 @@ class TrainConfig:
                         show_default="10, or steps/20 for a shorter run")
     checkpoint_every: int | None = _f(None, "save a checkpoint every N steps (default: at each eval)")
     keep: int = _f(2, "older step checkpoints to keep besides latest and best")
+    sync_checkpoints: bool = _f(False, "write each checkpoint on the training thread, which waits for it (debugging); "
+                                       "default: copy the state, write it in the background")
     max_bad_steps: int = _f(5, "consecutive NaN/inf steps before the run pauses (dashboard) or stops (headless)")
     # model
     preset: Preset | None = _f(None, "a named shape whose settings apply unless given as flags or TOML keys ("
@@ -114,7 +116,8 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # chattily the run goes on, not what it computes at a given step.
 RESUMABLE_CHANGES = {"steps", "eval_every", "log_every", "checkpoint_every", "keep", "max_bad_steps",
                      "out", "name", "sample_prompt", "sample_tokens", "temperature", "top_k",
-                     "device", "compile", "threads", "eval_batches", "tf32", "fused_adamw"}
+                     "device", "compile", "threads", "eval_batches", "tf32", "fused_adamw",
+                     "sync_checkpoints"}
 # Of those, the ones that change the arithmetic (thread count, kernels, device):
 # the resumed run trains on, but is no longer bit-identical to an uninterrupted one.
 INEXACT_CHANGES = ("threads", "device", "compile", "tf32", "fused_adamw")

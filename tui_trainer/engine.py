@@ -28,7 +28,7 @@ from .config import INEXACT_CHANGES, TrainConfig, UserError
 from .hardware import flops_per_token, peak_flops
 from .lesson import calc_loss_batch, evaluate_model, generate_and_print_sample  # noqa: F401 (public here too)
 from .live import define_live_settings
-from .model import pin_gradient_threads
+from .model import pin_gradient_threads, weights_finite
 from .optim import cosine_with_warmup, set_lr
 from .parts import Parts, build_parts
 from .records import (BadStep, CheckpointReason, Eval, Resources, RunEnd, RunStart, Sample, Status,
@@ -60,6 +60,7 @@ class Trainer:
         self.run_handle = run
         self.emit = run.emit
         self.ckpts = run.checkpoints
+        self.ckpts.guard(p.optimizer)  # a background snapshot's copy overlaps the next forward/backward
         self.parts = p
         self.hw, self.dist, self.corpus, self.model = p.hw, p.dist, p.corpus, p.model
         self.train_model, self.optimizer, self.scaler, self.sampler = p.train_model, p.optimizer, p.scaler, p.sampler
@@ -194,16 +195,17 @@ class Trainer:
             status = "diverged"
         if run.failure is not None:
             status, error = "failed", run.failure
-        if status in ("finished", "stopped") or run.failure is not None:
-            if self.step > 0 and self.ckpts.last_step != self.step:
-                try:
+        try:  # the write in flight ends (and is logged) before the final save and run_end
+            self.ckpts.wait()
+            if status in ("finished", "stopped") or run.failure is not None:
+                if self.step > 0 and self.ckpts.last_step != self.step:
                     self._save("final")
-                except KeyboardInterrupt:
-                    self._end_killed()
-                    raise
-                except OSError as e:
-                    if run.failure is None:  # the final save failing fails the run
-                        status, error = "failed", f"{type(e).__name__}: {e}"
+        except KeyboardInterrupt:
+            self._end_killed()
+            raise
+        except Exception as e:
+            if run.failure is None and status != "failed":  # a save failing fails the run
+                status, error = "failed", f"{type(e).__name__}: {e}"
         end = RunEnd(step=self.step, status=status, elapsed_s=self.elapsed,  # type: ignore[arg-type]
                      val_loss=self.last_val, error=error)
         self.end = end
@@ -418,18 +420,15 @@ class Trainer:
         self.run_handle.changed.update(live.get("changed") or {})
         self.resumed = True
 
-    def _weights_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
-
     def _save(self, reason: CheckpointReason) -> Path | None:
         """The checkpoint policy is the run's (``checkpoint.CheckpointManager``);
         the loop supplies what goes in the file and whether the model is sound."""
         if not self.ckpts.enabled:
             return None
-        healthy = not self.diverged and self._weights_finite()
         return self.ckpts.save(self.step, self.state_dict, reason=reason,
                                val_loss=self.last_val if self.last_val_step == self.step else None,
-                               healthy=healthy, state_after=self._state_word())
+                               healthy=not self.diverged, state_after=self._state_word(),
+                               background=not self.cfg.sync_checkpoints, check=weights_finite)
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, sinks: Iterable[Sink] = (),

@@ -188,6 +188,8 @@ class Checkpoint(Record):
     path: str
     reason: CheckpointReason
     val_loss: float | None = None
+    blocked_s: float | None = None  # training held up: the snapshot (and any wait for the write before)
+    write_s: float | None = None    # the write itself, on the background thread (async saves)
 
 
 @dataclass

@@ -326,6 +326,7 @@ class Run(OwnLoop):
         if self.sync is not None and self.sync.enabled:
             return self._between_steps_synced()
         while True:
+            self.checkpoints.poll()  # a background write that ended: logged here, or its error raised
             self._check_pause_at()
             waiting = self.paused and not self.stopping
             try:
@@ -344,6 +345,7 @@ class Run(OwnLoop):
     def _between_steps_synced(self) -> None:
         assert self.sync is not None
         while True:
+            self.checkpoints.poll()
             self._check_pause_at()
             taken: list[Command | Order] = []
             if self.is_main:
