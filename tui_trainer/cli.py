@@ -6,6 +6,8 @@
     tui-trainer view [DIR]           browse a folder of runs (default ./outputs)
     tui-trainer export RUN... -o F   records as CSV, curves as PNG/SVG
     tui-trainer attach RUN_DIR       dashboard on a running (headless) run; steer it
+    tui-trainer ls [DIR] [--json]    the runs browser's table, printed once (no terminal needed)
+    tui-trainer status RUN [--json]  one run's figures; the exit status says how it stands
     torchrun --nproc_per_node=N -m tui_trainer train --headless ...   data-parallel
 
 Every train flag is generated from ``TrainConfig``'s fields, so a flag, its
@@ -345,6 +347,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
             return cmd_attach(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command in ("ls", "status"):
+            from .listing import cmd_ls, cmd_status
+
+            return cmd_ls(args) if args.command == "ls" else cmd_status(args)
         if args.command == "run":
             from .launch import launch
 

@@ -86,6 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="start your own training script (one that calls tui_trainer.init) "
                                    "and open the dashboard on its run")
     add_mouse_flag(r)
+    add_screenless(sub)
     r.add_argument("script", nargs=argparse.REMAINDER, metavar="-- COMMAND",
                    help="the command that trains, after --, e.g. -- python train.py --lr 3e-4")
     return p
+
+
+def add_screenless(sub: argparse._SubParsersAction) -> None:
+    """``ls`` and ``status``: print once, no terminal needed (``listing``)."""
+    ls = sub.add_parser("ls", help="list a folder of runs as a table (no terminal needed)")
+    ls.add_argument("dir", nargs="?", metavar="DIR", help="a folder of runs (default: ./outputs)")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line, per run")
+    st = sub.add_parser("status", help="one run's figures; exit 0 finished, 3 running or paused, "
+                                       "1 any other end, 2 a bad argument")
+    st.add_argument("run", metavar="RUN", help="a run folder (outputs/run-...)")
+    st.add_argument("--json", action="store_true", help="one JSON object")
