@@ -137,3 +137,45 @@ def test_status_of_a_live_run_running_paused_then_stopped(tmp_path):
             proc.wait()
     p = cli(["status", out], tmp_path)
     assert p.returncode == 1 and "state:    stopped" in p.stdout.decode()
+
+
+def test_snap_prints_the_plots_once_as_plain_ascii(tmp_path):
+    folder = runs(tmp_path)
+    p = cli(["view", "--snap", folder / "run-lr3e-4", folder / "run-evil", "--size", "90x28"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    text = p.stdout.decode()
+    lines = text.splitlines()
+    assert b"\x1b" not in p.stdout
+    at = next(i for i, line in enumerate(lines) if line.startswith("* "))  # the legend, after the plots
+    plots, legend = lines[:at], "\n".join(lines[at:])
+    assert all(line.isascii() for line in plots)  # the plots in ASCII (a run's name may not be)
+    assert plots[0].startswith("loss") and "learning rate" in plots
+    assert max(len(line) for line in lines) <= 90 and len(lines) <= 28
+    assert any(line.lstrip().startswith("+---") for line in plots)  # the x axis, in ASCII
+    assert any(line.lstrip().startswith(("2.5+", "3+")) for line in plots)  # y ticks
+    assert legend.count("best val 2.1000 @ 50") == 2 and "finished" in legend and "stopped" in legend
+    assert "\\x1b[2J" in legend  # the evil name, escaped
+    assert lines[-1] == "o val loss"
+
+
+def test_snap_default_size_and_bad_arguments(tmp_path):
+    folder = runs(tmp_path)
+    lines = cli(["view", "--snap", folder / "run-wide"], tmp_path).stdout.decode().splitlines()
+    assert max(len(line) for line in lines) <= 100 and 20 <= len(lines) <= 30
+    for args in (["view", "--snap", folder], ["view", "--snap", folder / "run-wide", "--size", "9x9"],
+                 ["view", "--snap", folder / "run-wide", "--size", "big"], ["view", "--snap", tmp_path / "nope"],
+                 ["view", folder / "run-wide", "--size", "80x24"]):
+        p = cli(args, tmp_path)
+        assert p.returncode == 2 and p.stderr.decode().startswith("error: ") and p.stderr.count(b"\n") == 1, p
+
+
+def test_without_a_terminal_view_and_attach_name_snap_and_status(tmp_path):
+    folder = runs(tmp_path)
+    lock = live(folder / "run-lr1e-3")
+    try:
+        for args in (["view", folder / "run-wide"], ["view", folder], ["attach", folder / "run-lr1e-3"]):
+            p = cli(args, tmp_path)
+            err = p.stderr.decode()
+            assert p.returncode == 2 and "needs a terminal" in err and "--snap" in err and "status" in err, err
+    finally:
+        lock.release()

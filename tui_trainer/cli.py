@@ -4,6 +4,7 @@
     tui-trainer train [flags]        train (dashboard, or --headless)
     tui-trainer view PATH... [--follow]
     tui-trainer view [DIR]           browse a folder of runs (default ./outputs)
+    tui-trainer view --snap RUN...   the plots printed once as text (CI logs, ssh without a tty)
     tui-trainer export RUN... -o F   records as CSV, curves as PNG/SVG
     tui-trainer attach RUN_DIR       dashboard on a running (headless) run; steer it
     tui-trainer ls [DIR] [--json]    the runs browser's table, printed once (no terminal needed)
@@ -265,7 +266,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
                               top_k=args.top_k)
     folder = Path(args.run_dir)
     check_attachable(folder)
-    need_terminal("attach", f"tui-trainer attach {folder} --send status")
+    need_terminal("attach", f"tui-trainer status {folder}, tui-trainer view --snap {folder}, "
+                            f"tui-trainer attach {folder} --send status")
     from .ui.attach import run_attach
 
     return run_attach(folder, mouse=args.mouse)
@@ -273,18 +275,27 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 def cmd_view(args: argparse.Namespace) -> int:
     from .remote import need_terminal
+
+    if args.snap or args.size:
+        if not args.snap:
+            raise UserError("--size is for --snap; add --snap (tui-trainer view --snap RUN --size 100x30)")
+        from .snapshot import cmd_snap
+
+        return cmd_snap(args)
     from .ui.viewer import run_viewer
 
     folder = runs_folder(args.paths)
     if folder is not None:
-        need_terminal("view", f"tui-trainer export {folder}/* -o runs.csv")
+        need_terminal("view", f"tui-trainer ls {folder}, tui-trainer view --snap {folder}/RUN, "
+                              f"tui-trainer status {folder}/RUN")
         from .ui.browser import run_browser
 
         return run_browser(folder, mouse=args.mouse)
     # A bad path is named first; then, with no terminal, one line instead of a screen.
     return run_viewer([Path(p) for p in args.paths], follow=args.follow, mouse=args.mouse,
                       before_screen=lambda: need_terminal(
-                          "view", f"tui-trainer export {' '.join(args.paths)} -o curves.csv"))
+                          "view", f"tui-trainer view --snap {' '.join(args.paths)} (the plots as text), "
+                                  f"tui-trainer status RUN, tui-trainer export {' '.join(args.paths)} -o curves.csv"))
 
 
 def runs_folder(paths: list[str]) -> Path | None:

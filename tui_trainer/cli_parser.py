@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a losses.jsonl or a run folder holding one; a folder of runs (default: ./outputs) "
                         "opens the runs browser")
     v.add_argument("--follow", "-f", action="store_true", help="keep reading as another process appends")
+    v.add_argument("--snap", action="store_true",
+                   help="no screen: print the loss and lr plots once as text (ASCII when piped) and exit")
+    v.add_argument("--size", metavar="COLSxROWS", help="--snap: the text's size (default: the terminal's, or 100x30)")
     add_mouse_flag(v)
     x = sub.add_parser("export", help="write runs' records as CSV, or their curves as a PNG/SVG figure")
     x.add_argument("paths", nargs="+", metavar="RUN", help="a run folder or a losses.jsonl")
