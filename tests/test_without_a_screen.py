@@ -10,6 +10,7 @@ from pathlib import Path
 
 from runmaker import Change, append, live, write_run
 from test_terminal_text import TINY, cli, env, wait_for
+from tui_trainer import cli as tui_cli
 from tui_trainer.control import request
 
 EVIL = "evil\x1b]0;PWNED\x07\x1b[2Jname\x07"
@@ -65,6 +66,17 @@ def test_ls_json_is_one_strict_object_per_run(tmp_path):
     assert by["notes"]["status"] == "skipped" and by["notes"]["problem"] == "no losses.jsonl"
 
 
+def main(args: list, capsys) -> tuple[int, str, str]:
+    """``tui-trainer ARGS`` in this process (standard output captured: not a tty)."""
+    code = tui_cli.main([str(a) for a in args])
+    got = capsys.readouterr()
+    return code, got.out, got.err
+
+
+def one_error_line(code: int, err: str) -> bool:
+    return code == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
 def pytest_fail(constant: str):
     raise AssertionError(f"{constant} is not JSON")
 
@@ -79,24 +91,22 @@ def test_ls_running_only_while_a_process_holds_the_lock(tmp_path):
         lock.release()
 
 
-def test_ls_bad_folder_is_one_line(tmp_path):
-    p = cli(["ls", tmp_path / "nope"], tmp_path)
-    assert p.returncode == 2 and p.stderr.decode().startswith("error: ") and p.stderr.count(b"\n") == 1
+def test_ls_bad_folder_is_one_line(tmp_path, capsys):
+    assert one_error_line(*main(["ls", tmp_path / "nope"], capsys)[::2])
     write_run(tmp_path / "one")
-    p = cli(["ls", tmp_path / "one"], tmp_path)
-    assert p.returncode == 2 and b"tui-trainer status" in p.stderr
+    code, _, err = main(["ls", tmp_path / "one"], capsys)
+    assert one_error_line(code, err) and "tui-trainer status" in err
 
 
-def test_status_exit_says_how_the_run_stands(tmp_path):
+def test_status_exit_says_how_the_run_stands(tmp_path, capsys):
     folder = runs(tmp_path)
     assert cli(["status", folder / "run-lr3e-4"], tmp_path).returncode == 0
     crashed = cli(["status", folder / "run-lr1e-3", "--json"], tmp_path)
     assert crashed.returncode == 1 and json.loads(crashed.stdout)["state"] == "crashed"
     for name in ("run-wide", "run-evil"):
-        assert cli(["status", folder / name], tmp_path).returncode == 1
+        assert main(["status", folder / name], capsys)[0] == 1
     for bad in (folder / "missing", folder / "notes", folder):
-        p = cli(["status", bad], tmp_path)
-        assert p.returncode == 2 and p.stderr.decode().startswith("error: ") and p.stderr.count(b"\n") == 1
+        assert one_error_line(*main(["status", bad], capsys)[::2])
 
 
 def test_status_figures_from_the_log(tmp_path):
@@ -158,24 +168,24 @@ def test_snap_prints_the_plots_once_as_plain_ascii(tmp_path):
     assert lines[-1] == "o val loss"
 
 
-def test_snap_default_size_and_bad_arguments(tmp_path):
+def test_snap_default_size_and_bad_arguments(tmp_path, capsys):
     folder = runs(tmp_path)
-    lines = cli(["view", "--snap", folder / "run-wide"], tmp_path).stdout.decode().splitlines()
-    assert max(len(line) for line in lines) <= 100 and 20 <= len(lines) <= 30
+    code, out, _ = main(["view", "--snap", folder / "run-wide"], capsys)
+    lines = out.splitlines()
+    assert code == 0 and max(len(line) for line in lines) <= 100 and 20 <= len(lines) <= 30
     for args in (["view", "--snap", folder], ["view", "--snap", folder / "run-wide", "--size", "9x9"],
                  ["view", "--snap", folder / "run-wide", "--size", "big"], ["view", "--snap", tmp_path / "nope"],
                  ["view", folder / "run-wide", "--size", "80x24"]):
-        p = cli(args, tmp_path)
-        assert p.returncode == 2 and p.stderr.decode().startswith("error: ") and p.stderr.count(b"\n") == 1, p
+        code, _, err = main(args, capsys)
+        assert one_error_line(code, err), (args, err)
 
 
-def test_without_a_terminal_view_and_attach_name_snap_and_status(tmp_path):
+def test_without_a_terminal_view_and_attach_name_snap_and_status(tmp_path, capsys):
     folder = runs(tmp_path)
     lock = live(folder / "run-lr1e-3")
     try:
         for args in (["view", folder / "run-wide"], ["view", folder], ["attach", folder / "run-lr1e-3"]):
-            p = cli(args, tmp_path)
-            err = p.stderr.decode()
-            assert p.returncode == 2 and "needs a terminal" in err and "--snap" in err and "status" in err, err
+            code, _, err = main(args, capsys)
+            assert one_error_line(code, err) and "needs a terminal" in err and "--snap" in err and "status" in err
     finally:
         lock.release()
