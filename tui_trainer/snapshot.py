@@ -67,11 +67,8 @@ def load(paths: list[str]) -> list[tuple[RunSeries, str]]:
             raise UserError(f"{path} holds no run log; --snap takes run folders or logs "
                             f"(tui-trainer ls {path} lists a folder of runs)")
         series, _ = load_series(path)
-        state = series.state
-        folder = path if path.is_dir() else path.parent
-        if series.started:
-            s = summarise(folder)
-            state = s.status if s.ok and s.status else state
+        s = summarise(path if path.is_dir() else path.parent)  # the browser's word for it
+        state = s.status if s.ok and s.status else series.state
         out.append((series, state))
     if len(out) > 1:
         for (series, _), lab in zip(out, short_labels([s.name for s, _ in out])):
