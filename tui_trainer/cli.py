@@ -4,8 +4,11 @@
     tui-trainer train [flags]        train (dashboard, or --headless)
     tui-trainer view PATH... [--follow]
     tui-trainer view [DIR]           browse a folder of runs (default ./outputs)
+    tui-trainer view --snap RUN...   the plots printed once as text (CI logs, ssh without a tty)
     tui-trainer export RUN... -o F   records as CSV, curves as PNG/SVG
     tui-trainer attach RUN_DIR       dashboard on a running (headless) run; steer it
+    tui-trainer ls [DIR] [--json]    the runs browser's table, printed once (no terminal needed)
+    tui-trainer status RUN [--json]  one run's figures; the exit status says how it stands
     torchrun --nproc_per_node=N -m tui_trainer train --headless ...   data-parallel
 
 Every train flag is generated from ``TrainConfig``'s fields, so a flag, its
@@ -19,87 +22,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import FIELDS, TrainConfig, UserError, choices, flag_type, load_toml, make_config
-from . import __version__
-from .commands import PLAIN
-from .control import COMMANDS
+from .cli_parser import _Parser, add_mouse_flag, add_train_flags, build_parser  # noqa: F401 (cli's names)
+from .config import FIELDS, TrainConfig, UserError, load_toml, make_config
 from .terminal import printable, printable_streams, quiet_stdout
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one ``error:`` line naming the fix."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"error: {printable(message, newlines=False)}; see {self.prog} --help\n")
-
-
-def add_train_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("training settings (also valid as keys of --config FILE.toml)")
-    for name, f in FIELDS.items():
-        flag = "--" + name.replace("_", "-")
-        help_ = f.metadata.get("help", "")
-        shown = f.metadata.get("show_default", f.default)
-        if shown is not None:
-            help_ = f"{help_} (default: {shown})"
-        kind = flag_type(name)
-        if kind is bool:
-            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
-        else:
-            g.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=name.upper(),
-                           choices=choices(name), help=help_)
-
-
-def add_mouse_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mouse", action=argparse.BooleanOptionalAction, default=False,
-                   help="let the dashboard take the mouse (clicks, wheel scrolling); off by default, so "
-                        "your terminal's copy and paste work, over SSH too")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="tui-trainer", description="Train a small GPT and watch and steer it from the terminal.")
-    p.add_argument("--version", action="version", version=f"tui-trainer {__version__}")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser)
-    t = sub.add_parser("train", help="train a model (opens the dashboard unless --headless)")
-    t.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file; flags override it")
-    t.add_argument("--headless", action="store_true", help="no dashboard: print plain log lines")
-    t.add_argument("--resume", "--resume-from", dest="resume", metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR (or from one of its ckpt-step*.pt files) from its latest checkpoint")
-    add_mouse_flag(t)
-    add_train_flags(t)
-    v = sub.add_parser("view", help="replay, follow or compare run logs; browse a folder of runs")
-    v.add_argument("paths", nargs="*", metavar="PATH",
-                   help="a losses.jsonl or a run folder holding one; a folder of runs (default: ./outputs) "
-                        "opens the runs browser")
-    v.add_argument("--follow", "-f", action="store_true", help="keep reading as another process appends")
-    add_mouse_flag(v)
-    x = sub.add_parser("export", help="write runs' records as CSV, or their curves as a PNG/SVG figure")
-    x.add_argument("paths", nargs="+", metavar="RUN", help="a run folder or a losses.jsonl")
-    x.add_argument("-o", "--output", required=True, metavar="FILE",
-                   help="FILE.csv (every record, flattened; - for stdout), FILE.png or FILE.svg "
-                        "(loss, val and lr curves; needs matplotlib: pip install 'tui-trainer[plot]')")
-    a = sub.add_parser("attach", help="open the dashboard on a running (e.g. headless) run and steer it")
-    a.add_argument("run_dir", metavar="RUN_DIR", help="the folder the run is writing (outputs/run-...)")
-    sendable = [c for c in COMMANDS if c in PLAIN or c == "status"]
-    a.add_argument("--send", metavar="CMD", choices=sendable,
-                   help=f"no UI: send one command ({', '.join(sendable)}), print the answer")
-    a.add_argument("--set", metavar="KEY=VALUE", action="append", dest="settings",
-                   help="no UI: change a live setting (repeatable), e.g. --set lr_scale=0.5 --set steps=5000; "
-                        "keys: lr_scale, max_lr, min_lr, steps, eval_every, checkpoint_every, grad_clip, "
-                        "weight_decay, pause_at; prints each JSON answer")
-    a.add_argument("--sample", metavar="PROMPT",
-                   help="no UI: generate from PROMPT on the run's weights as they are now, print it")
-    a.add_argument("--tokens", type=int, metavar="N", help="--sample: tokens to generate (default: the run's)")
-    a.add_argument("--temperature", type=float, metavar="T", help="--sample: temperature (default: the run's)")
-    a.add_argument("--top-k", type=int, metavar="K", help="--sample: top-k, 0 for all (default: the run's)")
-    add_mouse_flag(a)
-    r = sub.add_parser("run", help="start your own training script (one that calls tui_trainer.init) "
-                                   "and open the dashboard on its run")
-    add_mouse_flag(r)
-    r.add_argument("script", nargs=argparse.REMAINDER, metavar="-- COMMAND",
-                   help="the command that trains, after --, e.g. -- python train.py --lr 3e-4")
-    return p
 
 
 def config_values_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -339,7 +266,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
                               top_k=args.top_k)
     folder = Path(args.run_dir)
     check_attachable(folder)
-    need_terminal("attach", f"tui-trainer attach {folder} --send status")
+    need_terminal("attach", f"tui-trainer status {folder}, tui-trainer view --snap {folder}, "
+                            f"tui-trainer attach {folder} --send status")
     from .ui.attach import run_attach
 
     return run_attach(folder, mouse=args.mouse)
@@ -347,18 +275,27 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 def cmd_view(args: argparse.Namespace) -> int:
     from .remote import need_terminal
+
+    if args.snap or args.size:
+        if not args.snap:
+            raise UserError("--size is for --snap; add --snap (tui-trainer view --snap RUN --size 100x30)")
+        from .snapshot import cmd_snap
+
+        return cmd_snap(args)
     from .ui.viewer import run_viewer
 
     folder = runs_folder(args.paths)
     if folder is not None:
-        need_terminal("view", f"tui-trainer export {folder}/* -o runs.csv")
+        need_terminal("view", f"tui-trainer ls {folder}, tui-trainer view --snap {folder}/RUN, "
+                              f"tui-trainer status {folder}/RUN")
         from .ui.browser import run_browser
 
         return run_browser(folder, mouse=args.mouse)
     # A bad path is named first; then, with no terminal, one line instead of a screen.
     return run_viewer([Path(p) for p in args.paths], follow=args.follow, mouse=args.mouse,
                       before_screen=lambda: need_terminal(
-                          "view", f"tui-trainer export {' '.join(args.paths)} -o curves.csv"))
+                          "view", f"tui-trainer view --snap {' '.join(args.paths)} (the plots as text), "
+                                  f"tui-trainer status RUN, tui-trainer export {' '.join(args.paths)} -o curves.csv"))
 
 
 def runs_folder(paths: list[str]) -> Path | None:
@@ -421,6 +358,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
             return cmd_attach(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command in ("ls", "status"):
+            from .listing import cmd_ls, cmd_status
+
+            return cmd_ls(args) if args.command == "ls" else cmd_status(args)
         if args.command == "run":
             from .launch import launch
 

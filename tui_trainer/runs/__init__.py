@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from .diff import config_diff, settings_diff
 from .labels import label, short_labels
-from .scanner import Scanner, scan
+from .scanner import Scanner, scan, summarise
 from .summary import RunSummary
 
-__all__ = ["RunSummary", "Scanner", "config_diff", "label", "scan", "settings_diff", "short_labels"]
+__all__ = ["RunSummary", "Scanner", "config_diff", "label", "scan", "settings_diff", "short_labels", "summarise"]

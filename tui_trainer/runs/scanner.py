@@ -79,6 +79,19 @@ def scan(folder: str | os.PathLike[str], evals: bool = True) -> list[RunSummary]
     return Scanner(folder).scan(evals)
 
 
+def summarise(path: str | os.PathLike[str]) -> RunSummary:
+    """One run folder read as the browser reads each of its rows (status,
+    step, best val...); ``problem`` says why it is not a run."""
+    path = Path(path)
+    entry = Entry(RunSummary(path, clean_text(path.name or str(path))))
+    _refresh(entry)
+    if entry.summary.ok:
+        search_evals(entry)
+    s = dataclasses.replace(entry.summary)
+    label([s])
+    return s
+
+
 def _refresh(entry: Entry) -> None:
     s = entry.summary
     log = s.path / LOG_NAME

@@ -5,7 +5,7 @@ Each ``series.Marker`` (a live change, a pause or resume, an eval or a
 checkpoint asked for now) is a glyph in the top row of the loss plot at its
 step, coloured by kind; the lr plot marks the changes only (its curve already
 shows the new schedule: the train records' lr reflect every change).  Steps
-become columns through the plot's own ``plot.Axis``, like every other number
+become columns through the plot's own ``axes.Axis``, like every other number
 drawn, so a hostile log's steps (2**63, negative, far outside the window) are
 bounded first and a mark outside the x range is left out, never pinned to an
 edge.
@@ -48,7 +48,7 @@ def _step(v: Any) -> float:
 def columns(runs: Iterable[RunSeries], axis: Any, x_mode: str, start_step: float | None,
             plot_kind: str) -> list[tuple[str, int, list[float]]]:
     """(glyph, colour, x coordinates) per kind, in drawing order: the marks of
-    ``runs`` that fall inside ``axis`` (a ``plot.Axis``), at or after
+    ``runs`` that fall inside ``axis`` (a ``axes.Axis``), at or after
     ``start_step`` (the recent window), in the plot's x unit."""
     kinds = PLOT_KINDS.get(plot_kind, ())
     found: dict[str, list[float]] = {k: [] for k in kinds}

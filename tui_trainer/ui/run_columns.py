@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -14,6 +13,7 @@ from rich.text import Text
 
 from ..fmt import fmt_count, fmt_duration, fmt_loss
 from ..runs import RunSummary
+from ..runs.rows import best_step_text, best_text, date_text, step_text
 from . import safe
 from .settings_diff import fmt_setting
 from .widgets import STATE_STYLES
@@ -43,10 +43,6 @@ def _right(s: str) -> Text:
     return Text(s, justify="right")
 
 
-def _date(t: float) -> str:
-    return time.strftime("%m-%d %H:%M", time.localtime(t)) if math.isfinite(t) and 0 < t < 1e11 else "-"
-
-
 def _status(s: RunSummary) -> Text:
     return Text(f" {safe.plain(s.status, 10)} ", style=STATUS_STYLES.get(s.status, ""))
 
@@ -54,17 +50,13 @@ def _status(s: RunSummary) -> Text:
 COLUMNS: tuple[Column, ...] = (
     Column("run", "run", lambda s: s.label.lower(), lambda s: Text(safe.name(s.label, 12), style="bold")),
     Column("status", "status", lambda s: s.status, _status),
-    Column("step", "step", lambda s: s.step,
-           lambda s: _right(f"{fmt_count(s.step)}/{fmt_count(s.total_steps)}" if s.total_steps
-                            else fmt_count(s.step))),
-    Column("best", "best val", lambda s: _num(s.best_val),
-           lambda s: _right(fmt_loss(s.best_val) if s.evals_read or not math.isnan(s.best_val) else "…")),
-    Column("at", "@", lambda s: s.best_step,
-           lambda s: _right(fmt_count(s.best_step) if s.best_step is not None else "-")),
+    Column("step", "step", lambda s: s.step, lambda s: _right(step_text(s))),
+    Column("best", "best val", lambda s: _num(s.best_val), lambda s: _right(best_text(s))),
+    Column("at", "@", lambda s: s.best_step, lambda s: _right(best_step_text(s))),
     Column("train", "train", lambda s: _num(s.train_loss), lambda s: _right(fmt_loss(s.train_loss))),
     Column("tokens", "tokens", lambda s: s.tokens or None, lambda s: _right(fmt_count(s.tokens or math.nan))),
     Column("time", "time", lambda s: _num(s.elapsed_s), lambda s: _right(fmt_duration(s.elapsed_s))),
-    Column("started", "started", lambda s: _num(s.started), lambda s: Text(_date(s.started))),
+    Column("started", "started", lambda s: _num(s.started), lambda s: Text(date_text(s.started))),
 )
 
 
