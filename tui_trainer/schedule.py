@@ -64,6 +64,8 @@ class LRSchedule:
 
     def _progress(self, step: int, warmup: int, steps: int) -> float:
         """The cosine's progress (0 to 1) at ``step`` past the warmup."""
+        if step >= steps:
+            return 1.0
         if self.start is None or step < self.start:
             return min(1.0, (step - warmup) / max(1, steps - warmup))
         return min(1.0, self.progress + (1.0 - self.progress) * (step - self.start) / max(1, steps - self.start))
@@ -73,8 +75,9 @@ class LRSchedule:
         ``step`` is trained: the module's rule (``rule``: continue or restart)."""
         if rule == "restart":
             self.start = None
-        elif step > cfg.warmup_steps and new_steps > step:
-            self.start, self.progress = step, self._progress(step, cfg.warmup_steps, old_steps)
+        elif step >= cfg.warmup_steps and new_steps > step:
+            p = self._progress(step, cfg.warmup_steps, old_steps)
+            self.start, self.progress = (step, p) if p > 0 else (None, 0.0)  # 0: the plain cosine is the refit
 
     def resumed(self, step: int, cfg: Any, old_steps: int, lr_scale: float) -> None:
         """After the checkpoint's state is loaded: refit for a total that
