@@ -4,6 +4,8 @@ cosine from the LR reached (``schedule.py``), ``--schedule restart`` jumps and
 says so, and resume stays bit-for-bit exact."""
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import shutil
 from dataclasses import replace
@@ -21,11 +23,13 @@ from tui_trainer.config import make_config
 from tui_trainer.engine import Trainer
 from tui_trainer.logs import ReadCounts, effective_records, read_records
 from tui_trainer.optim import cosine_with_warmup
-from tui_trainer.records import LrJump, TrainStep
+from tui_trainer.records import LrJump, TrainStep, from_dict
 from tui_trainer.resume import plan_resume
 from tui_trainer.run import Run
 from tui_trainer.runlog import LOG_NAME
 from tui_trainer.schedule import JUMP, LRSchedule
+from tui_trainer.ui.viewer import FileSource, viewer_app
+from uitools import until
 
 TINY = dict(n_layer=1, n_head=2, n_embd=16, context_length=8, batch_size=2, eval_batches=1, sample_tokens=4,
             threads=1, dropout=0.1)  # dropout: the torch RNG must round-trip too
@@ -129,12 +133,23 @@ def test_doubling_steps_on_resume_keeps_the_lr_continuous(longer, capsys):
     assert state["schedule"]["start"] == STOP and 0 < state["schedule"]["progress"] < 1
 
 
-def test_restart_is_a_choice_and_its_jump_is_said(stopped, tmp_path, capsys):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def restarted(stopped, tmp_path_factory):
+    """The stopped run resumed with --steps doubled and --schedule restart; what the console printed."""
+    out = tmp_path_factory.mktemp("restarted") / "run"
     shutil.copytree(stopped, out)
-    assert cli.main(["train", "--headless", "--resume", str(out), "--steps", str(LONGER),
-                     "--schedule", "restart"]) == 0
-    printed = capsys.readouterr().out
+    n, printed = torch.get_num_threads(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            assert cli.main(["train", "--headless", "--resume", str(out), "--steps", str(LONGER),
+                             "--schedule", "restart"]) == 0
+    finally:
+        torch.set_num_threads(n)
+    return out, printed.getvalue()
+
+
+def test_restart_is_a_choice_and_its_jump_is_said(restarted):
+    out, printed = restarted
     lrs = logged(out, "lr")
     assert jump_at(lrs, STOP) > JUMP
     c = make_config({**TINY, "steps": STEPS})  # the run's settings (its warmup fits 60 steps)
@@ -144,6 +159,21 @@ def test_restart_is_a_choice_and_its_jump_is_said(stopped, tmp_path, capsys):
     [rec] = [r for r in read_records(out / LOG_NAME) if r["type"] == "lr_jump"]
     assert rec["cause"] == "resume" and rec["before"] == pytest.approx(lrs[STOP], rel=0.2)
     assert rec["after"] == lrs[STOP + 1]
+
+
+async def test_the_dashboard_shows_the_jump_as_a_toast(restarted):
+    out, _ = restarted
+    [rec] = [r for r in read_records(out / LOG_NAME) if r["type"] == "lr_jump"]
+    src = FileSource([out])
+    src.prepare()
+    app = viewer_app(src)
+    async with app.run_test(size=(100, 30)) as pilot:
+        app._answer(from_dict(rec))  # what a live or attached dashboard does with each record
+        await until(pilot, lambda: app._notifications, "the toast")
+        assert any("lr jumps from" in str(n.message) and f"at step {STOP}" in str(n.message)
+                   for n in app._notifications)
+        await pilot.press("q")
+    src.close()
 
 
 def test_a_refitted_run_resumed_again_is_exact(stopped, longer, tmp_path):
