@@ -24,7 +24,7 @@ from tui_trainer.engine import Trainer
 from tui_trainer.logs import ReadCounts, effective_records, read_records
 from tui_trainer.optim import cosine_with_warmup
 from tui_trainer.records import LrJump, TrainStep, from_dict
-from tui_trainer.resume import plan_resume
+from tui_trainer.resume import how_to_go_on, plan_resume
 from tui_trainer.run import Run
 from tui_trainer.runlog import LOG_NAME
 from tui_trainer.schedule import JUMP, LRSchedule
@@ -131,6 +131,21 @@ def test_doubling_steps_on_resume_keeps_the_lr_continuous(longer, capsys):
     assert lrs[LONGER] == pytest.approx(cfg.lr_floor, rel=0.01)  # it ends at min_lr at the new end
     state = ckpt.load_checkpoint(longer / ckpt.LATEST)
     assert state["schedule"]["start"] == STOP and 0 < state["schedule"]["progress"] < 1
+
+
+def test_train_longer_after_the_end_goes_on_at_min_lr(tmp_path, capsys):
+    """The issue's case: a finished run resumed with the printed `train longer:`
+    command (--steps doubled) goes on at the LR it ended with, min_lr."""
+    out = tmp_path / "run"
+    end, _ = session(out)
+    assert (end.status, end.step) == ("finished", STEPS)
+    [hint] = how_to_go_on(end, out)
+    assert hint.startswith("train longer: ") and hint.endswith(f"--steps {2 * STEPS}")
+    assert cli.main(["train", "--headless", "--resume", str(out), "--steps", str(2 * STEPS)]) == 0
+    assert "lr jumps" not in capsys.readouterr().out
+    lrs = logged(out, "lr")
+    floor = make_config({**TINY, "steps": STEPS}).lr_floor
+    assert jump_at(lrs, STEPS) <= JUMP and all(lrs[s] == floor for s in range(STEPS + 1, 2 * STEPS + 1))
 
 
 @pytest.fixture(scope="module")

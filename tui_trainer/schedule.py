@@ -29,7 +29,9 @@ that moves the next step's LR by more than ``JUMP`` (5%) is said in an
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 from typing import Any
 
 from .bounds import number
@@ -96,7 +98,7 @@ class LRSchedule:
     def announce(self, emit: Any) -> None:
         """Emit the jump the resume made, if any (after the run's ``run_start``)."""
         if self.pending is not None:
-            emit(self.pending)
+            emit(dataclasses.replace(self.pending, time=time.time()))  # stamped when said
             self.pending = None
 
     @staticmethod
