@@ -116,7 +116,8 @@ class TrainConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 # Settings that may differ when a run is resumed: they change how long or how
-# chattily the run goes on, not what it computes at a given step.
+# chattily the run goes on, not what it computes at a given step (schedule:
+# what a change of steps does to the LR, schedule.py).
 RESUMABLE_CHANGES = {"steps", "eval_every", "log_every", "checkpoint_every", "keep", "max_bad_steps",
                      "out", "name", "sample_prompt", "sample_tokens", "temperature", "top_k",
                      "device", "compile", "threads", "eval_batches", "tf32", "fused_adamw", "schedule"}
