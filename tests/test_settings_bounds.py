@@ -21,6 +21,7 @@ from tui_trainer.checkpoint_schema import SchemaError, check_config_values, chec
 from tui_trainer.config import FIELDS, TrainConfig, UserError, field_types, load_toml, make_config, validate
 from tui_trainer.live import define_live_settings
 from tui_trainer.resume import how_to_go_on
+from tui_trainer.schedule import LRSchedule
 from tui_trainer.settings import Settings
 
 CONFIG_NUMBERS = sorted(n for n, t in field_types().items() if t.base in (int, float))
@@ -38,7 +39,8 @@ def live_settings(**cfg_values):
     """The built-in loop's live settings over a config, on a stand-in trainer
     (the checks read only the config), plus the run's own pause_at."""
     cfg = make_config(cfg_values)
-    t = SimpleNamespace(cfg=cfg, lr_scale=1.0, run_handle=SimpleNamespace(total_steps=cfg.steps),
+    t = SimpleNamespace(cfg=cfg, lr_scale=1.0, step=0, schedule=LRSchedule(), emit=lambda r: None,
+                        run_handle=SimpleNamespace(total_steps=cfg.steps),
                         ckpts=SimpleNamespace(every=cfg.ckpt_every),
                         optimizer=SimpleNamespace(param_groups=[{"weight_decay": cfg.weight_decay}, {}]))
     s = Settings()

@@ -26,9 +26,9 @@ from .live import LIVE_KEYS as _TRAINER_KEYS
 # Settings added to the config after checkpoints were first schema-checked: a
 # file from before them lacks them and takes their default (which must be the
 # behaviour of the version that wrote it).
-ADDED_LATER: frozenset[str] = frozenset({"grad_accum", "preset", "sync_checkpoints"})
+ADDED_LATER: frozenset[str] = frozenset({"grad_accum", "preset", "sync_checkpoints", "schedule"})
 # Keys a reader of an older file may find missing (engine.load_state_dict reads them with .get).
-OPTIONAL_KEYS = ("world_size", "live", "scaler", "data_fingerprint", "vocab_size")
+OPTIONAL_KEYS = ("world_size", "live", "scaler", "data_fingerprint", "vocab_size", "schedule")
 STEP = Bound(0, MAX_STEPS, hi_open=True)  # below the most --steps can be, so a resume can go on
 TOKENS = Bound(0, 2**63 - 1)
 ELAPSED = Bound(0, 1e10)  # seconds: 300 years
@@ -116,6 +116,7 @@ def check_trainer_state(state: dict[str, Any]) -> None:
         raise SchemaError("last_val_step", state["last_val_step"], f"a step at most the checkpoint's ({step})")
     check_config_values(_get(state, "config", ""))
     check_live_values(state.get("live"))
+    check_schedule(state.get("schedule"), step)
     fp = state.get("data_fingerprint")
     if fp is not None and (not isinstance(fp, str) or len(fp) > 200):
         raise SchemaError("data_fingerprint", fp, "the data's fingerprint (text), or None")
@@ -193,6 +194,17 @@ def check_live_values(live: Any) -> None:
             _int(v, field, BOUNDS[key])
         else:
             _float(float(v) if type(v) is int and abs(v) <= 2**53 else v, field, BOUNDS[key])
+
+
+def check_schedule(sched: Any, step: int) -> None:
+    """The LR schedule's refit point (``schedule.LRSchedule``): None (the plain
+    warmup + cosine), or the step of the last change of the total at or before
+    the checkpoint's, and the cosine's progress there, in [0, 1]."""
+    if sched is None:
+        return
+    sched = _dict(sched, "schedule")
+    _int(_get(sched, "start", "schedule."), "schedule.start", Bound(0, step))
+    _float(_get(sched, "progress", "schedule."), "schedule.progress", Bound(0, 1))
 
 
 def _check_model(model: Any) -> None:

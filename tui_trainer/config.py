@@ -30,6 +30,7 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 # Closed sets of values are Literal annotations: validation, --help and the
 # CLI's choices all read them from here (``choices(name)``).
 Dtype = Literal["auto", "fp32", "bf16", "fp16"]
+Schedule = Literal["continue", "restart"]
 
 
 def _or_list(values: tuple[Any, ...]) -> str:
@@ -79,6 +80,10 @@ class TrainConfig:
         "1e-2 at the demo's width 64; for a wider --n-embd, 1e-2 x 64 / n_embd (5e-3 at 128, 8.3e-4 at 768)"))
     min_lr: float | None = _f(None, "learning-rate floor of the cosine decay (default 10%% of max_lr)")
     warmup_steps: int = _f(60, "linear warmup steps", show_default="60, or steps/20 for a shorter run")
+    schedule: Schedule = _f("continue", "what a change of the total steps (a resume with --steps, a live steps=) "
+                                        "does to the LR: continue (the cosine goes on from the LR reached, down to "
+                                        "min_lr at the new end) or restart (the cosine over the new total: the LR "
+                                        "jumps)")
     weight_decay: float = _f(0.1, "AdamW weight decay for matrices and embeddings")
     beta1: float = _f(0.9, "AdamW beta1")
     beta2: float = _f(0.99, "AdamW beta2")
@@ -113,11 +118,12 @@ class TrainConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 # Settings that may differ when a run is resumed: they change how long or how
-# chattily the run goes on, not what it computes at a given step.
+# chattily the run goes on, not what it computes at a given step (schedule:
+# what a change of steps does to the LR, schedule.py).
 RESUMABLE_CHANGES = {"steps", "eval_every", "log_every", "checkpoint_every", "keep", "max_bad_steps",
                      "out", "name", "sample_prompt", "sample_tokens", "temperature", "top_k",
                      "device", "compile", "threads", "eval_batches", "tf32", "fused_adamw",
-                     "sync_checkpoints"}
+                     "sync_checkpoints", "schedule"}
 # Of those, the ones that change the arithmetic (thread count, kernels, device):
 # the resumed run trains on, but is no longer bit-identical to an uninterrupted one.
 INEXACT_CHANGES = ("threads", "device", "compile", "tf32", "fused_adamw")

@@ -14,8 +14,8 @@ import sys
 from typing import TextIO
 
 from .fmt import fmt_count, fmt_duration, fmt_loss, fmt_mfu, fmt_value
-from .records import (Ack, BadStep, Change, Checkpoint, Eval, Paused, Record, Resumed, RunEnd, RunStart,
-                      Sample, TrainStep)
+from .records import (Ack, BadStep, Change, Checkpoint, Eval, LrJump, Paused, Record, Resumed, RunEnd,
+                      RunStart, Sample, TrainStep)
 from .series import RunSeries
 from .terminal import printable
 
@@ -74,6 +74,8 @@ class ConsoleSink:
             if r.inexact:
                 self._print(f"note: resumed with {', '.join(r.inexact)} changed: from step {r.step} on, the "
                             "losses are not bit-identical to an uninterrupted run")
+        elif isinstance(r, LrJump):
+            self._print(f"note: {r.message}")
         elif isinstance(r, Checkpoint):
             self._print(f"checkpoint {r.step:>4} | {r.path} ({r.reason})")
         elif isinstance(r, BadStep):

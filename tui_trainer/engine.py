@@ -29,11 +29,12 @@ from .hardware import flops_per_token, peak_flops
 from .lesson import calc_loss_batch, evaluate_model, generate_and_print_sample  # noqa: F401 (public here too)
 from .live import define_live_settings
 from .model import pin_gradient_threads, weights_finite
-from .optim import cosine_with_warmup, set_lr
+from .optim import set_lr
 from .parts import Parts, build_parts
 from .records import (BadStep, CheckpointReason, Eval, Resources, RunEnd, RunStart, Sample, Status,
                       TrainStep)
 from .run import Run, Sink
+from .schedule import LRSchedule
 from .step import accumulate_gradients
 from .threads import ThreadGovernor, idle_at_start
 
@@ -88,7 +89,7 @@ class Trainer:
         self.done = threading.Event()  # set once run() has emitted its run_end
         self.end: RunEnd | None = None
         self._t0 = time.perf_counter()
-        self.lr_scale = 1.0  # a live setting: lr(t) = lr_scale x schedule(t)
+        self.lr_scale, self.schedule = 1.0, LRSchedule()  # lr(t) = lr_scale (a live setting) x schedule.lr(t)
         run.set_handlers(on_eval=self._forced_probe, on_checkpoint=self._manual_save,
                          on_sample=self._requested_sample, on_resume=self._on_resume,
                          check_prompt=self.corpus.tokenizer.check)
@@ -162,6 +163,7 @@ class Trainer:
                            changes=self.config_changes, live=dict(run.changed) or None,
                            inexact=[k for k in INEXACT_CHANGES if k in (self.config_changes or {})] or None,
                            flops_per_token=fpt, peak_flops=peak, tokens_per_step=self._tokens_per_step()))
+        self.schedule.announce(self.emit)  # a jump of the LR at this resume
         self._sampled_at = time.perf_counter()
         status, error = "finished", None
         try:
@@ -225,7 +227,7 @@ class Trainer:
 
     def _train_step(self) -> bool:
         cfg = self.cfg
-        lr = self.lr_scale * cosine_with_warmup(self.step, cfg.warmup_steps, cfg.steps, cfg.max_lr, cfg.lr_floor)
+        lr = self.lr_scale * self.schedule.lr(self.step, cfg)
         set_lr(self.optimizer, lr)
         t = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
@@ -369,6 +371,7 @@ class Trainer:
             "live": {"lr_scale": self.lr_scale, "pause_at": self.run_handle.pause_at,
                      "changed": dict(self.run_handle.changed)},
             "best_val": self.best_val,
+            "schedule": self.schedule.state_dict(),
             "last_val": self.last_val,
             "last_val_step": self.last_val_step,
             "config": self.cfg.to_dict(),
@@ -416,6 +419,7 @@ class Trainer:
         self.ckpts.last_step = self.step
         live = state.get("live") or {}
         self.lr_scale = float(live.get("lr_scale", 1.0))
+        self.schedule.load_state_dict(state.get("schedule"))
         self.run_handle.pause_at = int(live.get("pause_at", 0))
         self.run_handle.changed.update(live.get("changed") or {})
         self.resumed = True

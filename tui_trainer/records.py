@@ -183,6 +183,18 @@ class Change(Record):
 
 
 @dataclass
+class LrJump(Record):
+    """The learning rate of the step after ``step`` moved by more than 5% from
+    what it would have been, at a resume or a live change (``schedule.py``)."""
+
+    type: ClassVar[str] = "lr_jump"
+    before: float  # the LR the next step would have had
+    after: float  # the LR it has
+    cause: str  # "resume", or the live setting changed
+    message: str = ""  # the whole note, as the console and the dashboard show it
+
+
+@dataclass
 class Checkpoint(Record):
     type: ClassVar[str] = "checkpoint"
     path: str
@@ -249,7 +261,7 @@ MAX_EXTRAS = 64  # extra numbers read back from one line
 RECORD_TYPES: dict[str, type[Record]] = {
     cls.type: cls
     for cls in (RunStart, TrainStep, Eval, Sample, Checkpoint, Paused, Resumed,
-                BadStep, Status, Ack, Change, Resources, RunEnd)
+                BadStep, Status, Ack, Change, Resources, RunEnd, LrJump)
 }
 #: The keys of a line that are a record's own, not a loop's extra numbers, for
 #: each record type that has extras: the one reserved-key rule (``own_loop``

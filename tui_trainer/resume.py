@@ -13,8 +13,10 @@ total steps, eval and checkpoint cadence, sampling, device, ...) may differ;
 they are recorded in the ``run_start`` record as ``changes``.  Anything that
 changes what the run computes (model shape, data, vocabulary, batch size,
 learning-rate settings, seed, ...) is refused with a one-line error naming
-each difference.  Changing ``--steps`` reshapes the cosine schedule from the
-resume point on, so such a run is no longer the same as an uninterrupted one.
+each difference.  Changing ``--steps`` refits the LR schedule at the resume
+point (``schedule.py``): the LR goes on from where it was, down to min_lr at
+the new end (``--schedule restart``: the cosine over the new total, a jump
+the console and the dashboard name).
 
 The log (README text).  A resumed run appends to RUN_DIR/losses.jsonl; the
 file is never rewritten or truncated.  The resumed session starts with a
@@ -202,6 +204,8 @@ def apply_resume(plan: ResumePlan, trainer: Any) -> None:
     try:
         trainer.load_state_dict(st)
         _check_optimizer_shapes(trainer.optimizer)
+        # A new --steps refits the LR schedule from here (schedule.py: continuous unless --schedule restart).
+        trainer.schedule.resumed(plan.step, plan.cfg, st["config"]["steps"], trainer.lr_scale)
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         err = ckpt.CheckpointError(f"checkpoint {plan.ckpt_path} does not fit this run ({first[:120]}); "

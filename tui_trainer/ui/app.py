@@ -28,7 +28,7 @@ from textual.widgets import Footer
 
 from ..commands import Command
 from ..fmt import fmt_int, fmt_loss
-from ..records import Ack, Checkpoint, Eval, Paused, Record, Resumed, RunEnd
+from ..records import Ack, Checkpoint, Eval, LrJump, Paused, Record, Resumed, RunEnd
 from ..series import RunSeries
 from ..sources import LocalSteering, RecordSource, Steering, TrainerSource
 from . import keys, safe
@@ -182,6 +182,9 @@ class DashboardApp(App):
         elif isinstance(r, Checkpoint) and r.reason == "manual":
             name = safe.plain(r.path, 200, newlines=False).rsplit("/", 1)[-1]
             self._tell(f"✓ checkpoint saved at step {step}", f"✓ checkpoint saved at step {step}: {name}")
+        elif isinstance(r, LrJump):
+            self.set_note(f"lr jumps at step {step}")
+            self.say(r.message, warn=True)
         elif isinstance(r, Ack) and not r.ok:
             self._tell(f"✗ {safe.plain(r.command, 40)} refused", f"{r.command} refused: {r.message}", ok=False)
         elif isinstance(r, RunEnd):
