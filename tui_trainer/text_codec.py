@@ -45,7 +45,7 @@ def spec_problem(spec: Any) -> str | None:
     if spec.startswith("bpe:"):
         n = spec[4:]
         if not (n.isascii() and n.isdigit()) or len(n) > 9 or not BPE_VOCAB.holds(int(n)):
-            return f"bpe:N needs a vocabulary N that {BPE_VOCAB.words()}"
+            return f"bpe:N needs a vocabulary N {BPE_VOCAB.range()}"
         return None
     return "is not bytes, bpe:N, gpt2 or a path to a tokenizer.json"
 
@@ -171,9 +171,10 @@ def _pieces(text: str) -> list[str]:
     return out
 
 
-def _first_line(e: BaseException) -> str:
-    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return text[:160]
+def _first_line(e: BaseException, limit: int = 160) -> str:
+    text = (str(e).strip().splitlines() or [""])[0]
+    text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _short(text: str) -> str:
@@ -232,7 +233,7 @@ def gpt2() -> TiktokenTokenizer:
     try:
         enc = tiktoken.get_encoding("gpt2")
     except Exception as e:  # no network, a proxy, a bad cache: whatever the download raised
-        raise UserError(f"tiktoken could not load gpt2 (no network?): {_first_line(e)}; "
+        raise UserError(f"tiktoken could not load gpt2 (no network?): {_first_line(e, 100)}; "
                         "run once where it can download (it caches in TIKTOKEN_CACHE_DIR), "
                         "or pass --tokenizer PATH to a tokenizer.json") from None
     return TiktokenTokenizer(enc, "gpt2")
