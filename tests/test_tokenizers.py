@@ -234,6 +234,37 @@ def test_gpt2_run_decodes_text(tmp_path, text_file):  # pragma: no cover - needs
     assert all(readable(s["text"]) for s in records(run, "sample"))
 
 
+def test_a_gpt2_run_resumes_offline_from_its_folder(tmp_path, text_file, monkeypatch, capsys):
+    """A stand-in for GPT-2's encoding (its file is not here): the run keeps
+    its ranks, and a resume with tiktoken offline reads that copy."""
+    tiktoken = pytest.importorskip("tiktoken")
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    ranks = {bytes([b]): b for b in range(256)}
+    for i, w in enumerate([b"al", b"alpha", b" alpha", b"ri", b"river"]):
+        ranks[w] = 256 + i
+    enc = tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+                            special_tokens={text_codec.ENDOFTEXT: len(ranks)})
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: enc)
+    run = tmp_path / "r"
+    assert train(run, "--data", str(text_file), "--tokenizer", "gpt2", steps=4, every=2) == 0
+    assert records(run, "run_start")[0]["tokenizer"] == {"name": "gpt2", "vocab_size": 262,
+                                                         "file": "tokenizer.tiktoken"}
+    assert all(readable(s["text"]) for s in records(run, "sample"))
+
+    def offline(name):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    split = tmp_path / "split"
+    shutil.copytree(run, split)
+    assert cli.main(["train", "--headless", "--resume", str(split / "ckpt-step00000002.pt")]) == 0
+    assert losses(split) == losses(run)
+    capsys.readouterr()
+    assert train(tmp_path / "new", "--data", str(text_file), "--tokenizer", "gpt2") != 0  # a new run needs the file
+    assert "could not load gpt2 (no network?): ConnectionError: no network; " in one_error_line(capsys)
+
+
 def test_a_tiktoken_file_of_ranks(tmp_path, text_file):
     """The form a gpt2 run keeps: base64 token and rank per line."""
     lines = [f"{__import__('base64').b64encode(bytes([b])).decode()} {b}" for b in range(256)]

@@ -1,9 +1,12 @@
 """Data: the embedded corpus, user files, the train/val split and batches.
 
 Two kinds of input, one shape after loading: a 1-D array of token ids.
-- Any text or binary file: byte-level tokens (vocab 256), so every file works.
+- Any text or binary file: byte-level tokens (vocab 256), so every file works;
+  or, with ``--tokenizer`` (``text_codec``), the tokenizer's ids, the text
+  split into train and validation first so a BPE learns from train alone.
 - A nanoGPT-style ``.bin`` of uint16 token ids, memory-mapped so a corpus
-  tokenised elsewhere can be any size without being read into memory.
+  tokenised elsewhere can be any size without being read into memory; with
+  ``--tokenizer``, the tokenizer that made them decodes samples and prompts.
 
 Targets are always the inputs shifted by one position.
 """

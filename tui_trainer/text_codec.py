@@ -278,11 +278,21 @@ def _tiktoken_file(path: Path, data: bytes, spec: str) -> TiktokenTokenizer:
         raise UserError(f"tokenizer file {path} does not rank every byte with ranks 0..N-1; "
                         "pass a .tiktoken file of ranks or a tokenizer.json")
     try:
-        enc = tiktoken.Encoding(name=path.stem, pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+        enc = tiktoken.Encoding(name=path.stem, pat_str=_gpt2_pattern(), mergeable_ranks=ranks,
                                 special_tokens={ENDOFTEXT: len(ranks)})
     except Exception as e:
         raise UserError(f"tokenizer file {path} cannot be used ({_first_line(e)}); pass a tokenizer.json") from None
     return TiktokenTokenizer(enc, spec)
+
+
+def _gpt2_pattern() -> str:
+    """tiktoken's own GPT-2 split pattern, so that a gpt2 run resumed from its
+    folder's copy splits text exactly as ``get_encoding("gpt2")`` did."""
+    try:
+        from tiktoken_ext.openai_public import r50k_pat_str
+    except ImportError:
+        return GPT2_PATTERN
+    return r50k_pat_str
 
 
 # --- in the run folder ----------------------------------------------------------
