@@ -135,7 +135,8 @@ def load_corpus(cfg: TrainConfig) -> Corpus:
             tokenizer = make_tokenizer(cfg.tokenizer, None, saved_in(cfg.out))
             if top > tokenizer.vocab_size:  # every id was read: the check is the whole file's
                 raise UserError(f"{path} holds token id {top - 1}, at or beyond the {tokenizer.vocab_size} ids of "
-                                f"--tokenizer {cfg.tokenizer}; pass the tokenizer these ids were made with")
+                                f"--tokenizer {cfg.tokenizer} (all {len(tokens)} ids were checked); "
+                                "pass the tokenizer these ids were made with")
             top = tokenizer.vocab_size
         vocab = cfg.vocab_size or top
         if top > vocab:
