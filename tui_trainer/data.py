@@ -152,7 +152,7 @@ def load_corpus(cfg: TrainConfig) -> Corpus:
             vocab, tok = 256, ByteTokenizer()
             if cfg.vocab_size not in (None, 256):
                 raise UserError(f"--vocab-size {cfg.vocab_size} applies to .bin token files only; "
-                                f"{source} is read as bytes (vocab 256)")
+                                f"{path.name if path else source} is read as bytes (vocab 256)")
         else:
             tok, text_tokens = _tokenized(cfg, raw, source)
             vocab = cfg.vocab_size or tok.vocab_size
