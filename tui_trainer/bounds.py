@@ -100,6 +100,11 @@ BOUNDS: dict[str, Bound] = {
 }
 
 
+#: The vocabulary of ``--tokenizer bpe:N``: the 256 bytes and an end-of-text
+#: token at least; more than 2**20 would take longer to train than any run here.
+BPE_VOCAB = Bound(257, 2**20)
+
+
 def problem(key: str, v: Any) -> str | None:
     """Why ``v`` is refused as ``key``'s value ("must be at least 1 and at
     most 1e12"), or None.  A key with no bound takes any finite number."""

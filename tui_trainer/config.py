@@ -18,6 +18,7 @@ from typing import Any, Literal, NamedTuple, Union, get_args, get_origin, get_ty
 from .bounds import BOUNDS, MAX_STEPS, number, problem  # noqa: F401 (MAX_STEPS re-exported)
 from .errors import UserError  # noqa: F401 (re-exported: config.UserError)
 from .presets import Preset, describe as describe_presets, preset_values
+from .text_codec import spec_problem
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -46,6 +47,9 @@ class TrainConfig:
     # (sweep and figures: benchmarks/bench_demo.py --sweep).
     # data
     data: str | None = _f(None, "training text (any file, byte-level) or a nanoGPT .bin of uint16 tokens; default: the embedded corpus")
+    tokenizer: str = _f("bytes", "bytes (vocab 256), bpe:N (a byte-level BPE of N tokens trained on the training "
+                                 "split), gpt2 (tiktoken) or a path to a tokenizer.json; with a .bin of ids, "
+                                 "the tokenizer that made them (samples and prompts become text)")
     vocab_size: int | None = _f(None, "vocabulary size of a .bin token file (default 65536 for uint16 .bin; 256 for text)")
     val_fraction: float = _f(0.1, "fraction of the data held out for validation (taken from the end)")
     # run folder
@@ -346,6 +350,8 @@ def validate(c: TrainConfig) -> None:
         bad(f"--n-head ({c.n_head}) does not divide --n-embd ({c.n_embd}); pick a width that is a multiple of the heads")
     if not c.sample_prompt:
         bad("--sample-prompt is empty; the sample needs at least one token to start from, e.g. --sample-prompt 'def '")
+    if (why := spec_problem(c.tokenizer)) is not None:
+        bad(f"--tokenizer {why}, got {_shown(c.tokenizer)}; pass e.g. --tokenizer bpe:4096, or leave it out for bytes")
     for name in ("data", "out"):
         if getattr(c, name) == "":
             bad(f"{_flag(name)} is empty; pass a path, or leave {_flag(name)} out for the default")

@@ -1,9 +1,12 @@
 """Data: the embedded corpus, user files, the train/val split and batches.
 
 Two kinds of input, one shape after loading: a 1-D array of token ids.
-- Any text or binary file: byte-level tokens (vocab 256), so every file works.
+- Any text or binary file: byte-level tokens (vocab 256), so every file works;
+  or, with ``--tokenizer`` (``text_codec``), the tokenizer's ids, the text
+  split into train and validation first so a BPE learns from train alone.
 - A nanoGPT-style ``.bin`` of uint16 token ids, memory-mapped so a corpus
-  tokenised elsewhere can be any size without being read into memory.
+  tokenised elsewhere can be any size without being read into memory; with
+  ``--tokenizer``, the tokenizer that made them decodes samples and prompts.
 
 Targets are always the inputs shifted by one position.
 """
@@ -23,6 +26,7 @@ import torch
 from .commands import surrogate_problem
 from .config import TrainConfig, UserError
 from .files import regular_file_size
+from .text_codec import make_tokenizer, saved_in
 
 DEFAULT_CORPUS = "stdlib.txt.gz"
 
@@ -95,7 +99,7 @@ class Corpus:
     train: Any  # torch.Tensor (uint8) or np.memmap (uint16)
     val: Any
     vocab_size: int
-    tokenizer: ByteTokenizer | IdTokenizer
+    tokenizer: Any  # ByteTokenizer, IdTokenizer or a text_codec tokenizer (same methods)
     source: str  # what the user would call it: a path, or "embedded stdlib corpus"
     fingerprint: str  # identifies the data for resume checks
 
@@ -105,12 +109,13 @@ class Corpus:
 
 
 def load_corpus(cfg: TrainConfig) -> Corpus:
+    tokenizer: Any = None  # a text_codec tokenizer, for --tokenizer other than bytes
+    text_tokens: tuple[Any, Any] | None = None  # (train, val) when the text was split before tokenizing
     if cfg.data is None:
         raw = load_default_corpus()
-        tokens: Any = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
-        vocab, tok = 256, ByteTokenizer()
         source = "embedded stdlib corpus"
         fingerprint = "sha256:" + hashlib.sha256(raw).hexdigest()[:16]
+        path = None
     else:
         path = Path(cfg.data)
         # Says what the path is when it is not a regular file (a FIFO, a
@@ -120,35 +125,72 @@ def load_corpus(cfg: TrainConfig) -> Corpus:
             raise UserError(f"data file {path} is empty; pass a file with some text in it")
         fingerprint = _fingerprint(path, size)
         source = str(path)
-        if path.suffix == ".bin":
-            if size % 2:
-                raise UserError(f"{path} has an odd number of bytes, so it is not uint16 tokens; "
-                                "rename it (not .bin) to train on its bytes")
-            tokens = np.memmap(path, dtype=np.uint16, mode="r")
-            top = int(_chunked_max(tokens)) + 1
-            vocab = cfg.vocab_size or top
-            if top > vocab:
-                raise UserError(f"{path} holds token id {top - 1}, outside --vocab-size {vocab}; "
-                                f"pass --vocab-size {top} or more")
-            tok = IdTokenizer(vocab)
-        else:
-            tokens = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+    if path is not None and path.suffix == ".bin":
+        if size % 2:
+            raise UserError(f"{path} has an odd number of bytes, so it is not uint16 tokens; "
+                            "rename it (not .bin) to train on its bytes")
+        tokens: Any = np.memmap(path, dtype=np.uint16, mode="r")
+        top = int(_chunked_max(tokens)) + 1
+        if cfg.tokenizer != "bytes":
+            tokenizer = make_tokenizer(cfg.tokenizer, None, saved_in(cfg.out))
+            if top > tokenizer.vocab_size:  # every id was read: the check is the whole file's
+                raise UserError(f"{path} holds token id {top - 1}, at or beyond the {tokenizer.vocab_size} ids of "
+                                f"--tokenizer {cfg.tokenizer} (all {len(tokens)} ids were checked); "
+                                "pass the tokenizer these ids were made with")
+            top = tokenizer.vocab_size
+        vocab = cfg.vocab_size or top
+        if top > vocab:
+            what = f"token id {top - 1}" if tokenizer is None else f"a vocabulary of {top} (--tokenizer)"
+            raise UserError(f"{path} holds {what}, outside --vocab-size {vocab}; "
+                            f"pass --vocab-size {top} or more")
+        tok: Any = tokenizer or IdTokenizer(vocab)
+    else:
+        if path is not None:
+            raw = path.read_bytes()
+        if cfg.tokenizer == "bytes":
+            tokens = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
             vocab, tok = 256, ByteTokenizer()
             if cfg.vocab_size not in (None, 256):
                 raise UserError(f"--vocab-size {cfg.vocab_size} applies to .bin token files only; "
-                                f"{path.name} is read as bytes (vocab 256)")
-    n = len(tokens)
+                                f"{path.name if path else source} is read as bytes (vocab 256)")
+        else:
+            tok, text_tokens = _tokenized(cfg, raw, source)
+            vocab = cfg.vocab_size or tok.vocab_size
+            if vocab < tok.vocab_size:
+                raise UserError(f"--vocab-size {vocab} is below the {tok.vocab_size} ids of --tokenizer "
+                                f"{cfg.tokenizer}; leave --vocab-size out")
     need = cfg.context_length + 1
+    if text_tokens is not None:
+        train, val = text_tokens
+        n, n_val = len(train) + len(val), len(val)
+    else:
+        n = len(tokens)
+        n_val = int(n * cfg.val_fraction)
     if n < need:
         raise UserError(f"data has {n} tokens, shorter than one context window plus one ({need}); "
                         f"use a larger file or a smaller --context-length")
-    n_val = int(n * cfg.val_fraction)
     if n_val < need or n - n_val < need:
         raise UserError(f"data has {n} tokens: too few to split into train and validation of at least "
                         f"{need} tokens each; use a larger file or a smaller --context-length")
-    # Validation is the tail: a fixed, contiguous slice, the same on every run.
-    return Corpus(train=tokens[: n - n_val], val=tokens[n - n_val:], vocab_size=vocab,
-                  tokenizer=tok, source=source, fingerprint=fingerprint)
+    if text_tokens is None:
+        # Validation is the tail: a fixed, contiguous slice, the same on every run.
+        train, val = tokens[: n - n_val], tokens[n - n_val:]
+    return Corpus(train=train, val=val, vocab_size=vocab, tokenizer=tok, source=source, fingerprint=fingerprint)
+
+
+def _tokenized(cfg: TrainConfig, raw: bytes, source: str) -> tuple[Any, tuple[Any, Any]]:
+    """Text through a tokenizer: split first (the validation text is the tail
+    ``val_fraction`` of the bytes, cut at a character), so that a BPE trained
+    here learns from the training text alone; then each part is encoded."""
+    cut = len(raw) - int(len(raw) * cfg.val_fraction)
+    while 0 < cut < len(raw) and (raw[cut] & 0xC0) == 0x80:  # not inside a UTF-8 character
+        cut += 1
+    train_text = raw[:cut].decode("utf-8", errors="replace")
+    val_text = raw[cut:].decode("utf-8", errors="replace")
+    tok = make_tokenizer(cfg.tokenizer, train_text, saved_in(cfg.out))
+    dtype = np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32
+    parts = tuple(np.asarray(tok.encode_text(t), dtype=dtype) for t in (train_text, val_text))
+    return tok, parts
 
 
 def _fingerprint(path: Path, size: int) -> str:

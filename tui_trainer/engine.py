@@ -36,6 +36,7 @@ from .records import (BadStep, CheckpointReason, Eval, Resources, RunEnd, RunSta
 from .run import Run, Sink
 from .schedule import LRSchedule
 from .step import accumulate_gradients
+from .text_codec import keep_in
 from .threads import ThreadGovernor, idle_at_start
 
 
@@ -162,7 +163,8 @@ class Trainer:
                            total_steps=cfg.steps, resumed=self.resumed, resumed_from=self.resumed_from,
                            changes=self.config_changes, live=dict(run.changed) or None,
                            inexact=[k for k in INEXACT_CHANGES if k in (self.config_changes or {})] or None,
-                           flops_per_token=fpt, peak_flops=peak, tokens_per_step=self._tokens_per_step()))
+                           flops_per_token=fpt, peak_flops=peak, tokens_per_step=self._tokens_per_step(),
+                           tokenizer=keep_in(self.run_dir, self.corpus.tokenizer)))  # written as training begins
         self.schedule.announce(self.emit)  # a jump of the LR at this resume
         self._sampled_at = time.perf_counter()
         status, error = "finished", None

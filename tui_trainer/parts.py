@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from . import distributed
 from .config import PROMPT_FROM_DATA, TrainConfig, UserError
-from .data import BatchSampler, ByteTokenizer, Corpus, load_corpus, make_batches
+from .data import BatchSampler, ByteTokenizer, Corpus, IdTokenizer, load_corpus, make_batches
 from .distributed import Dist
 from .hardware import Hardware, configure
 from .memory import check_fits
@@ -83,9 +83,12 @@ def prompt_from(corpus: Corpus, length: int = 12) -> str:
     validation split (its first tokens, for a .bin of token ids)."""
     val = corpus.val
     head = [int(t) for t in val[: 1 << 14]]
-    if not isinstance(corpus.tokenizer, ByteTokenizer):
+    if isinstance(corpus.tokenizer, IdTokenizer):
         return corpus.tokenizer.decode(head[:4])
-    text = bytes(head).decode("utf-8", errors="ignore")
+    if isinstance(corpus.tokenizer, ByteTokenizer):
+        text = bytes(head).decode("utf-8", errors="ignore")
+    else:  # a text tokenizer: its text, without the replacement marks of a cut character
+        text = corpus.tokenizer.decode(head[:1 << 12]).replace("\ufffd", "")
     lines = [ln.strip() for ln in text.split("\n")[1:-1] if ln.strip()]
     start = next((ln for ln in lines if ln.isprintable()), text.strip() or "The ")
     cut = start[:length]

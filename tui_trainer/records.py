@@ -123,6 +123,9 @@ class RunStart(Record):
     peak_flops: float | None = None
     # Tokens per optimizer step: grad_accum x batch_size x context_length x processes.
     tokens_per_step: int | None = None
+    # The tokenizer, when not bytes: {"name": the --tokenizer setting, "vocab_size": N,
+    # "file": its copy in the run folder (tokenizer.json or tokenizer.tiktoken)}.
+    tokenizer: dict[str, Any] | None = None
 
 
 @dataclass
