@@ -146,6 +146,10 @@ class DashboardApp(App):
         """Drain the source, fold records into the runs, update what changed."""
         if not self.main.query(StatusLine):
             return  # shutting down: nothing to update
+        history = self.source.take_series()  # a resumed run's history, before its live records
+        for i, series in history.items():
+            self.runs[i] = series.replace(self.runs[i]) if i < len(self.runs) else series
+            self._run_reset(i)
         batch = self.source.poll()
         for i, record in batch:
             while i >= len(self.runs):
@@ -158,7 +162,7 @@ class DashboardApp(App):
                 self.say(a.text, ok=a.ok)
                 if self.state == "running":  # an answer after the run's end must not hide the end
                     self.set_note(a.short or a.text)
-        swapped = self.source.take_swapped()
+        swapped = self.source.take_swapped() or bool(history)
         if batch or swapped:
             self._plots_dirty = True
         self.update_view(force_plots=swapped)
