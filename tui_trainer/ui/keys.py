@@ -114,7 +114,7 @@ KEYS: tuple[Key, ...] = (
     Key("plus", "+", "panes('window_size', 0.5)"),
     Key("equals_sign", "=", "panes('window_size', 0.5)"),
     Key("escape", "esc", "panes('back')", "", "back to the runs table; hide the inspector", needs="browser"),
-    Key("escape", "esc", "panes('back')", "", "hide the inspector", needs="-browser"),
+    Key("escape", "esc", "panes('back')", needs="-browser"),  # hides the inspector: said on the ← → row
     # ctrl+c is q, wherever; priority, so it is ours and not Textual's "use ctrl+q" hint.
     Key("ctrl+c", "ctrl+c", "quit", help="the same as q", priority=True),
     Key("ctrl+p", "ctrl+p", "command_palette", help="commands (e.g. a light theme)"),  # Textual's own binding
