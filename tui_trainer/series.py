@@ -161,6 +161,7 @@ class RunSeries:
             self._last_train = None  # a new session: the time between sessions is not step time
             self._gaps.clear()  # nor is an earlier session's pace (another machine, other settings)
             self._step_times.clear()
+            self._live_steps = 0
             self.ended_by_record = False  # a resumed run is not over
             if isinstance(r.live, dict):
                 self.changes.update(r.live)

@@ -107,7 +107,7 @@ class DashboardApp(App):
         self.poll_source()
         self.poll_timer = self.set_interval(POLL_S, self.poll_source)
         self.source.start()
-        if self.mode == "attach":  # what the run's loop offers (a sample on request?), for keys and hints
+        if self.mode == "attach" and self.steering.can_send():  # what its loop takes, for keys and hints
             self.typed.ask_status()
         self.call_after_refresh(self._refit)
 
