@@ -15,8 +15,8 @@ short reason (``refusal``) instead of silence.
 A row may also need something of the run or the window (``needs``, a word of
 ``NEEDS``): several runs shown (``runs``), a runs table to go back to
 (``browser``), a loop that takes sample, eval or checkpoint requests
-(``sample``, ``eval``, ``checkpoint``); ``-word``:
-only without it.  The app says which it has (``DashboardApp.caps``).
+(``sample``, ``eval``, ``checkpoint``); ``-word``: only without it.  The app
+says which it has (``DashboardApp.caps``).
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ KEYS: tuple[Key, ...] = (
     Key("q", "q", "quit('close')", "close", "close this window; the run goes on", ("attach",)),
     Key("question_mark", "?", "help", "help", "this help (escape closes it)"),
     Key("p", "p", "pause", "pause", "pause / resume the run", STEER),
-    Key("e", "e", "eval", "eval", "evaluate now (the run samples too, where it does at its evals)", STEER,
+    Key("e", "e", "eval", "eval", "evaluate now (and sample, where the run samples at its evals)", STEER,
         needs="eval"),
     Key("c", "c", "checkpoint", "ckpt", "save a checkpoint now", STEER, needs="checkpoint"),
     # Typing a change, a command or a prompt (command_line.py); a log cannot be steered.
@@ -136,8 +136,8 @@ def bindings() -> list[Binding]:
     out = [Binding(k.key, k.action, k.label, show=bool(k.label), key_display=k.show, priority=k.priority)
            for k in KEYS if rows.get((k.key, k.action)) is k]
     for key in dict.fromkeys(k.key for k in KEYS):
-        rows_ = [k for k in KEYS if k.key == key]
-        if not all(any(k.works(m, s, c) for k in rows_) for m in MODES for s in STATES for c in _CAPS):
+        mine = [k for k in KEYS if k.key == key]
+        if not all(any(k.works(m, s, c) for k in mine) for m in MODES for s in STATES for c in _CAPS):
             out.append(Binding(key, f"refuse({key!r})", show=False))
     return out
 
