@@ -171,6 +171,9 @@ class CommandScreen(ModalScreen[None]):
         self.live_settings = dict(settings)
         for hint in self.query("#cmd-hint").results(Static):  # none yet: compose shows them
             hint.update(self._hint())
+        if self.kind == "command":
+            for box in self.query("#cmd-input").results(Input):
+                box.placeholder = self.desk.examples()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -292,7 +295,6 @@ class TypedCommands:
                 self.settings_note = f"no answer from the run: {safe.plain(answer.get('error'), 200)}"
             if isinstance(self.app.screen, CommandScreen):
                 self.app.screen.show_settings(self.settings)
-                self.app.screen.query_one(Input).placeholder = self.examples()
             if not quiet:
                 self.app.say(", ".join(f"{k}={value_text(v)}" for k, v in sorted(self.settings.items()))
                              or self.settings_note)
