@@ -133,7 +133,8 @@ def _say_how_it_ended(end: Any, trainer: Any, run: Any, *, log: Path, headless: 
     if not headless and end is not None:
         best = trainer.best_val
         best_txt = f" | best val {fmt_loss(best)}" if best == best and best != float("inf") else ""
-        last = "no eval yet" if end.val_loss is None else f"val {fmt_loss(end.val_loss)}"
+        at = getattr(trainer, "last_val_step", -1)  # the step of the last eval, which the val is from
+        last = "no eval yet" if end.val_loss is None or at < 0 else f"val {fmt_loss(end.val_loss)} @ {at:,}"
         lines.append(f"run {end.status} at step {end.step} of {trainer.cfg.steps} | {last}{best_txt}")
         lines.append(f"folder: {run.folder}")
     lines.append(f"log: {log}")

@@ -162,6 +162,8 @@ class TrainerControl:
             answer.update(self.state(), pid=os.getpid())
             if cmd == "status" and (live := self.settings()) is not None:
                 answer["settings"] = live  # what a set may change, and its value now
+            if cmd == "status" and (refusal := getattr(self.target, "refusal", None)) is not None:
+                answer["offers"] = [c for c in ("eval", "checkpoint", "sample") if refusal(Command(c)) is None]
             return answer
         command = Command(cmd)
         refusal = getattr(self.target, "refusal", None)

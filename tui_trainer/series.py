@@ -159,6 +159,10 @@ class RunSeries:
             self.tokens_per_step = _positive(r.tokens_per_step)  # absent in older logs
             self._state, self.error, self.started = "running", None, True
             self._last_train = None  # a new session: the time between sessions is not step time
+            self._gaps.clear()  # nor is an earlier session's pace (another machine, other settings)
+            self._step_times.clear()
+            self._live_steps = 0
+            self.ended_by_record = False  # a resumed run is not over
             if isinstance(r.live, dict):
                 self.changes.update(r.live)
             if r.inexact:
@@ -170,6 +174,14 @@ class RunSeries:
             self.error = r.error
             self.step = max(self.step, r.step)
             self.elapsed_s = max(self.elapsed_s, r.elapsed_s)
+
+    def replace(self, old: "RunSeries") -> "RunSeries":
+        """This series, to be shown in place of ``old``: its versions moved
+        past ``old``'s, so every widget redraws (a version never repeats)."""
+        self.version += old.version + 1
+        self.evals_version += old.evals_version + 1
+        self.samples_seen += old.samples_seen + 1
+        return self
 
     def _mark(self, step: int, kind: str, label: str) -> None:
         self.markers.append(Marker(step, kind, label))
@@ -204,13 +216,7 @@ class RunSeries:
             self._state = "running"
         self._live_steps += 1
         compiled, self._compiling = self._compiling, False
-        last, self._last_train = self._last_train, (r.elapsed_s, r.step)
-        if last is not None and _finite(r.elapsed_s) and _finite(last[0]) and r.step > last[1] \
-                and r.elapsed_s >= last[0]:
-            self._gaps.append((r.elapsed_s - last[0]) / (r.step - last[1]))
-        tps = r.tokens_per_sec
-        if not compiled and _finite(tps) and 0 < tps < 1e30:
-            self._step_times.append(1.0 / tps)
+        self._pace(r, compiled)
         if _finite(r.lr):
             self.lr_curve.append(r.step, r.lr)
         if _finite(r.train_loss):
@@ -219,6 +225,26 @@ class RunSeries:
             self._ema_state, self._ema_count, smoothed = ema_step(self._ema_state, self._ema_count,
                                                                    r.train_loss)
             self.smooth.append(r.step, smoothed)
+
+    def _pace(self, r: TrainStep, compiled: bool = False) -> None:
+        """The rate estimator's share of a train record (``rates``)."""
+        last, self._last_train = self._last_train, (r.elapsed_s, r.step)
+        if last is not None and _finite(r.elapsed_s) and _finite(last[0]) and r.step > last[1] \
+                and r.elapsed_s >= last[0]:
+            self._gaps.append((r.elapsed_s - last[0]) / (r.step - last[1]))
+        tps = r.tokens_per_sec
+        if not compiled and _finite(tps) and 0 < tps < 1e30:
+            self._step_times.append(1.0 / tps)
+
+    def seed_rates(self, recent: list[TrainStep]) -> None:
+        """Feed the rate estimator a log's recent train records of its latest
+        session, oldest first (a log read whole: ``extend_train`` feeds no
+        rates), so a window opened on a running run shows its pace at once."""
+        self._gaps.clear()
+        self._step_times.clear()
+        self._last_train = None
+        for r in recent[-RATE_STEPS:]:
+            self._pace(r)
 
     def extend_train(self, steps: np.ndarray, losses: np.ndarray, lrs: np.ndarray | None = None) -> None:
         """Bulk path: many train steps at once (a log read back from disk).

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import queue
 import threading
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from .commands import Command
 from .records import Record, RunEnd
+from .series import RunSeries
 
 MAX_PER_POLL = 50_000  # records handed over per poll, so one poll never freezes the screen
 
@@ -48,6 +50,11 @@ class RecordSource:
     def take_swapped(self) -> bool:
         """True once after whole series were replaced without records (a log load)."""
         return False
+
+    def take_series(self) -> dict[int, RunSeries]:
+        """Once each: whole series to put in place of run ``i`` before the
+        records ``poll`` hands out next (a resumed run's history)."""
+        return {}
 
     def status_text(self) -> str:
         """A few words for the status line, e.g. ``following 2 files``."""
@@ -143,6 +150,11 @@ class TrainerSource(QueueSource):
         self.end: RunEnd | None = None
         self.stopping = False
         self.detached = False
+        # A resumed run's history (its log before this session), read in a
+        # thread; live records wait in the queue until the UI has taken it.
+        self.history_pending = False
+        self._history: RunSeries | None = None
+        self._history_read = threading.Event()
 
     def _say(self, phase: str) -> None:
         self.phase = phase
@@ -175,12 +187,49 @@ class TrainerSource(QueueSource):
     def _run(self) -> None:
         if self.trainer is None and not self._prepare():
             return
+        self._read_history(self.trainer)
         try:
             self.end = self.trainer.run()
         except BaseException as e:  # the engine catches training errors; this is a sink or setup failing
             self.end = RunEnd(step=getattr(self.trainer, "step", 0), status="failed",
                               elapsed_s=0.0, error=f"{type(e).__name__}: {e}")
             self.queue.put((0, self.end))
+
+    def _read_history(self, trainer: LiveTrainer) -> None:
+        """A resumed run: read its log as it is now, before this session
+        writes its ``run_start`` (the seam), in a thread of its own."""
+        folder = getattr(getattr(trainer, "run_handle", None), "folder", None)
+        if getattr(trainer, "resumed", False) is not True or folder is None:
+            return
+        from .runlog import LOG_NAME
+
+        log = Path(folder) / LOG_NAME
+        try:
+            end = log.stat().st_size
+        except OSError:
+            return
+        self.history_pending = True
+
+        def read() -> None:
+            from .logs.history import read_history
+
+            try:
+                self._history = read_history(log, end, trainer.step, trainer.run_name)
+            except Exception:  # noqa: BLE001 - an unreadable history shows the live records alone
+                self._history = None
+            self._history_read.set()
+
+        threading.Thread(target=read, name="history", daemon=True).start()
+
+    def take_series(self) -> dict[int, RunSeries]:
+        if not self.history_pending or not self._history_read.is_set():
+            return {}
+        self.history_pending = False  # poll hands out the live records from now on
+        history, self._history = self._history, None
+        return {0: history} if history is not None else {}
+
+    def poll(self) -> list[tuple[int, Record]]:
+        return [] if self.history_pending else super().poll()
 
     def send(self, command: Command) -> None:
         if Command(command) is Command.STOP:
@@ -214,6 +263,8 @@ class TrainerSource(QueueSource):
     def status_text(self) -> str:
         if self.phase:
             return self.phase
+        if self.history_pending:
+            return "reading the run's log…"
         if self.stopping and not self.done:
             return "stopping…"
         return ""

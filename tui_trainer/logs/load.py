@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..records import TrainStep
+from ..records import RunStart, TrainStep
 from ..series import RunSeries
 from .formats.hugging_face import TrainerState
 from .parsing import Item, LineParser, ReadCounts, TrainBlock
@@ -23,6 +23,7 @@ from .resumes import cutoffs
 from .tail import CHUNK, StateTail, Tail, open_tail
 
 PREVIEW_POINTS = 2000
+RECENT_BYTES = 256 << 10  # the end of a log read for its recent pace
 
 
 def apply_items(series: RunSeries, items: list[Item]) -> None:
@@ -42,21 +43,27 @@ def apply_items(series: RunSeries, items: list[Item]) -> None:
             series.apply(it)
 
 
-def read_whole(tail: Tail, name: str, follow: bool, stop: threading.Event | None = None
-               ) -> tuple[RunSeries, LineParser] | None:
+def read_whole(tail: Tail, name: str, follow: bool, stop: threading.Event | None = None, *,
+               then_resumed: int | None = None) -> tuple[RunSeries, LineParser] | None:
     """The file ``tail`` has open, read from its start into a fresh series,
     and the parser that read it (its ``counts`` say what was read); None if
     ``stop`` was set.  ``follow``: the file is still growing (a torn last line
-    is left for later, and a log without a run_end is not finished)."""
+    is left for later, and a log without a run_end is not finished; the rate
+    estimator is fed the latest session's recent steps).  ``then_resumed``:
+    the step of a resume that comes after what is read (a resumed run's
+    history, ``logs/history.py``), which supersedes as any resume does."""
     series, parser = _read(tail, name, follow, stop, None)
-    if series is not None and parser.supersedes:
+    resumes = parser.resumes + ([then_resumed] if then_resumed is not None else [])
+    if series is not None and (parser.supersedes or then_resumed is not None and then_resumed < parser.max_step):
         # A resumed run rewrote steps an earlier session had logged: read
         # again, dropping what the resume superseded.
         tail.open()
-        series, parser = _read(tail, name, follow, stop, cutoffs(parser.resumes))
+        series, parser = _read(tail, name, follow, stop, cutoffs(resumes))
     if series is None:
         return None
     series.bad_lines = parser.counts.bad
+    if follow and type(tail) is Tail:
+        series.seed_rates(recent_train(tail))
     if isinstance(tail, StateTail) and tail.state is not None:
         state_figures(series, tail.state)
     elif not follow and not series.total_steps and not series.ended:
@@ -90,6 +97,23 @@ def _read(tail: Tail, name: str, follow: bool, stop: threading.Event | None, cut
     if not follow:
         apply_items(series, read_last_line(tail, parser))
     return series, parser
+
+
+def recent_train(tail: Tail, back: int = RECENT_BYTES) -> list[TrainStep]:
+    """The train records of the last ``back`` bytes read, after the last
+    ``run_start`` among them (the latest session's), oldest first."""
+    if tail.fd is None:
+        return []
+    start = max(0, tail.offset - back)
+    buf = os.pread(tail.fd, tail.offset - start, start)
+    lines = buf.split(b"\n")[1 if start else 0:-1]  # whole lines only
+    out: list[TrainStep] = []
+    for it in LineParser(bulk=False).feed(lines):
+        if isinstance(it, RunStart):
+            out.clear()
+        elif isinstance(it, TrainStep):
+            out.append(it)
+    return out
 
 
 def read_last_line(tail: Tail, parser: LineParser) -> list[Item]:

@@ -23,7 +23,6 @@ from typing import Any, Callable
 
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, VerticalScroll
-from textual.content import Content
 from textual.widgets import Footer
 
 from ..commands import Command
@@ -35,7 +34,8 @@ from . import keys, safe
 from .command_line import TypedCommands
 from .controls import PaneControls
 from .plot import CurvePlot
-from .titles import plot_title, sample_title
+from .sample_view import show_sample
+from .titles import plot_title
 from .widgets import Alert, EvalLog, HelpScreen, SamplePane, StatusLine
 
 POLL_S = 0.25          # drain the source 4 times a second
@@ -107,6 +107,8 @@ class DashboardApp(App):
         self.poll_source()
         self.poll_timer = self.set_interval(POLL_S, self.poll_source)
         self.source.start()
+        if self.mode == "attach" and self.steering.can_send():  # what its loop takes, for keys and hints
+            self.typed.ask_status()
         self.call_after_refresh(self._refit)
 
     def on_resize(self) -> None:
@@ -138,14 +140,25 @@ class DashboardApp(App):
             return "ended"
         return "running" if self.steering.can_send() else "offline"
 
+    @property
+    def caps(self) -> frozenset[str]:
+        """What the keys may need (``keys.NEEDS``): several runs, a runs table, the requests the run takes."""
+        offers = self.typed.offers  # None until the run has said (its status answer): all of them
+        has = {"runs": len(self.runs) > 1, "browser": self.browser is not None}
+        return frozenset(w for w in keys.NEEDS if has.get(w, offers is None or w in offers))
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return keys.works(action, parameters, self.mode, self.state)
+        return keys.works(action, parameters, self.mode, self.state, self.caps)
 
     # --- feeding ---
     def poll_source(self) -> None:
         """Drain the source, fold records into the runs, update what changed."""
         if not self.main.query(StatusLine):
             return  # shutting down: nothing to update
+        history = self.source.take_series()  # a resumed run's history, before its live records
+        for i, series in history.items():
+            self.runs[i] = series.replace(self.runs[i]) if i < len(self.runs) else series
+            self._run_reset(i)
         batch = self.source.poll()
         for i, record in batch:
             while i >= len(self.runs):
@@ -158,7 +171,7 @@ class DashboardApp(App):
                 self.say(a.text, ok=a.ok)
                 if self.state == "running":  # an answer after the run's end must not hide the end
                     self.set_note(a.short or a.text)
-        swapped = self.source.take_swapped()
+        swapped = self.source.take_swapped() or bool(history)
         if batch or swapped:
             self._plots_dirty = True
         self.update_view(force_plots=swapped)
@@ -242,8 +255,8 @@ class DashboardApp(App):
                 plot.runs = self.runs
                 plot.refresh()
         # Refreshing bindings rebuilds the footer: only when what it shows changes.
-        if (mode, state) != self._keys_state:
-            self._keys_state = (mode, state)
+        if (mode, state, self.caps) != self._keys_state:
+            self._keys_state = (mode, state, self.caps)
             self.refresh_bindings()
 
     def _title_plots(self) -> None:
@@ -256,22 +269,7 @@ class DashboardApp(App):
         return self.runs[min(self.sample_run, len(self.runs) - 1)] if self.runs else None
 
     def _show_sample(self) -> None:
-        run = self._sample_series()
-        seen = run.samples_seen if run else -1
-        hint = ("no sample yet: one is drawn at each eval (e)" if self.state == "running"
-                else "no sample yet" if self.mode != "view" else "")
-        last_run, last_seen, last_back, last_hint = self._samples_seen
-        if (id(run), seen, self.sample_back, hint) == self._samples_seen:
-            return
-        if run is not None and id(run) == last_run and self.sample_back and seen > last_seen:
-            self.sample_back += seen - last_seen  # looking back: new samples do not move the view
-        if run is not None:
-            self.sample_back = max(0, min(self.sample_back, len(run.samples) - 1))
-        self._samples_seen = (id(run), seen, self.sample_back, hint)
-        title = self.main.query_one(SamplePane).show(run, self.sample_back, hint)
-        box = self.main.query_one("#sample-box")
-        box.border_title = sample_title(title, run.name if run and len(self.runs) > 1 else None, box.size.width)
-        box.border_subtitle = Content("[ ] older/newer") if run and len(run.samples) > 1 else ""
+        show_sample(self)
 
     # --- keys: each gets an answer ---
     def action_pause(self) -> None:
@@ -319,7 +317,7 @@ class DashboardApp(App):
         return False
 
     def action_refuse(self, key: str) -> None:
-        self.say(keys.refusal(key, self.mode, self.state), warn=True)
+        self.say(keys.refusal(key, self.mode, self.state, self.caps), warn=True)
 
     def action_smooth(self) -> None:
         self._toggle(lambda p: setattr(p, "smooth", not p.smooth), kinds=("loss",))
@@ -355,7 +353,7 @@ class DashboardApp(App):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(self.mode, self.state))
+            self.push_screen(HelpScreen(self.mode, self.state, self.caps))
 
     async def action_quit(self, how: str | None = None) -> None:
         """q: stop the live run (asking once more), close an attached window, quit a viewer."""

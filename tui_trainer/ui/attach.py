@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..commands import Command
-from ..control import ControlClient
+from ..control import QUERIES, ControlClient
 from ..fmt import fmt_int
 from ..sources import Answer
 from .app import DashboardApp
@@ -51,7 +51,7 @@ class ChannelSteering:
         self.client = client or ControlClient(run_dir, timeout=10.0)
         self._lock = threading.Lock()
         self._pending: list[Answer] = []
-        self.answers: list[dict[str, Any]] = []  # every raw answer, newest last (tests read it)
+        self.answers: list[dict[str, Any]] = []  # every raw answer to a command, newest last (tests read it)
         self._available = self.client.available()
         self._checked = time.monotonic()
 
@@ -71,8 +71,9 @@ class ChannelSteering:
         if not answer.get("ok"):
             answer["cmd"] = req.get("cmd")
             self._checked = -1e9  # look again: the run may have ended
-        with self._lock:
-            self.answers.append(answer)
+        if req.get("cmd") not in QUERIES:  # a status query is the window's own, not a command sent
+            with self._lock:
+                self.answers.append(answer)
         return answer
 
     def take_answers(self) -> list[Answer]:

@@ -146,8 +146,7 @@ class CommandScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="cmd-box"):
             yield Static(self._hint(), id="cmd-hint")
-            placeholder = "lr_scale=0.5 · steps=5000 · sample PROMPT · pause" if self.kind == "command" \
-                else "def parse("
+            placeholder = self.desk.examples() if self.kind == "command" else "def parse("
             yield Input(self.initial, placeholder=placeholder, id="cmd-input", compact=True,
                         suggester=_Suggest(self), select_on_focus=False)
 
@@ -165,13 +164,16 @@ class CommandScreen(ModalScreen[None]):
             now = "  ".join(f"{k}={value_text(v)}" for k, v in sorted(self.live_settings.items()))
         else:
             now = "asking the run for its settings…"
-        return safe.text(f"{now}\n{USAGE} · {KEYS_HELP}", limit=2000)
+        return safe.text(f"{now}\n{self.desk.usage()} · {KEYS_HELP}", limit=2000)
 
     def show_settings(self, settings: dict[str, Any]) -> None:
         """The run's settings arrived (its status answer): hint and completion use them."""
         self.live_settings = dict(settings)
         for hint in self.query("#cmd-hint").results(Static):  # none yet: compose shows them
             hint.update(self._hint())
+        if self.kind == "command":
+            for box in self.query("#cmd-input").results(Input):
+                box.placeholder = self.desk.examples()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -207,7 +209,24 @@ class TypedCommands:
         self.app = app  # the DashboardApp: its steering, say, set_note and sample pane
         self.settings: dict[str, Any] = {}  # the run's live settings, from its last status answer
         self.settings_note = ""             # why there are none to show
+        self.offers: frozenset[str] | None = None  # the requests its loop takes (status); None: not said
         self.history: dict[str, list[str]] = {"command": [], "prompt": []}
+
+    # --- what the run offers ---
+    def ask_status(self) -> None:
+        """Ask the run (quietly) for its settings and the requests its loop takes."""
+        self._send({"cmd": "status"}, quiet=True)
+
+    def examples(self) -> str:
+        """The command line's placeholder: the run's own settings, then what else it takes."""
+        shown = [f"{k}={value_text(v)}" for k, v in sorted(self.settings.items())[:2]] or ["KEY=VALUE"]
+        return " · ".join([*shown, *(["sample PROMPT"] if self._samples() else []), "pause"])
+
+    def usage(self) -> str:
+        return USAGE if self._samples() else USAGE.replace(" · sample PROMPT", "")
+
+    def _samples(self) -> bool:
+        return self.offers is None or "sample" in self.offers
 
     # --- opening ---
     def open(self, kind: str, text: str = "") -> None:
@@ -215,7 +234,7 @@ class TypedCommands:
             return
         self.app.push_screen(CommandScreen(kind, self, text))
         if kind == "command":
-            self._send({"cmd": "status"}, quiet=True)  # the keys and their values, for the hint
+            self.ask_status()  # the keys and their values, for the hint
 
     # --- sending ---
     def submit(self, kind: str, text: str) -> None:
@@ -263,6 +282,9 @@ class TypedCommands:
         if not isinstance(answer, dict):
             answer = {"ok": False, "error": "a malformed answer"}
         if req["cmd"] == "status":
+            offers = answer.get("offers")
+            if isinstance(offers, list):
+                self.offers = frozenset(o for o in offers if isinstance(o, str))
             live = answer.get("settings")
             if isinstance(live, dict):
                 self.settings = {k: v for k, v in live.items() if isinstance(k, str)}
@@ -320,8 +342,9 @@ class TypedCommands:
             name = safe.plain(key, 40, newlines=False)
             yield SystemCommand(f"Set {name}", f"now {value_text(value)}",
                                 lambda k=key: self.open("command", f"{k}="))
-        yield SystemCommand("Sample a prompt on the live weights…", "the prompt box (g)",
-                            lambda: self.open("prompt"))
+        if self._samples():
+            yield SystemCommand("Sample a prompt on the live weights…", "the prompt box (g)",
+                                lambda: self.open("prompt"))
         for title, verb in (("Pause or resume the run", "pause"), ("Evaluate now", "eval"),
                             ("Checkpoint now", "checkpoint")):
             yield SystemCommand(title, f"as the key {verb[0]}", lambda v=verb: app.run_action(v))

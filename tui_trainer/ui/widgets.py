@@ -268,12 +268,12 @@ class HelpScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close", show=False)]
 
-    def __init__(self, mode: str = "view", state: str = "ended") -> None:
+    def __init__(self, mode: str = "view", state: str = "ended", caps: frozenset[str] | None = None) -> None:
         super().__init__()
-        self.mode, self.state = mode, state
+        self.mode, self.state, self.caps = mode, state, caps
 
     def compose(self) -> ComposeResult:
-        t = key_table("Keys", keys.help_rows(self.mode, self.state))
+        t = key_table("Keys", keys.help_rows(self.mode, self.state, self.caps))
         t.append("\n" + keys.MODE_NOTES[self.mode] + "\n\n")
         t.append("Reading the screen\n", style="bold")
         t.append(keys.reading(self.mode))
