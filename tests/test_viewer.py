@@ -283,8 +283,10 @@ async def test_a_log_deleted_while_shown_is_said(tmp_path, follow):
         await until(pilot, lambda: app.runs[0].state == "finished", "the run")
         assert "GONE" not in status_and_banner(app)
         (run / "losses.jsonl").unlink()
-        await until(pilot, lambda: "LOG GONE (file deleted)" in status_and_banner(app), "the file said gone")
-        assert "following" not in status_and_banner(app) and "its log is gone" in status_and_banner(app)
+        # the status line and the banner are refreshed apart: wait for both to say it
+        await until(pilot, lambda: "LOG GONE (file deleted)" in status_and_banner(app)
+                    and "its log is gone" in status_and_banner(app), "the file said gone")
+        await until(pilot, lambda: "following" not in status_and_banner(app), "no longer following")
         shutil.rmtree(run)
         await until(pilot, lambda: "LOG GONE (folder missing)" in status_and_banner(app), "the folder said gone")
         assert app.runs[0].step == 20  # what was read stays shown
