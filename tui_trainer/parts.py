@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from . import distributed
+from .bits_per_byte import bits_per_byte, bytes_per_token, eval_targets
 from .config import PROMPT_FROM_DATA, TrainConfig, UserError
 from .data import BatchSampler, ByteTokenizer, Corpus, IdTokenizer, load_corpus, make_batches
 from .distributed import Dist
@@ -40,6 +41,11 @@ class Parts:
     sampler: BatchSampler
     val_batches: list[tuple[torch.Tensor, torch.Tensor]]
     train_eval_batches: list[tuple[torch.Tensor, torch.Tensor]]
+    val_bytes_per_token: float | None = None  # UTF-8 bytes per token of the val slice (bits_per_byte)
+
+    def val_bpb(self, val_loss: float) -> float | None:
+        """The val loss as bits per byte (None: the tokens have no text)."""
+        return bits_per_byte(val_loss, self.val_bytes_per_token)
 
 
 def build_parts(cfg: TrainConfig, hw: Hardware | None = None, dist: Dist | None = None) -> Parts:
@@ -72,10 +78,12 @@ def build_parts(cfg: TrainConfig, hw: Hardware | None = None, dist: Dist | None 
                                                   max_batches=cfg.eval_batches))
         return [(x.to(hw.device), y.to(hw.device)) for x, y in batches]
 
+    targets = eval_targets(corpus.val, cfg.context_length, cfg.eval_batches * cfg.batch_size * dist.world_size)
     return Parts(hw=hw, dist=dist, corpus=corpus, model=model,
                  train_model=torch.compile(ddp) if hw.compile else ddp, optimizer=optimizer,
                  scaler=torch.amp.GradScaler(hw.device.type, enabled=hw.dtype == "fp16"),
-                 sampler=sampler, val_batches=cut(corpus.val), train_eval_batches=cut(corpus.train))
+                 sampler=sampler, val_batches=cut(corpus.val), train_eval_batches=cut(corpus.train),
+                 val_bytes_per_token=bytes_per_token(corpus.tokenizer, targets))
 
 
 def prompt_from(corpus: Corpus, length: int = 12) -> str:
