@@ -7,6 +7,7 @@ fails before a run folder exists.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from .distributed import Dist
 from .hardware import Hardware, configure
 from .memory import check_fits
 from .model import GPT, GPTConfig
+from .nanogpt_files import init_from
 from .optim import make_optimizer
 
 
@@ -67,6 +69,10 @@ def build_parts(cfg: TrainConfig, hw: Hardware | None = None, dist: Dist | None 
                              n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                              dropout=cfg.dropout, bias=cfg.bias)
     model = GPT(model_config).to(hw.device)
+    if cfg.init_from and not (cfg.out and any(Path(cfg.out).glob("*.pt"))):  # a resume loads its own weights
+        init_from(cfg.init_from, model, {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
+                                         "block_size": cfg.context_length, "bias": cfg.bias,
+                                         "vocab_size": corpus.vocab_size})
     ddp = dist.wrap(model)  # the model itself when there is one process
     optimizer = make_optimizer(model, cfg.weight_decay, cfg.max_lr, (cfg.beta1, cfg.beta2), fused=hw.fused_adamw)
     sampler = dist.sampler(corpus.train, cfg.batch_size, cfg.context_length, seed=cfg.seed, device=hw.device)
