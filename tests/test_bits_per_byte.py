@@ -115,3 +115,22 @@ def test_ids_without_a_tokenizer_have_none_and_old_logs_read(tmp_path):
     (summary,) = scan(tmp_path / "runs")
     assert summary.best_val == 2.5 and as_json(summary, [])["best_bpb"] is None
     assert table([summary], [])[1].split()[5] == "-"
+
+
+async def test_the_eval_log_shows_bpb_once_a_run_has_it():
+    from dataclasses import replace
+
+    from uitools import FixedSource, fixed_records
+
+    from tui_trainer.ui.app import DashboardApp
+    from tui_trainer.ui.widgets import EvalLog
+
+    recs = [replace(r, val_bpb=r.val_loss / math.log(2)) if isinstance(r, Eval) else r for r in fixed_records()]
+    app = DashboardApp(FixedSource(recs))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        log = app.query_one(EvalLog)
+        assert [str(c.label) for c in log.columns.values()] == ["step", "train", "val", "bpb", "time"]
+        last = [e for e in recs if isinstance(e, Eval)][-1]
+        assert log.get_row_at(log.row_count - 1)[3].plain == f"{last.val_bpb:.4f}"
+        await pilot.press("q")
