@@ -97,6 +97,11 @@ def test_bytes_run_reports_val_over_ln2_and_ls_shows_it(tmp_path, capsys):
     assert as_json(summary, [])["best_bpb"] == pytest.approx(best["val_bpb"])
     head, row = table([summary], [])
     assert "bpb" in head.split() and f"{best['val_bpb']:.4f}" in row.split()
+    csv = tmp_path / "b.csv"
+    assert cli.main(["export", str(run), "-o", str(csv)]) == 0
+    lines = csv.read_text().splitlines()
+    col = lines[0].split(",").index("val_bpb")
+    assert [float(ln.split(",")[col]) for ln in lines[1:] if ln.startswith("eval,")] == [e["val_bpb"] for e in got]
 
 
 def test_ids_without_a_tokenizer_have_none_and_old_logs_read(tmp_path):

@@ -79,6 +79,8 @@ def test_a_data_folder_validates_on_val_bin_and_decodes_with_meta(tmp_path, shak
         assert corpus.vocab_size == len(set(TRAIN_TEXT + VAL_TEXT))
         assert corpus.tokenizer.decode([int(t) for t in corpus.val]) == VAL_TEXT  # val.bin, whole
         assert corpus.tokenizer.decode([int(t) for t in corpus.train]) == TRAIN_TEXT
+    with pytest.raises(UserError, match=r"a vocabulary of \d+ \(meta.pkl\), outside --vocab-size 10"):
+        load_corpus(cfg_for(tmp_path, shakespeare, vocab_size=10))
     # Without val.bin: the last 10% of train.bin, as before.
     (shakespeare / "val.bin").unlink()
     corpus = load_corpus(cfg_for(tmp_path, shakespeare))

@@ -156,7 +156,8 @@ def load_corpus(cfg: TrainConfig) -> Corpus:
             top = tokenizer.vocab_size
         vocab = cfg.vocab_size or top
         if top > vocab:
-            what = f"token id {top - 1}" if tokenizer is None else f"a vocabulary of {top} (--tokenizer)"
+            whose = "--tokenizer" if cfg.tokenizer != "bytes" else "meta.pkl"
+            what = f"token id {top - 1}" if tokenizer is None else f"a vocabulary of {top} ({whose})"
             raise UserError(f"{path} holds {what}, outside --vocab-size {vocab}; "
                             f"pass --vocab-size {top} or more")
         tok: Any = tokenizer or IdTokenizer(vocab)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,9 +186,13 @@ def init_from(path: str | Path, model: Any, ours: dict[str, Any]) -> None:
     path = Path(path)
     regular_file_size(path, "--init-from", "checkpoint", "nanoGPT's ckpt.pt")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's word on a pickle protocol is no line for a person
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, or one holding objects weights_only refuses
         why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        if isinstance(e, pickle.UnpicklingError) or why.startswith("Weights only load failed"):
+            why = "it holds objects other than tensors and plain values, refused unread"
         raise UserError(f"--init-from {path} cannot be read as a checkpoint ({why}); "
                         "pass nanoGPT's ckpt.pt (saved by its train.py)") from None
     if type(ckpt) is not dict or not isinstance(ckpt.get("model"), dict) or type(ckpt.get("model_args")) is not dict:
