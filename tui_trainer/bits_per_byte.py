@@ -64,7 +64,7 @@ def _hf_lengths(tokenizer: Any) -> np.ndarray:
 
 def _byte_level_chars() -> frozenset[str]:
     """The 256 characters GPT-2's byte-level encoding draws bytes as."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     n = 0
     chars = set(map(chr, bs))
     for b in range(256):

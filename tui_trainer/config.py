@@ -46,8 +46,9 @@ class TrainConfig:
     # that time; wider or deeper shapes learn more per byte but see too few
     # (sweep and figures: benchmarks/bench_demo.py --sweep).
     # data
-    data: str | None = _f(None, "training text (any file, byte-level), a nanoGPT .bin of uint16 tokens, or a nanoGPT "
-                                "data folder (train.bin; val.bin validates, meta.pkl decodes); default: the embedded corpus")
+    data: str | None = _f(None, "training text (any file, byte-level), a nanoGPT .bin of uint16 tokens, or a "
+                                "nanoGPT data folder (train.bin; val.bin validates, meta.pkl decodes); "
+                                "default: the embedded corpus")
     tokenizer: str = _f("bytes", "bytes (vocab 256), bpe:N (a byte-level BPE of N tokens trained on the training "
                                  "split), gpt2 (tiktoken) or a path to a tokenizer.json; with a .bin of ids, "
                                  "the tokenizer that made them (samples and prompts become text)")

@@ -7,8 +7,8 @@ fails before a run folder exists.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
