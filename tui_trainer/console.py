@@ -59,7 +59,8 @@ class ConsoleSink:
         elif isinstance(r, Eval):
             tag = " (forced)" if r.forced else ""
             train = fmt_loss(r.train_loss) if r.train_loss is not None or self.terminal else "-"  # absent: ASCII
-            self._print(f"eval {r.step:>6} | train {train} | val {fmt_loss(r.val_loss)} | "
+            bpb = "" if r.val_bpb is None else f" | bpb {fmt_loss(r.val_bpb)}"
+            self._print(f"eval {r.step:>6} | train {train} | val {fmt_loss(r.val_loss)}{bpb} | "
                         f"{r.elapsed_s:.1f}s{tag}")
         elif isinstance(r, Sample):
             tag = " (requested)" if r.requested else ""

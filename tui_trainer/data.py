@@ -26,6 +26,7 @@ import torch
 from .commands import surrogate_problem
 from .config import TrainConfig, UserError
 from .files import regular_file_size
+from .nanogpt_files import data_folder, meta_tokenizer
 from .text_codec import make_tokenizer, saved_in
 
 DEFAULT_CORPUS = "stdlib.txt.gz"
@@ -115,9 +116,10 @@ def load_corpus(cfg: TrainConfig) -> Corpus:
         raw = load_default_corpus()
         source = "embedded stdlib corpus"
         fingerprint = "sha256:" + hashlib.sha256(raw).hexdigest()[:16]
-        path = None
+        path = nano = None
     else:
-        path = Path(cfg.data)
+        nano = data_folder(Path(cfg.data))  # a nanoGPT data folder (or its train.bin): val.bin, meta.pkl
+        path = nano.train if nano else Path(cfg.data)
         # Says what the path is when it is not a regular file (a FIFO, a
         # device, a broken link...) without ever opening it for a blocking read.
         size = regular_file_size(path, "--data", "data file", "a file (text, or a .bin of uint16 tokens)")
@@ -131,7 +133,21 @@ def load_corpus(cfg: TrainConfig) -> Corpus:
                             "rename it (not .bin) to train on its bytes")
         tokens: Any = np.memmap(path, dtype=np.uint16, mode="r")
         top = int(_chunked_max(tokens)) + 1
-        if cfg.tokenizer != "bytes":
+        if nano and nano.val:  # nanoGPT's own validation split, not the tail of train.bin
+            val_size = regular_file_size(nano.val, "--data", "validation file", "nanoGPT's val.bin of uint16 tokens")
+            if val_size % 2 or not val_size:
+                raise UserError(f"{nano.val} is empty or has an odd number of bytes, so it is not uint16 tokens; "
+                                "remake it with nanoGPT's prepare.py, or remove it to validate on train.bin's tail")
+            text_tokens = (tokens, np.memmap(nano.val, dtype=np.uint16, mode="r"))
+            fingerprint += "+" + _fingerprint(nano.val, val_size)[7:]
+            top = max(top, int(_chunked_max(text_tokens[1])) + 1)
+        if nano and nano.meta and cfg.tokenizer == "bytes":  # its vocabulary decodes samples and prompts
+            meta_vocab, tokenizer = meta_tokenizer(nano.meta)
+            if top > meta_vocab:
+                raise UserError(f"{path} holds token id {top - 1}, beyond the vocab_size {meta_vocab} of "
+                                f"{nano.meta}; remove {nano.meta.name} or pass the data it was made with")
+            top = meta_vocab
+        elif cfg.tokenizer != "bytes":
             tokenizer = make_tokenizer(cfg.tokenizer, None, saved_in(cfg.out))
             if top > tokenizer.vocab_size:  # every id was read: the check is the whole file's
                 raise UserError(f"{path} holds token id {top - 1}, at or beyond the {tokenizer.vocab_size} ids of "
@@ -140,7 +156,8 @@ def load_corpus(cfg: TrainConfig) -> Corpus:
             top = tokenizer.vocab_size
         vocab = cfg.vocab_size or top
         if top > vocab:
-            what = f"token id {top - 1}" if tokenizer is None else f"a vocabulary of {top} (--tokenizer)"
+            whose = "--tokenizer" if cfg.tokenizer != "bytes" else "meta.pkl"
+            what = f"token id {top - 1}" if tokenizer is None else f"a vocabulary of {top} ({whose})"
             raise UserError(f"{path} holds {what}, outside --vocab-size {vocab}; "
                             f"pass --vocab-size {top} or more")
         tok: Any = tokenizer or IdTokenizer(vocab)

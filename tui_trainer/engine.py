@@ -330,8 +330,7 @@ class Trainer:
         cfg = self.cfg
         self.emit(Status(step=self.step, state="evaluating"))
         stop = self.run_handle.stop_event.is_set
-        # The eager module, not the compiled or DDP one: no_grad and eval mode would
-        # recompile the training graph (seconds on a GPU), and evals need no all-reduce.
+        # The eager module, not compiled/DDP: eval mode would recompile the graph; evals need no all-reduce.
         val = evaluate_model(self.model, self.val_batches, autocast=self.hw.autocast, should_stop=stop)
         train = evaluate_model(self.model, self.train_eval_batches, autocast=self.hw.autocast, should_stop=stop)
         if self.dist.enabled:  # each rank evaluated its rows of the same batches
@@ -339,7 +338,8 @@ class Trainer:
         if self.stopping:
             return  # a partial eval is not a number worth logging
         self.last_val, self.last_val_step = val, self.step
-        self.emit(Eval(step=self.step, val_loss=val, train_loss=train, elapsed_s=self.elapsed, forced=forced))
+        self.emit(Eval(step=self.step, val_loss=val, train_loss=train, elapsed_s=self.elapsed, forced=forced,
+                       val_bpb=self.parts.val_bpb(val)))
         if not self.dist.is_main:
             return  # only rank 0 writes samples
         # Seeded by step: the sample at step k is the same in a resumed run, and

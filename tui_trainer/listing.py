@@ -149,7 +149,7 @@ def figures(folder: Path) -> dict[str, Any]:
         "steps_per_s": num(sps), "tokens_per_s": num(tps), "eta_s": num(eta),
         "train_loss": num(summary.train_loss), "smoothed_loss": num(series.smoothed_loss),
         "last_val": num(last.val) if last else None, "last_val_step": last.step if last else None,
-        "best_val": num(summary.best_val), "best_step": summary.best_step,
+        "best_val": num(summary.best_val), "best_step": summary.best_step, "best_bpb": num(summary.best_bpb),
         "tokens": summary.tokens or None, "elapsed_s": num(summary.elapsed_s),
         "last_sample": {"step": sample[0], "text": sample[1]} if sample else None,
         "changes": {k: _plain(v) for k, v in series.changes.items()},

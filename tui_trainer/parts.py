@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,12 +16,14 @@ import torch
 import torch.nn as nn
 
 from . import distributed
+from .bits_per_byte import bits_per_byte, bytes_per_token, eval_targets
 from .config import PROMPT_FROM_DATA, TrainConfig, UserError
 from .data import BatchSampler, ByteTokenizer, Corpus, IdTokenizer, load_corpus, make_batches
 from .distributed import Dist
 from .hardware import Hardware, configure
 from .memory import check_fits
 from .model import GPT, GPTConfig
+from .nanogpt_files import init_from
 from .optim import make_optimizer
 
 
@@ -40,6 +43,11 @@ class Parts:
     sampler: BatchSampler
     val_batches: list[tuple[torch.Tensor, torch.Tensor]]
     train_eval_batches: list[tuple[torch.Tensor, torch.Tensor]]
+    val_bytes_per_token: float | None = None  # UTF-8 bytes per token of the val slice (bits_per_byte)
+
+    def val_bpb(self, val_loss: float) -> float | None:
+        """The val loss as bits per byte (None: the tokens have no text)."""
+        return bits_per_byte(val_loss, self.val_bytes_per_token)
 
 
 def build_parts(cfg: TrainConfig, hw: Hardware | None = None, dist: Dist | None = None) -> Parts:
@@ -61,6 +69,10 @@ def build_parts(cfg: TrainConfig, hw: Hardware | None = None, dist: Dist | None 
                              n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                              dropout=cfg.dropout, bias=cfg.bias)
     model = GPT(model_config).to(hw.device)
+    if cfg.init_from and not (cfg.out and any(Path(cfg.out).glob("*.pt"))):  # a resume loads its own weights
+        init_from(cfg.init_from, model, {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
+                                         "block_size": cfg.context_length, "bias": cfg.bias,
+                                         "vocab_size": corpus.vocab_size})
     ddp = dist.wrap(model)  # the model itself when there is one process
     optimizer = make_optimizer(model, cfg.weight_decay, cfg.max_lr, (cfg.beta1, cfg.beta2), fused=hw.fused_adamw)
     sampler = dist.sampler(corpus.train, cfg.batch_size, cfg.context_length, seed=cfg.seed, device=hw.device)
@@ -72,10 +84,12 @@ def build_parts(cfg: TrainConfig, hw: Hardware | None = None, dist: Dist | None 
                                                   max_batches=cfg.eval_batches))
         return [(x.to(hw.device), y.to(hw.device)) for x, y in batches]
 
+    targets = eval_targets(corpus.val, cfg.context_length, cfg.eval_batches * cfg.batch_size * dist.world_size)
     return Parts(hw=hw, dist=dist, corpus=corpus, model=model,
                  train_model=torch.compile(ddp) if hw.compile else ddp, optimizer=optimizer,
                  scaler=torch.amp.GradScaler(hw.device.type, enabled=hw.dtype == "fp16"),
-                 sampler=sampler, val_batches=cut(corpus.val), train_eval_batches=cut(corpus.train))
+                 sampler=sampler, val_batches=cut(corpus.val), train_eval_batches=cut(corpus.train),
+                 val_bytes_per_token=bytes_per_token(corpus.tokenizer, targets))
 
 
 def prompt_from(corpus: Corpus, length: int = 12) -> str:

@@ -150,6 +150,9 @@ class Eval(Record):
     train_loss: float | None
     elapsed_s: float
     forced: bool = False  # asked for with the `e` key rather than by cadence
+    # The val loss in bits per UTF-8 byte of the text (bits_per_byte): comparable
+    # across tokenizers; None where the tokens have no text (a .bin of ids), or in an older log.
+    val_bpb: float | None = None
     extra: dict[str, float] = field(default_factory=dict)  # a loop's own metrics, as flat keys
 
 

@@ -44,6 +44,7 @@ class EvalPoint:
     train: float | None  # None: the eval gave no train loss (not a NaN)
     val: float
     elapsed: float
+    bpb: float | None = None  # val bits per byte; None: not in the log
 
 
 def _finite(v: Any) -> bool:
@@ -112,7 +113,7 @@ class RunSeries:
         if isinstance(r, TrainStep):
             self._train(r)
         elif isinstance(r, Eval):
-            self.evals.append(EvalPoint(r.step, r.train_loss, r.val_loss, r.elapsed_s))
+            self.evals.append(EvalPoint(r.step, r.train_loss, r.val_loss, r.elapsed_s, r.val_bpb))
             self.evals_version += 1
             self.elapsed_s = max(self.elapsed_s, r.elapsed_s)
             if r.forced:

@@ -24,7 +24,7 @@ import orjson
 from ..records import Eval, Paused, Record, Resumed, RunEnd, RunStart, Status, TrainStep, from_dict
 from .chunks import FastTrain, columns
 from .chunks import decode as decode_chunk
-from .formats import BAD, IGNORED
+from .formats import BAD, IGNORED, nanogpt
 from .formats import read as read_object
 from .formats.ours import train_point
 from .resumes import kept, resume_step
@@ -85,7 +85,8 @@ def decode(raw: bytes, first: bool = False) -> Any:
         return BLANK
     if first and raw.startswith(_BOM):
         return decode(raw[3:])
-    return BAD
+    got = nanogpt.from_text(raw)  # a line of nanoGPT's printed log, as an object
+    return BAD if got is None else BLANK if got is nanogpt.NOTE else got
 
 
 class LineParser:

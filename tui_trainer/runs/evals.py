@@ -77,12 +77,15 @@ def _search(entry: Entry, buf: bytes) -> None:
         if d.get("type") == "eval" and type(step) is int and type(val) in (int, float):
             got: Any = None  # the common case, an eval of ours: its two numbers, no record built
             if math.isfinite(val):
-                entry.evals.append((step, float(val), len(entry.resumes)))
+                bpb = d.get("val_bpb")
+                bpb = float(bpb) if type(bpb) in (int, float) else NAN
+                entry.evals.append((step, float(val), len(entry.resumes), bpb))
         else:
             got = read_object(d)
         if isinstance(got, Eval):
             if math.isfinite(got.val_loss):
-                entry.evals.append((got.step, got.val_loss, len(entry.resumes)))
+                bpb = NAN if got.val_bpb is None else float(got.val_bpb)
+                entry.evals.append((got.step, got.val_loss, len(entry.resumes), bpb))
         elif isinstance(got, RunStart):
             entry.total = got.total_steps
             if got.resumed:
@@ -135,11 +138,11 @@ def candidates(buf: bytes, letters: bytes, keys: re.Pattern) -> list[tuple[int, 
 def apply_search(entry: Entry) -> None:
     """The best val loss (after resumes) and the total steps the searched lines say."""
     cuts = cutoffs(entry.resumes)
-    best, at = NAN, None
-    for step, val, k in entry.evals:
+    best, at, bpb = NAN, None, NAN
+    for step, val, k, b in entry.evals:
         if kept(step, cuts[k] if k < len(cuts) else None) and not val >= best:
-            best, at = val, step
+            best, at, bpb = val, step, b
     s = entry.summary
-    s.best_val, s.best_step, s.evals_read = best, at, True
+    s.best_val, s.best_step, s.best_bpb, s.evals_read = best, at, bpb, True
     if entry.total:
         s.total_steps = entry.total

@@ -33,6 +33,11 @@ def best_step_text(s: RunSummary) -> str:
     return fmt_count(s.best_step) if s.best_step is not None else "-"
 
 
+def bpb_text(s: RunSummary) -> str:
+    """The best eval's val bits per byte: the loss runs on different tokenizers are ranked by."""
+    return fmt_loss(s.best_bpb) if math.isfinite(s.best_bpb) else "-"
+
+
 def date_text(t: float) -> str:
     return time.strftime("%m-%d %H:%M", time.localtime(t)) if math.isfinite(t) and 0 < t < 1e11 else "-"
 
@@ -44,6 +49,7 @@ BEFORE: tuple[tuple[str, str, Callable[[RunSummary], str], bool], ...] = (
     ("step", "step", step_text, True),
     ("best", "best val", best_text, True),
     ("at", "@", best_step_text, True),
+    ("bpb", "bpb", bpb_text, True),
     ("train", "train", lambda s: fmt_loss(s.train_loss), True),
 )
 AFTER: tuple[tuple[str, str, Callable[[RunSummary], str], bool], ...] = (
@@ -117,7 +123,8 @@ def as_json(s: RunSummary, settings: list[str]) -> dict[str, Any]:
         "folder": s.folder, "path": str(s.path), "label": s.label if s.ok else None,
         "name": s.run_name if s.ok else None, "status": s.status,
         "step": s.step if s.ok else None, "total_steps": s.total_steps or None,
-        "best_val": _number(s.best_val), "best_step": s.best_step, "train_loss": _number(s.train_loss),
+        "best_val": _number(s.best_val), "best_step": s.best_step, "best_bpb": _number(s.best_bpb),
+        "train_loss": _number(s.train_loss),
         "tokens": s.tokens or None, "elapsed_s": _number(s.elapsed_s), "started": _number(s.started),
         "settings": {k: _jsonable(s.config.get(k)) for k in settings} if s.ok else {},
         "problem": s.problem or None,

@@ -25,6 +25,7 @@ class RunSummary:
     total_steps: int = 0
     best_val: float = NAN
     best_step: int | None = None
+    best_bpb: float = NAN      # the val bits per byte of the best eval (NaN: not logged)
     train_loss: float = NAN
     tokens: int = 0
     elapsed_s: float = NAN
@@ -53,6 +54,7 @@ class Entry:
     live: bool | None = None
     scanned: int = 0                     # bytes of the log the eval search has covered
     ident: tuple[int, int] | None = None  # (dev, ino) the search covered
-    evals: list[tuple[int, float, int]] = field(default_factory=list)  # (step, val, resumes before it)
+    # (step, val, resumes before it, val bits per byte or NaN)
+    evals: list[tuple[int, float, int, float]] = field(default_factory=list)
     resumes: list[int] = field(default_factory=list)
     total: int = 0                       # the total steps the searched lines say, 0: none

@@ -13,14 +13,14 @@ from rich.text import Text
 
 from ..fmt import fmt_count, fmt_duration, fmt_loss
 from ..runs import RunSummary
-from ..runs.rows import best_step_text, best_text, date_text, step_text
+from ..runs.rows import best_step_text, best_text, bpb_text, date_text, step_text
 from . import safe
 from .settings_diff import fmt_setting
 from .widgets import STATE_STYLES
 
 # Which columns stay when the screen is too narrow for all (the rest are named in the
 # head, never cut at the edge: a cut number would show another value, 0.01 as 0.0).
-KEEP_FIRST = ("run", "status", "step", "best", "train", "cfg:", "at", "time", "tokens", "started")
+KEEP_FIRST = ("run", "status", "step", "best", "train", "cfg:", "at", "bpb", "time", "tokens", "started")
 PADDING = 2           # a DataTable cell's padding, both sides
 STATUS_STYLES = dict(STATE_STYLES, empty="bold #000000 on #9e9e9e")
 SETTING_WIDTH = 7     # a setting's number takes at most its title's width or this (fmt.fit)
@@ -53,6 +53,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("step", "step", lambda s: s.step, lambda s: _right(step_text(s))),
     Column("best", "best val", lambda s: _num(s.best_val), lambda s: _right(best_text(s))),
     Column("at", "@", lambda s: s.best_step, lambda s: _right(best_step_text(s))),
+    Column("bpb", "bpb", lambda s: _num(s.best_bpb), lambda s: _right(bpb_text(s))),
     Column("train", "train", lambda s: _num(s.train_loss), lambda s: _right(fmt_loss(s.train_loss))),
     Column("tokens", "tokens", lambda s: s.tokens or None, lambda s: _right(fmt_count(s.tokens or math.nan))),
     Column("time", "time", lambda s: _num(s.elapsed_s), lambda s: _right(fmt_duration(s.elapsed_s))),

@@ -182,17 +182,21 @@ class EvalLog(DataTable):
         self._seen: list[int] = []
         self._best: list[float] = []
         self._multi: bool | None = None
+        self._bpb = False
 
     def reset(self) -> None:
         """Forget every row: the next ``show`` rebuilds the table from the runs."""
         self.clear(columns=True)
         self._seen, self._best, self._multi = [], [], None
+        self._bpb = False
 
     def show(self, runs: list[RunSeries]) -> None:
         multi = len(runs) > 1
-        if multi != self._multi:
+        # Bits per byte (comparable across tokenizers) has a column once some eval has it.
+        bpb = self._bpb or any(e.bpb is not None for r in runs for e in r.evals)
+        if multi != self._multi or bpb != self._bpb:
             self.reset()
-            self._multi = multi
+            self._multi, self._bpb = multi, bpb
             if multi:  # val before train: the column runs are compared on stays in a narrow pane
                 self.add_column("run", key="run")
                 self.add_column("step", key="step")
@@ -202,6 +206,8 @@ class EvalLog(DataTable):
                 self.add_column("step", key="step")
                 self.add_column("train", key="train")
                 self.add_column("val", key="val")
+            if bpb:
+                self.add_column("bpb", key="bpb")
             self.add_column("time", key="time")
         while len(self._seen) < len(runs):
             self._seen.append(0)
@@ -218,6 +224,8 @@ class EvalLog(DataTable):
                              Text(fmt_loss(e.val) + ("*" if best else " "), justify="right",
                                   style="bold" if best else ""),
                              Text(fmt_duration(e.elapsed), justify="right")]
+                if bpb:
+                    row.insert(3, Text(fmt_loss(e.bpb), justify="right"))
                 if multi:
                     row[1], row[2] = row[2], row[1]
                     row.insert(0, Text.assemble(("■ ", rich_colour(i)), safe.name(r.name, 12)))
