@@ -169,3 +169,58 @@ def test_without_notify_nothing_rings(tmp_path):
     rc, data = _under_pty(tmp_path, [sys.executable, "-m", "tui_trainer", "train", "--headless", *TINY])
     assert rc == 0, data[-2000:]
     assert b"\x07" not in data and b"\x1b" not in data
+
+
+# --- view --follow, attach: the records that arrive, not the history ---
+def test_follow_alerts_on_arriving_records_only(tmp_path):
+    from runmaker import write_run
+
+    from tui_trainer.runlog import JsonlSink
+    from tui_trainer.ui.viewer import FileSource, watch_alerts
+
+    run = write_run(tmp_path / "r", steps=20, end=None)  # history: evals, no end yet
+    sink, out = _sink(notify=True, best=True)
+    src = FileSource([run], follow=True)
+    src.prepare()
+    watch_alerts(src, sink)
+    src.start()
+    try:
+        log = JsonlSink(run / "losses.jsonl")
+        log.emit(Eval(step=21, val_loss=9.0, train_loss=None, elapsed_s=1.0))  # worse than the history's best
+        log.emit(RunEnd(step=21, status="finished", elapsed_s=1.0))
+        log.close()
+        got: list[str] = []
+        deadline = time.monotonic() + WAIT_S
+        while not got and time.monotonic() < deadline:
+            src.poll()
+            got = _escapes(out)
+            time.sleep(0.05)
+    finally:
+        src.close()
+    assert len(got) == 1 and "run finished at step 21" in got[0]  # no alert for the history's evals
+    assert src.alert_out is out
+
+
+def test_the_dashboard_writes_alerts_through_its_driver():
+    from tui_trainer.sources import RecordSource
+    from tui_trainer.ui.app import DashboardApp
+
+    class Driver:  # a terminal's driver: what the app writes, in order with its frames
+        is_headless = False
+        is_inline = False
+        written: list[str] = []
+
+        def write(self, data: str) -> None:
+            self.written.append(data)
+
+    source = RecordSource()
+    source.alert_out = out = TerminalOut(deferred=True)
+    app = DashboardApp(source, [])
+    app._driver = Driver()
+    out.put("escape", escapes("t", "b"))
+    out.put("say", "--on-event (end): the command failed (exit status 3)")
+    said: list[str] = []
+    app.say = lambda text, ok=True, **kw: said.append(text)  # type: ignore[method-assign]
+    app._alerts()
+    assert Driver.written == [escapes("t", "b")]
+    assert said == ["--on-event (end): the command failed (exit status 3)"]
