@@ -9,6 +9,7 @@
     tui-trainer attach RUN_DIR       dashboard on a running (headless) run; steer it
     tui-trainer ls [DIR] [--json]    the runs browser's table, printed once (no terminal needed)
     tui-trainer status RUN [--json]  one run's figures; the exit status says how it stands
+    tui-trainer mcp [DIR]            an MCP server (stdio): a coding agent reads and steers the runs
     torchrun --nproc_per_node=N -m tui_trainer train --headless ...   data-parallel
 
 Every train flag is generated from ``TrainConfig``'s fields, so a flag, its
@@ -391,6 +392,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
             from .listing import cmd_ls, cmd_status
 
             return cmd_ls(args) if args.command == "ls" else cmd_status(args)
+        if args.command == "mcp":
+            from .mcp_server import cmd_mcp
+
+            return cmd_mcp(args)
         if args.command == "run":
             from .launch import launch
 

@@ -132,3 +132,7 @@ def add_screenless(sub: argparse._SubParsersAction) -> None:
                                        "1 any other end, 2 a bad argument")
     st.add_argument("run", metavar="RUN", help="a run folder (outputs/run-...)")
     st.add_argument("--json", action="store_true", help="one JSON object")
+    m = sub.add_parser("mcp", help="a Model Context Protocol server (stdio) for a coding agent: read the runs "
+                                   "in DIR and steer the live ones (needs pip install 'tui-trainer[mcp]')")
+    m.add_argument("dir", nargs="?", metavar="DIR", help="the folder of runs it serves (default: ./outputs)")
+    m.add_argument("--read-only", action="store_true", help="no steering tools: read only")
