@@ -98,26 +98,6 @@ def test_a_hanging_command_is_killed_after_its_timeout(tmp_path):
     assert not alive
 
 
-def test_a_train_with_a_hanging_command_ends_and_says_it_was_killed(tmp_path):
-    p = _train(tmp_path, "--out", "r", "--on-event", "exec sleep 60", "--on-event-timeout", "2")
-    assert p.returncode == 0, p.stderr
-    assert _records(tmp_path / "r")[-1]["type"] == "run_end"
-    assert _records(tmp_path / "r")[-1]["status"] == "finished"
-    assert "--on-event (end): the command ran over 2s and was killed" in p.stderr
-
-
-def test_a_failing_command_is_logged_and_a_hostile_name_is_never_run(tmp_path):
-    hook = 'printf "%s|%s|%s|%s" "$TUI_TRAINER_EVENT" "$TUI_TRAINER_STATUS" "$TUI_TRAINER_STEP" ' \
-           '"$TUI_TRAINER_NAME" > got.txt; echo oops >&2; exit 3'
-    p = _train(tmp_path, "--name", HOSTILE, "--on-event", hook)
-    assert p.returncode == 0, p.stderr
-    assert "--on-event (end): the command failed (exit status 3): oops" in p.stderr
-    event, status, step, name = (tmp_path / "got.txt").read_text().split("|", 3)
-    assert (event, status, step) == ("end", "finished", "3")
-    assert "$(touch PWNED)" in name and "\x1b" not in name  # the name arrives as text, escaped
-    assert not [f for f in tmp_path.rglob("PWNED*")]
-
-
 def test_on_event_timeout_must_be_positive(tmp_path):
     p = _train(tmp_path, "--on-event", "true", "--on-event-timeout", "0")
     assert p.returncode == 2 and p.stderr.startswith("error: ") and "above 0" in p.stderr
@@ -153,10 +133,18 @@ def _under_pty(tmp_path: Path, args: list[str]) -> tuple[int, bytes]:
     return proc.wait(timeout=WAIT_S), data
 
 
-def test_notify_rings_and_notifies_the_terminal_when_the_run_ends(tmp_path):
-    rc, data = _under_pty(tmp_path, [sys.executable, "-m", "tui_trainer", "train", "--headless", *TINY,
-                                     "--name", HOSTILE, "--notify"])
+def _pty_train(tmp_path: Path, *flags: str) -> tuple[int, bytes]:
+    return _under_pty(tmp_path, [sys.executable, "-m", "tui_trainer", "train", "--headless", *TINY,
+                                 "--name", HOSTILE, *flags])
+
+
+def test_notify_rings_the_terminal_at_the_end_and_a_hanging_command_is_cut_short(tmp_path):
+    rc, data = _pty_train(tmp_path, "--notify", "--on-event", "exec sleep 60", "--on-event-timeout", "2")
     assert rc == 0, data[-2000:]
+    (log,) = tmp_path.rglob("losses.jsonl")
+    end = _records(log.parent)[-1]
+    assert end["type"] == "run_end" and end["status"] == "finished"
+    assert b"--on-event (end): the command ran over 2s and was killed" in data
     assert b"\x07\x1b]9;tui-trainer ev\\x1b]0,pwn\\x07il$(touch PWNED)" in data
     assert b"run finished at step 3" in data.split(b"\x1b]9;")[1]
     assert b"\x1b]777;notify;tui-trainer ev" in data
@@ -165,10 +153,17 @@ def test_notify_rings_and_notifies_the_terminal_when_the_run_ends(tmp_path):
     assert not [f for f in tmp_path.rglob("PWNED*")]
 
 
-def test_without_notify_nothing_rings(tmp_path):
-    rc, data = _under_pty(tmp_path, [sys.executable, "-m", "tui_trainer", "train", "--headless", *TINY])
+def test_a_failing_command_is_logged_and_a_hostile_name_is_never_run(tmp_path):
+    hook = 'printf "%s|%s|%s|%s" "$TUI_TRAINER_EVENT" "$TUI_TRAINER_STATUS" "$TUI_TRAINER_STEP" ' \
+           '"$TUI_TRAINER_NAME" > got.txt; echo oops >&2; exit 3'
+    rc, data = _pty_train(tmp_path, "--on-event", hook)
     assert rc == 0, data[-2000:]
-    assert b"\x07" not in data and b"\x1b" not in data
+    assert b"--on-event (end): the command failed (exit status 3): oops" in data
+    event, status, step, name = (tmp_path / "got.txt").read_text().split("|", 3)
+    assert (event, status, step) == ("end", "finished", "3")
+    assert "$(touch PWNED)" in name and "\x1b" not in name  # the name arrives as text, escaped
+    assert not [f for f in tmp_path.rglob("PWNED*")]
+    assert b"\x07" not in data and b"\x1b" not in data  # without --notify nothing rings
 
 
 # --- view --follow, attach: the records that arrive, not the history ---
