@@ -14,10 +14,26 @@ import pytest
 
 from runmaker import write_run
 from test_terminal_text import TINY, env, wait_for
-from tui_trainer.control import request
+from tui_trainer.control import TrainerControl, request
 from tui_trainer.mcp_server import Refused, Tools, downsample, run_path
 
-mcp = pytest.importorskip("mcp", reason="the optional mcp package is not installed (pip install 'tui-trainer[mcp]')")
+
+def need_mcp() -> None:
+    pytest.importorskip("mcp", reason="the optional mcp package is not installed (pip install 'tui-trainer[mcp]')")
+
+
+def test_a_request_may_say_it_comes_from_mcp_and_nothing_else(tiny_cfg):
+    from test_control import drained
+
+    from tui_trainer.engine import Trainer
+
+    t = Trainer(tiny_cfg(threads=1), None)
+    handle = TrainerControl(t.run_handle).handle
+    for said in ("mcp", "keys", "api", None, 3):
+        req = {"cmd": "set", "key": "lr_scale", "value": 0.5, **({"source": said} if said else {})}
+        assert handle(req)["ok"]
+        (order,) = drained(t.run_handle.commands)
+        assert order.source == ("mcp" if said == "mcp" else "attach")
 
 
 def test_runs_outside_the_folder_are_unreachable(tmp_path):
@@ -81,6 +97,7 @@ async def _drive(root: Path, run: str) -> dict:
 
 
 def test_an_agent_lists_reads_and_steers_a_live_run(tmp_path):
+    need_mcp()
     out = tmp_path / "live"
     args = ["train", "--headless", "--steps", "100000", "--eval-every", "100000", "--out", str(out), *TINY]
     proc = subprocess.Popen([sys.executable, "-m", "tui_trainer", *args], cwd=tmp_path, env=env(),
@@ -114,6 +131,7 @@ def test_an_agent_lists_reads_and_steers_a_live_run(tmp_path):
 
 
 def test_read_only_server_has_no_steering_tools(tmp_path):
+    need_mcp()
     write_run(tmp_path / "a", steps=10)
 
     async def tools() -> set[str]:
