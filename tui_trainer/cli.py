@@ -9,6 +9,7 @@
     tui-trainer attach RUN_DIR       dashboard on a running (headless) run; steer it
     tui-trainer ls [DIR] [--json]    the runs browser's table, printed once (no terminal needed)
     tui-trainer status RUN [--json]  one run's figures; the exit status says how it stands
+    tui-trainer mcp [DIR]            an MCP server (stdio): a coding agent reads and steers the runs
     torchrun --nproc_per_node=N -m tui_trainer train --headless ...   data-parallel
 
 Every train flag is generated from ``TrainConfig``'s fields, so a flag, its
@@ -58,6 +59,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     load_torch()
     from . import distributed
+    from .alerts import alert_sink
     from .console import ConsoleSink
     from .engine import Trainer
     from .hardware import configure
@@ -74,6 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run: Run | None = None
     dist = None
     made: Path | None = None  # a folder this start created: removed if training never begins
+    alerts = None
     try:
         plan = None
         if args.resume:
@@ -104,6 +107,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         run.open()  # log (appended to on resume), control socket, signals
         if main:
             run.add_sink(TerminalSink(ConsoleSink(cfg.log_every)))
+            alerts = alert_sink(args, run.folder)
+            if alerts is not None:
+                run.add_sink(alerts)
         made = None  # training begins: the folder is the run's from here on
         end = trainer.run()
     finally:
@@ -115,6 +121,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             dist.close()
         if made is not None:
             discard_unstarted(made)
+        if alerts is not None:
+            alerts.close()  # the last --on-event command: waited for at most its timeout
     if not main:
         print(f"rank {dist.rank}: run {end.status} at step {end.step}"
               + (f" | error: {end.error}" if end.error else ""), file=sys.stderr, flush=True)
@@ -157,6 +165,7 @@ def _train_live(args: argparse.Namespace) -> int:
     and is printed as one line, with no run folder left behind."""
     import threading
 
+    from .alerts import alert_sink
     from .resume import find_checkpoint
     from .run import Run
     from .rundir import RunLock, check_new_run_dir
@@ -172,6 +181,7 @@ def _train_live(args: argparse.Namespace) -> int:
         check_new_run_dir(cfg.out)
     run = Run(None, interactive=True)  # its folder comes once the loop's parts are built
     built: dict[str, Any] = {}
+    alerts = alert_sink(args, None, deferred=True)  # Textual owns the terminal: the app writes them
 
     def prepare(say: Any, cancelled: Any) -> Any:
         say("loading PyTorch…")
@@ -192,6 +202,9 @@ def _train_live(args: argparse.Namespace) -> int:
             raise KeyboardInterrupt  # closed while loading: nothing was written
         folder = plan.run_dir if plan is not None else create_run_dir(c.out, c.name)
         run.take_folder(folder, lock or RunLock(folder).acquire(), checkpoint_every=c.ckpt_every, keep=c.keep)
+        if alerts is not None:
+            alerts.run_dir = folder
+            run.add_sink(alerts)
         trainer = built["trainer"] = Trainer(c, run, parts=parts, resume=plan)
         if plan is not None:
             set_aside_superseded(plan)
@@ -199,6 +212,7 @@ def _train_live(args: argparse.Namespace) -> int:
         return trainer
 
     source = TrainerSource(prepare=prepare)
+    source.alert_out = alerts.out if alerts is not None else None
     try:
         run.install_signals()
         run.signals.on_hangup(lambda: _leave_after_end(lambda: built.get("trainer"), run))
@@ -221,6 +235,9 @@ def _train_live(args: argparse.Namespace) -> int:
         run.close()
         if lock is not None and run.folder is None:
             lock.release()
+        if alerts is not None:
+            alerts.out.undefer()  # what the closed window had not written yet
+            alerts.close()
     trainer = built.get("trainer")
     if trainer is not None:
         _say_how_it_ended(end, trainer, run, log=run.folder / LOG_NAME, headless=False)
@@ -271,7 +288,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
                             f"tui-trainer attach {folder} --send status")
     from .ui.attach import run_attach
 
-    return run_attach(folder, mouse=args.mouse)
+    return run_attach(folder, mouse=args.mouse, alerts=follow_alerts(args, folder))
 
 
 def cmd_view(args: argparse.Namespace) -> int:
@@ -294,9 +311,21 @@ def cmd_view(args: argparse.Namespace) -> int:
         return run_browser(folder, mouse=args.mouse)
     # A bad path is named first; then, with no terminal, one line instead of a screen.
     return run_viewer([Path(p) for p in args.paths], follow=args.follow, mouse=args.mouse,
+                      alerts=follow_alerts(args, Path(args.paths[0]) if args.paths else None),
                       before_screen=lambda: need_terminal(
                           "view", f"tui-trainer view --snap {' '.join(args.paths)} (the plots as text), "
                                   f"tui-trainer status RUN, tui-trainer export {' '.join(args.paths)} -o curves.csv"))
+
+
+def follow_alerts(args: argparse.Namespace, run: Path | None) -> Any:
+    """``--notify``/``--on-event`` on attach or view: one followed run's alerts (``alerts``)."""
+    from .alerts import alert_sink
+
+    if not (args.notify or args.notify_best or args.on_event):
+        return None
+    if args.command == "view" and not (args.follow and len(args.paths) == 1):
+        raise UserError("--notify and --on-event watch one live run: tui-trainer view --follow RUN --notify")
+    return alert_sink(args, run, deferred=True)
 
 
 def runs_folder(paths: list[str]) -> Path | None:
@@ -363,6 +392,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
             from .listing import cmd_ls, cmd_status
 
             return cmd_ls(args) if args.command == "ls" else cmd_status(args)
+        if args.command == "mcp":
+            from .mcp_server import cmd_mcp
+
+            return cmd_mcp(args)
         if args.command == "run":
             from .launch import launch
 

@@ -46,6 +46,31 @@ def add_mouse_flag(p: argparse.ArgumentParser) -> None:
                         "your terminal's copy and paste work, over SSH too")
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"--on-event-timeout takes seconds above 0, not {text!r}")
+    return value
+
+
+def add_alert_flags(p: argparse.ArgumentParser) -> None:
+    """``--notify`` and ``--on-event`` (``alerts``): train, attach, view --follow."""
+    g = p.add_argument_group("alerts (when the run ends, diverges or a step goes non-finite)")
+    g.add_argument("--notify", action="store_true",
+                   help="ring the terminal bell and send a desktop notification (OSC 9/777; tmux and most "
+                        "terminals pass it on)")
+    g.add_argument("--notify-best", action="store_true",
+                   help="also alert on each new best val (implies --notify; --on-event gets event=best too)")
+    g.add_argument("--on-event", metavar="CMD",
+                   help="run CMD through the shell on each event, with TUI_TRAINER_EVENT, TUI_TRAINER_RUN, "
+                        "TUI_TRAINER_STEP, TUI_TRAINER_STATUS, TUI_TRAINER_VAL_LOSS, ... in its environment")
+    g.add_argument("--on-event-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                   help="kill a --on-event command still running after this long (default: 30)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tui-trainer", description="Train a small GPT and watch and steer it from the terminal.")
     p.add_argument("--version", action="version", version=f"tui-trainer {__version__}")
@@ -56,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", "--resume-from", dest="resume", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (or from one of its ckpt-step*.pt files) from its latest checkpoint")
     add_mouse_flag(t)
+    add_alert_flags(t)
     add_train_flags(t)
     v = sub.add_parser("view", help="replay, follow or compare run logs; browse a folder of runs")
     v.add_argument("paths", nargs="*", metavar="PATH",
@@ -66,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no screen: print the loss and lr plots once as text (ASCII when piped) and exit")
     v.add_argument("--size", metavar="COLSxROWS", help="--snap: the text's size (default: the terminal's, or 100x30)")
     add_mouse_flag(v)
+    add_alert_flags(v)
     x = sub.add_parser("export", help="write runs' records as CSV, or their curves as a PNG/SVG figure")
     x.add_argument("paths", nargs="+", metavar="RUN", help="a run folder or a losses.jsonl")
     x.add_argument("-o", "--output", required=True, metavar="FILE",
@@ -86,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--temperature", type=float, metavar="T", help="--sample: temperature (default: the run's)")
     a.add_argument("--top-k", type=int, metavar="K", help="--sample: top-k, 0 for all (default: the run's)")
     add_mouse_flag(a)
+    add_alert_flags(a)
     r = sub.add_parser("run", help="start your own training script (one that calls tui_trainer.init) "
                                    "and open the dashboard on its run")
     add_mouse_flag(r)
@@ -104,3 +132,7 @@ def add_screenless(sub: argparse._SubParsersAction) -> None:
                                        "1 any other end, 2 a bad argument")
     st.add_argument("run", metavar="RUN", help="a run folder (outputs/run-...)")
     st.add_argument("--json", action="store_true", help="one JSON object")
+    m = sub.add_parser("mcp", help="a Model Context Protocol server (stdio) for a coding agent: read the runs "
+                                   "in DIR and steer the live ones (needs pip install 'tui-trainer[mcp]')")
+    m.add_argument("dir", nargs="?", metavar="DIR", help="the folder of runs it serves (default: ./outputs)")
+    m.add_argument("--read-only", action="store_true", help="no steering tools: read only")

@@ -17,7 +17,8 @@ values now) and ping; with arguments:
 
 A set is validated against the run's live settings (``settings.Settings``)
 before it is queued, and refused with the reason if the key is unknown or the
-value out of range; it is written as a ``change`` record when applied.  A
+value out of range; it is written as a ``change`` record when applied, with
+source ``attach`` (or ``mcp`` when the request says ``"source": "mcp"``).  A
 sample's prompt is checked against the run's tokenizer when it arrives (a
 refusal is the answer, never ok then a failure); it runs on the training
 thread between steps (at once while paused) and is written as a ``sample``
@@ -56,6 +57,7 @@ from .control_server import (INFO_NAME, MAX_LINE, MAX_SOCKET_PATH, SOCKET_NAME, 
 MAX_PENDING = 16  # commands from the channel waiting in the run's queue
 
 QUERIES = ("status", "ping")
+SOCKET_SOURCES = ("attach", "mcp")  # what a request's "source" may name (change records)
 COMMANDS = STEERING + QUERIES  # STEERING: every commands.Command, by its wire name
 
 
@@ -107,14 +109,19 @@ class TrainerControl:
             value, why = settings.parse(req["key"], req["value"])
             if why is not None:
                 return None, why
-            return Order(command, {"key": req["key"], "value": value}, self.source), None
+            return Order(command, {"key": req["key"], "value": value}, self._source(req)), None
         args, why = sample_args(req)
         if why is None:
             check = getattr(self.target, "prompt_refusal", None)  # run.Run's: the tokenizer's word
             why = check(args["prompt"]) if check is not None else surrogate_problem(args["prompt"])
         if why is not None:
             return None, why
-        return Order(command, args, self.source), None
+        return Order(command, args, self._source(req)), None
+
+    def _source(self, req: dict[str, Any]) -> Source:
+        """Who sent it: a request over the socket may say "mcp" (``mcp_server``); anything else is attach's."""
+        said = req.get("source")
+        return said if isinstance(said, str) and said in SOCKET_SOURCES else self.source
 
     def state(self) -> dict[str, Any]:
         t = self.target

@@ -43,6 +43,10 @@ class RecordSource:
     #: Set by the app: called (UI thread) when run ``i`` was read again from
     #: the start, so rows already shown for it are no longer its rows.
     on_reset: Callable[[int], None] | None = None
+    #: ``alerts.TerminalOut`` (deferred) whose bells and notifications the app writes; and
+    #: ``alerts.AlertSink`` fed with the records polled (attach, view --follow): set by the caller.
+    alert_out: Any = None
+    alerts: Any = None
 
     def poll(self) -> list[tuple[int, Record]]:
         return []

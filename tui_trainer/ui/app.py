@@ -171,6 +171,7 @@ class DashboardApp(App):
                 self.say(a.text, ok=a.ok)
                 if self.state == "running":  # an answer after the run's end must not hide the end
                     self.set_note(a.short or a.text)
+        self._alerts()
         swapped = self.source.take_swapped() or bool(history)
         if batch or swapped:
             self._plots_dirty = True
@@ -207,6 +208,15 @@ class DashboardApp(App):
     def _tell(self, short: str, text: str = "", ok: bool = True) -> None:
         self.set_note(short)
         self.say(text or short, ok=ok)
+
+    def _alerts(self) -> None:
+        """--notify, --on-event (``alerts``): Textual owns the terminal, so its driver writes them."""
+        out = self.source.alert_out
+        for kind, text in out.take() if out is not None else ():
+            if kind == "say":
+                self.say(text, ok=False)
+            elif self._driver is not None and not self.is_headless:
+                self._driver.write(text)  # as App.bell does: in order with the frames
 
     def say(self, message: str, *, ok: bool = True, warn: bool = False, timeout: float | None = None) -> None:
         """A toast: plain text, never markup (messages can hold a log's strings)."""

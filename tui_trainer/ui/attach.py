@@ -19,7 +19,7 @@ from ..fmt import fmt_int
 from ..sources import Answer
 from .app import DashboardApp
 from .safe import name, plain
-from .viewer import FileSource
+from .viewer import FileSource, watch_alerts
 
 RECHECK_S = 2.0  # how often to look again whether the run's socket is there
 
@@ -120,12 +120,17 @@ def attach_app(source: AttachSource, steering: ChannelSteering | None = None) ->
                         title=f"tui-trainer · attached to {name(source.run_dir.name, 40)}")
 
 
-def run_attach(run_dir: Path, mouse: bool = True) -> int:
-    """Attach until q; a bad folder raises ``UserError`` (exit 2) before any screen."""
+def run_attach(run_dir: Path, mouse: bool = True, alerts: Any = None) -> int:
+    """Attach until q; a bad folder raises ``UserError`` (exit 2) before any screen.
+    ``alerts``: an ``alerts.AlertSink`` for the records that arrive."""
     source = AttachSource(run_dir)
     try:
         source.prepare()
+        watch_alerts(source, alerts)
         attach_app(source).run(mouse=mouse)
     finally:
         source.close()
+        if alerts is not None:
+            alerts.out.undefer()
+            alerts.close()
     return 0

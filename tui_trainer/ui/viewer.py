@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ..logs.source import LogSource
 from ..records import Record, RunStart
@@ -71,6 +71,10 @@ class FileSource(LogSource, RecordSource):
 
     def poll(self) -> list[tuple[int, Record]]:
         out = super().poll()
+        if self.alerts is not None:  # --notify, --on-event: the records that arrive, not the history
+            for i, r in out:
+                if i == 0:
+                    self.alerts.emit(r)
         if len(self.runs) > 1:  # a resumed run's run_start must not rename it
             out = [(i, replace(r, run_name=self.runs[i].name) if isinstance(r, RunStart) else r) for i, r in out]
         return out
@@ -93,15 +97,27 @@ def _title(source: FileSource) -> str:
 
 
 def run_viewer(paths: list[Path], follow: bool = False, mouse: bool = True,
-               before_screen: Callable[[], None] | None = None) -> int:
+               before_screen: Callable[[], None] | None = None, alerts: Any = None) -> int:
     """Show the logs until q; bad paths raise ``UserError`` (exit 2) before any
-    screen, and so may ``before_screen`` (the CLI checks for a terminal)."""
+    screen, and so may ``before_screen`` (the CLI checks for a terminal).
+    ``alerts``: an ``alerts.AlertSink`` for the first run's new records."""
     source = FileSource(paths, follow=follow)
     try:
         source.prepare()
         if before_screen is not None:
             before_screen()
+        watch_alerts(source, alerts)
         viewer_app(source).run(mouse=mouse)
     finally:
         source.close()
+        if alerts is not None:
+            alerts.out.undefer()
+            alerts.close()
     return 0
+
+
+def watch_alerts(source: FileSource, alerts: Any) -> None:
+    """Feed ``alerts`` the records that arrive from now on (the best val so far is history)."""
+    if alerts is not None:
+        alerts.seed_best([e.val for e in source.runs[0].evals] if source.runs else [])
+        source.alerts, source.alert_out = alerts, alerts.out
