@@ -69,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="write runs' records as CSV, or their curves as a PNG/SVG figure")
     x.add_argument("paths", nargs="+", metavar="RUN", help="a run folder or a losses.jsonl")
     x.add_argument("-o", "--output", required=True, metavar="FILE",
-                   help="FILE.csv (every record, flattened; - for stdout), FILE.png or FILE.svg "
-                        "(loss, val and lr curves; needs matplotlib: pip install 'tui-trainer[plot]')")
+                   help="FILE.csv (one row per step: each run's train/val loss, lr, tokens, time; - for "
+                        "stdout), FILE.png or FILE.svg (loss, val and lr curves with change, resume and fork "
+                        "markers; needs matplotlib: pip install 'tui-trainer[plot]')")
+    x.add_argument("--records", action="store_true", help="CSV: every record, flattened, one row per record")
     a = sub.add_parser("attach", help="open the dashboard on a running (e.g. headless) run and steer it")
     a.add_argument("run_dir", metavar="RUN_DIR", help="the folder the run is writing (outputs/run-...)")
     sendable = [c for c in COMMANDS if c in PLAIN or c == "status"]
