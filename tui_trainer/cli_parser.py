@@ -36,8 +36,21 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         if kind is bool:
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
         else:
-            g.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=name.upper(),
-                           choices=choices(name), help=help_)
+            parse = f.metadata.get("parse")
+            g.add_argument(*f.metadata.get("flags", ()), flag, dest=name, default=argparse.SUPPRESS,
+                           type=_typed(parse) if parse else kind, metavar=f.metadata.get("metavar", name.upper()), choices=choices(name),
+                           help=help_)
+
+
+def _typed(parse):
+    """An argparse ``type`` from a parser whose ValueError says what the value must be."""
+    def go(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    go.__name__ = parse.__name__
+    return go
 
 
 def add_mouse_flag(p: argparse.ArgumentParser) -> None:

@@ -25,7 +25,7 @@ EngineState = Literal["evaluating", "checkpointing", "compiling", "running", "pa
 #: Why a run paused (``pause.reason``).
 PauseReason = Literal["user", "diverged", "pause_at"]
 #: Who changed a live setting (``change.source``).
-ChangeSource = Literal["keys", "attach", "api"]
+ChangeSource = Literal["keys", "attach", "api", "time"]
 #: Why a checkpoint was written (``checkpoint.reason``).
 CheckpointReason = Literal["scheduled", "manual", "final", "best"]
 
@@ -182,7 +182,7 @@ class Change(Record):
     key: str
     old: Any
     new: Any
-    source: ChangeSource = "keys"  # the dashboard, the socket, or Python
+    source: ChangeSource = "keys"  # the dashboard, the socket, Python, or a --time budget
 
 
 @dataclass
