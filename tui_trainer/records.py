@@ -23,7 +23,7 @@ EndStatus = Literal["finished", "stopped", "diverged", "failed", "killed"]
 #: Transient engine states (``status.state``).
 EngineState = Literal["evaluating", "checkpointing", "compiling", "running", "paused"]
 #: Why a run paused (``pause.reason``).
-PauseReason = Literal["user", "diverged", "pause_at"]
+PauseReason = Literal["user", "diverged", "pause_at", "suspended"]  # suspended: Ctrl-Z (ui/suspend.py)
 #: Who changed a live setting (``change.source``).
 ChangeSource = Literal["keys", "attach", "api", "time"]
 #: Why a checkpoint was written (``checkpoint.reason``).
