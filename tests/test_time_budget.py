@@ -119,7 +119,7 @@ def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["", "10x", "m", "1 0m", "-5s", "1h30"])
+@pytest.mark.parametrize("bad", ["", "10x", "m", "1 0m", "-5s", "1h30", "1e3s"])
 def test_bad_durations_are_one_line(bad, capsys):
     with pytest.raises(ValueError):
         parse_duration(bad)
@@ -132,6 +132,7 @@ def test_toml_takes_a_duration_and_the_range_is_checked():
     assert make_config({"time_budget": "10m"}).time_budget == 600.0
     with pytest.raises(UserError, match="time-budget"):
         make_config({"time_budget": 0})
+    assert cli.main(["train", "--headless", "--time", "-5"]) == 2  # a number: the range names the bound
 
 
 BUDGET = 1.5

@@ -45,6 +45,10 @@ def parse_duration(text: Any) -> float:
     seconds (``90``); a ValueError names the form."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         return float(text)
+    try:
+        return float(text)  # a bare number (its range is checked as every setting's is: bounds.py)
+    except (TypeError, ValueError):
+        pass
     parts = list(_DURATION.finditer(str(text)))
     joined = "".join(m.group(0) for m in parts)
     if not parts or joined != str(text) or (len(parts) > 1 and any(not m.group(2) for m in parts)):
