@@ -66,3 +66,22 @@ def test_tokens_per_step_overrides_batch_shape(tmp_path):
     recs = read_records(tmp_path / "r" / "losses.jsonl")
     assert recs[0]["tokens_per_step"] == 1000 and recs[0]["flops_per_token"] == 6.0 * (8 * 8 + 8)
     assert [r["tokens"] for r in recs if r["type"] == "train"] == [1000, 2000]
+
+
+def _status(series, monkeypatch) -> str:
+    from textual.geometry import Size
+
+    from tui_trainer.ui.widgets import StatusLine
+
+    shown: list[str] = []
+    monkeypatch.setattr(StatusLine, "size", property(lambda self: Size(200, 4)))
+    monkeypatch.setattr(StatusLine, "update", lambda self, text, **kw: shown.append(text.plain))
+    StatusLine().show([series])
+    return shown[-1]
+
+
+def test_the_status_line_shows_steps_per_second_without_tokens(tmp_path, monkeypatch):
+    line = _status(_run(tmp_path / "a").series, monkeypatch)
+    assert "steps/s" in line and "- tok/s" not in line and "ETA -" not in line
+    line = _status(_run(tmp_path / "b", tokens=True).series, monkeypatch)
+    assert "tok/s" in line and "steps/s" not in line and "- tok/s" not in line
