@@ -56,7 +56,14 @@ class Suspender:
         if self._installed or not self.can_suspend():
             return
         loop = asyncio.get_running_loop()
-        signal.signal(signal.SIGCONT, lambda *_: loop.call_soon_threadsafe(self.continued))
+
+        def on_cont(*_: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(self.continued)
+            except RuntimeError:  # the app has ended (its loop is closed): nothing to bring back
+                pass
+
+        signal.signal(signal.SIGCONT, on_cont)
         self._installed = True
 
     def suspend(self) -> None:
