@@ -28,7 +28,10 @@ data = list(open(__file__, "rb").read())
 blocks = [{"input_ids": torch.tensor(data[i:i + context]), "labels": torch.tensor(data[i:i + context])}
           for i in range(0, len(data) - context, context // 2)]
 split = int(0.9 * len(blocks))
-model = GPT2LMHeadModel(GPT2Config(vocab_size=256, n_positions=context, n_embd=64, n_layer=1, n_head=2))
+# Bytes are the tokens (vocab 256), so the special tokens are a byte too: NUL, which text never holds
+# (GPT2Config's default, 50256, is outside this vocabulary and transformers warns about it).
+model = GPT2LMHeadModel(GPT2Config(vocab_size=256, n_positions=context, n_embd=64, n_layer=1, n_head=2,
+                                   bos_token_id=0, eos_token_id=0, pad_token_id=0))
 out = args.out or time.strftime("outputs/hf-run-%Y%m%d-%H%M%S")
 
 trainer = Trainer(

@@ -68,7 +68,7 @@ def test_headless_lines_say_absent_and_nan_apart(run_folder, terminal):
 
 
 def test_csv_cell_of_an_absent_value_is_empty(run_folder, tmp_path, capsys):
-    assert cli.main(["export", str(run_folder), "-o", str(tmp_path / "r.csv")]) == 0
+    assert cli.main(["export", str(run_folder), "-o", str(tmp_path / "r.csv"), "--records"]) == 0
     rows = [r for r in csv.DictReader(open(tmp_path / "r.csv", newline="")) if r.get("type") == "eval"]
     assert [r["train_loss"] for r in rows] == ["", "nan"]
 

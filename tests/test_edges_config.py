@@ -26,7 +26,7 @@ SHORT_RUN = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--context-len
              "--batch-size", "4", "--eval-batches", "2", "--sample-tokens", "8"]
 
 FLOAT_FIELDS = ["val_fraction", "dropout", "max_lr", "min_lr", "weight_decay", "beta1", "beta2",
-                "grad_clip", "temperature"]
+                "grad_clip", "temperature", "time_budget"]
 
 
 def _tree(root: Path) -> list[Path]:

@@ -35,7 +35,7 @@ def read_csv(path):
 
 def test_csv_one_row_per_record(tmp_path, capsys):
     run = write_run(tmp_path / "a", steps=20, eval_every=10)  # run_start, 20 train, 2 evals, 2 samples, run_end
-    code, out, _ = export(capsys, run, "-o", tmp_path / "a.csv")
+    code, out, _ = export(capsys, run, "-o", tmp_path / "a.csv", "--records")
     assert code == 0 and "wrote 26 records" in out
     rows = read_csv(tmp_path / "a.csv")
     assert len(rows) == 26
@@ -52,7 +52,7 @@ def test_csv_one_row_per_record(tmp_path, capsys):
 def test_csv_of_several_runs_has_a_run_column(tmp_path, capsys):
     a = write_run(tmp_path / "a", steps=10, eval_every=5, samples=False)
     b = write_run(tmp_path / "b", steps=4, eval_every=5, end=None)
-    code, _, _ = export(capsys, a, b / "losses.jsonl", "-o", tmp_path / "ab.csv")
+    code, _, _ = export(capsys, a, b / "losses.jsonl", "-o", tmp_path / "ab.csv", "--records")
     rows = read_csv(tmp_path / "ab.csv")
     assert code == 0 and list(rows[0])[0] == "run"
     assert sum(r["run"] == "a" for r in rows) == 1 + 10 + 2 + 1 and sum(r["run"] == "b" for r in rows) == 1 + 4
@@ -66,7 +66,7 @@ def test_csv_nan_and_resumes(tmp_path, capsys):
     append_train(run, 6, 8)
     append(run, TrainStep(step=9, train_loss=float("inf"), lr=1e-3, tokens_per_sec=1.0, grad_norm=1.0,
                           elapsed_s=1.0))
-    code, _, _ = export(capsys, run, "-o", tmp_path / "r.csv")
+    code, _, _ = export(capsys, run, "-o", tmp_path / "r.csv", "--records")
     rows = read_csv(tmp_path / "r.csv")
     train = [r for r in rows if r["type"] == "train"]
     # The first session's steps 6 and 7 are superseded by the resume at 5.
@@ -76,7 +76,7 @@ def test_csv_nan_and_resumes(tmp_path, capsys):
 
 def test_csv_to_stdout(tmp_path, capsys):
     run = write_run(tmp_path / "a", steps=3, eval_every=100)
-    code, out, err = export(capsys, run, "-o", "-")
+    code, out, err = export(capsys, run, "-o", "-", "--records")
     assert code == 0 and out.splitlines()[0].startswith("type,step,time") and len(out.splitlines()) == 1 + 5
     assert "wrote 5 records" in err
 
@@ -200,7 +200,7 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path, capsys, monkeypatch)
     assert code == 1 and "No space left" in err
     assert target.read_text() == "precious\n" and sorted(p.name for p in tmp_path.iterdir()) == ["old.csv", "r"]
     monkeypatch.setattr(export_mod, "_effective", real)
-    code, out, _ = export(capsys, run, "-o", target)  # and a good write replaces it, keeping its mode
+    code, out, _ = export(capsys, run, "-o", target, "--records")  # and a good write replaces it, keeping its mode
     assert code == 0 and read_csv(target)[0]["type"] == "run_start" and (target.stat().st_mode & 0o777) == 0o640
 
 
@@ -208,7 +208,7 @@ def test_an_output_through_a_link_writes_the_linked_file(tmp_path, capsys):
     run = write_run(tmp_path / "r", steps=3)
     (tmp_path / "old.csv").write_text("old\n")
     (tmp_path / "link.csv").symlink_to("old.csv")
-    code, _, _ = export(capsys, run, "-o", tmp_path / "link.csv")
+    code, _, _ = export(capsys, run, "-o", tmp_path / "link.csv", "--records")
     assert code == 0 and (tmp_path / "link.csv").is_symlink() and read_csv(tmp_path / "old.csv")[0]["step"] == "0"
 
 
@@ -258,7 +258,7 @@ def test_export_into_a_pipe_its_reader_closed_leaves_quietly(tmp_path):
     tool a closed pipe stopped (141), with nothing on stderr (it said
     `error: Broken pipe; check that path, its permissions and free space`)."""
     run = write_run(tmp_path / "a", steps=3000, eval_every=100)  # far more than a pipe's buffer
-    p = subprocess.Popen([sys.executable, "-m", "tui_trainer", "export", str(run), "-o", "-"], env=ENV,
+    p = subprocess.Popen([sys.executable, "-m", "tui_trainer", "export", str(run), "-o", "-", "--records"], env=ENV,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert p.stdout.readline().startswith(b"type,step,time")
     p.stdout.close()  # as head does after its line

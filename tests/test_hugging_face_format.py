@@ -100,6 +100,10 @@ def test_an_output_folder_reads_its_newest_checkpoint(tmp_path, capsys):
     assert finished.step == 100 and finished.state == "finished" and finished.total_steps == 100
     assert cli.main(["export", str(out / "checkpoint-20"), "-o", str(tmp_path / "c.csv")]) == 0
     rows = (tmp_path / "c.csv").read_text().splitlines()
+    assert rows[0].startswith("step,") and len(rows) == 1 + 2  # the curves: steps 10 and 20, val at 20
+    assert rows[2].split(",")[:3] == ["20", "2.3", "2.1999999999999997"]
+    assert cli.main(["export", str(out / "checkpoint-20"), "-o", str(tmp_path / "c.csv"), "--records"]) == 0
+    rows = (tmp_path / "c.csv").read_text().splitlines()
     assert rows[0].startswith("step,") and len(rows) == 1 + 3  # two train entries, one eval
 
 

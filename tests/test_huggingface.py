@@ -122,3 +122,20 @@ def test_eval_is_refused_when_the_trainer_does_not_evaluate(tmp_path):
         callback.on_train_end(args, state, control)
     recs = records(folder)
     assert recs[0]["total_steps"] == 6 and recs[-1]["type"] == "run_end" and recs[-1]["status"] == "finished"
+
+
+def test_the_example_sets_special_tokens_inside_its_vocabulary(tmp_path):
+    """examples/huggingface_trainer.py: bytes are its tokens, so bos/eos/pad are a byte; transformers
+    warned `bos_token_id must be None or an integer within the vocabulary ... got 50256` (issue 23)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, str(repo / "examples" / "huggingface_trainer.py"), "--steps", "3",
+                        "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "within the vocabulary" not in p.stdout + p.stderr and "50256" not in p.stdout + p.stderr
+    assert [r["type"] for r in records(tmp_path / "run")][-1] == "run_end"

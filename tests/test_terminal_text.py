@@ -123,7 +123,7 @@ def test_a_byte_models_samples_hold_escapes(work):
 # One command line each, from names drawn by ``nasty``; RUN is the trained run, NEW a fresh nasty name.
 COMMANDS = [
     ["export", "NEW", "-o", "x.csv"],                       # missing input
-    ["export", "RUN", "-o", "-"],                           # CSV of escape-laden samples to stdout
+    ["export", "RUN", "-o", "-", "--records"],              # CSV of escape-laden samples to stdout
     ["export", "RUN", "-o", "NEW.csv"],                     # a file named with escapes: "wrote ... to NEW.csv"
     ["export", "RUN", "-o", "NEW"],                         # a bad suffix, echoed
     ["export", "RUN", "-o", "NEW/x.csv"],                   # a folder that does not exist

@@ -48,7 +48,8 @@ def init(path: str | os.PathLike[str] | None = None, config: Any = None, *,
          on_eval: Callable[[int], Any] | None = None, on_checkpoint: Callable[[int], Any] | None = None,
          on_sample: Callable[..., str] | None = None, resume: bool = False, step: int | None = None,
          total_steps: int = 0, name: str | None = None, model: Any = None, keep: int = 2,
-         sync: CommandSync | bool | None = None, signals: bool = True, quiet: bool = False) -> Run:
+         sync: CommandSync | bool | None = None, signals: bool = True, quiet: bool = False,
+         batch_shape: tuple[int, int] | None = None, tokens_per_step: int | None = None) -> Run:
     """Start a run in ``path`` (default: a new ``outputs/run-YYYYmmdd-HHMMSS``)
     and return it, ready for ``run.log``.
 
@@ -61,7 +62,14 @@ def init(path: str | os.PathLike[str] | None = None, config: Any = None, *,
       last checkpoint it recorded, ``run.resumed_from``; records after it are
       superseded).  Without ``resume`` a folder holding a run is refused.
     - ``total_steps``: the planned number of steps (progress and ETA).
-    - ``model``: counted for the parameter total and its device, nothing else.
+    - ``model``: counted for the parameter total and its device; with a
+      batch shape it also gives the FLOPs per token for MFU.
+    - ``batch_shape``: ``(batch_size, context_length)`` of one optimizer step,
+      and ``tokens_per_step``: the tokens of one optimizer step when that is
+      not batch x context (gradient accumulation, several processes).  With
+      either, ``log`` counts the tokens itself (``step x tokens_per_step``)
+      when not given ``tokens=``, so the dashboard shows tokens/s (and MFU,
+      with ``model``); steps/s and the ETA (with ``total_steps``) need neither.
     - ``keep``: older ``save_checkpoint`` files kept besides the newest.
     - ``sync``: data-parallel agreement (``distributed.Dist``); by default a
       process group torch.distributed has started is used: rank 0 writes and
@@ -97,9 +105,12 @@ def init(path: str | os.PathLike[str] | None = None, config: Any = None, *,
         run.open(signals=signals)
         run.step = start or 0
         n_params, device = describe_model(model)
+        st.tokens_per_step = step_tokens(batch_shape, tokens_per_step)
+        fpt, peak = model_flops(model, batch_shape) if st.tokens_per_step else (None, None)
         run.emit(RunStart(step=run.step, run_name=run.name, config=dict(st.config), n_params=n_params,
                           device=device + (sync.describe() if hasattr(sync, "describe") else ""),
-                          total_steps=run.total_steps, resumed=start is not None, resumed_from=st.resumed_from))
+                          total_steps=run.total_steps, resumed=start is not None, resumed_from=st.resumed_from,
+                          flops_per_token=fpt, peak_flops=peak, tokens_per_step=st.tokens_per_step))
         st.began = True
     except BaseException:
         run.close()
@@ -147,6 +158,44 @@ def describe_model(model: Any) -> tuple[int, str]:
         return 0, ""
     params = list(model.parameters())
     return sum(p.numel() for p in params), str(params[0].device) if params else ""
+
+
+def step_tokens(batch_shape: Any, tokens_per_step: Any) -> int | None:
+    """The tokens of one optimizer step: ``tokens_per_step``, else batch x context; None: unknown."""
+    if tokens_per_step is not None:
+        n = int(tokens_per_step)
+    elif batch_shape is not None:
+        if len(batch_shape) != 2:
+            raise ValueError(f"batch_shape is (batch_size, context_length), not {batch_shape!r}")
+        n = int(batch_shape[0]) * int(batch_shape[1])
+    else:
+        return None
+    if n <= 0:
+        raise ValueError(f"tokens per step must be positive, not {n}")
+    return n
+
+
+def model_flops(model: Any, batch_shape: Any) -> tuple[float | None, float | None]:
+    """(training FLOPs per token, the device's peak FLOP/s) for MFU, or Nones:
+    6N plus attention's 12 x layers x width x context when the model's config
+    names ``n_layer`` and ``n_embd`` (``hardware.flops_per_token``)."""
+    n_params, device = describe_model(model)
+    if not n_params:
+        return None, None
+    from .hardware import peak_flops
+
+    fpt = 6.0 * n_params
+    cfg = getattr(model, "config", None)
+    layers, width = getattr(cfg, "n_layer", None), getattr(cfg, "n_embd", None)
+    if isinstance(layers, int) and isinstance(width, int) and batch_shape is not None:
+        fpt += 12.0 * layers * width * int(batch_shape[1])
+    dtype = str(next(iter(model.parameters())).dtype)
+    kind = "bf16" if "bfloat16" in dtype else "fp16" if "float16" in dtype else "fp32"
+    try:
+        peak = peak_flops(device, kind)
+    except (RuntimeError, ValueError, OSError):
+        peak = None
+    return fpt, peak
 
 
 def resume_from(run: Run, step: int | None) -> int:

@@ -69,6 +69,7 @@ BOUNDS: dict[str, Bound] = {
     "vocab_size": Bound(2, 2**32),
     "val_fraction": Bound(0, 1, lo_open=True, hi_open=True),
     "steps": Bound(1, MAX_STEPS),
+    "time_budget": Bound(0, 1e9, lo_open=True),  # seconds: 30 years
     "eval_every": Bound(1, MAX_STEPS),
     "eval_batches": Bound(1, 10**6),
     "log_every": Bound(1, MAX_STEPS),

@@ -348,7 +348,7 @@ def runs_folder(paths: list[str]) -> Path | None:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
-    line = export([Path(p) for p in args.paths], args.output)
+    line = export([Path(p) for p in args.paths], args.output, records=args.records)
     print(line, file=sys.stderr if args.output == "-" else sys.stdout)
     return EXIT_OK
 

@@ -36,8 +36,21 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         if kind is bool:
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
         else:
-            g.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=name.upper(),
-                           choices=choices(name), help=help_)
+            parse = f.metadata.get("parse")
+            g.add_argument(*f.metadata.get("flags", ()), flag, dest=name, default=argparse.SUPPRESS,
+                           type=_typed(parse) if parse else kind, metavar=f.metadata.get("metavar", name.upper()), choices=choices(name),
+                           help=help_)
+
+
+def _typed(parse):
+    """An argparse ``type`` from a parser whose ValueError says what the value must be."""
+    def go(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    go.__name__ = parse.__name__
+    return go
 
 
 def add_mouse_flag(p: argparse.ArgumentParser) -> None:
@@ -96,8 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="write runs' records as CSV, or their curves as a PNG/SVG figure")
     x.add_argument("paths", nargs="+", metavar="RUN", help="a run folder or a losses.jsonl")
     x.add_argument("-o", "--output", required=True, metavar="FILE",
-                   help="FILE.csv (every record, flattened; - for stdout), FILE.png or FILE.svg "
-                        "(loss, val and lr curves; needs matplotlib: pip install 'tui-trainer[plot]')")
+                   help="FILE.csv (one row per step: each run's train/val loss, lr, tokens, time; - for "
+                        "stdout), FILE.png or FILE.svg (loss, val and lr curves with change, resume and fork "
+                        "markers; needs matplotlib: pip install 'tui-trainer[plot]')")
+    x.add_argument("--records", action="store_true", help="CSV: every record, flattened, one row per record")
     a = sub.add_parser("attach", help="open the dashboard on a running (e.g. headless) run and steer it")
     a.add_argument("run_dir", metavar="RUN_DIR", help="the folder the run is writing (outputs/run-...)")
     sendable = [c for c in COMMANDS if c in PLAIN or c == "status"]

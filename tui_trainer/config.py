@@ -19,6 +19,7 @@ from .bounds import BOUNDS, MAX_STEPS, number, problem  # noqa: F401 (MAX_STEPS 
 from .errors import UserError  # noqa: F401 (re-exported: config.UserError)
 from .presets import Preset, describe as describe_presets, preset_values
 from .text_codec import spec_problem
+from .time_budget import parse_duration
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -62,6 +63,9 @@ class TrainConfig:
     name: str | None = _f(None, "run name (default: a fresh timestamped name)")
     # length and cadence
     steps: int = _f(1300, "optimizer steps to train")
+    time_budget: float | None = _f(None, "train for about this wall time (60s, 10m, 1h; a number: seconds): the "
+                                   "first steps' pace fixes --steps, a change with source time (time_budget.py)",
+                                   flags=("--time",), parse=parse_duration, metavar="DURATION")
     eval_every: int = _f(260, "measure val and train-split loss and print a sample every K steps",
                          show_default="260, or steps/5 for a shorter run")
     eval_batches: int = _f(20, "validation batches in the fixed eval slice")
@@ -132,7 +136,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 RESUMABLE_CHANGES = {"steps", "eval_every", "log_every", "checkpoint_every", "keep", "max_bad_steps",
                      "out", "name", "sample_prompt", "sample_tokens", "temperature", "top_k",
                      "device", "compile", "threads", "eval_batches", "tf32", "fused_adamw",
-                     "sync_checkpoints", "schedule"}
+                     "sync_checkpoints", "schedule", "time_budget"}
 # Of those, the ones that change the arithmetic (thread count, kernels, device):
 # the resumed run trains on, but is no longer bit-identical to an uninterrupted one.
 INEXACT_CHANGES = ("threads", "device", "compile", "tf32", "fused_adamw")
@@ -254,6 +258,11 @@ def make_config(values: dict[str, Any]) -> TrainConfig:
     for name, value in values.items():
         if name not in FIELDS:
             raise UserError(f"unknown config key {name!r}; valid keys are the train flags, e.g. max_lr, n_layer")
+        if isinstance(value, str) and (parse := FIELDS[name].metadata.get("parse")) is not None:
+            try:  # a TOML duration ("10m"), as the flag takes it
+                values[name] = value = parse(value)
+            except ValueError as e:
+                raise UserError(f"config key {name!r}: {e}; e.g. {name} = \"10m\"") from None
         _check_type(name, value)
         if _FIELD_TYPES[name].base is float and isinstance(value, int):
             values[name] = _as_float(name, value)
@@ -301,7 +310,7 @@ MAX_THREADS = BOUNDS["threads"].hi
 MIN_TEMPERATURE = BOUNDS["temperature"].lo
 MAX_PARAMS = 10**13         # ~160 TB of weights, grads and AdamW state: no machine trains it
 SEED_RANGE = (BOUNDS["seed"].lo, BOUNDS["seed"].hi)
-_EXAMPLES = {"min_lr": 1e-4, "vocab_size": 65536, "threads": 4}  # for error messages, where the default is None
+_EXAMPLES = {"min_lr": 1e-4, "vocab_size": 65536, "threads": 4, "time_budget": "10m"}  # for error messages, where the default is None
 _FIXES = {  # the fix a range error names, where "pass e.g. --flag DEFAULT" is not the best one
     "checkpoint_every": "leave it out to save at each eval",
     "top_k": "pass 0 to sample from all tokens",

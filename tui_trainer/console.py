@@ -45,10 +45,10 @@ class ConsoleSink:
             if r.step % self.log_every == 0 or r.step == 1:
                 s = self.series
                 total = f"/{s.total_steps}" if s.total_steps else ""
-                _, tps = s.rates()
+                sps, tps = s.rates()
                 mfu = s.mfu()
                 bits = [f"step {r.step:>6}{total}", f"loss {fmt_loss(r.train_loss)}", f"lr {r.lr:.2e}",
-                        f"{fmt_count(tps)} tok/s"]
+                        f"{fmt_count(tps)} tok/s" if tps == tps or sps != sps else f"{fmt_count(sps)} steps/s"]
                 if mfu == mfu:
                     bits.append(f"MFU {fmt_mfu(mfu)}")
                 bits.append(f"grad {fmt_value(r.grad_norm)}")

@@ -1,14 +1,22 @@
 """``tui-trainer export RUN... -o FILE``: take a run's numbers or its curves away.
 
-- ``.csv``: every record of every run, flattened, one row per record (nested
-  settings as ``config.n_layer``, a list as its JSON), with a ``run`` column
-  first when there are several runs.  A value the log wrote as null because
-  it was NaN or infinite (named in ``nonfinite``) is written ``nan``.  Records
-  a resume superseded are left out (``logs.resumes``), as the viewer leaves
-  them out.  ``-o -`` writes to standard output.
+- ``.csv``: the curves, one row per step: ``step``, then each run's
+  ``train_loss``, ``val_loss``, ``lr``, ``tokens`` and ``elapsed_s`` (named
+  ``RUN.train_loss`` and so on when there are several runs); a cell is empty
+  where that run logged nothing at that step.
+- ``.csv`` with ``records=True`` (``--records``): every record of every run,
+  flattened, one row per record (nested settings as ``config.n_layer``, a
+  list as its JSON, booleans as JSON's ``true``/``false``), with a ``run``
+  column first when there are several runs.
+- In both, a value the log wrote as null because it was NaN or infinite
+  (named in ``nonfinite``) is written ``nan``; an absent one is empty.
+  Records a resume superseded are left out (``logs.resumes``), as the viewer
+  leaves them out.  ``-o -`` writes to standard output.
 - ``.png``, ``.svg`` (and ``.pdf``): the train loss (its EMA, the raw curve
   faint beneath), the val loss at each eval and the learning rate of the given
-  runs, labelled as the runs browser labels them.  These need matplotlib, an
+  runs, labelled as the runs browser labels them, with a dashed line at each
+  setting change, resume and fork (``figure_marks``), titled with the runs'
+  full names.  These need matplotlib, an
   optional extra (``pip install 'tui-trainer[plot]'``): it is imported only
   here, so the terminal tool never needs it to start.
 
@@ -32,7 +40,9 @@ from .files import check_stdout, output_file, replaced
 from .logs import ReadCounts, iter_jsonl, load_series
 from .logs.paths import display_name, resolve
 from .logs.resumes import cutoffs, kept, resume_step, step_of
+from .logs.formats import read as read_line
 from .logs.tail import MAX_LINE
+from .records import Eval
 from .runs import short_labels
 
 FIGURES = (".png", ".svg", ".pdf")
@@ -42,22 +52,28 @@ FIGURE_POINTS = 2000   # points per curve in a figure (min/max per bucket: spike
 PLOT_EXTRA = "pip install 'tui-trainer[plot]'"
 
 
-def export(paths: list[Path], out: str) -> str:
-    """Write ``out`` from the logs at ``paths``; return one line saying what was written."""
+def export(paths: list[Path], out: str, records: bool = False) -> str:
+    """Write ``out`` from the logs at ``paths`` (a CSV: the curves, or with
+    ``records`` every record); return one line saying what was written."""
     if not paths:
         raise UserError("export needs at least one run folder or losses.jsonl")
     suffix = Path(out).suffix.lower() if out != "-" else ".csv"
     if suffix not in FORMATS:
         raise UserError(f"-o {out}: export writes {', '.join(FORMATS)} (the file name's ending says which)")
+    if records and suffix != ".csv":
+        raise UserError(f"--records writes every record as a CSV, not a {suffix} figure; pass -o FILE.csv")
     logs = [resolve(Path(p)) for p in paths]  # LogError: one line naming the path and the fix
     if out == "-" and sys.stdout is None:
         raise UserError("-o - writes to standard output, which is closed; pass -o FILE.csv")
     if out == "-":
         check_stdout(logs)
     dest = output_file(out, logs) if out != "-" else None  # never one of the logs, under any name
-    if suffix == ".csv":
+    if suffix == ".csv" and records:
         rows, cols = write_csv(logs, out, dest)
         return f"wrote {rows:,} records ({cols} columns) of {_runs(logs)} to {out}"
+    if suffix == ".csv":
+        rows, cols = write_curves(logs, out, dest)
+        return f"wrote {rows:,} steps ({cols} columns) of {_runs(logs)} to {out} (every record: --records)"
     figure = _figure_module(suffix)
     write_figure(logs, dest, suffix[1:], figure)
     return f"wrote the curves of {_runs(logs)} to {out}"
@@ -96,6 +112,8 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
             out[key] = json.dumps(v)
         elif v is None and k in bad:
             out[key] = "nan"
+        elif isinstance(v, bool):
+            out[key] = "true" if v else "false"  # as the log wrote it, not Python's True
         else:
             out[key] = v
     return out
@@ -152,6 +170,70 @@ def write_csv(logs: list[Path], out: str, dest: Path | None = None) -> tuple[int
     return rows, len(header)
 
 
+CURVE_COLUMNS = ("train_loss", "val_loss", "lr", "tokens", "elapsed_s")
+TRAIN_KEYS = ("train_loss", "lr", "tokens", "elapsed_s")
+
+
+def _cuts(log: Path) -> list[int] | None:
+    """A first pass over ``log``: the resume cutoffs (``_effective``); a log
+    with no readable record is an error."""
+    counts = ReadCounts()
+    resumes = [s for d in iter_jsonl(log, counts) if (s := resume_step(d)) is not None]
+    if counts.lines == counts.bad:  # not one record read: say so, do not write an empty table
+        raise UserError(unreadable(log, counts))
+    return cutoffs(resumes) if resumes else None
+
+
+def _ours(d: dict[str, Any]) -> dict[str, Any]:
+    """A line of another format (a Hugging Face ``log_history`` entry, a flat
+    ``{"step", "loss"}`` line) as the fields of our record; ours as it is."""
+    if isinstance(d.get("type"), str):
+        return d
+    got = read_line(d)
+    if isinstance(got, tuple):
+        step, loss, lr = got
+        return {"type": "train", "step": step, "train_loss": loss if math.isfinite(loss) else None,
+                "lr": lr if math.isfinite(lr) else None}
+    if isinstance(got, Eval):
+        return {"type": "eval", "step": got.step, "val_loss": got.val_loss}
+    return {}
+
+
+def _cell(d: dict[str, Any], key: str) -> Any:
+    v = d.get(key)
+    if v is None:
+        bad = d.get("nonfinite")
+        return "nan" if isinstance(bad, list) and key in bad else None
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def write_curves(logs: list[Path], out: str, dest: Path | None = None) -> tuple[int, int]:
+    """One row per step of any run: ``step``, then each run's ``CURVE_COLUMNS``
+    (the train record's loss, lr, tokens and time; the eval's val loss).  The
+    table is held by step, a few numbers per step.  Returns (rows, columns)."""
+    names = run_names(logs)
+    prefixes = [f"{n}." if len(logs) > 1 else "" for n in names]
+    table: dict[int, dict[str, Any]] = {}
+    for log, prefix in zip(logs, prefixes):
+        for d in _effective(log, _cuts(log)):
+            d = _ours(d)
+            kind, step = d.get("type"), step_of(d)
+            if step is None or kind not in ("train", "eval"):
+                continue
+            row = table.setdefault(step, {})
+            for key in TRAIN_KEYS if kind == "train" else ("val_loss", "elapsed_s"):
+                v = _cell(d, key)
+                if v is not None and (kind == "train" or row.get(prefix + key) is None):
+                    row[prefix + key] = v  # an eval's time fills in only where no train record did
+    header = ["step"] + [p + c for p in prefixes for c in CURVE_COLUMNS]
+    with contextlib.nullcontext(sys.stdout) if out == "-" else replaced(dest or Path(out)) as stream:
+        w = csv.DictWriter(stream, fieldnames=header, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for step in sorted(table):
+            w.writerow({"step": step, **table[step]})
+    return len(table), len(header)
+
+
 def unreadable(log: Path, counts: ReadCounts) -> str:
     """Why a log gave no record at all, as the start of an error line."""
     if counts.bad:
@@ -177,6 +259,59 @@ def focus_top(ys: list[np.ndarray], skip: float = 0.05) -> float:
     highest value after the first ``skip`` of each curve; NaN when none."""
     tops = [float(np.nanmax(y[int(len(y) * skip):])) for y in ys if len(y) > 1 and np.isfinite(y).any()]
     return max(tops) if tops else math.nan
+
+
+MARKS_KEPT = 60  # per run: beyond that the lines would hide the curves
+
+
+def figure_marks(log: Path) -> list[tuple[int, str, str]]:
+    """(step, kind, label) of the log's setting changes, resumes and forks, for
+    a figure: a ``change`` record, a resumed ``run_start``, a ``fork`` record
+    (or a ``run_start`` naming ``forked_from``).  Other record types are
+    skipped, whatever they are."""
+    marks: list[tuple[int, str, str]] = []
+    for d in _effective(log, _cuts(log)):
+        kind, step = d.get("type"), step_of(d)
+        if step is None:
+            continue
+        if kind == "change":
+            marks.append((step, "change", f"{_short(d.get('key'))} {_short(d.get('old'))}→{_short(d.get('new'))}"))
+        elif kind == "fork" or (kind == "run_start" and d.get("forked_from")):
+            marks.append((step, "fork", "fork"))
+        elif resume_step(d) is not None:
+            marks.append((step, "resume", "resumed"))
+    return marks[-MARKS_KEPT:]
+
+
+def _short(v: Any) -> str:
+    text = f"{v:.3g}" if isinstance(v, float) else str(v)
+    return "".join(c for c in text if c.isprintable())[:24]
+
+
+MARK_STYLES = {"change": ("0.35", "--"), "resume": ("tab:red", ":"), "fork": ("tab:purple", "-.")}
+
+
+def _draw_marks(axes: list[Any], marks: list[tuple[int, str, str]], colour: str) -> None:
+    top = axes[0]
+    for step, kind, label in marks:
+        line, style = MARK_STYLES.get(kind, ("0.5", "--"))
+        for ax in axes:
+            ax.axvline(step, color=line, linestyle=style, linewidth=0.8, alpha=0.8)
+        top.annotate(label, xy=(step, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
+                     textcoords="offset points", rotation=90, va="top", ha="left", fontsize=6.5, color=colour)
+
+
+def figure_title(names: list[str]) -> str:
+    """The runs' full names, several to a line; past a dozen, how many more."""
+    shown = [_short_name(n) for n in names[:12]]
+    lines = [" · ".join(shown[i:i + 3]) for i in range(0, len(shown), 3)]
+    if len(names) > 12:
+        lines.append(f"and {len(names) - 12} more runs")
+    return "\n".join(lines)
+
+
+def _short_name(name: str) -> str:
+    return "".join(c for c in name if c.isprintable())[:80]
 
 
 def write_figure(logs: list[Path], out: str | Path, fmt: str, Figure: Any) -> None:
@@ -208,6 +343,8 @@ def write_figure(logs: list[Path], out: str | Path, fmt: str, Figure: Any) -> No
         lx, ly = s.lr_points(FIGURE_POINTS)
         if len(lx):
             lr_ax.plot(lx, ly, color=c, linewidth=1.2, label=name)
+    for log, c in zip(logs, colours):
+        _draw_marks([loss_ax, lr_ax], figure_marks(log), c)
     top = focus_top(emas)
     low = min((v for v in lows if math.isfinite(v)), default=math.nan)
     if math.isfinite(top) and math.isfinite(low) and top > low:
@@ -221,7 +358,7 @@ def write_figure(logs: list[Path], out: str | Path, fmt: str, Figure: Any) -> No
     lr_ax.set_xlabel("step")
     lr_ax.grid(True, alpha=0.3)
     lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    fig.suptitle(" · ".join(labels) if len(labels) <= 6 else f"{len(labels)} runs")
+    fig.suptitle(figure_title([s.name for s in series]), fontsize="medium")
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt)
     with replaced(Path(out), binary=True) as f:  # whole or not at all: a failed draw leaves no half file

@@ -50,6 +50,7 @@ class LoopState:
     last_val: float | None = None       # the last eval's val loss, and its step
     last_val_step: int = -1
     rate_mark: tuple[float, int] | None = None  # (elapsed, tokens) at the last log giving tokens
+    tokens_per_step: int | None = None  # init's batch shape: log counts the tokens when not given them
     request: str | None = None          # the request being answered now: "eval" or "checkpoint"
     checkpoints_logged: int = 0
     began: bool = False                 # init wrote a run_start: leaving a with block ends the run
@@ -116,7 +117,8 @@ class OwnLoop:
         """One ``train`` record for ``step`` (steps trained so far), then the
         steering waiting for the loop: a pause blocks here until resume or
         stop.  ``numbers``: any other number to keep (``acc=0.9``), written as
-        a key of the line; ``grad_norm``, ``tokens`` (seen so far) and
+        a key of the line; ``grad_norm``, ``tokens`` (seen so far; default
+        ``step x tokens_per_step`` when ``init`` had a batch shape) and
         ``tokens_per_sec`` fill the record's own fields (tokens/sec worked out
         from ``tokens`` when not given).  A number not given is NaN: null in
         the line, named in ``nonfinite``.  ``steer=False`` writes the record
@@ -127,6 +129,9 @@ class OwnLoop:
         own = {k: numbers.pop(k) for k in ("grad_norm", "tokens", "tokens_per_sec") if k in numbers}
         extra = _extras(numbers, TrainStep)
         elapsed = self.elapsed
+        per_step = self.loop_state.tokens_per_step
+        if "tokens" not in own and per_step:
+            own["tokens"] = step * per_step  # init's batch shape: the tokens so far
         tokens = _count("tokens", own.get("tokens", 0))
         if "tokens_per_sec" in own:
             tps = _number("tokens_per_sec", own["tokens_per_sec"])

@@ -23,9 +23,9 @@ EndStatus = Literal["finished", "stopped", "diverged", "failed", "killed"]
 #: Transient engine states (``status.state``).
 EngineState = Literal["evaluating", "checkpointing", "compiling", "running", "paused"]
 #: Why a run paused (``pause.reason``).
-PauseReason = Literal["user", "diverged", "pause_at"]
+PauseReason = Literal["user", "diverged", "pause_at", "suspended"]  # suspended: Ctrl-Z (ui/suspend.py)
 #: Who changed a live setting (``change.source``).
-ChangeSource = Literal["keys", "attach", "api", "mcp"]
+ChangeSource = Literal["keys", "attach", "api", "mcp", "time"]
 #: Why a checkpoint was written (``checkpoint.reason``).
 CheckpointReason = Literal["scheduled", "manual", "final", "best"]
 
@@ -185,7 +185,7 @@ class Change(Record):
     key: str
     old: Any
     new: Any
-    source: ChangeSource = "keys"  # the dashboard, the socket, Python, or the MCP server
+ChangeSource = Literal["keys", "attach", "api", "mcp", "time"]
 
 
 @dataclass

@@ -35,6 +35,7 @@ from .command_line import TypedCommands
 from .controls import PaneControls
 from .plot import CurvePlot
 from .sample_view import show_sample
+from .suspend import BINDING as SUSPEND_KEY, Suspender
 from .titles import plot_title
 from .widgets import Alert, EvalLog, HelpScreen, SamplePane, StatusLine
 
@@ -53,7 +54,7 @@ class DashboardApp(App):
     # Absolute, so an app built or subclassed elsewhere (a benchmark, a test) finds it.
     CSS_PATH = str(Path(__file__).with_name("dashboard.tcss"))
     TITLE = "tui-trainer"
-    BINDINGS = keys.bindings()
+    BINDINGS = [*keys.bindings(), SUSPEND_KEY]
 
     def __init__(self, source: RecordSource | None = None, runs: list[RunSeries] | None = None, *,
                  steering: Steering | None = None, title: str | None = None,
@@ -104,6 +105,7 @@ class DashboardApp(App):
             plot.runs = self.runs
         self._apply_size()
         self.controls = PaneControls(self)  # the inspector, and the runs table when browsing
+        self.suspender = Suspender(self, install=True)  # ctrl+z, fg and bg
         self.poll_source()
         self.poll_timer = self.set_interval(POLL_S, self.poll_source)
         self.source.start()
@@ -146,6 +148,9 @@ class DashboardApp(App):
         offers = self.typed.offers  # None until the run has said (its status answer): all of them
         has = {"runs": len(self.runs) > 1, "browser": self.browser is not None}
         return frozenset(w for w in keys.NEEDS if has.get(w, offers is None or w in offers))
+
+    def action_suspend_process(self) -> None:  # ctrl+z: Textual's, with a pause in the log (ui/suspend.py)
+        self.suspender.suspend()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return keys.works(action, parameters, self.mode, self.state, self.caps)

@@ -61,8 +61,10 @@ class StatusLine(Static):
             parts.append((1, safe.text(safe.name(r.name), "bold")))
             total = f"/{fmt_int(r.total_steps)}" if r.total_steps else ""
             parts.append((2, Text(f"  {fmt_int(r.step)}{total}")))
-            _, tps = r.rates()
-            parts.append((6, Text(f"  {fmt_count(tps)} tok/s")))
+            sps, tps = r.rates()
+            # Tokens/s when the run gives tokens; else steps/s (a loop of its own that logs no tokens).
+            parts.append((6, Text(f"  {fmt_count(tps)} tok/s" if tps == tps or sps != sps
+                                  else f"  {fmt_count(sps)} steps/s")))
             if r.tokens_per_step:  # the optimizer step's size, micro-batches and processes included
                 parts.append((9, Text(f"  {fmt_count(r.tokens_per_step)} tok/step")))
             mfu = r.mfu()
