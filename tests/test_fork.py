@@ -1,0 +1,158 @@
+"""train --fork RUN[@STEP]: a new run from another run's checkpoint."""
+from __future__ import annotations
+
+import hashlib
+import pytest
+import torch
+
+from tui_trainer import checkpoint as ckpt
+from tui_trainer import cli
+from tui_trainer.logs import ReadCounts, effective_records, read_records
+from tui_trainer.rundir import LOCK_NAME
+from tui_trainer.runlog import LOG_NAME
+
+TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--context-length", "8", "--batch-size", "2",
+        "--eval-batches", "1", "--sample-tokens", "4", "--threads", "1", "--warmup-steps", "2",
+        "--dropout", "0.1"]  # dropout: the torch RNG must continue exactly too
+STEPS = 12
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def train(*args):
+    return cli.main(["train", "--headless", *args])
+
+
+def records(run_dir):
+    stats = ReadCounts()
+    recs = effective_records(read_records(run_dir / LOG_NAME, stats))
+    assert stats.bad == 0
+    return recs
+
+
+def losses(run_dir):
+    return {r["step"]: r["train_loss"] for r in records(run_dir) if r["type"] == "train"}
+
+
+def run_start(run_dir):
+    return next(r for r in records(run_dir) if r["type"] == "run_start")
+
+
+def folder_bytes(folder):
+    """Every file's bytes (the lock's contents aside: a reader may not write it, but it is no data)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+            if p.is_file() and p.name != LOCK_NAME}
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fork") / "parent"
+    n = torch.get_num_threads()
+    try:
+        assert train("--out", str(out), "--steps", str(STEPS), "--eval-every", "4", "--keep", "5", *TINY) == 0
+    finally:
+        torch.set_num_threads(n)
+    return out
+
+
+def weights(path):
+    return ckpt.load_checkpoint(path)["model"]
+
+
+def test_fork_without_changes_is_the_parents_continuation(parent, tmp_path):
+    before = folder_bytes(parent)
+    fork = tmp_path / "fork"
+    assert train("--fork", f"{parent}@4", "--out", str(fork)) == 0
+    mine, theirs = losses(fork), losses(parent)
+    assert sorted(mine) == list(range(5, STEPS + 1))  # only its own steps
+    assert mine == {s: theirs[s] for s in mine}  # bitwise: the same floats
+    a, b = weights(fork / ckpt.LATEST), weights(parent / ckpt.LATEST)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert folder_bytes(parent) == before  # the parent is only read
+    start = run_start(fork)
+    p = start["parent"]
+    assert p["folder"] == str(parent.resolve()) and p["name"] == "parent" and p["step"] == 4
+    assert p["changes"] == {} and p["fingerprint"] == ckpt.load_checkpoint(parent / ckpt.LATEST)["data_fingerprint"]
+    assert (fork / p["checkpoint"]).is_file() and start["step"] == 4
+
+
+def test_fork_with_a_new_max_lr_runs_and_records_it(parent, tmp_path, capsys):
+    fork = tmp_path / "half"
+    assert train("--fork", f"{parent}@8", "--out", str(fork), "--max-lr", "5e-3") == 0
+    p = run_start(fork)["parent"]
+    assert p["step"] == 8 and p["changes"] == {"max_lr": [1e-2, 5e-3]}
+    lr = {r["step"]: r["lr"] for r in records(fork) if r["type"] == "train"}
+    theirs = {r["step"]: r["lr"] for r in records(parent) if r["type"] == "train"}
+    assert sorted(lr) == list(range(9, STEPS + 1))
+    assert all(abs(lr[s] - theirs[s] / 2) <= 1e-12 for s in lr)  # min_lr follows (10% of max_lr)
+
+
+def test_no_checkpoint_at_step_lists_the_steps_that_have_one(parent, tmp_path, capsys):
+    out = tmp_path / "x"
+    assert train("--fork", f"{parent}@5", "--out", str(out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no checkpoint at step 5" in err and "4, 8, 12" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flags, word", [(["--n-layer", "2"], "n_layer"), (["--tokenizer", "bpe:300"], "tokenizer"),
+                                         (["--seed", "1"], "seed")])
+def test_a_change_of_shape_or_tokenizer_is_refused(parent, tmp_path, capsys, flags, word):
+    before = folder_bytes(parent)
+    out = tmp_path / "x"
+    assert train("--fork", str(parent), "--out", str(out), *flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot fork") and word in err and err.count("\n") == 0
+    assert not out.exists() and folder_bytes(parent) == before
+
+
+def test_an_out_that_holds_a_run_is_refused(parent, capsys):
+    before = folder_bytes(parent)
+    assert train("--fork", str(parent), "--out", str(parent)) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert folder_bytes(parent) == before
+
+
+def test_fork_survives_the_parents_checkpoint_going_and_forks_again(parent, tmp_path):
+    src = tmp_path / "src"
+    assert train("--out", str(src), "--steps", "8", "--eval-every", "4", "--keep", "5", *TINY) == 0
+    fork = tmp_path / "f1"
+    assert train("--fork", f"{src}@4", "--out", str(fork), "--steps", "6", "--checkpoint-every", "100") == 0
+    for p in src.glob("*.pt"):  # the parent prunes (or deletes) what the fork came from
+        p.unlink()
+    inherited = fork / run_start(fork)["parent"]["checkpoint"]
+    assert inherited.is_file() and ckpt.load_checkpoint(inherited)["step"] == 4
+    # the fork resumes, and a fork of the fork (at its first step and at its latest) works
+    assert train("--resume", str(fork), "--steps", "7") == 0
+    assert ckpt.load_checkpoint(fork / ckpt.LATEST)["step"] == 7
+    again = tmp_path / "f2"
+    assert train("--fork", f"{fork}@4", "--out", str(again), "--steps", "5") == 0
+    p = run_start(again)["parent"]
+    assert p["folder"] == str(fork.resolve()) and p["step"] == 4 and sorted(losses(again)) == [5]
+    latest = tmp_path / "f3"
+    assert train("--fork", str(fork), "--out", str(latest), "--steps", "9") == 0
+    assert run_start(latest)["parent"]["step"] == 7 and sorted(losses(latest)) == [8, 9]
+
+
+def test_default_folder_is_next_to_the_parent(parent, tmp_path):
+    src = tmp_path / "base"
+    assert train("--out", str(src), "--steps", "4", "--eval-every", "4", *TINY) == 0
+    assert train("--fork", str(src), "--steps", "5") == 0
+    assert train("--fork", str(src), "--steps", "5") == 0
+    assert (tmp_path / "base-fork4").is_dir() and (tmp_path / "base-fork4-2").is_dir()
+    assert run_start(tmp_path / "base-fork4-2")["run_name"] == "base-fork4-2"
+
+
+def test_old_logs_without_parent_still_read():
+    from tui_trainer.records import RunStart, from_dict
+
+    old = {"type": "run_start", "step": 0, "time": 1.0, "run_name": "r", "config": {}, "n_params": 1,
+           "device": "cpu", "total_steps": 3}
+    r = from_dict(old)
+    assert isinstance(r, RunStart) and r.parent is None
+    assert from_dict({**old, "parent": {"folder": "x", "step": 2}}).parent == {"folder": "x", "step": 2}
