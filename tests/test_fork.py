@@ -1,6 +1,7 @@
 """train --fork RUN[@STEP]: a new run from another run's checkpoint."""
 from __future__ import annotations
 
+import csv
 import hashlib
 import pytest
 import torch
@@ -156,3 +157,67 @@ def test_old_logs_without_parent_still_read():
     r = from_dict(old)
     assert isinstance(r, RunStart) and r.parent is None
     assert from_dict({**old, "parent": {"folder": "x", "step": 2}}).parent == {"folder": "x", "step": 2}
+
+
+def family(tmp_path):
+    """base (8 steps), a fork of it at 4, and a fork of that fork at 6: real runs."""
+    base, f1, f2 = tmp_path / "base", tmp_path / "half", tmp_path / "quarter"
+    assert train("--out", str(base), "--steps", "8", "--eval-every", "2", "--keep", "5", *TINY) == 0
+    assert train("--fork", f"{base}@4", "--out", str(f1), "--max-lr", "5e-3", "--eval-every", "2") == 0
+    assert train("--fork", f"{f1}@6", "--out", str(f2), "--max-lr", "2.5e-3") == 0
+    return base, f1, f2
+
+
+def test_lineage_in_the_table_the_viewer_and_the_export(tmp_path, capsys):
+    from tui_trainer.export import export
+    from tui_trainer.runs import scan
+    from tui_trainer.runs.rows import as_json
+    from tui_trainer.ui.viewer import FileSource
+
+    base, f1, f2 = family(tmp_path)
+    capsys.readouterr()
+    assert cli.main(["ls", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("half ← base@4 ") for line in lines)
+    assert any(line.startswith("quarter ← half@6 ") for line in lines)
+    rows = {s.folder: s for s in scan(tmp_path)}
+    assert as_json(rows["half"], [])["fork_step"] == 4 and as_json(rows["base"], [])["parent"] is None
+    assert rows["base"].family < rows["half"].family < rows["quarter"].family  # a family sorts together
+
+    src = FileSource([f2])
+    src.prepare()
+    try:
+        own, *prefixes = src.runs
+        assert [p.name for p in prefixes] == ["base@4", "half@6"] and all(p.faint for p in prefixes)
+        assert [p.step for p in prefixes] == [4, 6] and not own.faint and own.step == 8
+        assert not own.message
+    finally:
+        src.close()
+
+    out = tmp_path / "all.csv"
+    export([base, f2], str(out))
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert "parent" in rows[0] and "fork_step" in rows[0]
+    assert {r["fork_step"] for r in rows if r["run"] == "quarter"} == {"6"}
+    assert {r["parent"] for r in rows if r["run"] == "quarter"} == {str(f1.resolve())}
+    assert {r["fork_step"] for r in rows if r["run"] == "base"} == {""}
+
+
+def test_a_missing_parent_leaves_the_fork_viewable_with_a_note(tmp_path):
+    from tui_trainer.ui.viewer import FileSource
+
+    base, f1, f2 = family(tmp_path)
+    base.rename(tmp_path / "moved")
+    src = FileSource([f1])
+    src.prepare()
+    try:
+        assert len(src.runs) == 1 and src.runs[0].step == 8
+        assert "parent base" in src.runs[0].message and "is missing" in src.runs[0].message
+    finally:
+        src.close()
+    src = FileSource([f2])  # its grandparent gone: the parent's prefix still shows
+    src.prepare()
+    try:
+        assert [p.name for p in src.runs[1:]] == ["half@6"] and "missing" in src.runs[0].message
+    finally:
+        src.close()

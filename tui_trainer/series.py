@@ -77,6 +77,7 @@ class RunSeries:
         self.unheld = ""             # set by a file reader: the state to show while no process holds the run's lock
         self.started = False         # a run_start was read (a tui-trainer run, not someone else's log)
         self.detail = ""
+        self.faint = False           # a fork's ancestor, drawn up to the fork step only (logs/lineage.py)
         self.error: str | None = None
         self.message = ""            # the engine's last refusal or note (an Ack that was not ok)
         self.bad_steps = 0           # NaN/inf steps the engine skipped
