@@ -221,3 +221,70 @@ def test_a_missing_parent_leaves_the_fork_viewable_with_a_note(tmp_path):
         assert [p.name for p in src.runs[1:]] == ["half@6"] and "missing" in src.runs[0].message
     finally:
         src.close()
+
+
+# --- :fork from the dashboard and from attach ----------------------------------
+
+def test_typed_fork_is_a_checkpoint_with_the_forks_settings():
+    from tui_trainer.ui.command_line import parse
+
+    assert parse("fork max_lr=5e-3 name=half") == (
+        {"cmd": "checkpoint", "fork": {"max_lr": "5e-3", "name": "half"}}, None)
+    assert parse("fork --grad-clip=0.5")[0] == {"cmd": "checkpoint", "fork": {"grad_clip": "0.5"}}
+    assert parse("fork") == ({"cmd": "checkpoint", "fork": {}}, None)
+    for typed, word in (("fork n_layer=2", "n_layer"), ("fork max_lr=abc", "not a number"),
+                        ("fork max_lr", "KEY=VALUE"), ("fork max_lr=-1", "max-lr"),
+                        ("fork schedule=sideways", "continue, restart")):
+        req, why = parse(typed)
+        assert req is None and word in why and "\n" not in why
+
+
+def test_the_fork_point_outlives_pruning_and_its_command_runs(parent, tmp_path):
+    import shlex
+    import shutil
+
+    from tui_trainer.fork import fork_command, keep_fork_point
+
+    run = tmp_path / "run"
+    shutil.copytree(parent, run)  # a run to write into: the module's parent stays untouched
+    saved = ckpt.step_path(run, 8)
+    kept = keep_fork_point(None, str(saved), 8)
+    assert kept == run / "forked-step00000008.pt" and kept.samefile(saved)
+    assert keep_fork_point(run, "elsewhere/" + saved.name, 8) == kept  # a path relative to the run's cwd
+    ckpt.prune(run, 0)  # --keep prunes the step file ...
+    assert not saved.exists() and kept.is_file()
+    command = fork_command(run, 8, {"max_lr": "5e-3", "name": "half", "compile": "false"})
+    assert command == f"tui-trainer train --fork {run}@8 --max-lr 5e-3 --name half --no-compile"
+    assert cli.main([*shlex.split(command)[1:], "--headless"]) == 0  # ... and the fork still starts from it
+    p = run_start(tmp_path / "half")["parent"]
+    assert p["step"] == 8 and p["changes"] == {"max_lr": [1e-2, 5e-3]}
+
+
+async def test_fork_typed_when_attached_saves_and_says_the_command(tmp_path):
+    from test_attach import append, attached, drained, write_log
+    from test_typed_steering import served_fake, spy
+    from tui_trainer.commands import Command
+    from tui_trainer.control import serve_trainer
+    from tui_trainer.records import Checkpoint
+    from uitools import until
+
+    run_dir = tmp_path / "run"
+    write_log(run_dir)
+    t = served_fake()
+    with serve_trainer(t, run_dir):
+        app, src, steer = attached(run_dir)
+        said = spy(app)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: app.runs[0].step == 30, "the log")
+            await pilot.press("colon", *"fork max_lr=5e-3", "enter")
+            await until(pilot, lambda: not t.commands.empty(), "the checkpoint request")
+            assert [getattr(o, "command", o) for o in drained(t.commands)] == [Command.CHECKPOINT]
+            step_file = ckpt.step_path(run_dir, 31)
+            step_file.write_bytes(b"a checkpoint")
+            append(run_dir, Checkpoint(step=31, path=str(step_file), reason="manual"))
+            want = f"tui-trainer train --fork {run_dir}@31 --max-lr 5e-3"
+            await until(pilot, lambda: any(want in m for m in said), "the command")
+            assert any("not started" in m for m in said)
+            assert (run_dir / "forked-step00000031.pt").samefile(step_file)
+            assert app.typed.fork_commands == [want] and t.commands.empty()  # nothing else was sent
+            await pilot.press("q")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import checkpoint as ckpt
-from .config import RESUMABLE_CHANGES, UserError
+from .config import RESUMABLE_CHANGES, UserError, choices, flag_type, range_problem
 from .resume import ResumePlan, load_resume_state, load_trainer_checkpoint, merge_settings
 from .rundir import check_new_run_dir
 
@@ -144,6 +144,55 @@ def plan_fork(target: str, values: dict[str, Any]) -> ForkPlan:
     return ForkPlan(run_dir=parent_dir, ckpt_path=path, state=state, cfg=cfg, changes=own, parent=parent)
 
 
+def setting_words(settings: dict[str, str]) -> str | None:
+    """Why the typed ``settings`` (``:fork KEY=VALUE``, values as typed) cannot
+    be a fork's flags, or None: each value of the setting's type and range
+    (``config.range_problem``); the rules between settings are checked when
+    the fork starts, against the parent's config."""
+    for key, text in settings.items():
+        kind = flag_type(key)
+        try:
+            value: Any = text if kind is str else kind(text) if kind is not bool else _boolean(text)
+        except ValueError:
+            return f"{key}={text} is not {'an integer' if kind is int else 'a number' if kind is float else 'true or false'}"
+        allowed = choices(key)
+        if allowed is not None and value not in allowed:
+            return f"{key}={text}: use one of {', '.join(map(str, allowed))}"
+        if (why := range_problem(key, value)) is not None:
+            return why
+    return None
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes", "on"):
+        return True
+    if text.lower() in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def keep_fork_point(folder: Path | None, path: str, step: int) -> Path | None:
+    """The checkpoint a ``:fork`` saved (``path``, as the run's record names
+    it; ``folder``: the run's folder, where the record's path is relative to
+    another working directory), hard-linked as ``forked-step<STEP>.pt`` beside
+    it so that the run's pruning (``--keep``) cannot take it before the fork
+    starts; the linked file, or the file itself where no link can be made, or
+    None when it cannot be found."""
+    src = Path(path)
+    if folder is not None and not src.is_file():
+        src = folder / src.name
+    if not src.is_file():
+        return None
+    dst = src.with_name(f"forked-step{step:08d}.pt")
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        pass
+    except OSError:
+        return src
+    return dst
+
+
 def fork_command(run_dir: Path, step: int, settings: dict[str, Any]) -> str:
     """The command that starts a fork of ``run_dir`` at ``step`` with
     ``settings`` ({key: value}, flags' names with ``_``)."""
@@ -152,6 +201,8 @@ def fork_command(run_dir: Path, step: int, settings: dict[str, Any]) -> str:
     words = ["tui-trainer", "train", "--fork", f"{run_dir}@{step}"]
     for k, v in settings.items():
         flag = "--" + k.replace("_", "-")
+        if flag_type(k) is bool and isinstance(v, str):
+            v = _boolean(v)
         if isinstance(v, bool):
             words.append(flag if v else "--no-" + k.replace("_", "-"))
         else:
