@@ -44,14 +44,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return make_config(config_values_from_args(args))
 
 
-def plan_fork_args(args: argparse.Namespace) -> Any:
-    """``--fork``: the ``fork.ForkPlan`` (reads the parent only)."""
+def plan_fork_args(args: argparse.Namespace, check_out: bool = True) -> Any:
+    """``--fork``: the ``fork.ForkPlan`` (reads the parent only); ``check_out``:
+    refuse first an --out that holds a run (rank 0 only: it makes the folder)."""
     from .fork import plan_fork
+    from .rundir import check_new_run_dir
 
     if args.resume:
         raise UserError("--fork and --resume cannot be used together; --resume continues a run in place, "
                         "--fork starts a new one from it: drop one")
-    return plan_fork(args.fork, config_values_from_args(args))
+    values = config_values_from_args(args)
+    if check_out:
+        check_new_run_dir(values.get("out"))
+    return plan_fork(args.fork, values)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -88,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         plan = None
         if args.fork:
-            fork = plan_fork_args(args)  # reads only
+            fork = plan_fork_args(args, check_out=main)  # reads only
             cfg = fork.cfg
             if main:
                 check_new_run_dir(cfg.out)

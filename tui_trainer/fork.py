@@ -31,7 +31,6 @@ from typing import Any
 from . import checkpoint as ckpt
 from .config import RESUMABLE_CHANGES, UserError, choices, flag_type, range_problem
 from .resume import ResumePlan, load_resume_state, load_trainer_checkpoint, merge_settings
-from .rundir import check_new_run_dir
 
 FORK_CHANGES = frozenset(RESUMABLE_CHANGES | {"max_lr", "min_lr", "warmup_steps", "grad_clip", "weight_decay"})
 INHERITED_RE = re.compile(r"^forked-step(\d+)\.pt$")
@@ -132,7 +131,6 @@ def plan_fork(target: str, values: dict[str, Any]) -> ForkPlan:
     parent_dir, path, state = _pick(target)
     values = dict(values)
     out, name = values.pop("out", None), values.pop("name", None)
-    check_new_run_dir(out)  # an --out that holds a run: said first
     folder = Path(out) if out is not None else fork_folder(parent_dir, state["step"], name)
     here = {"out": str(folder), "name": name or folder.name}
     cfg, changes = merge_settings(parent_dir, path, state, values, here, allowed=FORK_CHANGES, verb="fork",

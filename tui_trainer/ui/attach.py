@@ -125,7 +125,9 @@ def run_attach(run_dir: Path, mouse: bool = True) -> int:
     source = AttachSource(run_dir)
     try:
         source.prepare()
-        attach_app(source).run(mouse=mouse)
+        app = attach_app(source)
+        app.run(mouse=mouse)
+        app.typed.print_forks()  # the :fork commands, to copy once the window is gone
     finally:
         source.close()
     return 0

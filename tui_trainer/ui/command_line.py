@@ -41,7 +41,7 @@ from ..records import Change, Checkpoint, Record, Sample
 from . import safe
 
 VERBS = ("pause", "resume", "eval", "checkpoint")  # no arguments
-USAGE = "KEY=VALUE · set KEY=VALUE · sample PROMPT · pause · resume · eval · checkpoint"
+USAGE = "KEY=VALUE · set KEY=VALUE · sample PROMPT · pause · resume · eval · checkpoint · fork KEY=VALUE…"
 KEYS_HELP = "enter sends · tab completes · ↑ ↓ history · esc cancels"
 PROMPT_HELP = "a prompt for the live weights (\\n: a new line) · enter generates · ↑ ↓ history · esc cancels"
 HISTORY = 50
@@ -131,7 +131,7 @@ def completions(text: str, settings: dict[str, Any]) -> list[str]:
         return []
     words = [f"{k}=" for k in sorted(settings)]
     if not lead:
-        words = [*VERBS, "sample ", "set ", *words]
+        words = [*VERBS, "sample ", "set ", "fork ", *words]
     return [lead + w for w in words if w.startswith(word) and w != word]
 
 
@@ -371,6 +371,14 @@ class TypedCommands:
         self.app.say(f"fork point saved at step {fmt_int(r.step)}; start the fork when you like (not started: "
                      f"two runs on one GPU halve each one's speed): {command}", timeout=30)
         self.app.set_note(f"fork: {command}")
+
+    def print_forks(self) -> None:
+        """After the window closes: each fork asked for, as a command to copy."""
+        for command in self.fork_commands:
+            try:
+                print(f"fork point kept; start the fork with: {command}", flush=True)
+            except OSError:
+                pass  # the terminal is gone
 
     # --- the command palette (ctrl+p) ---
     def palette(self, screen: Screen) -> Iterable[SystemCommand]:
