@@ -191,6 +191,7 @@ def test_lineage_in_the_table_the_viewer_and_the_export(tmp_path, capsys):
         assert [p.name for p in prefixes] == ["base@4", "half@6"] and all(p.faint for p in prefixes)
         assert [p.step for p in prefixes] == [4, 6] and not own.faint and own.step == 8
         assert not own.message
+        assert [(m.step, m.kind) for m in own.markers] == [(6, "fork")]  # the fork point
     finally:
         src.close()
 

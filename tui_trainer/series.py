@@ -164,6 +164,8 @@ class RunSeries:
             self._step_times.clear()
             self._live_steps = 0
             self.ended_by_record = False  # a resumed run is not over
+            if isinstance(r.parent, dict) and not self.markers:  # a fork: where it left its parent
+                self._mark(r.step, "fork", f"forked from {r.parent.get('name')}@{r.parent.get('step')}")
             if isinstance(r.live, dict):
                 self.changes.update(r.live)
             if r.inexact:
