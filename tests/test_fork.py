@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import hashlib
 import pytest
 import torch
@@ -289,3 +290,43 @@ async def test_fork_typed_when_attached_saves_and_says_the_command(tmp_path):
             assert (run_dir / "forked-step00000031.pt").samefile(step_file)
             assert app.typed.fork_commands == [want] and t.commands.empty()  # nothing else was sent
             await pilot.press("q")
+
+
+def test_fork_with_grad_accum_is_the_parents_continuation_too(tmp_path):
+    src, fork = tmp_path / "accum", tmp_path / "accum-fork"
+    assert train("--out", str(src), "--steps", "8", "--eval-every", "4", "--grad-accum", "2", *TINY) == 0
+    assert train("--fork", f"{src}@4", "--out", str(fork)) == 0
+    mine, theirs = losses(fork), losses(src)
+    assert sorted(mine) == [5, 6, 7, 8] and mine == {s: theirs[s] for s in mine}
+
+
+@pytest.mark.parametrize("target", ["nowhere", "nowhere@3"])
+def test_a_missing_parent_is_one_line_and_leaves_no_folder(tmp_path, capsys, target):
+    out = tmp_path / "x"
+    assert train("--fork", str(tmp_path / target), "--out", str(out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --fork") and "not found" in err and "\n" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("parent", ["x", 5, [], {"folder": 5, "step": 1}, {"folder": "p", "step": -1},
+                                    {"folder": "p", "step": True}, {"folder": "\x1b[31mp", "step": 2, "name": 7}])
+def test_a_hostile_parent_field_reads_as_no_fork_or_plain_text(tmp_path, parent):
+    from tui_trainer.runs import scan
+    from tui_trainer.runs.rows import table
+    from tui_trainer.ui.viewer import FileSource
+
+    run = tmp_path / "r"
+    run.mkdir()
+    start = {"type": "run_start", "step": 0, "time": 1.0, "run_name": "r", "config": {}, "n_params": 1,
+             "device": "cpu", "total_steps": 3, "parent": parent}
+    train_line = {"type": "train", "step": 1, "time": 2.0, "train_loss": 1.0, "lr": 0.1, "tokens_per_sec": 1.0,
+                  "grad_norm": 1.0, "elapsed_s": 1.0}
+    (run / LOG_NAME).write_text(json.dumps(start) + "\n" + json.dumps(train_line) + "\n")
+    (s,) = scan(tmp_path)
+    assert all(c.isprintable() for line in table([s], []) for c in line)
+    src = FileSource([run])
+    src.prepare()
+    try:
+        assert src.runs[0].step == 1 and all(r.faint for r in src.runs[1:])
+    finally:
+        src.close()
