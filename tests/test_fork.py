@@ -330,3 +330,21 @@ def test_a_hostile_parent_field_reads_as_no_fork_or_plain_text(tmp_path, parent)
         assert src.runs[0].step == 1 and all(r.faint for r in src.runs[1:])
     finally:
         src.close()
+
+
+def test_a_refusal_after_the_folder_was_made_leaves_none(parent, tmp_path, capsys):
+    before = folder_bytes(parent)
+    other = tmp_path / "other.txt"
+    other.write_text("some other text to train on\n" * 200)
+    out = tmp_path / "x"
+    assert train("--fork", str(parent), "--out", str(out), "--data", str(other), "--steps", "20") == 2
+    err = capsys.readouterr().err.strip()
+    assert "the data differs" in err and "\n" not in err
+    assert not out.exists() and folder_bytes(parent) == before
+
+
+def test_a_new_weight_decay_reaches_the_optimizer(parent, tmp_path):
+    fork = tmp_path / "wd"
+    assert train("--fork", f"{parent}@8", "--out", str(fork), "--weight-decay", "0.05") == 0
+    groups = ckpt.load_checkpoint(fork / ckpt.LATEST)["optimizer"]["param_groups"]
+    assert groups[0]["weight_decay"] == 0.05 and run_start(fork)["parent"]["changes"] == {"weight_decay": [0.1, 0.05]}
