@@ -86,6 +86,8 @@ def test_fork_without_changes_is_the_parents_continuation(parent, tmp_path):
 def test_fork_with_a_new_max_lr_runs_and_records_it(parent, tmp_path, capsys):
     fork = tmp_path / "half"
     assert train("--fork", f"{parent}@8", "--out", str(fork), "--max-lr", "5e-3") == 0
+    said = capsys.readouterr().out
+    assert f"forked from parent@8 ({parent.resolve()}) | max_lr 0.01 -> 0.005" in said and "fork half |" in said
     p = run_start(fork)["parent"]
     assert p["step"] == 8 and p["changes"] == {"max_lr": [1e-2, 5e-3]}
     lr = {r["step"]: r["lr"] for r in records(fork) if r["type"] == "train"}
