@@ -350,3 +350,9 @@ def test_a_new_weight_decay_reaches_the_optimizer(parent, tmp_path):
     assert train("--fork", f"{parent}@8", "--out", str(fork), "--weight-decay", "0.05") == 0
     groups = ckpt.load_checkpoint(fork / ckpt.LATEST)["optimizer"]["param_groups"]
     assert groups[0]["weight_decay"] == 0.05 and run_start(fork)["parent"]["changes"] == {"weight_decay": [0.1, 0.05]}
+
+
+def test_fork_and_resume_together_are_refused(parent, tmp_path, capsys):
+    assert train("--fork", str(parent), "--resume", str(parent), "--out", str(tmp_path / "x")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--fork and --resume cannot be used together" in err and not (tmp_path / "x").exists()

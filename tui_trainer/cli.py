@@ -45,18 +45,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def plan_fork_args(args: argparse.Namespace, check_out: bool = True) -> Any:
-    """``--fork``: the ``fork.ForkPlan`` (reads the parent only); ``check_out``:
-    refuse first an --out that holds a run (rank 0 only: it makes the folder)."""
-    from .fork import plan_fork
-    from .rundir import check_new_run_dir
+    """``--fork``: the ``fork.ForkPlan`` (reads the parent only)."""
+    from .fork import plan_from_flags
 
-    if args.resume:
-        raise UserError("--fork and --resume cannot be used together; --resume continues a run in place, "
-                        "--fork starts a new one from it: drop one")
-    values = config_values_from_args(args)
-    if check_out:
-        check_new_run_dir(values.get("out"))
-    return plan_fork(args.fork, values)
+    return plan_from_flags(args.fork, config_values_from_args(args), resume=args.resume, check_out=check_out)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

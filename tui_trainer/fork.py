@@ -191,6 +191,20 @@ def keep_fork_point(folder: Path | None, path: str, step: int) -> Path | None:
     return dst
 
 
+def plan_from_flags(target: str, values: dict[str, Any], *, resume: str | None = None,
+                    check_out: bool = True) -> ForkPlan:
+    """``train --fork``'s plan from the flags given; ``check_out``: refuse
+    first an --out that holds a run (rank 0 only: it makes the folder)."""
+    from .rundir import check_new_run_dir
+
+    if resume:
+        raise UserError("--fork and --resume cannot be used together; --resume continues a run in place, "
+                        "--fork starts a new one from it: drop one")
+    if check_out:
+        check_new_run_dir(values.get("out"))
+    return plan_fork(target, values)
+
+
 def fork_command(run_dir: Path, step: int, settings: dict[str, Any]) -> str:
     """The command that starts a fork of ``run_dir`` at ``step`` with
     ``settings`` ({key: value}, flags' names with ``_``)."""
