@@ -45,6 +45,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return make_config(config_values_from_args(args))
 
 
+def plan_fork_args(args: argparse.Namespace, check_out: bool = True) -> Any:
+    """``--fork``: the ``fork.ForkPlan`` (reads the parent only)."""
+    from .fork import plan_from_flags
+
+    return plan_from_flags(args.fork, config_values_from_args(args), resume=args.resume, check_out=check_out)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train: the folder, its lock, log, control socket and signals are the
     run's (``run.Run``); the model, data and steps are the loop's
@@ -77,9 +84,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     dist = None
     made: Path | None = None  # a folder this start created: removed if training never begins
     alerts = None
+    fork = None
     try:
         plan = None
-        if args.resume:
+        if args.fork:
+            fork = plan_fork_args(args, check_out=main)  # reads only
+            cfg = fork.cfg
+            if main:
+                check_new_run_dir(cfg.out)
+        elif args.resume:
             if main:  # lock first: a run still going in that folder must not get a second writer
                 lock = RunLock(find_checkpoint(args.resume)[0]).acquire()
             plan = plan_resume(args.resume, config_values_from_args(args))  # reads only
@@ -98,10 +111,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             folder = plan.run_dir if plan is not None else create_run_dir(cfg.out, cfg.name)
             made = None if existed else folder
             lock = lock or RunLock(folder).acquire()
+        if fork is not None and main:
+            fork.settle(folder)  # the parent's checkpoint, linked into the fork's folder
         run = Run(folder, lock=lock, sync=dist, interactive=False,
                   checkpoint_every=cfg.ckpt_every, keep=cfg.keep)
         lock = None  # the run holds it now
-        trainer = Trainer(cfg, run, parts=parts, resume=plan)
+        trainer = Trainer(cfg, run, parts=parts, resume=plan or fork)
         if plan is not None and main:
             set_aside_superseded(plan)
         run.open()  # log (appended to on resume), control socket, signals
@@ -120,6 +135,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if dist is not None:
             dist.close()
         if made is not None:
+            if fork is not None:
+                fork.unsettle()
             discard_unstarted(made)
         if alerts is not None:
             alerts.close()  # the last --on-event command: waited for at most its timeout
@@ -174,7 +191,9 @@ def _train_live(args: argparse.Namespace) -> int:
     from .ui.app import run_dashboard
 
     lock: RunLock | None = None
-    if args.resume:  # lock first: a run still going in that folder must not get a second writer
+    if args.fork:
+        pass  # planned in prepare (it reads the checkpoint, with torch)
+    elif args.resume:  # lock first: a run still going in that folder must not get a second writer
         lock = RunLock(find_checkpoint(args.resume)[0]).acquire()
     else:
         cfg = config_from_args(args)
@@ -194,18 +213,21 @@ def _train_live(args: argparse.Namespace) -> int:
         from .resume import plan_resume, set_aside_superseded
         from .rundir import create_run_dir
 
-        plan = plan_resume(args.resume, config_values_from_args(args)) if args.resume else None
-        c = plan.cfg if plan is not None else cfg
+        fork = plan_fork_args(args) if args.fork else None
+        plan = plan_resume(args.resume, config_values_from_args(args)) if args.resume and not fork else None
+        c = plan.cfg if plan is not None else fork.cfg if fork is not None else cfg
         say("loading the data and building the model…")
         parts = build_parts(c, configure(c))
         if cancelled():
             raise KeyboardInterrupt  # closed while loading: nothing was written
         folder = plan.run_dir if plan is not None else create_run_dir(c.out, c.name)
+        if fork is not None:
+            fork.settle(folder)
         run.take_folder(folder, lock or RunLock(folder).acquire(), checkpoint_every=c.ckpt_every, keep=c.keep)
         if alerts is not None:
             alerts.run_dir = folder
             run.add_sink(alerts)
-        trainer = built["trainer"] = Trainer(c, run, parts=parts, resume=plan)
+        trainer = built["trainer"] = Trainer(c, run, parts=parts, resume=plan or fork)
         if plan is not None:
             set_aside_superseded(plan)
         run.open(signals=False)  # log, control socket (signals: installed below, on the main thread)

@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--headless", action="store_true", help="no dashboard: print plain log lines")
     t.add_argument("--resume", "--resume-from", dest="resume", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (or from one of its ckpt-step*.pt files) from its latest checkpoint")
+    t.add_argument("--fork", metavar="RUN[@STEP]",
+                   help="start a new run from RUN's checkpoint at STEP (default: its latest), with any flags "
+                        "a resume may change plus --max-lr, --min-lr, --warmup-steps, --grad-clip, "
+                        "--weight-decay; RUN is only read (new folder: --out, or next to RUN)")
     add_mouse_flag(t)
     add_alert_flags(t)
     add_train_flags(t)

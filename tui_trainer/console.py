@@ -68,10 +68,16 @@ class ConsoleSink:
         elif isinstance(r, Change):
             self._print(f"change {r.step:>4} | {r.key} {fmt_value(r.old)} -> {fmt_value(r.new)} ({r.source})")
         elif isinstance(r, RunStart):
-            verb = "resuming" if r.resumed else "run"
+            verb = "fork" if r.parent else "resuming" if r.resumed else "run"
             per_step = f" | {fmt_count(self.series.tokens_per_step)} tokens/step" if self.series.tokens_per_step else ""
             self._print(f"{verb} {r.run_name} | {r.n_params:,} params | {r.device} | "
                         f"step {r.step} of {r.total_steps}{per_step}")
+            if isinstance(r.parent, dict):
+                got = r.parent.get("changes")
+                changed = ", ".join(f"{k} {_said(v[0])} -> {_said(v[1])}" for k, v in got.items()
+                                    if isinstance(v, list) and len(v) == 2) if isinstance(got, dict) else ""
+                self._print(f"forked from {r.parent.get('name')}@{r.parent.get('step')} ({r.parent.get('folder')})"
+                            + (f" | {changed}" if changed else " | no changes"))
             if r.inexact:
                 self._print(f"note: resumed with {', '.join(r.inexact)} changed: from step {r.step} on, the "
                             "losses are not bit-identical to an uninterrupted run")
@@ -92,3 +98,8 @@ class ConsoleSink:
             extra = f" | error: {r.error}" if r.error else ""
             val = "no eval yet" if r.val_loss is None else f"val {fmt_loss(r.val_loss)}"
             self._print(f"run {r.status} at step {r.step} | {val} | {fmt_duration(r.elapsed_s)}{extra}")
+
+
+def _said(v: object) -> str:
+    """A setting's value in a line: a number short (``fmt_value``), anything else as it is."""
+    return fmt_value(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)[:40]

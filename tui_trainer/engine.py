@@ -84,7 +84,7 @@ class Trainer:
         self.last_val_step = -1
         self.bad_in_row = 0
         self.diverged = False
-        self.resumed = False
+        self.resumed, self.parent = False, None  # parent: a fork's (fork.ForkPlan.parent)
         self.resumed_from: str | None = None  # the checkpoint continued from
         self.config_changes: dict[str, Any] | None = None  # resume: {key: [old, new]}
         self.done = threading.Event()  # set once run() has emitted its run_end
@@ -99,7 +99,7 @@ class Trainer:
             from .resume import apply_resume
 
             apply_resume(resume, self)
-            self.resumed_from = str(resume.ckpt_path)
+            self.resumed_from, self.parent = str(resume.ckpt_path), getattr(resume, "parent", None)
             self.config_changes = resume.changes or None
 
     @property
@@ -164,7 +164,7 @@ class Trainer:
                            changes=self.config_changes, live=dict(run.changed) or None,
                            inexact=[k for k in INEXACT_CHANGES if k in (self.config_changes or {})] or None,
                            flops_per_token=fpt, peak_flops=peak, tokens_per_step=self._tokens_per_step(),
-                           tokenizer=keep_in(self.run_dir, self.corpus.tokenizer)))  # written as training begins
+                           tokenizer=keep_in(self.run_dir, self.corpus.tokenizer), parent=self.parent))
         self.schedule.announce(self.emit)  # a jump of the LR at this resume
         self._sampled_at = time.perf_counter()
         status, error = "finished", None

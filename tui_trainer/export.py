@@ -156,13 +156,18 @@ def write_csv(logs: list[Path], out: str, dest: Path | None = None) -> tuple[int
     header = (["run"] if len(logs) > 1 else []) + first + \
              [c for c in columns if c not in FIRST_COLUMNS] + list(settings)
     names = run_names(logs)
+    from .logs.lineage import fork_parent  # a fork's parent folder and fork step, on each of its rows
+    forks = [fork_parent(log) for log in logs]
+    header += ["parent", "fork_step"] if any(forks) else []
     with contextlib.nullcontext(sys.stdout) if out == "-" else replaced(dest or Path(out)) as stream:
         w = csv.DictWriter(stream, fieldnames=header, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         rows = 0
-        for log, name, cut in zip(logs, names, cuts):
+        for log, name, cut, fork in zip(logs, names, cuts, forks):
             for d in _effective(log, cut):
                 row = flatten(d)
+                if fork is not None:
+                    row["parent"], row["fork_step"] = str(fork[0]), fork[2]
                 if len(logs) > 1:
                     row["run"] = name
                 w.writerow(row)

@@ -126,6 +126,9 @@ class RunStart(Record):
     # The tokenizer, when not bytes: {"name": the --tokenizer setting, "vocab_size": N,
     # "file": its copy in the run folder (tokenizer.json or tokenizer.tiktoken)}.
     tokenizer: dict[str, Any] | None = None
+    # A fork (``train --fork RUN@STEP``): {"folder", "name", "fingerprint" (the parent's data), "step",
+    # "checkpoint" (its copy in this folder), "changes" {key: [parent's, fork's]}}.  Absent otherwise.
+    parent: dict[str, Any] | None = None
 
 
 @dataclass

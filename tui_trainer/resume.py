@@ -150,14 +150,23 @@ def plan_resume(target: str | os.PathLike[str], values: dict[str, Any]) -> Resum
     change that matters with one line naming every difference."""
     run_dir, ckpt_path = find_checkpoint(target)
     ckpt_path, state = load_resume_state(run_dir, ckpt_path)
-    step = state["step"]
-    saved = {k: v for k, v in state["config"].items() if k in FIELDS}  # each value checked by the schema
     values = dict(values)
     out = values.pop("out", None)
     if out is not None and Path(out).resolve() != run_dir.resolve():
         raise UserError(f"--out {out} cannot be used with --resume: the run continues in {run_dir}; drop --out")
     values.pop("name", None)  # a name only picks a new folder
-    here = {"out": str(run_dir), "name": run_dir.name}
+    cfg, changes = merge_settings(run_dir, ckpt_path, state, values, {"out": str(run_dir), "name": run_dir.name})
+    return ResumePlan(run_dir=run_dir, ckpt_path=ckpt_path, state=state, cfg=cfg, changes=changes)
+
+
+def merge_settings(run_dir: Path, ckpt_path: Path, state: dict[str, Any], values: dict[str, Any],
+                   here: dict[str, Any], allowed: frozenset[str] | set[str] = RESUMABLE_CHANGES,
+                   verb: str = "resume", advice: str = "to continue that run") -> tuple[TrainConfig, dict[str, list[Any]]]:
+    """The checkpoint's config overridden by ``values`` and ``here`` (the
+    folder's out and name), and the changes {key: [old, new]}; a change of a
+    key outside ``allowed`` is refused in one line naming every difference."""
+    step = state["step"]
+    saved = {k: v for k, v in state["config"].items() if k in FIELDS}  # each value checked by the schema
     try:
         cfg = make_config({**saved, **values, **here})
     except UserError as e:
@@ -175,17 +184,17 @@ def plan_resume(target: str | os.PathLike[str], values: dict[str, Any]) -> Resum
     before.top_k = before.top_k or None
     old, new = before.to_dict(), cfg.to_dict()
     changes = {k: [old[k], new[k]] for k in new if old[k] != new[k]}
-    refused = {k: v for k, v in changes.items() if k not in RESUMABLE_CHANGES and k != "data"}
+    refused = {k: v for k, v in changes.items() if k not in allowed and k != "data"}
     if refused:
         diffs = ", ".join(f"{k} ({a!r} in the checkpoint, {b!r} now)" for k, (a, b) in refused.items())
         flags = " ".join("--" + k.replace("_", "-") for k in refused)
-        verb = "differs" if len(refused) == 1 else "differ"
-        raise UserError(f"cannot resume {run_dir}: {diffs} {verb}; drop {flags} to continue that run, "
+        differ = "differs" if len(refused) == 1 else "differ"
+        raise UserError(f"cannot {verb} {run_dir}: {diffs} {differ}; drop {flags} {advice}, "
                         "or start a new run with the new settings")
     if cfg.steps <= step:
         raise UserError(f"run {run_dir} is already at step {step} of --steps {cfg.steps}; "
                         f"pass --steps N with N above {step} to train it longer")
-    return ResumePlan(run_dir=run_dir, ckpt_path=ckpt_path, state=state, cfg=cfg, changes=changes)
+    return cfg, changes
 
 
 def apply_resume(plan: ResumePlan, trainer: Any) -> None:
@@ -204,6 +213,7 @@ def apply_resume(plan: ResumePlan, trainer: Any) -> None:
     try:
         trainer.load_state_dict(st)
         _check_optimizer_shapes(trainer.optimizer)
+        trainer.optimizer.param_groups[0]["weight_decay"] = plan.cfg.weight_decay  # a fork may change it
         # A new --steps refits the LR schedule from here (schedule.py: continuous unless --schedule restart).
         trainer.schedule.resumed(plan.step, plan.cfg, st["config"]["steps"], trainer.lr_scale)
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:

@@ -78,6 +78,7 @@ class RunSeries:
         self.unheld = ""             # set by a file reader: the state to show while no process holds the run's lock
         self.started = False         # a run_start was read (a tui-trainer run, not someone else's log)
         self.detail = ""
+        self.faint = False           # a fork's ancestor, drawn up to the fork step only (logs/lineage.py)
         self.error: str | None = None
         self.message = ""            # the engine's last refusal or note (an Ack that was not ok)
         self.bad_steps = 0           # NaN/inf steps the engine skipped
@@ -164,6 +165,8 @@ class RunSeries:
             self._step_times.clear()
             self._live_steps = 0
             self.ended_by_record = False  # a resumed run is not over
+            if isinstance(r.parent, dict) and not self.markers:  # a fork: where it left its parent
+                self._mark(r.step, "fork", f"forked from {r.parent.get('name')}@{r.parent.get('step')}")
             if isinstance(r.live, dict):
                 self.changes.update(r.live)
             if r.inexact:

@@ -3,6 +3,7 @@ the eval table and the status lines."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from .summary import RunSummary
 
@@ -93,3 +94,25 @@ def label(summaries: list[RunSummary]) -> None:
     for s in summaries:
         if not s.ok:
             s.label = _cut(s.folder, LABEL_MAX)
+    forks = [s for s in runs if s.parent]
+    listed = {_resolved(s.path): s for s in runs} if forks else {}
+    for s in forks:  # a fork's parent: by its label when it is listed too
+        p = listed.get(_resolved(Path(s.parent)))
+        s.parent_label = p.label if p is not None else _cut(s.parent_name or s.parent, LABEL_MAX)
+    for s in runs:
+        chain, at = [s.label.lower()], s
+        while at.parent and len(chain) < 32 and (at := listed.get(_resolved(Path(at.parent)))) is not None:
+            chain.append(at.label.lower())
+        s.family = "\0".join(reversed(chain))
+
+
+def _resolved(p: Path) -> str:
+    try:
+        return str(p.resolve())
+    except (OSError, RuntimeError, ValueError):
+        return str(p)
+
+
+def lineage(s: RunSummary) -> str:
+    """The run's label, and for a fork its parent and the step: ``lr-half ← base@400``."""
+    return f"{s.label} ← {s.parent_label or s.parent_name}@{s.fork_step}" if s.parent else s.label

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from ..fmt import fit, fmt_count, fmt_duration, fmt_loss
 from ..terminal import printable
+from .labels import lineage
 from .summary import RunSummary
 
 SETTING_WIDTH = 7     # a setting's number takes at most its title's width or this (fmt.fit)
@@ -44,7 +45,7 @@ def date_text(t: float) -> str:
 
 #: (key, title, cell, right-aligned) of the fixed columns, before and after the settings.
 BEFORE: tuple[tuple[str, str, Callable[[RunSummary], str], bool], ...] = (
-    ("run", "run", lambda s: s.label, False),
+    ("run", "run", lineage, False),
     ("status", "status", lambda s: s.status, False),
     ("step", "step", step_text, True),
     ("best", "best val", best_text, True),
@@ -127,5 +128,5 @@ def as_json(s: RunSummary, settings: list[str]) -> dict[str, Any]:
         "train_loss": _number(s.train_loss),
         "tokens": s.tokens or None, "elapsed_s": _number(s.elapsed_s), "started": _number(s.started),
         "settings": {k: _jsonable(s.config.get(k)) for k in settings} if s.ok else {},
-        "problem": s.problem or None,
+        "problem": s.problem or None, "parent": s.parent or None, "fork_step": s.fork_step,
     }

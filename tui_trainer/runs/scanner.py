@@ -7,6 +7,7 @@ import math
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from ..logs.formats import read as read_object
 from ..logs.parsing import BLANK, decode
@@ -150,12 +151,24 @@ def _read(entry: Entry, fd: int, size: int, live: bool) -> None:
         s.run_name = clean_text(start.run_name) or s.folder
         s.started = start.time if math.isfinite(start.time) else NAN
         s.config, s.total_steps = dict(start.config), start.total_steps
+        s.parent, s.parent_name, s.fork_step = parent_of(start.parent)
     else:
         s.foreign, s.run_name, s.config = first is not None, s.folder, {}
+        s.parent, s.parent_name, s.fork_step = "", "", None
     tail = read_tail(s, fd, size)
     s.status = status_of(s, tail, live, first is None)
     if entry.ident is not None:
         apply_search(entry)  # what the last search found still holds for the bytes it covered
+
+
+def parent_of(parent: Any) -> tuple[str, str, int | None]:
+    """(folder, name, step) of a fork's ``run_start.parent`` (untrusted: odd values read as no fork)."""
+    if not isinstance(parent, dict):
+        return "", "", None
+    folder, name, step = parent.get("folder"), parent.get("name"), parent.get("step")
+    if not isinstance(folder, str) or type(step) is not int or step < 0:
+        return "", "", None
+    return folder, clean_text(name) if isinstance(name, str) else clean_text(Path(folder).name), step
 
 
 def _first_object(fd: int, head: bytes, size: int) -> dict | None:

@@ -35,6 +35,11 @@ class RunSummary:
     evals_read: bool = False   # the eval search has run: best_val is known
     foreign: bool = False      # someone else's log (no run_start)
     size: int = 0              # bytes of its log when read
+    parent: str = ""           # a fork's parent (run_start.parent): its folder as recorded, "" for no fork
+    parent_name: str = ""      # ... its run name
+    parent_label: str = ""     # ... its label when listed with it, else its name (labels.label)
+    fork_step: int | None = None  # ... the step it was forked at
+    family: str = ""           # sorts a family together: its ancestors' labels listed with it, then its own
 
     @property
     def ok(self) -> bool:

@@ -423,6 +423,7 @@ def run_dashboard(trainer: Any = None, *, mouse: bool = True, signals: Any = Non
         if not source.done and not source.detached:
             source.stop()
             source.join()
+    app.typed.print_forks()  # the :fork commands, to copy once the window is gone
     if source.error is not None:
         raise source.error
     return source.end

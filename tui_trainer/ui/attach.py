@@ -127,7 +127,9 @@ def run_attach(run_dir: Path, mouse: bool = True, alerts: Any = None) -> int:
     try:
         source.prepare()
         watch_alerts(source, alerts)
-        attach_app(source).run(mouse=mouse)
+        app = attach_app(source)
+        app.run(mouse=mouse)
+        app.typed.print_forks()  # the :fork commands, to copy once the window is gone
     finally:
         source.close()
         if alerts is not None:

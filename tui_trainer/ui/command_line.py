@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+from pathlib import Path
 from typing import Any, Iterable
 
 from textual.app import ComposeResult, SystemCommand
@@ -36,11 +37,11 @@ from textual.suggester import Suggester
 from textual.widgets import Input, Static
 
 from ..fmt import fmt_int
-from ..records import Change, Record, Sample
+from ..records import Change, Checkpoint, Record, Sample
 from . import safe
 
 VERBS = ("pause", "resume", "eval", "checkpoint")  # no arguments
-USAGE = "KEY=VALUE · set KEY=VALUE · sample PROMPT · pause · resume · eval · checkpoint"
+USAGE = "KEY=VALUE · set KEY=VALUE · sample PROMPT · pause · resume · eval · checkpoint · fork KEY=VALUE…"
 KEYS_HELP = "enter sends · tab completes · ↑ ↓ history · esc cancels"
 PROMPT_HELP = "a prompt for the live weights (\\n: a new line) · enter generates · ↑ ↓ history · esc cancels"
 HISTORY = 50
@@ -62,6 +63,8 @@ def parse(text: str) -> tuple[dict[str, Any] | None, str | None]:
         if rest.strip():
             return None, f"{verb} takes nothing after it"
         return {"cmd": verb}, None
+    if verb == "fork":
+        return fork_request(rest)
     if verb == "stop":
         return None, "stop is not typed: press x twice (attach) or q twice (this window trains the run)"
     if verb == "set":
@@ -74,6 +77,25 @@ def parse(text: str) -> tuple[dict[str, Any] | None, str | None]:
         shown = safe.plain(text, 40, newlines=False)
         return None, f"expected KEY=VALUE such as lr_scale=0.5, or a command; got {shown!r}"
     return {"cmd": "set", "key": key, "value": value}, None
+
+
+def fork_request(rest: str) -> tuple[dict[str, Any] | None, str | None]:
+    """``fork KEY=VALUE ...``: a checkpoint now (``{"cmd": "checkpoint"}``),
+    with the fork's settings beside it (``"fork"``: never sent to the run)."""
+    from ..fork import FORK_CHANGES, setting_words
+
+    settings: dict[str, str] = {}
+    for word in rest.split():
+        key, sep, value = word.partition("=")
+        key = key.lstrip("-").replace("-", "_")
+        if not sep or not value or key not in FORK_CHANGES:
+            shown = safe.plain(word, 30, newlines=False)
+            return None, (f"fork takes KEY=VALUE of a setting a fork may change ({', '.join(sorted(FORK_CHANGES))})"
+                          f"; got {shown!r}")
+        settings[key] = value
+    if (why := setting_words(settings)) is not None:
+        return None, why
+    return {"cmd": "checkpoint", "fork": settings}, None
 
 
 def unescape(prompt: str) -> str:
@@ -109,7 +131,7 @@ def completions(text: str, settings: dict[str, Any]) -> list[str]:
         return []
     words = [f"{k}=" for k in sorted(settings)]
     if not lead:
-        words = [*VERBS, "sample ", "set ", *words]
+        words = [*VERBS, "sample ", "set ", "fork ", *words]
     return [lead + w for w in words if w.startswith(word) and w != word]
 
 
@@ -211,6 +233,8 @@ class TypedCommands:
         self.settings_note = ""             # why there are none to show
         self.offers: frozenset[str] | None = None  # the requests its loop takes (status); None: not said
         self.history: dict[str, list[str]] = {"command": [], "prompt": []}
+        self.fork: dict[str, str] | None = None  # the settings of a :fork waiting for its checkpoint
+        self.fork_commands: list[str] = []       # the commands that start the forks asked for
 
     # --- what the run offers ---
     def ask_status(self) -> None:
@@ -255,6 +279,8 @@ class TypedCommands:
             return
         if req["cmd"] == "sample":
             req["id"] = f"ui-{os.getpid()}-{next(_ids)}"
+        if "fork" in req:
+            self.fork = req.pop("fork")  # said with the checkpoint's record (``record``)
         self.app.set_note(f"{_what(req)}: asking…")
         self._send(req)
 
@@ -323,11 +349,36 @@ class TypedCommands:
             self.app.set_note(f"{change} at step {step}")
             if isinstance(r.key, str) and r.key in self.settings:
                 self.settings[r.key] = r.new
+        elif isinstance(r, Checkpoint) and r.reason == "manual" and self.fork is not None:
+            settings, self.fork = self.fork, None
+            self.forked(r, settings)
         elif isinstance(r, Sample) and r.requested is True:
             self.app.sample_run = self.app.sample_back = 0  # the newest, of the steered run: this one
             prompt = safe.plain(r.prompt, 24, newlines=False)
             self.app.say(f"sample for {prompt!r} at step {step}: in the sample pane")
             self.app.set_note(f"requested sample at step {step}")
+
+    def forked(self, r: Checkpoint, settings: dict[str, str]) -> None:
+        """The checkpoint a :fork asked for is saved: keep it from pruning and
+        say the command that starts the fork.  Not started here: on one GPU two
+        runs would halve each one's speed; the original goes on as it was."""
+        from ..fork import fork_command, keep_fork_point
+
+        folder = getattr(self.app.source, "run_dir", None)
+        kept = keep_fork_point(Path(folder) if folder is not None else None, r.path, r.step)
+        command = fork_command(kept.parent if kept is not None else Path(r.path).parent, r.step, settings)
+        self.fork_commands.append(command)
+        self.app.say(f"fork point saved at step {fmt_int(r.step)}; start the fork when you like (not started: "
+                     f"two runs on one GPU halve each one's speed): {command}", timeout=30)
+        self.app.set_note(f"fork: {command}")
+
+    def print_forks(self) -> None:
+        """After the window closes: each fork asked for, as a command to copy."""
+        for command in self.fork_commands:
+            try:
+                print(f"fork point kept; start the fork with: {command}", flush=True)
+            except OSError:
+                pass  # the terminal is gone
 
     # --- the command palette (ctrl+p) ---
     def palette(self, screen: Screen) -> Iterable[SystemCommand]:

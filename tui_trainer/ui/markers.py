@@ -27,9 +27,10 @@ KINDS: dict[str, tuple[str, int, str]] = {
     "resume": ("▷", 208, "resumed"),
     "eval": ("◆", 6, "eval now"),
     "checkpoint": ("■", 5, "checkpoint now"),
+    "fork": ("⋔", 2, "forked here"),
 }
 # Drawn in this order: where two share a column, the later one shows (a change wins).
-DRAW_ORDER = ("resume", "pause", "checkpoint", "eval", "change")
+DRAW_ORDER = ("fork", "resume", "pause", "checkpoint", "eval", "change")
 PLOT_KINDS = {"loss": tuple(KINDS), "lr": ("change",)}
 
 

@@ -170,7 +170,7 @@ class CurvePlot(Widget):
             cx = float(x_axis.coords(np.array([x_axis.value(self.cursor)]))[0])
             f.draw(f.signal([cx, cx], [0.0, COORD], marker=plotext.marker("│", CURSOR_COLOUR)).lines())
         for i, x, y, ex, ey in series:
-            c = run_colour(i)
+            c = RAW_COLOUR if self.runs[i].faint else run_colour(i)  # a fork's parent: faint
             if len(x):
                 line = f.signal(x_axis.coords(x).tolist(), yaxis.coords(y).tolist(),
                                 marker=plotext.marker("braille", c))

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from ..fmt import fmt_count, fmt_duration, fmt_loss
 from ..runs import RunSummary
+from ..runs.labels import lineage
 from ..runs.rows import best_step_text, best_text, bpb_text, date_text, step_text
 from . import safe
 from .settings_diff import fmt_setting
@@ -43,12 +44,20 @@ def _right(s: str) -> Text:
     return Text(s, justify="right")
 
 
+def _run(s: RunSummary) -> Text:
+    """The label, and a fork's parent after it, faint: ``lr-half ← base@400``."""
+    t = Text(safe.name(s.label, 12), style="bold")
+    if s.parent:
+        t.append(f" ← {safe.name(s.parent_label or s.parent_name, 12)}@{s.fork_step}", style="dim")
+    return t
+
+
 def _status(s: RunSummary) -> Text:
     return Text(f" {safe.plain(s.status, 10)} ", style=STATUS_STYLES.get(s.status, ""))
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("run", "run", lambda s: s.label.lower(), lambda s: Text(safe.name(s.label, 12), style="bold")),
+    Column("run", "run", lambda s: s.family or s.label.lower(), _run),  # a family sorts together
     Column("status", "status", lambda s: s.status, _status),
     Column("step", "step", lambda s: s.step, lambda s: _right(step_text(s))),
     Column("best", "best val", lambda s: _num(s.best_val), lambda s: _right(best_text(s))),

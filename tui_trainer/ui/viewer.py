@@ -13,6 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+from ..logs.lineage import ancestors
+from ..logs.paths import locate
 from ..logs.source import LogSource
 from ..records import Record, RunStart
 from ..runs import short_labels
@@ -36,7 +38,22 @@ class FileSource(LogSource, RecordSource):
         self._names = [r.name for r in self.runs]
         self._label()
 
+    def prepare(self) -> None:
+        """Load the logs; a fork's ancestors come after them, faint, up to the fork step."""
+        super().prepare()
+        self.notes: dict[int, str] = {}
+        logs = [locate(f.arg) for f in self.feeds]
+        shown = {str(p.resolve()) for p in logs if p is not None}
+        for feed, log in zip(list(self.feeds), logs):
+            prefixes, note = ancestors(log, shown) if log is not None else ([], "")
+            self.runs.extend(prefixes)
+            if note:
+                self.notes[feed.index] = note
+                self.runs[feed.index].message = note
+
     def _install(self, i: int, series: RunSeries, final: bool = True) -> None:
+        if getattr(self, "notes", {}).get(i) and not series.message:
+            series.message = self.notes[i]
         if self._names:
             self._names[i] = series.name  # the run's own name (run_start), before its label
         feed = self.feeds[i]
@@ -91,9 +108,9 @@ def viewer_app(source: FileSource, title: str | None = None) -> DashboardApp:
 
 def _title(source: FileSource) -> str:
     verb = "follow" if source.follow else "view"
-    if len(source.runs) == 1:
+    if len(source.feeds) == 1:
         return f"tui-trainer · {verb} {name(source.runs[0].name, 40)}"
-    return f"tui-trainer · {verb} {len(source.runs)} runs"
+    return f"tui-trainer · {verb} {len(source.feeds)} runs"
 
 
 def run_viewer(paths: list[Path], follow: bool = False, mouse: bool = True,
