@@ -25,6 +25,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import hashlib
+import itertools
 import mmap
 import os
 import secrets
@@ -62,16 +63,25 @@ class Progress:
     """A line at most once a second: MB read, MB/s and time left."""
 
     def __init__(self, what: str, total: int, say: Say | None):
-        self.what, self.total, self.done = what, max(total, 1), 0
+        self.what, self.total, self.done, self.lines = what, max(total, 1), 0, 0
         self.say = say or _stderr
         self.t0 = self.last = time.monotonic()
+        if say is not None:  # the dashboard's loading screen shows the bar at once
+            say(self.line(self.t0))
 
     def add(self, n: int) -> None:
         self.done += n
         now = time.monotonic()
         if now - self.last >= 1.0:
             self.last = now
+            self.lines += 1
             self.say(self.line(now))
+
+    def end(self, path: Path, n: int) -> None:
+        """A last line, when the work was long enough to show progress."""
+        if self.lines:
+            took = time.monotonic() - self.t0
+            self.say(f"{self.what}: {n:,} tokens in {took:,.1f} s, kept in {path} for the next run")
 
     def line(self, now: float) -> str:
         rate = self.done / max(now - self.t0, 1e-6)
@@ -307,6 +317,7 @@ def tokens_for(docs: Documents, spec: str, val_fraction: float, saved: Path | No
             progress = Progress(f"joining {docs.source}", _total(docs, say), say)
             _write(path, key, 1, lambda f: _join_bytes(f, docs, progress), lambda: docs.skipped[0])
             found = read_cached(path, key, 256)
+            progress.end(path, len(found[0]) if found is not None else 0)
         assert found is not None, "the cache file just written reads back"
         ids, _, skipped = found
         _note_skips(docs, skipped, say)
@@ -319,8 +330,9 @@ def tokens_for(docs: Documents, spec: str, val_fraction: float, saved: Path | No
         if spec.startswith("bpe:") and saved is None:
             total = _total(docs, say)
             cut = split_at(docs, total, val_fraction)
-            train = (p for part, p in stream(docs, cut, None) if part == 0)
-            tok = train_bpe((p for p in train if p is not None), int(spec[4:]), spec)
+            learning = Progress(f"learning a {spec} tokenizer from {docs.source}", cut, say)
+            train = itertools.takewhile(lambda item: item[0] == 0, stream(docs, cut, learning))
+            tok = train_bpe((p for _, p in train if p is not None), int(spec[4:]), spec)
             _keep_bpe(docs, spec, val_fraction, tok)
         else:
             tok = make_tokenizer(spec, None, saved)
@@ -337,6 +349,7 @@ def tokens_for(docs: Documents, spec: str, val_fraction: float, saved: Path | No
                lambda f: _encode_to(f, stream(docs, cut, progress), batch_encoder(tok), end_of_text(tok), dtype),
                lambda: docs.skipped[0])
         found = read_cached(path, key, tok.vocab_size)
+        progress.end(path, len(found[0]) if found is not None else 0)
     assert found is not None, "the cache file just written reads back"
     ids, n_train, skipped = found
     _note_skips(docs, skipped, say)
@@ -344,8 +357,8 @@ def tokens_for(docs: Documents, spec: str, val_fraction: float, saved: Path | No
 
 
 def _total(docs: Documents, say: Say | None) -> int:
-    if docs.kind in ("jsonl", "parquet"):
-        (say or _stderr)(f"counting the text in {docs.source}…")
+    if docs.kind in ("jsonl", "parquet") and say is not None:
+        say(f"counting the text in {docs.source}…")
     total = docs.text_bytes()
     if total == 0:
         raise UserError(f"--data {docs.source} holds no text; pass files with some text in them")
@@ -354,7 +367,7 @@ def _total(docs: Documents, say: Say | None) -> int:
 
 def _note_skips(docs: Documents, skipped: int, say: Say | None) -> None:
     if skipped:
-        line = describe_skips(docs) or f"{docs.source}: {skipped} lines or rows without text skipped"
+        line = describe_skips(docs) or f"{docs.source}: {skipped} without text skipped (counted when it was tokenized)"
         (say or _stderr)(line)
 
 
