@@ -88,6 +88,16 @@ def test_a_glob_is_the_files_it_matches_sorted(folder, capsys):
         load_corpus(cfg(str(folder / "*.nothing")))
 
 
+def test_token_files_in_a_folder_and_an_empty_folder_are_one_line(folder, tmp_path):
+    (folder / "shard.bin").write_bytes(b"\0\1" * 100)
+    with pytest.raises(UserError, match="shard.bin, a .bin of token ids, as text; pass the .bin itself"):
+        load_corpus(cfg(folder))
+    (tmp_path / "empty" / ".git").mkdir(parents=True)
+    (tmp_path / "empty" / ".git" / "x.txt").write_text(prose())  # hidden: left out
+    with pytest.raises(UserError, match="is a directory with no files in it"):
+        load_corpus(cfg(tmp_path / "empty"))
+
+
 def test_the_fingerprint_follows_every_file(folder):
     before = corpus_sources.documents(str(folder), "bytes")
     same = corpus_sources.documents(str(folder), "bytes")
@@ -149,14 +159,14 @@ def write_jsonl(path, docs, extra_lines=()):
 def test_jsonl_with_a_text_field_and_its_bad_lines_counted(tmp_path, capsys):
     docs = [prose(20, seed=i) for i in range(6)]
     p = tmp_path / "d.jsonl"
-    write_jsonl(p, docs, ["not json", "[1, 2]", '{"body": 7}', ""])
+    write_jsonl(p, docs, ["not json", "[1, 2]", '{"body": 7}', "", "[" * 100_000 + "]" * 100_000])
     said = []
     corpus = load_corpus(cfg(p, text_field="body"), say=said.append)
     assert ids(corpus).tobytes() == "\n\n".join(docs).encode()
-    assert any("3 without text skipped (first: line 7 is not JSON)" in s for s in said), said
+    assert any("4 without text skipped (first: line 7 is not JSON)" in s for s in said), said
     again = []
     load_corpus(cfg(p, text_field="body"), say=again.append)  # from the cache: the count is kept
-    assert any("3" in s and "skipped" in s for s in again), again
+    assert any("4" in s and "skipped" in s for s in again), again
 
 
 def test_jsonl_without_the_field_is_one_line(tmp_path, capsys):

@@ -85,15 +85,15 @@ def documents(data: str, tokenizer: str, text_field: str = "text") -> Documents 
         if not files:
             raise UserError(f"--data {data} matches no files; check the pattern (quote it so the shell "
                             "does not expand it)")
+        _no_token_files(files, data)
         return _finish(Documents("files", data, files))
     if p.is_dir():
         if (p / "train.bin").exists():
             return None  # nanoGPT's folder of token ids
-        files = sorted((f for f in p.rglob("*") if _is_regular(f)
-                        and not any(part.startswith(".") for part in f.relative_to(p).parts)),
-                       key=lambda f: f.relative_to(p).as_posix())
+        files = sorted(_walk(p), key=lambda f: f.relative_to(p).as_posix())
         if not files:
-            raise UserError(f"--data {p} is a folder with no files in it; put text files in it")
+            raise UserError(f"--data {p} is a directory with no files in it; put text files in it, or pass a file")
+        _no_token_files(files, data)
         return _finish(Documents("files", str(p), files, root=p))
     if p.suffix in (".jsonl", ".parquet"):
         size = regular_file_size(p, "--data", "data file", "a file (text, .jsonl, .parquet or a .bin of tokens)")
@@ -106,6 +106,23 @@ def documents(data: str, tokenizer: str, text_field: str = "text") -> Documents 
             raise UserError(f"data file {p} is empty; pass a file with some text in it")
         return _finish(Documents("file", str(p), [p]))
     return None
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """The regular files under ``root``, hidden files and folders left out;
+    linked folders are not followed (no loops), linked files are read."""
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for n in names:
+            if not n.startswith(".") and _is_regular(Path(folder) / n):
+                yield Path(folder) / n
+
+
+def _no_token_files(files: list[Path], data: str) -> None:
+    bins = [f for f in files if f.suffix == ".bin"]
+    if bins:
+        raise UserError(f"--data {data} takes in {bins[0].name}, a .bin of token ids, as text; pass the .bin "
+                        "itself, or a folder or glob of text files only")
 
 
 def _is_regular(f: Path) -> bool:
@@ -138,7 +155,7 @@ def head_tail(path: Path, size: int) -> bytes:
     """The sha256 of the first and last MiB of a file."""
     h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
+        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
             h.update(f.read(1 << 20))
             if size > 2 << 20:
                 f.seek(-(1 << 20), os.SEEK_END)
@@ -150,7 +167,12 @@ def head_tail(path: Path, size: int) -> bytes:
 
 def _file_blocks(path: Path) -> Iterator[bytes]:
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: a file swapped for a FIFO since it was listed cannot hang the read
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UserError(f"data file {path} is no longer a regular file; pass regular files")
+        with open(fd, "rb") as f:
             while block := f.read(BLOCK):
                 yield block
     except OSError as e:
@@ -176,7 +198,7 @@ def _jsonl_texts(d: Documents) -> Iterator[bytes]:
                 continue
             try:
                 obj = json.loads(line)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
                 _skip(d, f"line {n} is not JSON")
                 continue
             if not isinstance(obj, dict):
