@@ -205,10 +205,14 @@ def test_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch):
 # --- the cache -------------------------------------------------------------------------------
 
 def test_the_second_run_reads_the_cache(folder, monkeypatch):
-    first = load_corpus(cfg(folder, tokenizer="bpe:300"))
+    said, said_again = [], []
+    first = load_corpus(cfg(folder, tokenizer="bpe:300"), say=said.append)
+    # the loading screen's line: a bar, MB done of the total, MB/s and the time left
+    assert any(s.startswith(f"tokenizing {folder} ") and "% 0/0 MB" in s and "s left" in s for s in said), said
     monkeypatch.setattr(token_cache, "_encode_to", lambda *a: pytest.fail("tokenized again"))
     monkeypatch.setattr(token_cache, "train_bpe", lambda *a: pytest.fail("trained the BPE again"))
-    second = load_corpus(cfg(folder, tokenizer="bpe:300"))
+    second = load_corpus(cfg(folder, tokenizer="bpe:300"), say=said_again.append)
+    assert not any("tokenizing" in s or "learning" in s for s in said_again), said_again
     assert list(ids(second)) == list(ids(first))
     assert second.tokenizer.data == first.tokenizer.data
 
