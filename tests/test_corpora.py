@@ -132,9 +132,9 @@ def test_one_file_streamed_in_small_pieces_gives_the_ids_of_the_whole_text(tmp_p
                    enumerate(prose(60).split()))
     p = tmp_path / "t.txt"
     p.write_text(text)
-    for mod in (text_codec, token_cache):
+    for mod in (text_codec, corpus_sources):
         monkeypatch.setattr(mod, "CHUNK", 37)
-    monkeypatch.setattr(token_cache, "MAX_PIECE", 1 << 20)
+    monkeypatch.setattr(corpus_sources, "MAX_PIECE", 1 << 20)
     monkeypatch.setattr(corpus_sources, "BLOCK", 101)
     corpus = load_corpus(cfg(p, tokenizer="bpe:300", val_fraction=0.23))
     raw = p.read_bytes()

@@ -10,6 +10,8 @@ one text file, read as a stream of documents without holding them in memory.
   ``[parquet]`` extra).
 
 A single text file read through a tokenizer is one document of this kind too.
+``stream`` gives the text as pieces for a tokenizer, split into the training
+and validation parts.
 A folder holding nanoGPT's ``train.bin`` is not a text corpus: it is left to
 the caller.
 
@@ -21,6 +23,7 @@ new token ids instead of reusing the cached ones.
 """
 from __future__ import annotations
 
+import codecs
 import glob
 import hashlib
 import json
@@ -29,11 +32,14 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
 from .files import regular_file_size
+from .text_codec import CHUNK
 
 BLOCK = 4 << 20  # bytes read at a time from a text file
+MAX_PIECE = 8 * CHUNK  # a piece of text with no newline is cut here
 PARQUET_EXTRA = "pip install 'tui-trainer[parquet]'"
 GLOB_CHARS = "*?["
 
@@ -252,3 +258,78 @@ def describe_skips(d: Documents) -> str | None:
     if not d.skipped[0]:
         return None
     return f"{d.source}: {d.skipped[0]} without text skipped (first: {d.first_skip[0]})"
+
+
+# --- the stream -----------------------------------------------------------------
+
+def split_at(docs: Documents, total: int, val_fraction: float) -> int:
+    """Where validation begins in the documents' bytes: the tail
+    ``val_fraction``, moved forward off any UTF-8 continuation byte."""
+    cut = total - int(total * val_fraction)
+    if docs.kind not in ("file", "files"):
+        return cut  # whole documents come as one block: the stream adjusts the cut itself
+    pos = 0
+    for f in docs.files:
+        size = os.stat(f).st_size
+        if pos + size > cut:
+            with open(f, "rb") as fh:
+                fh.seek(cut - pos)
+                tail = fh.read(4)
+            k = 0
+            while k < len(tail) and (tail[k] & 0xC0) == 0x80:
+                k += 1
+            return cut + k
+        pos += size
+    return cut
+
+
+def stream(docs: Documents, cut: int, progress: Any) -> Iterator[tuple[int, str | None]]:
+    """``(part, piece)`` in order, part 0 (train) then 1 (validation); a piece
+    of None is a boundary between documents."""
+    part, pos, buf = (0 if cut > 0 else 1), 0, ""
+    dec = codecs.getincrementaldecoder("utf-8")("replace")
+    for i, doc in enumerate(docs.blocks()):
+        if i:
+            buf += dec.decode(b"", final=True)
+            yield from ((part, p) for p in _cut(buf, final=True)[0])
+            buf = ""
+            yield part, None
+        for block in doc:
+            if progress is not None:
+                progress.add(len(block))
+            if part == 0 and pos + len(block) > cut:
+                k = cut - pos
+                while 0 < k < len(block) and (block[k] & 0xC0) == 0x80:
+                    k += 1
+                buf += dec.decode(block[:k], final=True)
+                yield from ((0, p) for p in _cut(buf, final=True)[0])
+                part, buf, block = 1, "", block[k:]
+                dec = codecs.getincrementaldecoder("utf-8")("replace")
+            pos += len(block) if part == 0 else 0
+            buf += dec.decode(block)
+            pieces, buf = _cut(buf, final=False)
+            yield from ((part, p) for p in pieces)
+    buf += dec.decode(b"", final=True)
+    yield from ((part, p) for p in _cut(buf, final=True)[0])
+
+
+def _cut(buf: str, final: bool) -> tuple[list[str], str]:
+    """Pieces as ``text_codec._pieces`` cuts them (after the first newline at
+    or past ``CHUNK`` characters), and the rest; a line longer than
+    ``MAX_PIECE`` is cut there."""
+    out, start = [], 0
+    while True:
+        end = buf.find("\n", start + CHUNK, start + MAX_PIECE)
+        if end >= 0:
+            end += 1
+        elif len(buf) - start > MAX_PIECE:
+            end = start + MAX_PIECE
+        else:
+            break
+        out.append(buf[start:end])
+        start = end
+    rest = buf[start:]
+    if final and rest:
+        out.append(rest)
+        rest = ""
+    return out, rest

@@ -22,7 +22,6 @@ vocabulary is ignored and made again.
 """
 from __future__ import annotations
 
-import codecs
 import contextlib
 import hashlib
 import itertools
@@ -39,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .corpus_sources import Documents, describe_skips
+from .corpus_sources import Documents, describe_skips, split_at, stream
 from .errors import UserError
 from .text_codec import CHUNK, ENDOFTEXT, HFTokenizer, make_tokenizer, train_bpe
 
@@ -51,7 +50,6 @@ HEADER_SIZE = 64
 # 8 pieces of 1 M characters peak near 300 MB, whatever the corpus size.
 BATCH_CHARS = CHUNK * max(2, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                  else os.cpu_count() or 2))
-MAX_PIECE = 8 * CHUNK  # a piece with no newline is cut here
 BYTES_JOIN = b"\n\n"
 
 
@@ -98,81 +96,6 @@ class Progress:
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-# --- the stream -----------------------------------------------------------------
-
-def split_at(docs: Documents, total: int, val_fraction: float) -> int:
-    """Where validation begins in the documents' bytes: the tail
-    ``val_fraction``, moved forward off any UTF-8 continuation byte."""
-    cut = total - int(total * val_fraction)
-    if docs.kind not in ("file", "files"):
-        return cut  # whole documents come as one block: the stream adjusts the cut itself
-    pos = 0
-    for f in docs.files:
-        size = os.stat(f).st_size
-        if pos + size > cut:
-            with open(f, "rb") as fh:
-                fh.seek(cut - pos)
-                tail = fh.read(4)
-            k = 0
-            while k < len(tail) and (tail[k] & 0xC0) == 0x80:
-                k += 1
-            return cut + k
-        pos += size
-    return cut
-
-
-def stream(docs: Documents, cut: int, progress: Progress | None) -> Iterator[tuple[int, str | None]]:
-    """``(part, piece)`` in order, part 0 (train) then 1 (validation); a piece
-    of None is a boundary between documents."""
-    part, pos, buf = (0 if cut > 0 else 1), 0, ""
-    dec = codecs.getincrementaldecoder("utf-8")("replace")
-    for i, doc in enumerate(docs.blocks()):
-        if i:
-            buf += dec.decode(b"", final=True)
-            yield from ((part, p) for p in _cut(buf, final=True)[0])
-            buf = ""
-            yield part, None
-        for block in doc:
-            if progress is not None:
-                progress.add(len(block))
-            if part == 0 and pos + len(block) > cut:
-                k = cut - pos
-                while 0 < k < len(block) and (block[k] & 0xC0) == 0x80:
-                    k += 1
-                buf += dec.decode(block[:k], final=True)
-                yield from ((0, p) for p in _cut(buf, final=True)[0])
-                part, buf, block = 1, "", block[k:]
-                dec = codecs.getincrementaldecoder("utf-8")("replace")
-            pos += len(block) if part == 0 else 0
-            buf += dec.decode(block)
-            pieces, buf = _cut(buf, final=False)
-            yield from ((part, p) for p in pieces)
-    buf += dec.decode(b"", final=True)
-    yield from ((part, p) for p in _cut(buf, final=True)[0])
-
-
-def _cut(buf: str, final: bool) -> tuple[list[str], str]:
-    """Pieces as ``text_codec._pieces`` cuts them (after the first newline at
-    or past ``CHUNK`` characters), and the rest; a line longer than
-    ``MAX_PIECE`` is cut there."""
-    out, start = [], 0
-    while True:
-        end = buf.find("\n", start + CHUNK, start + MAX_PIECE)
-        if end >= 0:
-            end += 1
-        elif len(buf) - start > MAX_PIECE:
-            end = start + MAX_PIECE
-        else:
-            break
-        out.append(buf[start:end])
-        start = end
-    rest = buf[start:]
-    if final and rest:
-        out.append(rest)
-        rest = ""
-    return out, rest
 
 
 # --- encoding ---------------------------------------------------------------------
