@@ -4,6 +4,9 @@ Two kinds of input, one shape after loading: a 1-D array of token ids.
 - Any text or binary file: byte-level tokens (vocab 256), so every file works;
   or, with ``--tokenizer`` (``text_codec``), the tokenizer's ids, the text
   split into train and validation first so a BPE learns from train alone.
+- Many documents (a folder, a glob, ``.jsonl``, ``.parquet``: ``corpus_sources``),
+  or text through a tokenizer: tokenized as a stream into a cached memmap
+  (``token_cache``), so a corpus of any size loads in flat memory.
 - A nanoGPT-style ``.bin`` of uint16 token ids, memory-mapped so a corpus
   tokenised elsewhere can be any size without being read into memory; with
   ``--tokenizer``, the tokenizer that made them decodes samples and prompts.
