@@ -122,6 +122,16 @@ def test_a_folder_through_a_bpe_joins_documents_with_endoftext(folder):
     assert "<|endoftext|>" in corpus.tokenizer.decode([int(i) for i in ids(corpus)])
 
 
+def test_a_tiktoken_file_joins_documents_with_its_endoftext(folder, tmp_path):
+    import base64
+
+    pytest.importorskip("tiktoken")
+    path = tmp_path / "small.tiktoken"
+    path.write_text("".join(f"{base64.b64encode(bytes([b])).decode()} {b}\n" for b in range(256)))
+    corpus = load_corpus(cfg(folder, tokenizer=str(path)))
+    assert corpus.vocab_size == 257 and int((ids(corpus) == 256).sum()) == 2  # <|endoftext|> is id 256
+
+
 # --- one text file: the same ids as before streaming ---------------------------------------
 
 def test_one_file_streamed_in_small_pieces_gives_the_ids_of_the_whole_text(tmp_path, monkeypatch):
