@@ -227,6 +227,22 @@ def test_the_second_run_reads_the_cache(folder, monkeypatch):
     assert second.tokenizer.data == first.tokenizer.data
 
 
+def test_headless_progress_lines_on_stderr(folder, monkeypatch, capsys):
+    class Clock:  # two seconds pass between any two looks at the clock
+        now = 0.0
+
+        def monotonic(self):
+            self.now += 2.0
+            return self.now
+
+    monkeypatch.setattr(token_cache, "time", Clock())
+    load_corpus(cfg(folder, tokenizer="bpe:300"))
+    err = capsys.readouterr().err.splitlines()
+    assert any(ln.startswith(f"tokenizing {folder} ") and "MB/s" in ln and "s left" in ln for ln in err), err
+    assert any(ln.startswith("learning a bpe:300 tokenizer") for ln in err), err
+    assert any("tokens in" in ln and "kept in" in ln and str(token_cache.cache_dir()) in ln for ln in err), err
+
+
 def cache_files(kind=".ids"):
     return sorted(p for p in token_cache.cache_dir().iterdir() if p.name.endswith(kind))
 
