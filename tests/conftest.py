@@ -18,3 +18,10 @@ def tiny_cfg(tmp_path):
         return make_config(values)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _token_cache(tmp_path_factory, monkeypatch):
+    """Token ids made in a test are cached in a folder of its own, never in
+    the user's ~/.cache/tui-trainer."""
+    monkeypatch.setenv("TUI_TRAINER_CACHE", str(tmp_path_factory.mktemp("token-cache")))

@@ -110,10 +110,11 @@ def _bad_cases(tmp_path):
     existing = tmp_path / "existing"
     existing.mkdir()
     (existing / "losses.jsonl").write_text('{"type":"run_start","step":0}\n')
+    (tmp_path / "no-files").mkdir()  # a folder of text files is data (corpus_sources); one with none is not
     return {
         "missing data": (["--data", str(tmp_path / "nope.txt")], "not found"),
         "empty data": (["--data", str(empty)], "empty"),
-        "directory as data": (["--data", str(tmp_path)], "directory"),
+        "directory as data": (["--data", str(tmp_path / "no-files")], "directory with no files"),
         "too short": (["--data", str(short)], "context window"),
         "zero steps": (["--steps", "0"], "--steps"),
         "negative steps": (["--steps", "-3"], "--steps"),

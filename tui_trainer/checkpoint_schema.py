@@ -27,7 +27,7 @@ from .live import LIVE_KEYS as _TRAINER_KEYS
 # file from before them lacks them and takes their default (which must be the
 # behaviour of the version that wrote it).
 ADDED_LATER: frozenset[str] = frozenset({"grad_accum", "preset", "sync_checkpoints", "schedule",
-                                          "tokenizer", "init_from", "time_budget"})
+                                          "tokenizer", "init_from", "time_budget", "text_field"})
 # Keys a reader of an older file may find missing (engine.load_state_dict reads them with .get).
 OPTIONAL_KEYS = ("world_size", "live", "scaler", "data_fingerprint", "vocab_size", "schedule")
 STEP = Bound(0, MAX_STEPS, hi_open=True)  # below the most --steps can be, so a resume can go on

@@ -217,7 +217,7 @@ def _train_live(args: argparse.Namespace) -> int:
         plan = plan_resume(args.resume, config_values_from_args(args)) if args.resume and not fork else None
         c = plan.cfg if plan is not None else fork.cfg if fork is not None else cfg
         say("loading the data and building the model…")
-        parts = build_parts(c, configure(c))
+        parts = build_parts(c, configure(c), say=say)  # tokenizing a corpus: its progress bar
         if cancelled():
             raise KeyboardInterrupt  # closed while loading: nothing was written
         folder = plan.run_dir if plan is not None else create_run_dir(c.out, c.name)

@@ -47,9 +47,9 @@ class TrainConfig:
     # that time; wider or deeper shapes learn more per byte but see too few
     # (sweep and figures: benchmarks/bench_demo.py --sweep).
     # data
-    data: str | None = _f(None, "training text (any file, byte-level), a nanoGPT .bin of uint16 tokens, or a "
-                                "nanoGPT data folder (train.bin; val.bin validates, meta.pkl decodes); "
-                                "default: the embedded corpus")
+    data: str | None = _f(None, "training text (any file, byte-level), a folder or glob of text files, a .jsonl or "
+                                ".parquet file (--text-field), a nanoGPT .bin of uint16 tokens, or a nanoGPT data "
+                                "folder (train.bin; val.bin validates, meta.pkl decodes); default: the embedded corpus")
     tokenizer: str = _f("bytes", "bytes (vocab 256), bpe:N (a byte-level BPE of N tokens trained on the training "
                                  "split), gpt2 (tiktoken) or a path to a tokenizer.json; with a .bin of ids, "
                                  "the tokenizer that made them (samples and prompts become text)")
@@ -57,6 +57,7 @@ class TrainConfig:
                                       "the tokenizer's, else the largest id in the file + 1; 256 for text)")
     init_from: str | None = _f(None, "a nanoGPT checkpoint (PATH/ckpt.pt) whose weights the run starts from; its "
                                      "model_args must match --n-layer, --n-head, --n-embd, --context-length, --bias")
+    text_field: str = _f("text", "with --data a .jsonl or .parquet file: the field holding each document's text")
     val_fraction: float = _f(0.1, "fraction of the data held out for validation (taken from the end)")
     # run folder
     out: str | None = _f(None, "run folder to create (default outputs/<fresh name>); an existing run is never overwritten")
@@ -366,6 +367,8 @@ def validate(c: TrainConfig) -> None:
         bad("--sample-prompt is empty; the sample needs at least one token to start from, e.g. --sample-prompt 'def '")
     if (why := spec_problem(c.tokenizer)) is not None:
         bad(f"--tokenizer {why}, got {_shown(c.tokenizer)}; pass e.g. --tokenizer bpe:4096, or leave it out for bytes")
+    if not c.text_field or not c.text_field.isprintable() or len(c.text_field) > 200:
+        bad(f"--text-field must be a field name, got {_shown(c.text_field)}; pass e.g. --text-field text")
     for name in ("data", "out", "init_from"):
         if getattr(c, name) == "":
             bad(f"{_flag(name)} is empty; pass a path, or leave {_flag(name)} out for the default")

@@ -4,6 +4,9 @@ Two kinds of input, one shape after loading: a 1-D array of token ids.
 - Any text or binary file: byte-level tokens (vocab 256), so every file works;
   or, with ``--tokenizer`` (``text_codec``), the tokenizer's ids, the text
   split into train and validation first so a BPE learns from train alone.
+- Many documents (a folder, a glob, ``.jsonl``, ``.parquet``: ``corpus_sources``),
+  or text through a tokenizer: tokenized as a stream into a cached memmap
+  (``token_cache``), so a corpus of any size loads in flat memory.
 - A nanoGPT-style ``.bin`` of uint16 token ids, memory-mapped so a corpus
   tokenised elsewhere can be any size without being read into memory; with
   ``--tokenizer``, the tokenizer that made them decodes samples and prompts.
@@ -25,9 +28,11 @@ import torch
 
 from .commands import surrogate_problem
 from .config import TrainConfig, UserError
+from .corpus_sources import documents
 from .files import regular_file_size
 from .nanogpt_files import data_folder, meta_tokenizer
 from .text_codec import make_tokenizer, saved_in
+from .token_cache import tokens_for
 
 DEFAULT_CORPUS = "stdlib.txt.gz"
 
@@ -109,10 +114,19 @@ class Corpus:
         return len(self.train) + len(self.val)
 
 
-def load_corpus(cfg: TrainConfig) -> Corpus:
+def load_corpus(cfg: TrainConfig, say: Any = None) -> Corpus:
+    """The data ``cfg`` names, tokenized; ``say`` gets progress lines while a
+    corpus is tokenized (stderr when None)."""
     tokenizer: Any = None  # a text_codec tokenizer, for --tokenizer other than bytes
     text_tokens: tuple[Any, Any] | None = None  # (train, val) when the text was split before tokenizing
-    if cfg.data is None:
+    docs = None if cfg.data is None else documents(cfg.data, cfg.tokenizer, cfg.text_field)
+    if docs is not None:  # a folder, a glob, .jsonl, .parquet, or text through a tokenizer: token_cache
+        tokenizer, train_ids, val_ids = tokens_for(docs, cfg.tokenizer, cfg.val_fraction, saved_in(cfg.out), say)
+        text_tokens = (train_ids, val_ids)
+        path, source = None, docs.source
+        # one file keeps the fingerprint it always had, so older runs resume
+        fingerprint = docs.fingerprint if docs.many else _fingerprint(docs.files[0], docs.files[0].stat().st_size)
+    elif cfg.data is None:
         raw = load_default_corpus()
         source = "embedded stdlib corpus"
         fingerprint = "sha256:" + hashlib.sha256(raw).hexdigest()[:16]
@@ -161,21 +175,20 @@ def load_corpus(cfg: TrainConfig) -> Corpus:
             raise UserError(f"{path} holds {what}, outside --vocab-size {vocab}; "
                             f"pass --vocab-size {top} or more")
         tok: Any = tokenizer or IdTokenizer(vocab)
+    elif docs is not None:
+        tok = tokenizer or ByteTokenizer()
+        vocab = cfg.vocab_size or tok.vocab_size
+        if vocab < tok.vocab_size or (tokenizer is None and vocab != 256):
+            raise UserError(f"--vocab-size {vocab} does not fit --tokenizer {cfg.tokenizer} "
+                            f"({tok.vocab_size} ids); leave --vocab-size out")
     else:
         if path is not None:
             raw = path.read_bytes()
-        if cfg.tokenizer == "bytes":
-            tokens = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
-            vocab, tok = 256, ByteTokenizer()
-            if cfg.vocab_size not in (None, 256):
-                raise UserError(f"--vocab-size {cfg.vocab_size} applies to .bin token files only; "
-                                f"{path.name if path else source} is read as bytes (vocab 256)")
-        else:
-            tok, text_tokens = _tokenized(cfg, raw, source)
-            vocab = cfg.vocab_size or tok.vocab_size
-            if vocab < tok.vocab_size:
-                raise UserError(f"--vocab-size {vocab} is below the {tok.vocab_size} ids of --tokenizer "
-                                f"{cfg.tokenizer}; leave --vocab-size out")
+        tokens = torch.frombuffer(bytearray(raw), dtype=torch.uint8)  # bytes: other tokenizers go to token_cache
+        vocab, tok = 256, ByteTokenizer()
+        if cfg.vocab_size not in (None, 256):
+            raise UserError(f"--vocab-size {cfg.vocab_size} applies to .bin token files only; "
+                            f"{path.name if path else source} is read as bytes (vocab 256)")
     need = cfg.context_length + 1
     if text_tokens is not None:
         train, val = text_tokens
@@ -193,21 +206,6 @@ def load_corpus(cfg: TrainConfig) -> Corpus:
         # Validation is the tail: a fixed, contiguous slice, the same on every run.
         train, val = tokens[: n - n_val], tokens[n - n_val:]
     return Corpus(train=train, val=val, vocab_size=vocab, tokenizer=tok, source=source, fingerprint=fingerprint)
-
-
-def _tokenized(cfg: TrainConfig, raw: bytes, source: str) -> tuple[Any, tuple[Any, Any]]:
-    """Text through a tokenizer: split first (the validation text is the tail
-    ``val_fraction`` of the bytes, cut at a character), so that a BPE trained
-    here learns from the training text alone; then each part is encoded."""
-    cut = len(raw) - int(len(raw) * cfg.val_fraction)
-    while 0 < cut < len(raw) and (raw[cut] & 0xC0) == 0x80:  # not inside a UTF-8 character
-        cut += 1
-    train_text = raw[:cut].decode("utf-8", errors="replace")
-    val_text = raw[cut:].decode("utf-8", errors="replace")
-    tok = make_tokenizer(cfg.tokenizer, train_text, saved_in(cfg.out))
-    dtype = np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32
-    parts = tuple(np.asarray(tok.encode_text(t), dtype=dtype) for t in (train_text, val_text))
-    return tok, parts
 
 
 def _fingerprint(path: Path, size: int) -> str:

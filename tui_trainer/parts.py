@@ -50,15 +50,17 @@ class Parts:
         return bits_per_byte(val_loss, self.val_bytes_per_token)
 
 
-def build_parts(cfg: TrainConfig, hw: Hardware | None = None, dist: Dist | None = None) -> Parts:
+def build_parts(cfg: TrainConfig, hw: Hardware | None = None, dist: Dist | None = None,
+                say: Any = None) -> Parts:
     """Device, process group (torchrun: the caller may have joined it and pass
-    ``dist``), seeds, data, model, optimizer, sampler and the fixed eval slices."""
+    ``dist``), seeds, data, model, optimizer, sampler and the fixed eval slices;
+    ``say`` gets the progress of tokenizing a corpus (stderr when None)."""
     hw = hw or configure(cfg)
     dist = dist or distributed.setup(hw)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     torch.manual_seed(cfg.seed)
-    corpus = load_corpus(cfg)
+    corpus = load_corpus(cfg, say)
     if cfg.sample_prompt == PROMPT_FROM_DATA:
         cfg.sample_prompt = prompt_from(corpus)  # kept in the config: the run_start and every checkpoint say it
     why = corpus.tokenizer.check(cfg.sample_prompt)

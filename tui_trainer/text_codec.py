@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -212,9 +213,9 @@ def make_tokenizer(spec: str, train_text: str | None, saved: Path | None = None)
     return from_file(Path(spec), spec)
 
 
-def train_bpe(text: str, vocab: int, spec: str) -> HFTokenizer:
+def train_bpe(text: str | Iterable[str], vocab: int, spec: str) -> HFTokenizer:
     """A byte-level BPE trained on ``text`` (the training split: nothing of
-    the validation text shapes the vocabulary)."""
+    the validation text shapes the vocabulary), a string or its pieces."""
     _need("tokenizers")
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -223,7 +224,7 @@ def train_bpe(text: str, vocab: int, spec: str) -> HFTokenizer:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[ENDOFTEXT], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_pieces(text), trainer=trainer)
+    tok.train_from_iterator(_pieces(text) if isinstance(text, str) else text, trainer=trainer)
     data = tok.to_str().encode("utf-8")
     return HFTokenizer(tok, spec, data)
 
