@@ -199,7 +199,7 @@ def test_lineage_in_the_table_the_viewer_and_the_export(tmp_path, capsys):
         src.close()
 
     out = tmp_path / "all.csv"
-    export([base, f2], str(out))
+    export([base, f2], str(out), records=True)
     rows = list(csv.DictReader(out.read_text().splitlines()))
     assert "parent" in rows[0] and "fork_step" in rows[0]
     assert {r["fork_step"] for r in rows if r["run"] == "quarter"} == {"6"}

@@ -226,7 +226,7 @@ def test_view_and_export_read_nanogpts_printed_log(tmp_path, capsys):
     assert [(e.step, e.train, e.val) for e in series.evals] == [(0, 4.2874, 4.2823), (250, 1.9663, 2.0652)]
     assert series.step == 250
     out = tmp_path / "out.csv"
-    assert cli.main(["export", str(log), "-o", str(out)]) == 0
+    assert cli.main(["export", str(log), "-o", str(out), "--records"]) == 0
     rows = out.read_text().splitlines()
     assert rows[0].split(",")[:4] == ["step", "nanogpt", "train_loss", "val_loss"]
     assert "10,train,3.2441" in out.read_text() and "250,eval,1.9663,2.0652" in out.read_text()
