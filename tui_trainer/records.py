@@ -188,7 +188,7 @@ class Change(Record):
     key: str
     old: Any
     new: Any
-ChangeSource = Literal["keys", "attach", "api", "mcp", "time"]
+    source: ChangeSource = "keys"  # the dashboard, the socket, Python, the MCP server, or a --time budget
 
 
 @dataclass
