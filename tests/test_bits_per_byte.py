@@ -98,7 +98,7 @@ def test_bytes_run_reports_val_over_ln2_and_ls_shows_it(tmp_path, capsys):
     head, row = table([summary], [])
     assert "bpb" in head.split() and f"{best['val_bpb']:.4f}" in row.split()
     csv = tmp_path / "b.csv"
-    assert cli.main(["export", str(run), "-o", str(csv)]) == 0
+    assert cli.main(["export", str(run), "-o", str(csv), "--records"]) == 0
     lines = csv.read_text().splitlines()
     col = lines[0].split(",").index("val_bpb")
     assert [float(ln.split(",")[col]) for ln in lines[1:] if ln.startswith("eval,")] == [e["val_bpb"] for e in got]

@@ -350,7 +350,8 @@ def test_follow_waits_for_the_file_then_picks_up_appends(tmp_path):
         th = threading.Thread(target=writer)
         th.start()
         try:
-            assert wait_for(lambda: src.runs[0].step == 10, src)
+            assert wait_for(lambda: src.runs[0].step == 10, src), (src.runs[0].step, src.status_text(),
+                                                                    src.feeds[0].describe(), log.stat().st_size)
             # the half line is held back, not counted as bad and not applied
             assert src.runs[0].bad_lines == 0 and src.runs[0].step == 10
         finally:
