@@ -10,25 +10,14 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from ..fmt import fit
+from ..runs.rows import setting_text
 from . import safe
 from .plot import rich_colour
 
 
-def fmt_setting(v: Any, width: int | None = None) -> str:
-    """A setting as written, short: ``384``, ``0.0003``, ``true``, ``-`` for missing;
-    a number in at most ``width`` characters when given (``fmt.fit``: 5e-3, never 0.00)."""
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if width is not None and isinstance(v, (int, float)):
-        return fit(v, width)
-    if isinstance(v, int):
-        return str(v) if abs(v) < 10**12 else f"{v:.3g}"
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return safe.plain(v if isinstance(v, str) else repr(v), 40, newlines=False)
+# A setting as written, short (``fmt.fit`` for a number given a width): the
+# one formatter ``ls`` and the runs table use too.
+fmt_setting = setting_text
 
 
 class SettingsDiff(ModalScreen[None]):
