@@ -39,10 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 from bench_gpu import GPT2_SMALL, synthetic_tokens  # noqa: E402
-from tui_trainer import checkpoint as ckpt  # noqa: E402
+from tui_trainer.run import checkpoint as ckpt  # noqa: E402
 from tui_trainer.config import make_config  # noqa: E402
-from tui_trainer.engine import Trainer  # noqa: E402
-from tui_trainer.model import weights_finite  # noqa: E402
+from tui_trainer.train.engine import Trainer  # noqa: E402
+from tui_trainer.train.model import weights_finite  # noqa: E402
 from tui_trainer.records import Checkpoint  # noqa: E402
 
 

@@ -68,13 +68,13 @@ LIBGOMP_DEFAULT_SPIN = "300000"  # libgomp's spin count when OMP_WAIT_POLICY is 
 WORKER = r"""
 import json, sys, time
 try:
-    from tui_trainer.threads import apply_wait_policy  # what the command does first
+    from tui_trainer.train.threads import apply_wait_policy  # what the command does first
     apply_wait_policy()
 except ImportError:  # a tree from before threads.py
     pass
 import torch
 from tui_trainer.config import make_config
-from tui_trainer.engine import Trainer
+from tui_trainer.train.engine import Trainer
 
 warmup, window, windows, threads, total = (int(a) for a in sys.argv[1:6])
 values = dict(steps=total, eval_every=10**9, eval_batches=1, sample_tokens=1,  # one schedule for every arm

@@ -35,10 +35,10 @@ import time
 from pathlib import Path
 
 from tui_trainer.config import make_config
-from tui_trainer.engine import Trainer
+from tui_trainer.train.engine import Trainer
 from tui_trainer.records import Record, TrainStep
-from tui_trainer.runlog import LOG_NAME, JsonlSink
-from tui_trainer.series import RunSeries
+from tui_trainer.run.log_writer import LOG_NAME, JsonlSink
+from tui_trainer.curves.series import RunSeries
 from tui_trainer.ui.app import DashboardApp, TrainerSource
 
 SHAPES = {

@@ -76,7 +76,7 @@ def parse_spec(spec: str) -> dict[str, Any]:
 
 
 def measure_speeds(specs: list[str], rounds: int = 3, steps: int = 6) -> dict[str, float]:
-    from tui_trainer.engine import Trainer
+    from tui_trainer.train.engine import Trainer
 
     trainers = {s: Trainer(make_config({**parse_spec(s), "steps": 10_000, "eval_every": 10_000,
                                          "warmup_steps": 10})) for s in specs}
@@ -95,7 +95,7 @@ def measure_speeds(specs: list[str], rounds: int = 3, steps: int = 6) -> dict[st
 
 def sweep(specs: list[str], budget: float, eval_tokens: int, warmup_frac: float, dtype: str,
           anchor: float | None) -> None:
-    from tui_trainer.engine import Trainer
+    from tui_trainer.train.engine import Trainer
 
     timed = [s for s in specs if s.count(":") < 3]
     speeds = measure_speeds(timed) if timed else {s: float("nan") for s in specs}

@@ -34,10 +34,10 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tui_trainer.config import make_config  # noqa: E402
-from tui_trainer.data import load_corpus  # noqa: E402
-from tui_trainer.hardware import peak_flops  # noqa: E402
-from tui_trainer.model import GPT, GPTConfig  # noqa: E402
-from tui_trainer.optim import build_param_groups, cosine_with_warmup  # noqa: E402
+from tui_trainer.train.data import load_corpus  # noqa: E402
+from tui_trainer.train.hardware import peak_flops  # noqa: E402
+from tui_trainer.train.model import GPT, GPTConfig  # noqa: E402
+from tui_trainer.train.optim import build_param_groups, cosine_with_warmup  # noqa: E402
 
 
 # --- the bare loop ----------------------------------------------------------
@@ -131,8 +131,8 @@ def summarize(name: str, values: list[float]) -> str:
 
 
 def bench_headless(cfg: Any, windows: int, window: int, warmup: int, dtype: str) -> dict[str, Any]:
-    from tui_trainer.engine import Trainer
-    from tui_trainer.runlog import JsonlSink
+    from tui_trainer.train.engine import Trainer
+    from tui_trainer.run.log_writer import JsonlSink
 
     corpus = load_corpus(cfg)
     bare = BareLoop(cfg, corpus.train, dtype=dtype, seed=cfg.seed, fused=BARE_FUSED or None)
@@ -239,8 +239,8 @@ def bench_dashboard(cfg: Any, windows: int, window: int, warmup: int, dtype: str
     except ImportError as e:
         print(f"dashboard mode unavailable: the dashboard does not import ({e})")
         return None
-    from tui_trainer.engine import Trainer
-    from tui_trainer.runlog import JsonlSink
+    from tui_trainer.train.engine import Trainer
+    from tui_trainer.run.log_writer import JsonlSink
 
     corpus = load_corpus(cfg)
     bare = BareLoop(cfg, corpus.train, dtype=dtype, seed=cfg.seed, fused=BARE_FUSED or None)

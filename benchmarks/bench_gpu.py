@@ -40,17 +40,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tui_trainer.threads import apply_wait_policy  # noqa: E402
+from tui_trainer.train.threads import apply_wait_policy  # noqa: E402
 
 apply_wait_policy()  # as the command does, before torch loads
 
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from tui_trainer import hardware  # noqa: E402
+from tui_trainer.train import hardware  # noqa: E402
 from tui_trainer.config import make_config  # noqa: E402
-from tui_trainer.model import GPT, GPTConfig  # noqa: E402
-from tui_trainer.optim import build_param_groups, cosine_with_warmup  # noqa: E402
+from tui_trainer.train.model import GPT, GPTConfig  # noqa: E402
+from tui_trainer.train.optim import build_param_groups, cosine_with_warmup  # noqa: E402
 
 from headless_dashboard import run_in_dashboard  # noqa: E402  (benchmarks/)
 
@@ -127,7 +127,7 @@ class _Clock:
 
 
 def engine(cfg: Any, warmup: int, dashboard: bool = False) -> tuple[float, str]:
-    from tui_trainer.engine import Trainer
+    from tui_trainer.train.engine import Trainer
 
     clock = _Clock()
     trainer = Trainer(cfg, None, [clock], interactive=dashboard)

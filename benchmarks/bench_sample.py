@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from tui_trainer.config import TrainConfig  # noqa: E402
-from tui_trainer.model import GPT, GPTConfig  # noqa: E402
+from tui_trainer.train.model import GPT, GPTConfig  # noqa: E402
 
 _demo = TrainConfig()
 SHAPES = {  # name: (layers, heads, width, context)

@@ -47,7 +47,7 @@ print(json.dumps({"s": took, "tokens": len(train) + len(val),
 REFERENCE = """
 import json, resource, sys, time
 from tokenizers import Tokenizer
-from tui_trainer.text_codec import _pieces
+from tui_trainer.text.tokenizer import _pieces
 tok = Tokenizer.from_file(sys.argv[2])
 text = open(sys.argv[1], encoding="utf-8").read()
 pieces = _pieces(text)
@@ -61,7 +61,7 @@ START = """
 import json, sys, time
 import torch  # imported before the clock starts: both starts pay it alike
 from tui_trainer.config import make_config
-from tui_trainer.data import load_corpus
+from tui_trainer.train.data import load_corpus
 t = time.perf_counter()
 load_corpus(make_config(dict(data=sys.argv[1], tokenizer=sys.argv[2])))
 print(json.dumps({"s": time.perf_counter() - t}))
@@ -99,7 +99,7 @@ def main() -> None:
         generate(text, args.mb)
         print(f"generated {text.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - t:.1f} s")
         sys.path.insert(0, str(ROOT))
-        from tui_trainer.text_codec import train_bpe
+        from tui_trainer.text.tokenizer import train_bpe
 
         with open(text, encoding="utf-8") as f:
             sample = f.read(4_000_000)

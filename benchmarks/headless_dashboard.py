@@ -10,10 +10,10 @@ from typing import Any
 def run_in_dashboard(trainer: Any, size: tuple[int, int] = (120, 40)) -> None:
     """Train ``trainer`` under the dashboard app at ``size`` until it ends.
     Raises ImportError where the dashboard does not import."""
-    from tui_trainer.series import RunSeries
+    from tui_trainer.curves.series import RunSeries
     from tui_trainer.ui.app import DashboardApp
     try:
-        from tui_trainer.sources import TrainerSource
+        from tui_trainer.ui.sources import TrainerSource
     except ImportError:  # an older tree (bench_* --code)
         from tui_trainer.ui.app import TrainerSource  # type: ignore[attr-defined,no-redef]
 

@@ -26,10 +26,10 @@ from torch.profiler import ProfilerActivity, profile, record_function
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tui_trainer.config import make_config  # noqa: E402
-from tui_trainer.engine import Trainer  # noqa: E402
-from tui_trainer.optim import cosine_with_warmup, set_lr  # noqa: E402
+from tui_trainer.train.engine import Trainer  # noqa: E402
+from tui_trainer.train.optim import cosine_with_warmup, set_lr  # noqa: E402
 from tui_trainer.records import TrainStep  # noqa: E402
-from tui_trainer.runlog import JsonlSink  # noqa: E402
+from tui_trainer.run.log_writer import JsonlSink  # noqa: E402
 
 
 def per_call_us(fn: Callable[[], Any], n: int = 2000) -> float:

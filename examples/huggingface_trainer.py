@@ -14,7 +14,7 @@ import time
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
-from tui_trainer.integrations.huggingface import TuiTrainerCallback
+from tui_trainer.loops.huggingface import TuiTrainerCallback
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--steps", type=int, default=300)

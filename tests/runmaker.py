@@ -13,8 +13,8 @@ from tui_trainer.records import (
     Sample,
     TrainStep,
 )
-from tui_trainer.rundir import RunLock
-from tui_trainer.runlog import JsonlSink
+from tui_trainer.run.folder import RunLock
+from tui_trainer.run.log_writer import JsonlSink
 
 BASE = dict(n_layer=2, n_embd=64, max_lr=1e-3, batch_size=32, seed=1337)
 

@@ -18,7 +18,7 @@ import pytest
 
 import tui_trainer
 from tui_trainer import cli
-from tui_trainer.console import ConsoleSink
+from tui_trainer.run.console import ConsoleSink
 from tui_trainer.fmt import ABSENT
 from tui_trainer.logs import load_series
 from tui_trainer.logs.formats.ours import typed_record
@@ -91,7 +91,7 @@ async def test_eval_table_and_toast_show_a_dash_for_absent(run_folder):
 
 def test_hugging_face_eval_rows_have_no_train_loss(tmp_path):
     pytest.importorskip("transformers", reason="the [hf] extra")
-    from tui_trainer.integrations.huggingface import TuiTrainerCallback
+    from tui_trainer.loops.huggingface import TuiTrainerCallback
 
     folder = tmp_path / "hf"
     with tui_trainer.init(folder, quiet=True) as run:

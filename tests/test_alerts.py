@@ -13,7 +13,7 @@ import termios
 import time
 from pathlib import Path
 
-from tui_trainer.alerts import AlertSink, HookRunner, TerminalOut, escapes
+from tui_trainer.cli.alerts import AlertSink, HookRunner, TerminalOut, escapes
 from tui_trainer.records import BadStep, Eval, Paused, RunEnd, RunStart
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,7 +170,7 @@ def test_a_failing_command_is_logged_and_a_hostile_name_is_never_run(tmp_path):
 def test_follow_alerts_on_arriving_records_only(tmp_path):
     from runmaker import write_run
 
-    from tui_trainer.runlog import JsonlSink
+    from tui_trainer.run.log_writer import JsonlSink
     from tui_trainer.ui.viewer import FileSource, watch_alerts
 
     run = write_run(tmp_path / "r", steps=20, end=None)  # history: evals, no end yet
@@ -197,7 +197,7 @@ def test_follow_alerts_on_arriving_records_only(tmp_path):
 
 
 def test_the_dashboard_writes_alerts_through_its_driver():
-    from tui_trainer.sources import RecordSource
+    from tui_trainer.ui.sources import RecordSource
     from tui_trainer.ui.app import DashboardApp
 
     class Driver:  # a terminal's driver: what the app writes, in order with its frames

@@ -15,13 +15,13 @@ import time
 import pytest
 import torch
 
-from tui_trainer import checkpoint as ckpt
+from tui_trainer.run import checkpoint as ckpt
 from tui_trainer import cli
-from tui_trainer.checkpoint_writer import Snapshotter
-from tui_trainer.engine import Trainer
+from tui_trainer.run.checkpoint_writer import Snapshotter
+from tui_trainer.train.engine import Trainer
 from tui_trainer.logs import read_records
 from tui_trainer.records import Checkpoint, RunEnd, Status, TrainStep
-from tui_trainer.runlog import LOG_NAME
+from tui_trainer.run.log_writer import LOG_NAME
 
 TINY = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--context-length", "16", "--batch-size", "4",
         "--eval-batches", "1", "--sample-tokens", "4", "--warmup-steps", "2", "--threads", "1"]
@@ -343,7 +343,7 @@ def _state(w, step):
 
 
 def test_a_non_finite_snapshot_is_refused_in_the_background_and_nothing_is_written(tmp_path):
-    from tui_trainer.model import weights_finite
+    from tui_trainer.train.model import weights_finite
 
     records = []
     m = _manager(tmp_path, records)
@@ -366,7 +366,7 @@ def test_the_guarded_optimizer_step_waits_for_the_copy(tmp_path, monkeypatch):
     """The copy runs on the writer's thread; the optimizer step (what changes
     the saved tensors in place) waits for it, so the file holds the state of
     its step."""
-    from tui_trainer import checkpoint_writer
+    from tui_trainer.run import checkpoint_writer
 
     held = threading.Event()
     real = checkpoint_writer.Snapshot.complete

@@ -8,12 +8,12 @@ from types import SimpleNamespace
 import pytest
 
 from tui_trainer import cli
-from tui_trainer.commands import CommandQueue
-from tui_trainer.control import serve_trainer
-from tui_trainer.commands import Command
+from tui_trainer.control.commands import CommandQueue
+from tui_trainer.control.channel import serve_trainer
+from tui_trainer.control.commands import Command
 from tui_trainer.records import Eval, Paused, RunEnd, RunStart, TrainStep
-from tui_trainer.rundir import RunLock
-from tui_trainer.runlog import LOG_NAME, JsonlSink
+from tui_trainer.run.folder import RunLock
+from tui_trainer.run.log_writer import LOG_NAME, JsonlSink
 from tui_trainer.ui.attach import AttachSource, attach_app
 from uitools import FakeClock, until
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from tui_trainer import cli
-from tui_trainer.bits_per_byte import bits_per_byte, byte_lengths, bytes_per_token, eval_targets
+from tui_trainer.text.bits_per_byte import bits_per_byte, byte_lengths, bytes_per_token, eval_targets
 from tui_trainer.logs import ReadCounts, effective_records, read_records
 from tui_trainer.records import Eval, from_dict
-from tui_trainer.runlog import LOG_NAME
+from tui_trainer.run.log_writer import LOG_NAME
 from tui_trainer.runs import scan
 from tui_trainer.runs.rows import as_json, table
 
@@ -72,7 +72,7 @@ def test_bits_per_byte_by_hand():
 
 def test_byte_level_bpe_counts_each_tokens_bytes():
     tokenizers = pytest.importorskip("tokenizers")
-    from tui_trainer.text_codec import train_bpe
+    from tui_trainer.text.tokenizer import train_bpe
 
     text = "le café est près du marché; 日本語のテキスト, naïve façade\n" * 40
     tok = train_bpe(text, 300, "bpe:300")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tui_trainer import checkpoint as ckpt
+from tui_trainer.run import checkpoint as ckpt
 from tui_trainer import cli
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tui_trainer import checkpoint as ckpt
+from tui_trainer.run import checkpoint as ckpt
 from tui_trainer import cli
-from tui_trainer.checkpoint_schema import ADDED_LATER, OPTIONAL_KEYS
+from tui_trainer.run.checkpoint_schema import ADDED_LATER, OPTIONAL_KEYS
 from tui_trainer.config import FIELDS, RESUMABLE_CHANGES, field_types
-from tui_trainer.resume import how_to_go_on, launcher_words, resume_command
+from tui_trainer.run.resume import how_to_go_on, launcher_words, resume_command
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--context-length", "8", "--batch-size", "2",
@@ -290,7 +290,7 @@ def test_a_checkpoint_whose_steps_fell_below_the_warmup_resumes_with_a_longer_st
 def test_what_a_gpu_run_writes_passes(real_state):
     """CUDA RNG states and a grad scaler's state (fp16) are fields a CPU run
     leaves empty; what a GPU run writes there must pass."""
-    from tui_trainer.checkpoint_schema import check_trainer_state
+    from tui_trainer.run.checkpoint_schema import check_trainer_state
 
     s = dict(real_state, scaler=torch.amp.GradScaler("cpu", enabled=True).state_dict(), world_size=8,
              rng=dict(real_state["rng"], cuda=[torch.get_rng_state(), torch.get_rng_state()]),

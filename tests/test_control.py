@@ -14,10 +14,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from tui_trainer import cli, control, control_server
-from tui_trainer.commands import CommandQueue
-from tui_trainer.control import ControlError, ControlServer, TrainerControl, request, serve_trainer
-from tui_trainer.engine import Command, Trainer
+from tui_trainer import cli
+from tui_trainer.control import channel as control, server as control_server
+from tui_trainer.control.commands import CommandQueue
+from tui_trainer.control.channel import ControlError, ControlServer, TrainerControl, request, serve_trainer
+from tui_trainer.train.engine import Command, Trainer
 from tui_trainer.records import Checkpoint, Eval, Paused, Resumed, RunEnd
 
 

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from tui_trainer import cli, corpus_sources, text_codec, token_cache
+from tui_trainer import cli
+from tui_trainer.text import corpora as corpus_sources, tokenizer as text_codec, token_cache
 from tui_trainer.config import UserError, make_config
-from tui_trainer.data import load_corpus
+from tui_trainer.train.data import load_corpus
 from tui_trainer.logs import ReadCounts, effective_records, read_records
-from tui_trainer.runlog import LOG_NAME
+from tui_trainer.run.log_writer import LOG_NAME
 
 pytest.importorskip("tokenizers")
 
@@ -275,7 +276,7 @@ def test_a_run_killed_mid_write_leaves_no_cache_and_the_next_run_makes_it(folder
         import os, sys, time
         from tui_trainer import token_cache
         from tui_trainer.config import make_config
-        from tui_trainer.data import load_corpus
+        from tui_trainer.train.data import load_corpus
         real = token_cache._encode_to
         def stuck(f, *a):
             f.write(b"x" * 100); f.flush()

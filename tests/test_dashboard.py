@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tui_trainer.records import Paused, RunEnd, RunStart
-from tui_trainer.runlog import LOG_NAME, JsonlSink
-from tui_trainer.series import RunSeries
-from tui_trainer.sources import LocalSteering, QueueSource, TrainerSource
+from tui_trainer.run.log_writer import LOG_NAME, JsonlSink
+from tui_trainer.curves.series import RunSeries
+from tui_trainer.ui.sources import LocalSteering, QueueSource, TrainerSource
 from tui_trainer.ui.app import DashboardApp
 from tui_trainer.ui.widgets import EvalLog
 from uitools import T0, FixedSource, fixed_records, until
@@ -42,7 +42,7 @@ def count(path: Path, type_: str) -> int:
 @pytest.fixture
 def live(tiny_cfg, tmp_path):
     """A dashboard app over a real (tiny) trainer writing a JSONL log."""
-    from tui_trainer.engine import Trainer  # here: the screens below need no torch
+    from tui_trainer.train.engine import Trainer  # here: the screens below need no torch
 
     cfg = tiny_cfg(steps=100_000, eval_every=100_000, threads=1)
     run_dir = tmp_path / "run"

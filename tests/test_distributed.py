@@ -12,11 +12,12 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 
-from tui_trainer import cli, distributed
+from tui_trainer import cli
+from tui_trainer.train import distributed
 from tui_trainer.config import UserError
-from tui_trainer.control import request
-from tui_trainer.data import BatchSampler, make_batches
-from tui_trainer.engine import Trainer, train
+from tui_trainer.control.channel import request
+from tui_trainer.train.data import BatchSampler, make_batches
+from tui_trainer.train.engine import Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--context-length", "16",

@@ -15,7 +15,7 @@ import pytest
 
 from tui_trainer import cli
 from tui_trainer.config import FIELDS, TrainConfig, UserError, make_config
-from tui_trainer.data import load_corpus
+from tui_trainer.train.data import load_corpus
 
 # Small and short, with every cadence given, so that a setting which wrongly
 # passes validation trains for a moment instead of running the demo.
@@ -283,7 +283,7 @@ def test_symlink_to_a_good_file_still_trains_on_it(tmp_path):
 # --- memory ---------------------------------------------------------------------------
 
 def test_model_too_big_for_any_machine_is_one_line():
-    from tui_trainer.memory import check_fits
+    from tui_trainer.train.memory import check_fits
 
     cfg = TrainConfig(n_embd=1_000_000, n_layer=100)  # not validated: check_fits alone
     with pytest.raises(UserError) as e:
@@ -294,7 +294,7 @@ def test_model_too_big_for_any_machine_is_one_line():
 
 
 def test_check_fits_against_a_given_memory_size():
-    from tui_trainer.memory import check_fits
+    from tui_trainer.train.memory import check_fits
 
     cfg = TrainConfig(n_embd=4096, n_layer=8, n_head=8)  # ~1.6e9 params: ~26 GB with AdamW
     with pytest.raises(UserError, match="lower --n-embd or --n-layer"):
@@ -309,14 +309,14 @@ def test_check_fits_against_a_given_memory_size():
 
 
 def test_demo_model_fits_this_machine():
-    from tui_trainer.memory import check_fits
+    from tui_trainer.train.memory import check_fits
 
     check_fits(make_config({}), 256, "cpu")
 
 
 def test_parameter_estimate_matches_the_model():
-    from tui_trainer.memory import estimate_params
-    from tui_trainer.model import GPT, GPTConfig
+    from tui_trainer.train.memory import estimate_params
+    from tui_trainer.train.model import GPT, GPTConfig
 
     cfg = make_config({})
     model = GPT(GPTConfig(vocab_size=256, context_length=cfg.context_length, n_layer=cfg.n_layer,

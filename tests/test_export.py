@@ -14,7 +14,7 @@ import pytest
 from runmaker import RunStart, append, append_train, write_run
 
 from tui_trainer import cli
-from tui_trainer import export as export_mod
+from tui_trainer.cli import export as export_mod
 from tui_trainer.logs import tail
 from tui_trainer.records import TrainStep
 

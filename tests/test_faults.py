@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tui_trainer import checkpoint as ckpt
+from tui_trainer.run import checkpoint as ckpt
 from tui_trainer import cli
-from tui_trainer import engine
-from tui_trainer.engine import Command, Trainer
+from tui_trainer.train import engine
+from tui_trainer.train.engine import Command, Trainer
 from tui_trainer.records import Checkpoint, Paused
 from tui_trainer.logs import ReadCounts, effective_records, read_records
-from tui_trainer.runlog import LOG_NAME, JsonlSink
+from tui_trainer.run.log_writer import LOG_NAME, JsonlSink
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--context-length", "16", "--batch-size", "4",
@@ -99,7 +99,7 @@ def test_sigterm_stops_after_the_step_with_checkpoint_and_run_end(tmp_path):
 # one's stop is still in progress.
 _SLOW_FINAL_SAVE = """
 import time, pathlib
-import tui_trainer.engine as e
+import tui_trainer.train.engine as e
 _orig = e.Trainer._save
 def _save(self, reason):
     if reason == "final":

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 import threading
 
-from tui_trainer.series import RunSeries
-from tui_trainer.sources import LocalSteering, TrainerSource
+from tui_trainer.curves.series import RunSeries
+from tui_trainer.ui.sources import LocalSteering, TrainerSource
 from tui_trainer.ui.app import DashboardApp
 from tui_trainer.ui.widgets import StatusLine
 from uitools import FakeTrainer, until

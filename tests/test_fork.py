@@ -7,11 +7,11 @@ import hashlib
 import pytest
 import torch
 
-from tui_trainer import checkpoint as ckpt
+from tui_trainer.run import checkpoint as ckpt
 from tui_trainer import cli
 from tui_trainer.logs import ReadCounts, effective_records, read_records
-from tui_trainer.rundir import LOCK_NAME
-from tui_trainer.runlog import LOG_NAME
+from tui_trainer.run.folder import LOCK_NAME
+from tui_trainer.run.log_writer import LOG_NAME
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--context-length", "8", "--batch-size", "2",
         "--eval-batches", "1", "--sample-tokens", "4", "--threads", "1", "--warmup-steps", "2",
@@ -172,7 +172,7 @@ def family(tmp_path):
 
 
 def test_lineage_in_the_table_the_viewer_and_the_export(tmp_path, capsys):
-    from tui_trainer.export import export
+    from tui_trainer.cli.export import export
     from tui_trainer.runs import scan
     from tui_trainer.runs.rows import as_json
     from tui_trainer.ui.viewer import FileSource
@@ -247,7 +247,7 @@ def test_the_fork_point_outlives_pruning_and_its_command_runs(parent, tmp_path):
     import shlex
     import shutil
 
-    from tui_trainer.fork import fork_command, keep_fork_point
+    from tui_trainer.run.fork import fork_command, keep_fork_point
 
     run = tmp_path / "run"
     shutil.copytree(parent, run)  # a run to write into: the module's parent stays untouched
@@ -267,8 +267,8 @@ def test_the_fork_point_outlives_pruning_and_its_command_runs(parent, tmp_path):
 async def test_fork_typed_when_attached_saves_and_says_the_command(tmp_path):
     from test_attach import append, attached, drained, write_log
     from test_typed_steering import served_fake, spy
-    from tui_trainer.commands import Command
-    from tui_trainer.control import serve_trainer
+    from tui_trainer.control.commands import Command
+    from tui_trainer.control.channel import serve_trainer
     from tui_trainer.records import Checkpoint
     from uitools import until
 

@@ -9,13 +9,13 @@ import textwrap
 import pytest
 import torch
 
-from tui_trainer import checkpoint as ckpt
+from tui_trainer.run import checkpoint as ckpt
 from tui_trainer.config import make_config
-from tui_trainer.data import BatchSampler, load_default_corpus
-from tui_trainer.engine import Trainer
+from tui_trainer.train.data import BatchSampler, load_default_corpus
+from tui_trainer.train.engine import Trainer
 from tui_trainer.records import RunStart, TrainStep
-from tui_trainer.resume import plan_resume
-from tui_trainer.run import Run
+from tui_trainer.run.resume import plan_resume
+from tui_trainer.run.run import Run
 
 from test_distributed import _env
 from test_steering import At, of, set_
@@ -83,7 +83,7 @@ def test_steering_acts_between_optimizer_steps(monkeypatch):
     real = Run.between_steps
     monkeypatch.setattr(Run, "between_steps", lambda self, step: (calls.append(step), real(self, step))[1])
     micro = []
-    import tui_trainer.engine as engine_mod
+    import tui_trainer.train.engine as engine_mod
     real_loss = engine_mod.calc_loss_batch
     monkeypatch.setattr(engine_mod, "calc_loss_batch", lambda *a: (micro.append(1), real_loss(*a))[1])
     t, end, seen = trained(cfg(batch_size=4, grad_accum=3, steps=5, eval_every=1000),
@@ -127,7 +127,7 @@ def test_resume_of_a_grad_accum_run_is_bitwise(tmp_path):
 
 def test_a_resume_may_not_change_grad_accum_and_old_checkpoints_resume_with_1(tmp_path, capsys):
     from tui_trainer import cli
-    from tui_trainer.checkpoint_schema import check_trainer_state
+    from tui_trainer.run.checkpoint_schema import check_trainer_state
 
     out = tmp_path / "run"
     out.mkdir()
@@ -225,9 +225,9 @@ def test_evals_under_compile_do_not_recompile_the_training_graph(monkeypatch):
 def test_tokens_per_step_on_the_console_and_the_series_old_logs_and_hostile_values_read():
     import io
 
-    from tui_trainer.console import ConsoleSink
+    from tui_trainer.run.console import ConsoleSink
     from tui_trainer.records import from_dict
-    from tui_trainer.series import RunSeries
+    from tui_trainer.curves.series import RunSeries
 
     base = {"type": "run_start", "step": 0, "run_name": "r", "config": {}, "n_params": 10, "device": "cpu",
             "total_steps": 5}
@@ -244,7 +244,7 @@ def test_tokens_per_step_on_the_console_and_the_series_old_logs_and_hostile_valu
 
 
 def test_the_memory_check_counts_one_micro_batch():
-    from tui_trainer.memory import estimate_memory
+    from tui_trainer.train.memory import estimate_memory
 
     assert estimate_memory(cfg(batch_size=8, grad_accum=64), 256) == estimate_memory(cfg(batch_size=8), 256)
 
@@ -253,7 +253,7 @@ def test_the_status_line_shows_tokens_per_step(monkeypatch):
     from textual.geometry import Size
 
     from tui_trainer.records import from_dict
-    from tui_trainer.series import RunSeries
+    from tui_trainer.curves.series import RunSeries
     from tui_trainer.ui.widgets import StatusLine
 
     shown = []

@@ -8,10 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tui_trainer import hardware, threads
+from tui_trainer.train import hardware, threads
 from tui_trainer.config import UserError, make_config
-from tui_trainer.hardware import (configure, pick_compile, pick_device, pick_dtype, pick_fused_adamw,
-                                  pick_tf32)
+from tui_trainer.train.hardware import configure, pick_compile, pick_device, pick_dtype, pick_fused_adamw, pick_tf32
 from tui_trainer.records import Status, TrainStep
 
 CPU = torch.device("cpu")
@@ -143,8 +142,8 @@ def test_cpu_uses_fused_adamw_where_torch_has_the_kernel(monkeypatch):
 
 
 def test_fused_adamw_on_cpu_trains_like_the_default_loop():
-    from tui_trainer.model import GPT, GPTConfig
-    from tui_trainer.optim import make_optimizer
+    from tui_trainer.train.model import GPT, GPTConfig
+    from tui_trainer.train.optim import make_optimizer
 
     losses = {}
     for fused in (False, True):
@@ -204,7 +203,7 @@ def test_compile_time_is_shown_as_a_status_before_the_first_step(monkeypatch):
     """The compile happens inside the first step; the UI must see "compiling"
     before it and its duration after it.  torch.compile is stubbed out so the
     test checks the engine's reporting, not Inductor."""
-    from tui_trainer.engine import Trainer
+    from tui_trainer.train.engine import Trainer
 
     monkeypatch.setattr(hardware, "pick_compile", lambda requested, device, notes=None: requested)
     monkeypatch.setattr(torch, "compile", lambda model, **kw: model)
@@ -236,7 +235,7 @@ def test_describe_names_the_path_and_the_reasons(fake_cuda):
 
 
 def test_a_failing_compile_falls_back_to_eager_and_says_so(monkeypatch):
-    from tui_trainer.engine import Trainer
+    from tui_trainer.train.engine import Trainer
 
     class Uncompilable(torch.nn.Module):
         def __init__(self, model):
@@ -417,7 +416,7 @@ def test_the_wait_policy_does_not_change_the_losses(tmp_path):
                                    dict(n_layer=4, n_embd=96, vocab_size=1000, bias=False),
                                    dict(n_layer=3, n_embd=48, vocab_size=100, bias=True)])
 def test_parameter_count_from_the_shape_matches_the_model(shape):
-    from tui_trainer.model import GPT, GPTConfig
+    from tui_trainer.train.model import GPT, GPTConfig
 
     model = GPT(GPTConfig(n_head=4, context_length=32, **shape))
     assert hardware.count_params(**shape) == model.num_params()
@@ -435,7 +434,7 @@ def test_flops_per_token_of_gpt2_small():
 def test_the_model_counts_flops_as_mfu_does():
     """One definition: the model's own figure (bench_engine's MFU) was 6, not
     12, x layers x width x context."""
-    from tui_trainer.model import GPT, GPTConfig
+    from tui_trainer.train.model import GPT, GPTConfig
 
     model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, context_length=32))
     assert model.flops_per_token() == hardware.flops_per_token(model.config, model.num_params())

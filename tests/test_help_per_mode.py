@@ -17,11 +17,11 @@ from textual.widgets import Input
 from test_attach import attached, fake_trainer, write_log
 from test_ui_keys import footer, help_text, live_app, view_app
 from tui_trainer import cli
-from tui_trainer.commands import Command, CommandQueue
-from tui_trainer.control import serve_trainer
+from tui_trainer.control.commands import Command, CommandQueue
+from tui_trainer.control.channel import serve_trainer
 from tui_trainer.records import RunEnd
-from tui_trainer.rundir import RunLock
-from tui_trainer.settings import Settings
+from tui_trainer.run.folder import RunLock
+from tui_trainer.control.settings import Settings
 from tui_trainer.ui import keys
 from tui_trainer.ui.runs_table import KEYS_HELP, RunsScreen
 from tui_trainer.ui.widgets import SamplePane

@@ -14,9 +14,9 @@ import statistics
 import pytest
 
 from tui_trainer.records import Eval, TrainStep
-from tui_trainer.runlog import LOG_NAME, JsonlSink
-from tui_trainer.series import RunSeries
-from tui_trainer.sources import LocalSteering, TrainerSource
+from tui_trainer.run.log_writer import LOG_NAME, JsonlSink
+from tui_trainer.curves.series import RunSeries
+from tui_trainer.ui.sources import LocalSteering, TrainerSource
 from tui_trainer.ui.app import DashboardApp
 from tui_trainer.ui.attach import AttachSource
 from tui_trainer.ui.widgets import EvalLog
@@ -32,7 +32,7 @@ def _first_run(tiny_cfg, run_dir):
     made to say the evals were excellent, and a crashed later session's
     steps 41..44 (an eval at 44 better still) are appended: the resume from
     step 40 supersedes those."""
-    from tui_trainer.engine import Trainer
+    from tui_trainer.train.engine import Trainer
 
     run_dir.mkdir()
     log = JsonlSink(run_dir / LOG_NAME)
@@ -57,8 +57,8 @@ def _first_run(tiny_cfg, run_dir):
 @pytest.fixture
 def resumed(tiny_cfg, tmp_path):
     """The live dashboard of a resumed run, training steps 41..60."""
-    from tui_trainer.engine import Trainer
-    from tui_trainer.resume import plan_resume
+    from tui_trainer.train.engine import Trainer
+    from tui_trainer.run.resume import plan_resume
 
     run_dir = tmp_path / "run"
     _first_run(tiny_cfg, run_dir)

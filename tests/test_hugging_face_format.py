@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tui_trainer import cli, own_loop, records
+from tui_trainer import cli, records
+from tui_trainer.loops import own_loop
 from tui_trainer.logs import LogError, load_series
 from tui_trainer.logs import parsing
 from tui_trainer.logs.formats import hugging_face, ours

@@ -12,8 +12,8 @@ pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate"
 import torch  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments  # noqa: E402
 
-from tui_trainer.control import request  # noqa: E402
-from tui_trainer.integrations.huggingface import TuiTrainerCallback  # noqa: E402
+from tui_trainer.control.channel import request  # noqa: E402
+from tui_trainer.loops.huggingface import TuiTrainerCallback  # noqa: E402
 from tui_trainer.logs import load_series, read_records  # noqa: E402
 
 from test_own_loop import wait_for  # noqa: E402

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from tui_trainer.lesson import generate_and_print_sample
-from tui_trainer.model import GPT, GPTConfig, KVCache
+from tui_trainer.train.lesson import generate_and_print_sample
+from tui_trainer.train.model import GPT, GPTConfig, KVCache
 
 
 def make(ctx=8, n_layer=2, n_head=2, n_embd=16, vocab=32, dropout=0.0, bias=True, seed=0) -> GPT:

@@ -16,8 +16,8 @@ from tui_trainer.logs.paths import LogError, resolve
 from tui_trainer.logs.source import LogSource
 from tui_trainer.logs.tail import Tail
 from tui_trainer.records import Eval, RunEnd, RunStart, Sample, TrainStep
-from tui_trainer.runlog import JsonlSink, dumps
-from tui_trainer.series import RunSeries
+from tui_trainer.run.log_writer import JsonlSink, dumps
+from tui_trainer.curves.series import RunSeries
 
 
 def write_run(path, steps=50, eval_every=10, loss=lambda s: 4.0 - s / 100, session=None, end=True):

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_logs import _flat, write_run
 
-from tui_trainer import runlog
+from tui_trainer.run import log_writer as runlog
 from tui_trainer.logs import effective_records, load_series, read_records
 from tui_trainer.logs.follow import Feed
 from tui_trainer.logs.formats.ours import build, field_checks
@@ -30,8 +30,8 @@ from tui_trainer.logs.load import apply_items
 from tui_trainer.logs.parsing import LineParser, TrainBlock, decode
 from tui_trainer.logs.source import LogSource
 from tui_trainer.records import RECORD_TYPES, Eval, Record, RunEnd, TrainStep
-from tui_trainer.runlog import dumps
-from tui_trainer.series import RunSeries
+from tui_trainer.run.log_writer import dumps
+from tui_trainer.curves.series import RunSeries
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Sums of values near 1e308 overflow to inf in the series' buckets (curves.py): a warning, not a failure;

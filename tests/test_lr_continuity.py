@@ -15,19 +15,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tui_trainer import checkpoint as ckpt
+from tui_trainer.run import checkpoint as ckpt
 from tui_trainer import cli
-from tui_trainer.checkpoint_schema import SchemaError, check_trainer_state
-from tui_trainer.commands import Command, Order
+from tui_trainer.run.checkpoint_schema import SchemaError, check_trainer_state
+from tui_trainer.control.commands import Command, Order
 from tui_trainer.config import make_config
-from tui_trainer.engine import Trainer
+from tui_trainer.train.engine import Trainer
 from tui_trainer.logs import ReadCounts, effective_records, read_records
-from tui_trainer.optim import cosine_with_warmup
+from tui_trainer.train.optim import cosine_with_warmup
 from tui_trainer.records import LrJump, TrainStep, from_dict
-from tui_trainer.resume import how_to_go_on, plan_resume
-from tui_trainer.run import Run
-from tui_trainer.runlog import LOG_NAME
-from tui_trainer.schedule import JUMP, LRSchedule
+from tui_trainer.run.resume import how_to_go_on, plan_resume
+from tui_trainer.run.run import Run
+from tui_trainer.run.log_writer import LOG_NAME
+from tui_trainer.train.schedule import JUMP, LRSchedule
 from tui_trainer.ui.viewer import FileSource, viewer_app
 from uitools import until
 

@@ -14,8 +14,8 @@ import pytest
 
 from runmaker import write_run
 from test_terminal_text import TINY, env, wait_for
-from tui_trainer.control import TrainerControl, request
-from tui_trainer.mcp_server import Refused, Tools, downsample, run_path
+from tui_trainer.control.channel import TrainerControl, request
+from tui_trainer.cli.mcp_server import Refused, Tools, downsample, run_path
 
 
 def need_mcp() -> None:
@@ -25,7 +25,7 @@ def need_mcp() -> None:
 def test_a_request_may_say_it_comes_from_mcp_and_nothing_else(tiny_cfg):
     from test_control import drained
 
-    from tui_trainer.engine import Trainer
+    from tui_trainer.train.engine import Trainer
 
     t = Trainer(tiny_cfg(threads=1), None)
     handle = TrainerControl(t.run_handle).handle

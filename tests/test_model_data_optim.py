@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from tui_trainer.data import BatchSampler, make_batches
-from tui_trainer.engine import calc_loss_batch, evaluate_model
-from tui_trainer.model import GPT, GPTConfig, LayerNorm
-from tui_trainer.optim import build_param_groups, cosine_with_warmup
+from tui_trainer.train.data import BatchSampler, make_batches
+from tui_trainer.train.engine import calc_loss_batch, evaluate_model
+from tui_trainer.train.model import GPT, GPTConfig, LayerNorm
+from tui_trainer.train.optim import build_param_groups, cosine_with_warmup
 
 
 def tiny_model(**kw):
@@ -144,7 +144,7 @@ def test_forward_rejects_sequences_longer_than_context():
 
 
 def test_generate_and_print_sample_prints_and_returns_text(capsys):
-    from tui_trainer.engine import generate_and_print_sample
+    from tui_trainer.train.engine import generate_and_print_sample
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=256, context_length=16, n_layer=1, n_head=2, n_embd=16))

@@ -16,13 +16,13 @@ import torch
 
 from tui_trainer import cli
 from tui_trainer.config import UserError, make_config
-from tui_trainer.data import load_corpus
-from tui_trainer.lesson import calc_loss_batch
+from tui_trainer.train.data import load_corpus
+from tui_trainer.train.lesson import calc_loss_batch
 from tui_trainer.logs import ReadCounts, effective_records, load_series, read_records
-from tui_trainer.model import GPT, GPTConfig
-from tui_trainer.nanogpt_files import CharTokenizer, read_meta
-from tui_trainer.parts import build_parts
-from tui_trainer.runlog import LOG_NAME
+from tui_trainer.train.model import GPT, GPTConfig
+from tui_trainer.text.nanogpt import CharTokenizer, read_meta
+from tui_trainer.train.parts import build_parts
+from tui_trainer.run.log_writer import LOG_NAME
 
 TINY = dict(n_layer=1, n_head=2, n_embd=32, context_length=16, batch_size=4, eval_batches=2, bias=False,
             sample_tokens=12, warmup_steps=2, threads=1)

@@ -15,13 +15,13 @@ import pytest
 import torch
 
 import tui_trainer
-from tui_trainer.control import request
+from tui_trainer.control.channel import request
 from tui_trainer.errors import UserError
 from tui_trainer.logs import load_series, read_records
 from tui_trainer.logs.formats.ours import typed_record
 from tui_trainer.records import Eval, TrainStep
-from tui_trainer.rundir import is_live
-from tui_trainer.run import Run
+from tui_trainer.run.folder import is_live
+from tui_trainer.run.run import Run
 
 from test_distributed import _env, wait_for as _wait_for
 
@@ -245,7 +245,7 @@ def test_a_folder_holding_a_run_is_refused_unless_resumed(tmp_path):
 
 
 def test_a_record_after_finish_is_refused_in_one_line(tmp_path):
-    from tui_trainer.own_loop import RunFinishedError
+    from tui_trainer.loops.own_loop import RunFinishedError
 
     folder = tmp_path / "run"
     run = tui_trainer.init(folder, quiet=True)
@@ -411,7 +411,7 @@ def test_two_ranks_get_the_same_pauses_evals_and_stop(tmp_path):
 # --- tui-trainer run ----------------------------------------------------------
 
 def test_run_starts_the_script_and_attaches_to_the_run_it_creates(tmp_path, monkeypatch):
-    from tui_trainer import launch
+    from tui_trainer.loops import launch
     from tui_trainer.ui import attach
 
     folder = tmp_path / "run"

@@ -9,7 +9,7 @@ import math
 import torch
 
 import tui_trainer
-from tui_trainer.console import ConsoleSink
+from tui_trainer.run.console import ConsoleSink
 from tui_trainer.logs import read_records
 from tui_trainer.logs.formats.ours import typed_record
 
@@ -48,7 +48,7 @@ def test_tokens_per_second_from_logged_tokens(tmp_path):
 
 
 def test_batch_shape_counts_tokens_and_gives_mfu(tmp_path, monkeypatch):
-    monkeypatch.setattr("tui_trainer.hardware.peak_flops", lambda device, dtype="fp32", tf32=True: 1e15)
+    monkeypatch.setattr("tui_trainer.train.hardware.peak_flops", lambda device, dtype="fp32", tf32=True: 1e15)
     sink = _run(tmp_path / "r", batch_shape=(4, 16))
     recs = read_records(tmp_path / "r" / "losses.jsonl")
     start = recs[0]

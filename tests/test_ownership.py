@@ -18,7 +18,7 @@ import torch
 import tui_trainer
 from tui_trainer.errors import UserError
 from tui_trainer.logs import read_records
-from tui_trainer.rundir import LOCK_NAME, RunLock, lock_holders
+from tui_trainer.run.folder import LOCK_NAME, RunLock, lock_holders
 
 from test_distributed import _env
 
@@ -118,8 +118,8 @@ def test_lock_holders_reads_the_kernels_table_for_that_file_only(tmp_path):
 FORKING_LOOP = r"""
 import json, os, sys
 import tui_trainer
-from tui_trainer.control import request
-from tui_trainer.rundir import is_live
+from tui_trainer.control.channel import request
+from tui_trainer.run.folder import is_live
 
 folder = sys.argv[1]
 run = tui_trainer.init(folder, quiet=True)

@@ -10,10 +10,10 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tui_trainer.console import ConsoleSink
+from tui_trainer.run.console import ConsoleSink
 from tui_trainer.fmt import fmt_mfu
 from tui_trainer.records import RunStart, Status, TrainStep
-from tui_trainer.series import RunSeries
+from tui_trainer.curves.series import RunSeries
 
 TOKENS = 1024  # per step
 

@@ -18,15 +18,16 @@ import time
 import numpy as np
 import pytest
 
-from tui_trainer import cli, control_server
-from tui_trainer.commands import Command, Dropped, Order
-from tui_trainer.control import ControlError, TrainerControl, request, serve_trainer
-from tui_trainer.control_server import MAX_DEPTH, nesting, parse_request
-from tui_trainer.data import ByteTokenizer, IdTokenizer
-from tui_trainer.engine import Trainer
+from tui_trainer import cli
+from tui_trainer.control import server as control_server
+from tui_trainer.control.commands import Command, Dropped, Order
+from tui_trainer.control.channel import ControlError, TrainerControl, request, serve_trainer
+from tui_trainer.control.server import MAX_DEPTH, nesting, parse_request
+from tui_trainer.train.data import ByteTokenizer, IdTokenizer
+from tui_trainer.train.engine import Trainer
 from tui_trainer.records import Ack, RunEnd, Sample
-from tui_trainer.run import Run
-from tui_trainer.runlog import LOG_NAME, JsonlSink
+from tui_trainer.run.run import Run
+from tui_trainer.run.log_writer import LOG_NAME, JsonlSink
 
 from test_control import ListSink, drained, fake_trainer, raw
 from test_faults import records, start, wait_until
@@ -347,7 +348,7 @@ def test_attach_sample_says_at_once_when_the_run_could_not_draw_it(tiny_cfg, run
 def test_the_prompt_box_is_checked_like_the_socket(tiny_cfg):
     from types import SimpleNamespace
 
-    from tui_trainer.sources import LocalSteering
+    from tui_trainer.ui.sources import LocalSteering
 
     t = Trainer(tiny_cfg(threads=1), None)
     steering = LocalSteering(SimpleNamespace(trainer=t, done=False, stopping=False))  # the g key's route

@@ -15,11 +15,11 @@ import time
 
 import pytest
 
-from tui_trainer.control import COMMANDS, request
-from tui_trainer.engine import Trainer
+from tui_trainer.control.channel import COMMANDS, request
+from tui_trainer.train.engine import Trainer
 from tui_trainer.records import Ack, RunEnd
-from tui_trainer.run import Run
-from tui_trainer.settings import coerce
+from tui_trainer.run.run import Run
+from tui_trainer.control.settings import coerce
 
 MESSAGES = 300
 SEED = 20

@@ -6,13 +6,13 @@ import json
 import pytest
 import torch
 
-from tui_trainer import checkpoint as ckpt
+from tui_trainer.run import checkpoint as ckpt
 from tui_trainer import cli
-from tui_trainer.engine import Trainer
+from tui_trainer.train.engine import Trainer
 from tui_trainer.records import TrainStep
-from tui_trainer.rundir import RunLock
+from tui_trainer.run.folder import RunLock
 from tui_trainer.logs import ReadCounts, effective_records, read_records
-from tui_trainer.runlog import LOG_NAME, JsonlSink
+from tui_trainer.run.log_writer import LOG_NAME, JsonlSink
 
 TINY = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--context-length", "16", "--batch-size", "4",
         "--eval-batches", "1", "--sample-tokens", "8", "--warmup-steps", "3", "--threads", "1",

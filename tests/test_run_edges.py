@@ -15,11 +15,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tui_trainer import cli, signals
+from tui_trainer import cli
+from tui_trainer.run import signals
 from tui_trainer.records import Checkpoint, RunEnd, RunStart
-from tui_trainer.run import Run
-from tui_trainer.rundir import RunLock, is_live
-from tui_trainer.runlog import LOG_NAME, JsonlSink
+from tui_trainer.run.run import Run
+from tui_trainer.run.folder import RunLock, is_live
+from tui_trainer.run.log_writer import LOG_NAME, JsonlSink
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--context-length", "16", "--batch-size", "4",
@@ -233,7 +234,7 @@ def test_a_full_disk_ends_the_run_failed_with_one_line_and_a_readable_log(tmp_pa
     assert last_train < 200
     # A final checkpoint where space allowed: at the step the run stopped.
     assert (out / "latest.pt").exists()
-    from tui_trainer.checkpoint import load_checkpoint
+    from tui_trainer.run.checkpoint import load_checkpoint
     assert load_checkpoint(out / "latest.pt")["step"] >= last_train
 
 
@@ -248,7 +249,7 @@ def test_resume_with_other_threads_says_it_is_not_exact(tmp_path, capsys):
     assert "not bit-identical" in printed
     starts = [json.loads(x) for x in (out / LOG_NAME).read_text().splitlines() if '"run_start"' in x]
     assert starts[-1]["inexact"] == ["threads"] and starts[0].get("inexact") is None
-    from tui_trainer.series import RunSeries
+    from tui_trainer.curves.series import RunSeries
     from tui_trainer.records import from_dict
     s = RunSeries()
     s.apply(from_dict(starts[-1]))
@@ -293,10 +294,10 @@ def test_view_without_a_terminal_refuses_instead_of_spinning(tmp_path, capsys):
 # --- the numbers people watch ----------------------------------------------------
 
 def test_run_start_carries_what_mfu_needs_and_resources_are_sampled(tiny_cfg, monkeypatch):
-    from tui_trainer import resources
-    from tui_trainer.engine import Trainer
+    from tui_trainer.run import resources
+    from tui_trainer.train.engine import Trainer
     from tui_trainer.records import Resources
-    from tui_trainer.series import RunSeries
+    from tui_trainer.curves.series import RunSeries
 
     monkeypatch.setattr(resources, "EVERY_S", 0.0)  # a sample after every step
     seen = []
@@ -314,8 +315,8 @@ def test_run_start_carries_what_mfu_needs_and_resources_are_sampled(tiny_cfg, mo
 
 async def test_the_status_line_shows_mfu_and_memory():
     from tui_trainer.records import Resources, RunStart, TrainStep
-    from tui_trainer.series import RunSeries
-    from tui_trainer.sources import QueueSource
+    from tui_trainer.curves.series import RunSeries
+    from tui_trainer.ui.sources import QueueSource
     from tui_trainer.ui.app import DashboardApp
     from tui_trainer.ui.widgets import StatusLine
     from uitools import until
@@ -338,8 +339,8 @@ async def test_the_status_line_shows_mfu_and_memory():
 
 async def test_a_run_that_ended_diverged_is_not_called_paused():
     from tui_trainer.records import BadStep, Paused
-    from tui_trainer.series import RunSeries
-    from tui_trainer.sources import QueueSource
+    from tui_trainer.curves.series import RunSeries
+    from tui_trainer.ui.sources import QueueSource
     from tui_trainer.ui.app import DashboardApp
     from tui_trainer.ui.widgets import Alert
     from uitools import until

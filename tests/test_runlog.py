@@ -3,7 +3,7 @@ import math
 
 from tui_trainer.records import BadStep, Eval, RunEnd, TrainStep, from_dict
 from tui_trainer.logs import ReadCounts, iter_jsonl
-from tui_trainer.runlog import JsonlSink, dumps
+from tui_trainer.run.log_writer import JsonlSink, dumps
 
 
 def strict_loads(line):

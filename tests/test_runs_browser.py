@@ -14,8 +14,8 @@ from textual.widgets import DataTable
 from uitools import until
 
 from tui_trainer import cli
-from tui_trainer.series import RunSeries
-from tui_trainer.sources import RecordSource
+from tui_trainer.curves.series import RunSeries
+from tui_trainer.ui.sources import RecordSource
 from tui_trainer.ui import keys
 from tui_trainer.ui.app import DashboardApp
 from tui_trainer.ui.browser import Browser

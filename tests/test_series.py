@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from tui_trainer.records import (Ack, BadStep, Checkpoint, Eval, Paused, Resumed, RunEnd, RunStart, Sample,
                                  Status, TrainStep)
-from tui_trainer.curves import Buckets, Curve
-from tui_trainer.series import RunSeries
-from tui_trainer.smoothing import ema
+from tui_trainer.curves.curve import Buckets, Curve
+from tui_trainer.curves.series import RunSeries
+from tui_trainer.curves.smoothing import ema
 
 
 def train(step: int, loss: float, lr: float = 1e-3, elapsed: float | None = None) -> TrainStep:
@@ -153,7 +153,7 @@ def test_columns_of_x_values_past_floats_range_stay_on_the_plot():
     holds: the columns stay in range, with no warning (it was an invalid cast)."""
     import warnings
 
-    from tui_trainer.curves import columns
+    from tui_trainer.curves.curve import columns
 
     x = np.array([-1e308, -1e300, 0.0, 1e300, 1e308, 1.7e308])
     ones = np.ones(len(x))

@@ -17,12 +17,12 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tui_trainer import cli
 from tui_trainer.bounds import BOUNDS, MAX_STEPS, Bound, number
-from tui_trainer.checkpoint_schema import SchemaError, check_config_values, check_live_values
+from tui_trainer.run.checkpoint_schema import SchemaError, check_config_values, check_live_values
 from tui_trainer.config import FIELDS, TrainConfig, UserError, field_types, load_toml, make_config, validate
-from tui_trainer.live import define_live_settings
-from tui_trainer.resume import how_to_go_on
-from tui_trainer.schedule import LRSchedule
-from tui_trainer.settings import Settings
+from tui_trainer.control.live import define_live_settings
+from tui_trainer.run.resume import how_to_go_on
+from tui_trainer.train.schedule import LRSchedule
+from tui_trainer.control.settings import Settings
 
 CONFIG_NUMBERS = sorted(n for n, t in field_types().items() if t.base in (int, float))
 LIVE_ONLY = ("lr_scale", "pause_at")
@@ -45,7 +45,7 @@ def live_settings(**cfg_values):
                         optimizer=SimpleNamespace(param_groups=[{"weight_decay": cfg.weight_decay}, {}]))
     s = Settings()
     define_live_settings(t, s)
-    from tui_trainer.run import Run
+    from tui_trainer.run.run import Run
 
     s.define("pause_at", int, lambda: 0, lambda v: None, check=Run(None).settings._defs["pause_at"].check)
     return t, s
@@ -194,7 +194,7 @@ def test_train_longer_hint_never_asks_for_more_than_the_maximum(tmp_path):
     ("temperature", 1e-7, "at least 1e-6 and at most 100"),  # said "(0, 100]" while refusing 1e-7
     ("temperature", 101, "at most 100"), ("top_k", 2**33, "at most 4294967296"), ("tokens", 0, "at least 1")])
 def test_a_sample_request_names_the_bound_it_enforces(key, value, words):
-    from tui_trainer.control import sample_args
+    from tui_trainer.control.channel import sample_args
 
     args, why = sample_args({"prompt": "a", key: value})
     assert args == {} and words in why, why

@@ -56,7 +56,7 @@ def test_a_fifo_as_the_peak_cache_neither_hangs_training_nor_is_replaced(tmp_pat
 
 PEAK_TWICE = r"""
 import os, sys
-from tui_trainer.hardware import cache_dir, cpu_peak_flops
+from tui_trainer.train.hardware import cache_dir, cpu_peak_flops
 first = cpu_peak_flops()            # a FIFO at the cache's name: measured, nothing read or written
 fifo = cache_dir() / "peak-flops.json"
 print(first > 0, fifo.is_fifo())
@@ -106,7 +106,7 @@ def test_a_config_file_that_cannot_be_read_sensibly_is_one_line(tmp_path, monkey
 # before the first step.
 SLOW_START = r"""
 import sys
-import tui_trainer.engine as engine
+import tui_trainer.train.engine as engine
 
 phase = sys.argv[1]
 target = "__init__" if phase == "build" else "run"

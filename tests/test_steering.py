@@ -9,15 +9,15 @@ import threading
 import pytest
 
 from tui_trainer import cli
-from tui_trainer.commands import Command, Order
+from tui_trainer.control.commands import Command, Order
 from tui_trainer.config import make_config
-from tui_trainer.control import TrainerControl, request, serve_trainer
-from tui_trainer.engine import Trainer
-from tui_trainer.optim import cosine_with_warmup
+from tui_trainer.control.channel import TrainerControl, request, serve_trainer
+from tui_trainer.train.engine import Trainer
+from tui_trainer.train.optim import cosine_with_warmup
 from tui_trainer.records import Change, Eval, Paused, RunEnd, Sample, TrainStep
-from tui_trainer.run import Run
-from tui_trainer.runlog import LOG_NAME, JsonlSink
-from tui_trainer.series import RunSeries
+from tui_trainer.run.run import Run
+from tui_trainer.run.log_writer import LOG_NAME, JsonlSink
+from tui_trainer.curves.series import RunSeries
 
 from test_distributed import TINY as DDP_TINY, records, torchrun
 from test_distributed import wait_for as _wait_for
@@ -242,7 +242,7 @@ def test_resume_after_a_change_is_exact(tiny_cfg, tmp_path):
     part_end, part = go(tmp_path / "part", {7: [set_("lr_scale", 0.5), set_("weight_decay", 0.02)]}, stop_at=23)
     assert part_end.status == "stopped" and part_end.step == 23
 
-    from tui_trainer.resume import plan_resume
+    from tui_trainer.run.resume import plan_resume
     plan = plan_resume(tmp_path / "part", {})
     run = Run(tmp_path / "part", checkpoint_every=plan.cfg.ckpt_every, keep=plan.cfg.keep)
     rest = []

@@ -7,8 +7,8 @@ from __future__ import annotations
 from textual.app import App
 
 from tui_trainer.records import Paused, Resumed, TrainStep
-from tui_trainer.series import RunSeries
-from tui_trainer.sources import LocalSteering, TrainerSource
+from tui_trainer.curves.series import RunSeries
+from tui_trainer.ui.sources import LocalSteering, TrainerSource
 from tui_trainer.ui import suspend
 from tui_trainer.ui.app import DashboardApp
 from uitools import FakeTrainer, until

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tui_trainer.console import ConsoleSink
+from tui_trainer.run.console import ConsoleSink
 from tui_trainer.records import RunEnd, RunStart, Sample
 from tui_trainer.terminal import CONTROLS, PrintableStream, printable, printable_streams
 from tui_trainer.ui.safe import plain

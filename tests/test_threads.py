@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tui_trainer import threads
-from tui_trainer.engine import Trainer
-from tui_trainer.model import GPT, GPTConfig, LayerNorm, pin_gradient_threads
+from tui_trainer.train import threads
+from tui_trainer.train.engine import Trainer
+from tui_trainer.train.model import GPT, GPTConfig, LayerNorm, pin_gradient_threads
 from tui_trainer.records import TrainStep
-from tui_trainer.threads import ThreadGovernor, ladder
+from tui_trainer.train.threads import ThreadGovernor, ladder
 
 
 @pytest.fixture
@@ -233,7 +233,7 @@ def test_a_single_thread_machine_never_changes_anything():
 
 def test_the_count_is_automatic_on_cpu_unless_pinned(no_cuda, keep_threads, monkeypatch):
     from tui_trainer.config import make_config
-    from tui_trainer.hardware import configure
+    from tui_trainer.train.hardware import configure
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     torch.set_num_threads(2)
@@ -267,7 +267,7 @@ def test_the_status_line_shows_the_threads_in_use_and_nothing_odd():
 
 
 def test_resources_records_carry_the_thread_count(tiny_cfg, keep_threads, monkeypatch):
-    from tui_trainer import resources
+    from tui_trainer.run import resources
     from tui_trainer.records import Resources
 
     monkeypatch.setattr(resources, "EVERY_S", 0.0)  # a sample after every step

@@ -11,15 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tui_trainer import cli
-from tui_trainer.commands import Command, Order
+from tui_trainer.control.commands import Command, Order
 from tui_trainer.config import make_config
 from tui_trainer.errors import UserError
 from tui_trainer.logs import effective_records, read_records
 from tui_trainer.records import Change, Paused, Resumed, RunStart, TrainStep
-from tui_trainer.engine import Trainer
-from tui_trainer.run import Run
-from tui_trainer.runlog import LOG_NAME
-from tui_trainer.time_budget import TimeBudget, parse_duration
+from tui_trainer.train.engine import Trainer
+from tui_trainer.run.run import Run
+from tui_trainer.run.log_writer import LOG_NAME
+from tui_trainer.run.time_budget import TimeBudget, parse_duration
 
 from test_lr_continuity import TINY, session
 

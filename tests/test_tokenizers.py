@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from tui_trainer import cli, text_codec
+from tui_trainer import cli
+from tui_trainer.text import tokenizer as text_codec
 from tui_trainer.config import UserError, make_config
-from tui_trainer.data import load_corpus
+from tui_trainer.train.data import load_corpus
 from tui_trainer.logs import ReadCounts, effective_records, read_records
-from tui_trainer.runlog import LOG_NAME
+from tui_trainer.run.log_writer import LOG_NAME
 
 pytest.importorskip("tokenizers")
 
@@ -295,7 +296,7 @@ def test_prompts_are_checked_by_the_tokenizer(tok_json):
 def test_live_sample_requests_go_through_the_tokenizer(tmp_path, text_file):
     """attach --sample, g and the socket: the prompt is checked on arrival by
     the run's tokenizer, and the sample is text."""
-    from tui_trainer.engine import Trainer
+    from tui_trainer.train.engine import Trainer
 
     cfg = make_config({"data": str(text_file), "tokenizer": "bpe:300", "out": str(tmp_path / "r"), "n_layer": 1,
                        "n_embd": 32, "n_head": 2, "context_length": 16, "batch_size": 4, "eval_batches": 1,
@@ -327,7 +328,7 @@ def test_a_missing_package_names_the_extra(monkeypatch):
 
 
 def test_an_old_checkpoint_without_the_setting_resumes_as_bytes():
-    from tui_trainer.checkpoint_schema import ADDED_LATER
+    from tui_trainer.run.checkpoint_schema import ADDED_LATER
 
     assert "tokenizer" in ADDED_LATER
     assert json.loads(json.dumps(make_config({}).to_dict()))["tokenizer"] == "bytes"

@@ -7,13 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from tui_trainer.commands import Command, CommandQueue, Order
-from tui_trainer.control import serve_trainer
+from tui_trainer.control.commands import Command, CommandQueue, Order
+from tui_trainer.control.channel import serve_trainer
 from tui_trainer.records import Change, Checkpoint, Eval, Paused, Resumed, RunStart, Sample, TrainStep
-from tui_trainer.runlog import LOG_NAME, JsonlSink
-from tui_trainer.series import RunSeries
-from tui_trainer.settings import Settings, positive
-from tui_trainer.sources import LocalSteering, TrainerSource
+from tui_trainer.run.log_writer import LOG_NAME, JsonlSink
+from tui_trainer.curves.series import RunSeries
+from tui_trainer.control.settings import Settings, positive
+from tui_trainer.ui.sources import LocalSteering, TrainerSource
 from tui_trainer.ui.app import DashboardApp
 from tui_trainer.ui.command_line import CommandScreen, completions, parse, unescape
 from tui_trainer.ui.plot import CurvePlot
@@ -59,7 +59,7 @@ def test_completion_offers_the_runs_own_keys_and_their_values():
 
 @pytest.fixture
 def live(tiny_cfg, tmp_path):
-    from tui_trainer.engine import Trainer
+    from tui_trainer.train.engine import Trainer
 
     cfg = tiny_cfg(steps=100_000, eval_every=100_000, threads=1)
     run_dir = tmp_path / "run"

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from tui_trainer import records as R
 from tui_trainer.fmt import fmt_count, fmt_duration, fmt_int, fmt_loss, fmt_lr, fmt_small, fmt_step, fmt_value
 from tui_trainer.records import Ack, Checkpoint, Eval, RunEnd, RunStart, Sample, Status, TrainStep
-from tui_trainer.series import RunSeries
-from tui_trainer.sources import Answer, LocalSteering, QueueSource
+from tui_trainer.curves.series import RunSeries
+from tui_trainer.ui.sources import Answer, LocalSteering, QueueSource
 from tui_trainer.ui.app import DashboardApp
 from tui_trainer.ui.plot import CurvePlot, nice_ticks
 from tui_trainer.ui.widgets import EvalLog
@@ -185,7 +185,7 @@ async def test_markup_in_every_string_shows_literally():
 
 async def test_markup_in_a_log_file_shows_in_the_viewer(tmp_path):
     from test_logs import write_run
-    from tui_trainer.runlog import JsonlSink
+    from tui_trainer.run.log_writer import JsonlSink
     from tui_trainer.ui.viewer import FileSource, viewer_app
 
     evil = "[/][@click=app.quit]x[/] \x1b[2J"

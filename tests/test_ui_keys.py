@@ -11,10 +11,10 @@ from textual.content import Content
 from textual.widgets._footer import FooterKey
 
 from test_attach import fake_trainer, write_log
-from tui_trainer.control import serve_trainer
+from tui_trainer.control.channel import serve_trainer
 from tui_trainer.records import RunEnd
-from tui_trainer.series import RunSeries
-from tui_trainer.sources import LocalSteering, TrainerSource
+from tui_trainer.curves.series import RunSeries
+from tui_trainer.ui.sources import LocalSteering, TrainerSource
 from tui_trainer.ui import keys
 from tui_trainer.ui.app import DashboardApp
 from tui_trainer.ui.attach import AttachSource, attach_app

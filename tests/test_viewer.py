@@ -14,7 +14,7 @@ import pytest
 from test_logs import write_run
 from tui_trainer import cli
 from tui_trainer.records import TrainStep
-from tui_trainer.runlog import dumps
+from tui_trainer.run.log_writer import dumps
 from tui_trainer.ui.plot import CurvePlot
 from tui_trainer.ui.viewer import FileSource, viewer_app
 from tui_trainer.ui.widgets import EvalLog, HelpScreen, SamplePane

@@ -11,7 +11,7 @@ from pathlib import Path
 from runmaker import Change, append, live, write_run
 from test_terminal_text import TINY, cli, env, wait_for
 from tui_trainer import cli as tui_cli
-from tui_trainer.control import request
+from tui_trainer.control.channel import request
 
 EVIL = "evil\x1b]0;PWNED\x07\x1b[2Jname\x07"
 

@@ -6,10 +6,10 @@ import queue
 import threading
 import time
 
-from tui_trainer.commands import Command
+from tui_trainer.control.commands import Command
 from tui_trainer.records import (Checkpoint, Eval, Paused, Record, Resumed, RunEnd, RunStart, Sample, Status,
                                  TrainStep)
-from tui_trainer.sources import RecordSource
+from tui_trainer.ui.sources import RecordSource
 
 
 async def until(pilot, cond, what: str, timeout: float = 60.0) -> None:

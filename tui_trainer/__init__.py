@@ -1,17 +1,109 @@
 """tui-trainer: train a small GPT and watch and steer the run from a terminal.
 
-``tui_trainer.init(...)`` gives a training loop of your own the same run
-folder, log, dashboard and steering (``api.py``).  It is imported on first
-use, so ``import tui_trainer`` stays instant (no torch, no Textual).
+The package's rooms (README, "Design notes"): ``train/`` the loop and its parts,
+``run/`` one run's folder, lock, log, checkpoints and signals, ``control/``
+steering a running loop from elsewhere, ``text/`` tokenizers and corpora,
+``logs/`` reading logs back, ``curves/`` a run's numbers made ready to draw,
+``runs/`` many runs side by side, ``ui/`` the Textual screens, ``loops/`` a
+loop of your own (``tui_trainer.init``), ``cli/`` the command.
+
+``tui_trainer.init(...)`` is imported on first use, so ``import tui_trainer``
+stays instant (no torch, no Textual).
 """
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 __version__ = "0.1.0"
 __all__ = ["init"]
 
+# Where each module lived before the package had rooms.  ``import
+# tui_trainer.engine`` (and every other old path) still gives the module, the
+# very same object as ``tui_trainer.train.engine``, so users' scripts keep working.
+MOVED = {
+    "engine": "train.engine",
+    "step": "train.step",
+    "parts": "train.parts",
+    "model": "train.model",
+    "data": "train.data",
+    "optim": "train.optim",
+    "schedule": "train.schedule",
+    "presets": "train.presets",
+    "hardware": "train.hardware",
+    "memory": "train.memory",
+    "threads": "train.threads",
+    "distributed": "train.distributed",
+    "lesson": "train.lesson",
+    "torch_loader": "train.torch_loader",
+    "text_codec": "text.tokenizer",
+    "corpus_sources": "text.corpora",
+    "token_cache": "text.token_cache",
+    "nanogpt_files": "text.nanogpt",
+    "bits_per_byte": "text.bits_per_byte",
+    "rundir": "run.folder",
+    "runlog": "run.log_writer",
+    "checkpoint": "run.checkpoint",
+    "checkpoint_schema": "run.checkpoint_schema",
+    "checkpoint_writer": "run.checkpoint_writer",
+    "resume": "run.resume",
+    "fork": "run.fork",
+    "signals": "run.signals",
+    "console": "run.console",
+    "resources": "run.resources",
+    "time_budget": "run.time_budget",
+    "control_server": "control.server",
+    "channel_limits": "control.limits",
+    "commands": "control.commands",
+    "remote": "control.remote",
+    "live": "control.live",
+    "settings": "control.settings",
+    "series": "curves.series",
+    "smoothing": "curves.smoothing",
+    "xaxis": "curves.xaxis",
+    "axes": "curves.axes",
+    "metrics": "curves.metrics",
+    "api": "loops.api",
+    "own_loop": "loops.own_loop",
+    "launch": "loops.launch",
+    "integrations": "loops",
+    "integrations.huggingface": "loops.huggingface",
+    "cli_parser": "cli.parser",
+    "listing": "cli.listing",
+    "snapshot": "cli.snapshot",
+    "export": "cli.export",
+    "alerts": "cli.alerts",
+    "mcp_server": "cli.mcp_server",
+    "sources": "ui.sources",
+}
+
+
+class _OldPaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, fullname, path=None, target=None):
+        name = fullname.partition(".")[2]
+        if fullname.startswith(__name__ + ".") and name in MOVED:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        # the import system hands back whatever sys.modules holds under the
+        # old name once this returns: the module at its new place
+        sys.modules[module.__name__] = importlib.import_module(
+            f"{__name__}.{MOVED[module.__name__.partition('.')[2]]}")
+
+
+if not any(isinstance(f, _OldPaths) for f in sys.meta_path):
+    sys.meta_path.insert(0, _OldPaths())   # first, so an old path never loads a second copy
+
 
 def __getattr__(name: str):
     if name == "init":
-        from .api import init
+        from .loops.api import init
 
         return init
     raise AttributeError(f"module 'tui_trainer' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 import sys
 
-from .threads import apply_wait_policy
+from .train.threads import apply_wait_policy
 
 apply_wait_policy(sys.argv[1:])  # before .cli, or anything it imports, can load torch (threads.py)
 

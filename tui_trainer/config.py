@@ -17,9 +17,9 @@ from typing import Any, Literal, NamedTuple, Union, get_args, get_origin, get_ty
 
 from .bounds import BOUNDS, MAX_STEPS, number, problem  # noqa: F401 (MAX_STEPS re-exported)
 from .errors import UserError  # noqa: F401 (re-exported: config.UserError)
-from .presets import Preset, describe as describe_presets, preset_values
-from .text_codec import spec_problem
-from .time_budget import parse_duration
+from .train.presets import Preset, describe as describe_presets, preset_values
+from .text.tokenizer import spec_problem
+from .run.time_budget import parse_duration
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:

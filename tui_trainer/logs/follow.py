@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..rundir import fcntl, is_live  # fcntl None: no locks here (Windows)
-from ..series import RunSeries
+from ..run.folder import fcntl, is_live  # fcntl None: no locks here (Windows)
+from ..curves.series import RunSeries
 from .load import read_whole
 from .parsing import Item, LineParser, ReadCounts
 from .paths import LogError, display_name, locate

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from ..series import RunSeries
+from ..curves.series import RunSeries
 from .load import read_whole
 from .tail import CHUNK, Tail
 

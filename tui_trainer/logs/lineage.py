@@ -15,8 +15,8 @@ import os
 import stat
 from pathlib import Path
 
-from ..runlog import LOG_NAME
-from ..series import RunSeries
+from ..run.log_writer import LOG_NAME
+from ..curves.series import RunSeries
 from .history import read_history
 
 MAX_DEPTH = 8

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..records import RunStart, TrainStep
-from ..series import RunSeries
+from ..curves.series import RunSeries
 from .formats.hugging_face import TrainerState
 from .parsing import Item, LineParser, ReadCounts, TrainBlock
 from .paths import LogError, display_name, locate

@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 
 from ..config import UserError
-from ..runlog import LOG_NAME
+from ..run.log_writer import LOG_NAME
 from .formats import hugging_face
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..records import Record, TrainStep
-from ..series import RunSeries
+from ..curves.series import RunSeries
 from .follow import Feed, Watcher
 from .formats.flat import STEP_KEYS, TRAIN_KEYS, VAL_KEYS
 from .load import PREVIEW_POINTS, apply_items, has_plottable, preview

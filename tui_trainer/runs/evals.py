@@ -18,7 +18,7 @@ from ..logs.formats import read as read_object
 from ..logs.parsing import decode
 from ..logs.resumes import cutoffs, kept
 from ..records import Change, Eval, RunStart
-from ..runlog import LOG_NAME
+from ..run.log_writer import LOG_NAME
 from .summary import NAN, Entry
 
 SCAN_CHUNK = 8 << 20     # the search reads this much at a time

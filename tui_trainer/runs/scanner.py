@@ -13,8 +13,8 @@ from ..logs.formats import read as read_object
 from ..logs.parsing import BLANK, decode
 from ..logs.paths import is_binary
 from ..records import RunStart, clean_text
-from ..rundir import is_live
-from ..runlog import LOG_NAME
+from ..run.folder import is_live
+from ..run.log_writer import LOG_NAME
 from .evals import apply_search, search_evals
 from .labels import label
 from .summary import NAN, Entry, RunSummary

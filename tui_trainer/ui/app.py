@@ -25,11 +25,11 @@ from textual.app import App, ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer
 
-from ..commands import Command
+from ..control.commands import Command
 from ..fmt import fmt_int, fmt_loss
 from ..records import Ack, Checkpoint, Eval, LrJump, Paused, Record, Resumed, RunEnd
-from ..series import RunSeries
-from ..sources import LocalSteering, RecordSource, Steering, TrainerSource
+from ..curves.series import RunSeries
+from .sources import LocalSteering, RecordSource, Steering, TrainerSource
 from . import keys, safe
 from .command_line import TypedCommands
 from .controls import PaneControls

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..commands import Command
-from ..control import QUERIES, ControlClient
+from ..control.commands import Command
+from ..control.channel import QUERIES, ControlClient
 from ..fmt import fmt_int
-from ..sources import Answer
+from .sources import Answer
 from .app import DashboardApp
 from .safe import name, plain
 from .viewer import FileSource, watch_alerts

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runs import RunSummary, Scanner
-from ..sources import RecordSource
+from .sources import RecordSource
 from . import safe
 from .app import DashboardApp
 from .runs_table import RunsScreen

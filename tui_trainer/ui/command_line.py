@@ -82,7 +82,7 @@ def parse(text: str) -> tuple[dict[str, Any] | None, str | None]:
 def fork_request(rest: str) -> tuple[dict[str, Any] | None, str | None]:
     """``fork KEY=VALUE ...``: a checkpoint now (``{"cmd": "checkpoint"}``),
     with the fork's settings beside it (``"fork"``: never sent to the run)."""
-    from ..fork import FORK_CHANGES, setting_words
+    from ..run.fork import FORK_CHANGES, setting_words
 
     settings: dict[str, str] = {}
     for word in rest.split():
@@ -362,7 +362,7 @@ class TypedCommands:
         """The checkpoint a :fork asked for is saved: keep it from pruning and
         say the command that starts the fork.  Not started here: on one GPU two
         runs would halve each one's speed; the original goes on as it was."""
-        from ..fork import fork_command, keep_fork_point
+        from ..run.fork import fork_command, keep_fork_point
 
         folder = getattr(self.app.source, "run_dir", None)
         kept = keep_fork_point(Path(folder) if folder is not None else None, r.path, r.step)

@@ -19,7 +19,7 @@ from typing import Any
 
 from textual.actions import SkipAction
 
-from .. import metrics, xaxis
+from ..curves import metrics, xaxis
 from ..fmt import fmt_count
 from ..runs import config_diff
 from . import safe

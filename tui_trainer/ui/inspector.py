@@ -8,9 +8,9 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from .. import xaxis
+from ..curves import xaxis
 from ..fmt import fmt_count, fmt_duration, fmt_int, fmt_loss, fmt_lr
-from ..series import RunSeries
+from ..curves.series import RunSeries
 from . import safe
 from .plot import rich_colour
 from .titles import fit

@@ -17,8 +17,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .. import xaxis
-from ..series import RunSeries
+from ..curves import xaxis
+from ..curves.series import RunSeries
 
 # kind: (glyph, ANSI colour, what it means).  Single-cell glyphs only.
 KINDS: dict[str, tuple[str, int, str]] = {

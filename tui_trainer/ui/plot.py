@@ -22,11 +22,11 @@ import plotext
 from rich.text import Text
 from textual.widget import Widget
 
-from .. import xaxis
-from ..axes import COORD, LIMIT, MAX_TICKS, Axis, nice_ticks, safe_values  # noqa: F401 (plot's names)
-from ..curves import columns
+from ..curves import xaxis
+from ..curves.axes import COORD, LIMIT, MAX_TICKS, Axis, nice_ticks, safe_values  # noqa: F401 (plot's names)
+from ..curves.curve import columns
 from ..fmt import fmt_duration, fmt_small, fmt_step, fmt_value
-from ..series import RunSeries
+from ..curves.series import RunSeries
 from . import markers
 
 # ANSI palette indices: blue, red, green, magenta, cyan, then 256-colour orange and purple.

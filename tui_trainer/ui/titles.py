@@ -9,8 +9,8 @@ from rich.text import Text
 from textual.content import Content
 
 from ..fmt import fmt_count, fmt_loss
-from ..series import RunSeries
-from ..xaxis import NAMES as XNAMES
+from ..curves.series import RunSeries
+from ..curves.xaxis import NAMES as XNAMES
 from . import safe
 from .plot import VAL_COLOUR, CurvePlot, rich_colour
 

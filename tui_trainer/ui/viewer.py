@@ -18,8 +18,8 @@ from ..logs.paths import locate
 from ..logs.source import LogSource
 from ..records import Record, RunStart
 from ..runs import short_labels
-from ..series import RunSeries
-from ..sources import RecordSource
+from ..curves.series import RunSeries
+from .sources import RecordSource
 from .app import DashboardApp
 from .safe import name
 

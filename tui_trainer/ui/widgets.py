@@ -17,7 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from ..fmt import as_float, fmt_count, fmt_duration, fmt_int, fmt_loss, fmt_lr, fmt_mfu
-from ..series import RunSeries
+from ..curves.series import RunSeries
 from . import keys, safe
 from .plot import rich_colour
 from .titles import fit

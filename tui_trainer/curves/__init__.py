@@ -1,0 +1,16 @@
+"""A run's numbers made ready to draw, with no Textual: bounded curves
+(``curve``), one run's state (``series``), EMA ``smoothing``, the x axis
+(``xaxis``), plot coordinates (``axes``) and the other numbers (``metrics``).
+
+``from tui_trainer.curves import X`` still gives what ``tui_trainer/curves.py``
+held before it became this folder (from ``curve``, imported on first use)."""
+
+_FROM_CURVE = ('BUCKETS', 'RECENT', 'Buckets', 'Ring', 'Curve', 'columns')
+
+
+def __getattr__(name: str):
+    if name in _FROM_CURVE:
+        from . import curve
+
+        return getattr(curve, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

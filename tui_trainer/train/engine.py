@@ -1,0 +1,449 @@
+"""The training loop.  It knows nothing of any UI.
+
+``Trainer`` trains the parts ``parts.build_parts`` assembled and talks to its
+run (``run.Run``) only: it emits typed records (``records``) there, applies
+the run's commands at each step's safe point (``Run.between_steps``), and
+leaves when to checkpoint and what is best to the run's
+``checkpoint.CheckpointManager``.  The lesson's functions are public here
+under their names: ``calc_loss_batch``, ``evaluate_model``,
+``generate_and_print_sample`` and ``train``.
+"""
+from __future__ import annotations
+
+import math
+import queue
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from ..run import checkpoint as ckpt
+from ..run import resources
+from ..control.commands import Command  # noqa: F401  (re-exported as engine.Command)
+from ..config import INEXACT_CHANGES, TrainConfig, UserError
+from .hardware import flops_per_token, peak_flops
+from .lesson import calc_loss_batch, evaluate_model, generate_and_print_sample  # noqa: F401 (public here too)
+from ..control.live import define_live_settings
+from .model import pin_gradient_threads, weights_finite
+from .optim import set_lr
+from .parts import Parts, build_parts
+from ..records import BadStep, CheckpointReason, Eval, Resources, RunEnd, RunStart, Sample, Status, TrainStep
+from ..run.run import Run, Sink
+from .schedule import LRSchedule
+from .step import accumulate_gradients
+from ..text.tokenizer import keep_in
+from .threads import ThreadGovernor, idle_at_start
+
+
+class Trainer:
+    """The built-in loop: trains ``parts`` and reports to its run.
+
+    ``run`` is the ``run.Run`` it reports to (records, steering, checkpoint
+    policy).  Given a folder or None instead, a bare ``Run`` is made for it
+    from ``sinks``, ``commands`` and ``interactive`` (no lock, log, socket or
+    signals: what ``cli`` adds with ``Run.create``/``Run.open``).  Nothing is
+    set on a Trainer from outside after construction: a resumed run passes
+    the ``resume.ResumePlan`` it continues.
+    """
+
+    def __init__(self, cfg: TrainConfig, run: Run | str | Path | None = None, sinks: Iterable[Sink] = (),
+                 commands: queue.Queue | None = None, *, interactive: bool = False,
+                 run_name: str | None = None, parts: Parts | None = None, resume: Any = None):
+        self.cfg = cfg
+        p = parts if parts is not None else build_parts(cfg)
+        if not isinstance(run, Run):
+            run = Run(run, name=run_name, sinks=sinks, commands=commands, interactive=interactive,
+                      sync=p.dist, checkpoint_every=cfg.ckpt_every, keep=cfg.keep)
+        self.run_handle = run
+        self.emit = run.emit
+        self.ckpts = run.checkpoints
+        self.ckpts.guard(p.optimizer)  # a background snapshot's copy overlaps the next forward/backward
+        self.parts = p
+        self.hw, self.dist, self.corpus, self.model = p.hw, p.dist, p.corpus, p.model
+        self.train_model, self.optimizer, self.scaler, self.sampler = p.train_model, p.optimizer, p.scaler, p.sampler
+        self.val_batches, self.train_eval_batches = p.val_batches, p.train_eval_batches
+        self._compile_pending = self.hw.compile  # torch.compile is lazy: the first step compiles
+        self.params = [q for q in self.model.parameters() if q.requires_grad]
+        # The CPU thread count follows the load (threads.py); one process only:
+        # under torchrun each rank's count is pinned (torchrun sets OMP_NUM_THREADS).
+        # The numbers stay those of the full count: model.pin_gradient_threads.
+        self.governor = None
+        if self.hw.threads_auto and not self.dist.enabled:
+            self.governor = ThreadGovernor(self.hw.threads, torch.set_num_threads, idle=idle_at_start())
+            pin_gradient_threads(self.model, self.hw.threads)
+
+        self.step = 0
+        self.tokens = 0
+        self.elapsed_before = 0.0  # wall time of earlier sessions of a resumed run
+        self.last_val: float | None = None
+        self.last_val_step = -1
+        self.bad_in_row = 0
+        self.diverged = False
+        self.resumed, self.parent = False, None  # parent: a fork's (fork.ForkPlan.parent)
+        self.resumed_from: str | None = None  # the checkpoint continued from
+        self.config_changes: dict[str, Any] | None = None  # resume: {key: [old, new]}
+        self.done = threading.Event()  # set once run() has emitted its run_end
+        self.end: RunEnd | None = None
+        self._t0 = time.perf_counter()
+        self.lr_scale, self.schedule = 1.0, LRSchedule()  # lr(t) = lr_scale (a live setting) x schedule.lr(t)
+        run.set_handlers(on_eval=self._forced_probe, on_checkpoint=self._manual_save,
+                         on_sample=self._requested_sample, on_resume=self._on_resume,
+                         check_prompt=self.corpus.tokenizer.check)
+        define_live_settings(self, run.settings)
+        if resume is not None:  # a resume.ResumePlan: load every state it holds
+            from ..run.resume import apply_resume
+
+            apply_resume(resume, self)
+            self.resumed_from, self.parent = str(resume.ckpt_path), getattr(resume, "parent", None)
+            self.config_changes = resume.changes or None
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.run_handle.folder
+
+    @property
+    def run_name(self) -> str:
+        return self.run_handle.name
+
+    @property
+    def commands(self) -> queue.Queue:
+        return self.run_handle.commands
+
+    @property
+    def sinks(self) -> list[Sink]:
+        return self.run_handle.sinks
+
+    @property
+    def paused(self) -> bool:
+        return self.run_handle.paused
+
+    @property
+    def interactive(self) -> bool:
+        return self.run_handle.interactive
+
+    @property
+    def best_val(self) -> float:
+        return self.ckpts.best_val
+
+    # --- control from other threads ---
+    def add_sink(self, sink: Sink) -> None:
+        self.run_handle.add_sink(sink)
+
+    def remove_sink(self, sink: Sink) -> None:
+        self.run_handle.remove_sink(sink)
+
+    def send(self, command: Command | str) -> None:
+        self.run_handle.send(command)
+
+    def request_stop(self) -> None:
+        """Stop after the current step; evals, samples and pauses notice at once."""
+        self.run_handle.request_stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self.run_handle.stopping
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.perf_counter() - self._t0)
+
+    # --- the loop ---
+    def run(self) -> RunEnd:
+        cfg, run = self.cfg, self.run_handle
+        self._t0 = time.perf_counter()
+        run.total_steps = cfg.steps
+        fpt, peak = self._flops()
+        self.emit(RunStart(step=self.step, run_name=self.run_name, config=cfg.to_dict(),
+                           n_params=self.model.num_params(), device=self.hw.describe() + self.dist.describe(),
+                           total_steps=cfg.steps, resumed=self.resumed, resumed_from=self.resumed_from,
+                           changes=self.config_changes, live=dict(run.changed) or None,
+                           inexact=[k for k in INEXACT_CHANGES if k in (self.config_changes or {})] or None,
+                           flops_per_token=fpt, peak_flops=peak, tokens_per_step=self._tokens_per_step(),
+                           tokenizer=keep_in(self.run_dir, self.corpus.tokenizer), parent=self.parent))
+        self.schedule.announce(self.emit)  # a jump of the LR at this resume
+        self._sampled_at = time.perf_counter()
+        status, error = "finished", None
+        try:
+            while self.step < cfg.steps:
+                run.between_steps(self.step)
+                if self.stopping:
+                    status = "stopped"
+                    break
+                if self.step >= cfg.steps:
+                    break  # steps set at or below the step trained: finished
+                if not (self._compile_step() if self._compile_pending else self._train_step()):
+                    if self.bad_in_row >= cfg.max_bad_steps:
+                        self.diverged = True
+                        if not run.interactive:
+                            status = "diverged"
+                            break
+                        run.pause("diverged")
+                    continue
+                if time.perf_counter() - self._sampled_at >= resources.EVERY_S:
+                    self._sample_resources()
+                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                    self._probe(forced=False)
+                if self.ckpts.due(self.step, cfg.steps):
+                    self._save("scheduled")
+        except Exception as e:  # shown in the UI and written to the log, never lost
+            status, error = "failed", f"{type(e).__name__}: {e}"
+        except KeyboardInterrupt:  # a second Ctrl-C (signals.py): leave now, but say so in the log
+            self._end_killed()
+            raise
+        if self.diverged and status == "stopped":
+            status = "diverged"
+        if run.failure is not None:
+            status, error = "failed", run.failure
+        try:  # the write in flight ends (and is logged) before the final save and run_end
+            self.ckpts.wait()
+            if status in ("finished", "stopped") or run.failure is not None:
+                if self.step > 0 and self.ckpts.last_step != self.step:
+                    self._save("final")
+        except KeyboardInterrupt:
+            self._end_killed()
+            raise
+        except Exception as e:
+            if run.failure is None and status != "failed":  # a save failing fails the run
+                status, error = "failed", f"{type(e).__name__}: {e}"
+        end = RunEnd(step=self.step, status=status, elapsed_s=self.elapsed,  # type: ignore[arg-type]
+                     val_loss=self.last_val, error=error)
+        self.end = end
+        try:
+            self.emit(end)
+        finally:
+            self.done.set()
+        return end
+
+    def _end_killed(self) -> None:
+        self.end = RunEnd(step=self.step, status="killed", elapsed_s=self.elapsed, val_loss=self.last_val,
+                          error="interrupted twice: no final checkpoint")
+        try:
+            self.emit(self.end)
+        finally:
+            self.done.set()
+
+    def _train_step(self) -> bool:
+        cfg = self.cfg
+        lr = self.lr_scale * self.schedule.lr(self.step, cfg)
+        set_lr(self.optimizer, lr)
+        t = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, n = accumulate_gradients(self.train_model, self.sampler, cfg.grad_accum, self.scaler, self.hw.autocast,
+                                       calc_loss_batch)
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        # One host sync for both numbers the record needs.
+        stats = torch.stack([loss.detach().float(), norm.detach().float()])
+        # Data-parallel: the global mean, so every rank takes the same skip-or-step decision.
+        loss_v, norm_v = self.dist.mean(stats) if self.dist.enabled else stats.tolist()
+        if not math.isfinite(loss_v) or (not math.isfinite(norm_v) and not self.scaler.is_enabled()):
+            # Never let a NaN/inf reach the weights: drop this step's gradients.
+            self.optimizer.zero_grad(set_to_none=True)
+            self.bad_in_row += 1
+            self.emit(BadStep(step=self.step + 1, train_loss=loss_v, grad_norm=norm_v,
+                              consecutive=self.bad_in_row))
+            return False
+        self.scaler.step(self.optimizer)  # fp16: skips the update itself on inf grads
+        self.scaler.update()
+        self.bad_in_row = 0
+        self.diverged = False  # a good step after a human resumed a diverged run: checkpoints allowed again
+        self.step += 1
+        n *= self.dist.world_size  # tokens in the global batch, all its micro-batches
+        self.tokens += n
+        dt = time.perf_counter() - t
+        if self.governor is not None:
+            self.governor.step_done(dt)
+        self.emit(TrainStep(step=self.step, train_loss=loss_v, lr=lr, tokens_per_sec=n / dt if dt > 0 else 0.0,
+                            grad_norm=norm_v, elapsed_s=self.elapsed, tokens=self.tokens))
+        return True
+
+    def _compile_step(self) -> bool:
+        """The first step of a compiled model is its compile: say so before,
+        report how long it took after, and run eagerly if the compiler fails."""
+        self._compile_pending = False
+        self.emit(Status(step=self.step, state="compiling", detail="torch.compile: the first step compiles the model"))
+        t = time.perf_counter()
+        try:
+            ok = self._train_step()
+        except Exception as e:  # no compiler toolchain, an unsupported op...: eager still trains
+            self.train_model = getattr(self.train_model, "_orig_mod", self.model)
+            self.hw.compile = False
+            self.emit(Status(step=self.step, state="running",
+                             detail=f"torch.compile failed ({type(e).__name__}); running eagerly"))
+            return self._train_step()
+        self.emit(Status(step=self.step, state="running", detail=f"compiled in {time.perf_counter() - t:.1f}s"))
+        return ok
+
+    def _tokens_per_step(self) -> int:
+        cfg = self.cfg
+        return cfg.grad_accum * cfg.batch_size * cfg.context_length * self.dist.world_size
+
+    def _flops(self) -> tuple[float | None, float | None]:
+        """(training FLOPs per token, peak FLOP/s) for MFU; (None, None) rather
+        than ever failing a run over a figure."""
+        if not self.dist.is_main:
+            return None, None
+        try:
+            return (flops_per_token(self.model.config, self.model.num_params()),
+                    peak_flops(self.hw.device, self.hw.dtype, self.hw.tf32))
+        except Exception:
+            return None, None
+
+    def _sample_resources(self) -> None:
+        self._sampled_at = time.perf_counter()
+        if self.dist.is_main:
+            self.emit(Resources(step=self.step, **resources.sample(self.hw.device),
+                                threads=torch.get_num_threads() if self.hw.threads else None))
+
+    def _on_resume(self) -> None:
+        self.bad_in_row = 0
+
+    def _requested_sample(self, prompt: str, tokens: int | None, temperature: float | None,
+                          top_k: int | None) -> str:
+        """A sample asked for by a person, on the live weights, between steps.
+        Its own generator: the training RNG is untouched."""
+        cfg = self.cfg
+        gen = torch.Generator(device=self.hw.device).manual_seed(cfg.seed + self.step + 1_000_003)
+        with self.hw.autocast():
+            return generate_and_print_sample(self.model, prompt, tokens or cfg.sample_tokens,
+                                             tokenizer=self.corpus.tokenizer,
+                                             temperature=temperature or cfg.temperature,
+                                             top_k=(top_k or None) if top_k is not None else cfg.top_k,
+                                             device=self.hw.device, generator=gen, print_fn=None,
+                                             should_stop=self.run_handle.stop_event.is_set)
+
+    def _forced_probe(self) -> None:
+        self._probe(forced=True)
+
+    def _manual_save(self) -> None:
+        self._save("manual")
+
+    def _state_word(self) -> str:
+        return "paused" if self.paused else "running"
+
+    def _probe(self, forced: bool) -> None:
+        cfg = self.cfg
+        self.emit(Status(step=self.step, state="evaluating"))
+        stop = self.run_handle.stop_event.is_set
+        # The eager module, not compiled/DDP: eval mode would recompile the graph; evals need no all-reduce.
+        val = evaluate_model(self.model, self.val_batches, autocast=self.hw.autocast, should_stop=stop)
+        train = evaluate_model(self.model, self.train_eval_batches, autocast=self.hw.autocast, should_stop=stop)
+        if self.dist.enabled:  # each rank evaluated its rows of the same batches
+            val, train = self.dist.mean([val, train])
+        if self.stopping:
+            return  # a partial eval is not a number worth logging
+        self.last_val, self.last_val_step = val, self.step
+        self.emit(Eval(step=self.step, val_loss=val, train_loss=train, elapsed_s=self.elapsed, forced=forced,
+                       val_bpb=self.parts.val_bpb(val)))
+        if not self.dist.is_main:
+            return  # only rank 0 writes samples
+        # Seeded by step: the sample at step k is the same in a resumed run, and
+        # sampling never touches the training RNG.
+        gen = torch.Generator(device=self.hw.device).manual_seed(cfg.seed + self.step)
+        with self.hw.autocast():
+            text = generate_and_print_sample(self.model, cfg.sample_prompt, cfg.sample_tokens,
+                                             tokenizer=self.corpus.tokenizer,
+                                             temperature=cfg.temperature, top_k=cfg.top_k,
+                                             device=self.hw.device, generator=gen, print_fn=None,
+                                             should_stop=stop)
+        if not self.stopping:
+            self.emit(Sample(step=self.step, prompt=cfg.sample_prompt, text=text))
+        self.emit(Status(step=self.step, state=self._state_word()))  # type: ignore[arg-type]
+        # A new best val loss is kept as best.pt when it is seen, not only when
+        # a scheduled checkpoint happens to fall on this step (the loop saves
+        # right after a scheduled probe, and marks best there).
+        scheduled = not forced and self.ckpts.due(self.step, cfg.steps)
+        if self.ckpts.is_new_best(val) and not scheduled and not self.stopping:
+            self._save("best")
+
+    # --- checkpoints ---
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        return {
+            "format": ckpt.FORMAT,
+            "step": self.step,
+            "world_size": self.dist.world_size,
+            "tokens": self.tokens,
+            "elapsed_s": self.elapsed,
+            "live": {"lr_scale": self.lr_scale, "pause_at": self.run_handle.pause_at,
+                     "changed": dict(self.run_handle.changed)},
+            "best_val": self.best_val,
+            "schedule": self.schedule.state_dict(),
+            "last_val": self.last_val,
+            "last_val_step": self.last_val_step,
+            "config": self.cfg.to_dict(),
+            "data_fingerprint": self.corpus.fingerprint,
+            "vocab_size": self.corpus.vocab_size,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": {
+                "python": random.getstate(),
+                "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.dist.world_size:
+            raise UserError(f"the checkpoint was written by {saved_world} process(es) and this run has "
+                            f"{self.dist.world_size}; resume with torchrun --nproc_per_node={saved_world}"
+                            if saved_world > 1 else
+                            f"the checkpoint was written by one process and this run has {self.dist.world_size}; "
+                            "resume it without torchrun")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.sampler.load_state_dict(state["sampler"])
+        rng = state["rng"]
+        py = rng["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+        npst = rng["numpy"]
+        np.random.set_state((npst[0], np.array(npst[1], dtype=np.uint32), *npst[2:]))
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.step = state["step"]
+        self.tokens = state["tokens"]
+        self.elapsed_before = state["elapsed_s"]
+        self.ckpts.best_val = state["best_val"]
+        self.last_val = state["last_val"]
+        self.last_val_step = state["last_val_step"]
+        self.ckpts.last_step = self.step
+        live = state.get("live") or {}
+        self.lr_scale = float(live.get("lr_scale", 1.0))
+        self.schedule.load_state_dict(state.get("schedule"))
+        self.run_handle.pause_at = int(live.get("pause_at", 0))
+        self.run_handle.changed.update(live.get("changed") or {})
+        self.resumed = True
+
+    def _save(self, reason: CheckpointReason) -> Path | None:
+        """The checkpoint policy is the run's (``checkpoint.CheckpointManager``);
+        the loop supplies what goes in the file and whether the model is sound."""
+        if not self.ckpts.enabled:
+            return None
+        return self.ckpts.save(self.step, self.state_dict, reason=reason,
+                               val_loss=self.last_val if self.last_val_step == self.step else None,
+                               healthy=not self.diverged, state_after=self._state_word(),
+                               background=not self.cfg.sync_checkpoints, check=weights_finite)
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, sinks: Iterable[Sink] = (),
+          commands: queue.Queue | None = None) -> RunEnd:
+    """Run a whole training job into ``run_dir`` (its ``losses.jsonl`` included)."""
+    parts = build_parts(cfg)  # fails on bad input before anything is written
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    run = Run(run_dir, sinks=sinks, commands=commands, sync=parts.dist,
+              checkpoint_every=cfg.ckpt_every, keep=cfg.keep).open(control=False, signals=False)
+    try:
+        return Trainer(cfg, run, parts=parts).run()
+    finally:
+        run.close()
