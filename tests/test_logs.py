@@ -366,6 +366,35 @@ def test_follow_waits_for_the_file_then_picks_up_appends(tmp_path):
         src.close()
 
 
+def test_follow_a_run_folder_made_while_it_is_looked_for(tmp_path, monkeypatch):
+    """The race behind the flaky test above: the folder appears between the
+    watcher's first look for it and the next; it must be taken as a run
+    folder to wait in, never as the log itself ("... is not a regular file",
+    after which the feed was never read again)."""
+    run = tmp_path / "run"
+    src = Driven([run], follow=True)
+    src.prepare()
+    real_stat, made = os.stat, []
+
+    def stat(path, *args, **kwargs):
+        try:
+            return real_stat(path, *args, **kwargs)
+        except FileNotFoundError:
+            if os.fspath(path) == os.fspath(run) and not made:
+                made.append(True)  # made right after the watcher found nothing
+                write_run(run / "losses.jsonl", steps=3, end=False)
+            raise
+
+    monkeypatch.setattr(os, "stat", stat)
+    src.start()
+    try:
+        assert wait_for(lambda: src.runs[0].step == 3 or src.feeds[0].error, src)
+        assert made and src.feeds[0].error is None, src.status_text()
+        assert src.runs[0].step == 3 and src.feeds[0].path == run / "losses.jsonl"
+    finally:
+        src.close()
+
+
 def test_follow_rereads_a_truncated_file(tmp_path):
     log = write_run(tmp_path / "r" / "losses.jsonl", steps=30, end=False, loss=lambda s: 1.0)
     src = Driven([log], follow=True)

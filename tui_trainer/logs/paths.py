@@ -14,6 +14,8 @@ from ..config import UserError
 from ..run.log_writer import LOG_NAME
 from .formats import hugging_face
 
+_NOT_THERE = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)  # what Path.exists() takes for "not there"
+
 
 class LogError(UserError):
     """A log that cannot be read at all (missing, binary, unreadable, nothing to plot)."""
@@ -21,11 +23,23 @@ class LogError(UserError):
 
 def locate(path: Path) -> Path | None:
     """The log file PATH names (itself, DIR/losses.jsonl, or a Hugging Face
-    folder's trainer_state.json: ``hugging_face.newest_state``); None if not there yet."""
-    if path.is_dir():
+    folder's trainer_state.json: ``hugging_face.newest_state``); None if not there yet.
+
+    One look at ``path`` decides between folder and file: asking "a folder?"
+    and then "there?" would name a folder made between the two (a run that
+    starts while it is followed) as the log itself."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno in _NOT_THERE:
+            return None
+        raise
+    except ValueError:  # a name the file system cannot hold
+        return None
+    if stat.S_ISDIR(st.st_mode):
         log = path / LOG_NAME
         return log if log.exists() else hugging_face.newest_state(path)
-    return path if path.exists() else None
+    return path
 
 
 def resolve(path: Path) -> Path:
