@@ -24,7 +24,7 @@ from tui_trainer.logs import load_series
 from tui_trainer.logs.formats.ours import typed_record
 from tui_trainer.records import from_dict
 from tui_trainer.ui.viewer import FileSource, viewer_app
-from tui_trainer.ui.widgets import EvalLog
+from tui_trainer.ui.eval_log import EvalLog
 from uitools import until
 
 

@@ -128,7 +128,7 @@ async def test_the_eval_log_shows_bpb_once_a_run_has_it():
     from uitools import FixedSource, fixed_records
 
     from tui_trainer.ui.app import DashboardApp
-    from tui_trainer.ui.widgets import EvalLog
+    from tui_trainer.ui.eval_log import EvalLog
 
     recs = [replace(r, val_bpb=r.val_loss / math.log(2)) if isinstance(r, Eval) else r for r in fixed_records()]
     app = DashboardApp(FixedSource(recs))

@@ -17,7 +17,7 @@ from tui_trainer.run.log_writer import LOG_NAME, JsonlSink
 from tui_trainer.curves.series import RunSeries
 from tui_trainer.ui.sources import LocalSteering, QueueSource, TrainerSource
 from tui_trainer.ui.app import DashboardApp
-from tui_trainer.ui.widgets import EvalLog
+from tui_trainer.ui.eval_log import EvalLog
 from uitools import T0, FixedSource, fixed_records, until
 
 SIZE = (80, 24)

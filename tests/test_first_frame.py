@@ -8,7 +8,7 @@ import threading
 from tui_trainer.curves.series import RunSeries
 from tui_trainer.ui.sources import LocalSteering, TrainerSource
 from tui_trainer.ui.app import DashboardApp
-from tui_trainer.ui.widgets import StatusLine
+from tui_trainer.ui.status_line import StatusLine
 from uitools import FakeTrainer, until
 
 

@@ -254,7 +254,7 @@ def test_the_status_line_shows_tokens_per_step(monkeypatch):
 
     from tui_trainer.records import from_dict
     from tui_trainer.curves.series import RunSeries
-    from tui_trainer.ui.widgets import StatusLine
+    from tui_trainer.ui.status_line import StatusLine
 
     shown = []
     monkeypatch.setattr(StatusLine, "size", property(lambda self: Size(200, 4)))

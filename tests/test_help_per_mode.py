@@ -24,7 +24,7 @@ from tui_trainer.run.folder import RunLock
 from tui_trainer.control.settings import Settings
 from tui_trainer.ui import keys
 from tui_trainer.ui.runs_table import KEYS_HELP, RunsScreen
-from tui_trainer.ui.widgets import SamplePane
+from tui_trainer.ui.sample_pane import SamplePane
 from uitools import FixedSource, fixed_records, until
 
 SIZE = (100, 30)

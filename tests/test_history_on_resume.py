@@ -19,7 +19,7 @@ from tui_trainer.curves.series import RunSeries
 from tui_trainer.ui.sources import LocalSteering, TrainerSource
 from tui_trainer.ui.app import DashboardApp
 from tui_trainer.ui.attach import AttachSource
-from tui_trainer.ui.widgets import EvalLog
+from tui_trainer.ui.eval_log import EvalLog
 from runmaker import write_run
 from uitools import until
 

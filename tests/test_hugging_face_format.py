@@ -18,7 +18,7 @@ from tui_trainer.logs import parsing
 from tui_trainer.logs.formats import hugging_face, ours
 from tui_trainer.ui.plot import CurvePlot
 from tui_trainer.ui.viewer import FileSource, viewer_app
-from tui_trainer.ui.widgets import EvalLog
+from tui_trainer.ui.eval_log import EvalLog
 from uitools import until
 
 BRAILLE = range(0x2801, 0x2900)

@@ -71,7 +71,7 @@ def test_tokens_per_step_overrides_batch_shape(tmp_path):
 def _status(series, monkeypatch) -> str:
     from textual.geometry import Size
 
-    from tui_trainer.ui.widgets import StatusLine
+    from tui_trainer.ui.status_line import StatusLine
 
     shown: list[str] = []
     monkeypatch.setattr(StatusLine, "size", property(lambda self: Size(200, 4)))

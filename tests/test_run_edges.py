@@ -318,7 +318,7 @@ async def test_the_status_line_shows_mfu_and_memory():
     from tui_trainer.curves.series import RunSeries
     from tui_trainer.ui.sources import QueueSource
     from tui_trainer.ui.app import DashboardApp
-    from tui_trainer.ui.widgets import StatusLine
+    from tui_trainer.ui.status_line import StatusLine
     from uitools import until
 
     src = QueueSource()
@@ -342,7 +342,7 @@ async def test_a_run_that_ended_diverged_is_not_called_paused():
     from tui_trainer.curves.series import RunSeries
     from tui_trainer.ui.sources import QueueSource
     from tui_trainer.ui.app import DashboardApp
-    from tui_trainer.ui.widgets import Alert
+    from tui_trainer.ui.alert import Alert
     from uitools import until
 
     src = QueueSource()

@@ -25,7 +25,9 @@ from tui_trainer.ui.plot import CurvePlot
 from tui_trainer.ui.runs_table import RunsScreen
 from tui_trainer.ui.settings_diff import SettingsDiff
 from tui_trainer.ui.viewer import FileSource, viewer_app
-from tui_trainer.ui.widgets import Alert, EvalLog, StatusLine
+from tui_trainer.ui.alert import Alert
+from tui_trainer.ui.eval_log import EvalLog
+from tui_trainer.ui.status_line import StatusLine
 
 SIZE = (80, 24)
 

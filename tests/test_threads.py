@@ -257,7 +257,7 @@ def test_the_trainer_governs_only_an_unpinned_cpu_run(tiny_cfg, no_cuda, keep_th
 
 def test_the_status_line_shows_the_threads_in_use_and_nothing_odd():
     from tui_trainer.records import Resources
-    from tui_trainer.ui.widgets import fmt_memory
+    from tui_trainer.ui.status_line import fmt_memory
 
     assert fmt_memory(Resources(step=5, rss_mb=412.0, threads=1)) == "mem 412M 1 thread"
     assert fmt_memory(Resources(step=5, rss_mb=412.0, threads=2)) == "mem 412M 2 threads"

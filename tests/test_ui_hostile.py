@@ -25,7 +25,7 @@ from tui_trainer.curves.series import RunSeries
 from tui_trainer.ui.sources import Answer, LocalSteering, QueueSource
 from tui_trainer.ui.app import DashboardApp
 from tui_trainer.ui.plot import CurvePlot, nice_ticks
-from tui_trainer.ui.widgets import EvalLog
+from tui_trainer.ui.eval_log import EvalLog
 from uitools import FixedSource, fixed_records, until
 
 SIZE = (80, 24)

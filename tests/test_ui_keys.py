@@ -18,7 +18,7 @@ from tui_trainer.ui.sources import LocalSteering, TrainerSource
 from tui_trainer.ui import keys
 from tui_trainer.ui.app import DashboardApp
 from tui_trainer.ui.attach import AttachSource, attach_app
-from tui_trainer.ui.widgets import HelpScreen
+from tui_trainer.ui.help_screen import HelpScreen
 from uitools import FakeClock, FakeTrainer, FixedSource, fixed_records, until
 
 SIZE = (80, 24)

@@ -17,7 +17,9 @@ from tui_trainer.records import TrainStep
 from tui_trainer.run.log_writer import dumps
 from tui_trainer.ui.plot import CurvePlot
 from tui_trainer.ui.viewer import FileSource, viewer_app
-from tui_trainer.ui.widgets import EvalLog, HelpScreen, SamplePane
+from tui_trainer.ui.eval_log import EvalLog
+from tui_trainer.ui.help_screen import HelpScreen
+from tui_trainer.ui.sample_pane import SamplePane
 from uitools import until
 
 SIZE = (100, 30)
@@ -243,7 +245,8 @@ def test_one_bad_path_among_good_ones_names_it(tmp_path, capsys):
 
 
 def status_and_banner(app) -> str:
-    from tui_trainer.ui.widgets import Alert, StatusLine
+    from tui_trainer.ui.alert import Alert
+    from tui_trainer.ui.status_line import StatusLine
     return f"{app.query_one(StatusLine).render()}\n{app.query_one(Alert).render()}"
 
 

@@ -37,7 +37,11 @@ from .plot import CurvePlot
 from .sample_view import show_sample
 from .suspend import BINDING as SUSPEND_KEY, Suspender
 from .titles import plot_title
-from .widgets import Alert, EvalLog, HelpScreen, SamplePane, StatusLine
+from .alert import Alert
+from .eval_log import EvalLog
+from .help_screen import HelpScreen
+from .sample_pane import SamplePane
+from .status_line import StatusLine
 
 POLL_S = 0.25          # drain the source 4 times a second
 PLOT_S = 0.5           # redraw plots at most twice a second (plotext runs on the UI thread)

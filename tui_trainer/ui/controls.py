@@ -27,7 +27,7 @@ from .inspector import Inspector
 from .metric_picker import LR, MetricPicker
 from .plot import CurvePlot
 from .settings_diff import SettingsDiff
-from .widgets import EvalLog
+from .eval_log import EvalLog
 
 
 class PaneControls:

@@ -17,7 +17,7 @@ from ..runs.labels import lineage
 from ..runs.rows import best_step_text, best_text, bpb_text, date_text, step_text
 from . import safe
 from .settings_diff import fmt_setting
-from .widgets import STATE_STYLES
+from .status_line import STATE_STYLES
 
 # Which columns stay when the screen is too narrow for all (the rest are named in the
 # head, never cut at the edge: a cut number would show another value, 0.01 as 0.0).

@@ -30,7 +30,7 @@ from . import safe
 from .plot import rich_colour
 from .run_columns import COLUMNS, PADDING, Column, fit_columns, matches, setting_columns
 from .settings_diff import SettingsDiff
-from .widgets import key_table
+from .help_screen import key_table
 
 REFRESH_S = 2.0       # a re-scan: what changed is read again, the rest is a stat and a lock test
 MAX_SETTING_COLUMNS = 6

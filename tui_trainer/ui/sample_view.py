@@ -6,7 +6,7 @@ from typing import Any
 from textual.content import Content
 
 from .titles import sample_title
-from .widgets import SamplePane
+from .sample_pane import SamplePane
 
 
 def sample_hint(mode: str, state: str, caps: frozenset[str]) -> str:
