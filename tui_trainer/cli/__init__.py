@@ -113,8 +113,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             lock = lock or RunLock(folder).acquire()
         if fork is not None and main:
             fork.settle(folder)  # the parent's checkpoint, linked into the fork's folder
-        run = Run(folder, lock=lock, sync=dist, interactive=False,
-                  checkpoint_every=cfg.ckpt_every, keep=cfg.keep)
+        run = Run.locked(folder, lock, sync=dist, interactive=False,
+                         checkpoint_every=cfg.ckpt_every, keep=cfg.keep)
         lock = None  # the run holds it now
         trainer = Trainer(cfg, run, parts=parts, resume=plan or fork)
         if plan is not None and main:
@@ -198,7 +198,7 @@ def _train_live(args: argparse.Namespace) -> int:
     else:
         cfg = config_from_args(args)
         check_new_run_dir(cfg.out)
-    run = Run(None, interactive=True)  # its folder comes once the loop's parts are built
+    run = Run.unlocked(interactive=True)  # its folder comes once the loop's parts are built
     built: dict[str, Any] = {}
     alerts = alert_sink(args, None, deferred=True)  # Textual owns the terminal: the app writes them
 
@@ -233,7 +233,7 @@ def _train_live(args: argparse.Namespace) -> int:
         run.open(signals=False)  # log, control socket (signals: installed below, on the main thread)
         return trainer
 
-    source = TrainerSource(prepare=prepare)
+    source = TrainerSource(run=run, prepare=prepare)  # the dashboard steers through the run cli holds
     source.alert_out = alerts.out if alerts is not None else None
     try:
         run.install_signals()

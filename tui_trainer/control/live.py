@@ -25,7 +25,6 @@ from typing import Any, Callable
 
 from ..bounds import problem
 from ..config import setting_problem
-from .settings import Settings
 from ..run.time_budget import TimeBudget
 
 # The built-in loop's keys, in the order --help and status list them (the run adds pause_at).
@@ -33,12 +32,13 @@ LIVE_KEYS = ("lr_scale", "max_lr", "min_lr", "steps", "eval_every", "checkpoint_
              "weight_decay")
 
 
-def define_live_settings(t: Any, s: Settings) -> None:
-    """Define ``t``'s (an ``engine.Trainer``) live settings on ``s``.  Each is
+def define_live_settings(t: Any, run: Any) -> None:
+    """Define ``t``'s (an ``engine.Trainer``) live settings on its ``run``'s
+    (a ``run.Run``) settings; ``steps`` is the run's plan too.  Each is
     checked as a flag would be (``config.setting_problem``: the range in
     ``bounds.BOUNDS``, and the rules between settings, such as warmup_steps
     <= steps), against the config as it is when the change is applied."""
-    cfg = t.cfg
+    cfg, s = t.cfg, run.settings
 
     def set_cfg(name: str):
         return lambda v: setattr(cfg, name, v)
@@ -49,7 +49,7 @@ def define_live_settings(t: Any, s: Settings) -> None:
     def set_steps(v: int) -> None:
         t.schedule.refit(t.step, cfg, cfg.steps, v, cfg.schedule)
         cfg.steps = v
-        t.run_handle.total_steps = v
+        run.plan_steps(v)
 
     def watched(key: str, get: Callable[[], Any], apply: Callable[[Any], None]) -> Callable[[Any], None]:
         """``apply``, and an ``lr_jump`` record when it moves the next step's LR by more than 5%."""
@@ -104,4 +104,4 @@ def define_live_settings(t: Any, s: Settings) -> None:
     s.define("weight_decay", float, lambda: cfg.weight_decay, set_weight_decay, check=check_cfg("weight_decay"),
              help="AdamW weight decay of matrices and embeddings")
     if cfg.time_budget:  # --time: a sink that sets steps once it knows the pace (time_budget.py)
-        t.run_handle.add_sink(TimeBudget(cfg.time_budget, t.run_handle.commands, floor=cfg.warmup_steps))
+        run.add_sink(TimeBudget(cfg.time_budget, run.commands, floor=cfg.warmup_steps))

@@ -11,14 +11,16 @@ user's own) talks to its run only through a ``Run``:
   which applies them there: a pause blocks until resume or stop, eval and
   checkpoint requests call the loop's handlers, a stop turns ``stopping`` on.
   Under torchrun every rank gets rank 0's commands at the same step.
-- **the folder**: created fresh (``Run.create``) or reopened to resume
-  (``Run.reopen``), locked so it has one writer (``rundir.RunLock``).
+- **the folder**: created fresh (``Run.create``), reopened to resume
+  (``Run.reopen``), or taken locked from the caller (``Run.locked``: cli's
+  new, resumed and forked runs), so it has one writer (``folder.RunLock``).
+  A ``Run`` is made here only: by those and ``Run.unlocked``.
 - **checkpoint policy**: ``checkpoints``, a ``checkpoint.CheckpointManager``.
 - **while it trains** (``open``): the JSONL log, the control socket
   (``tui-trainer attach``) and signal handling (``signals.RunSignals``);
   ``close`` winds them down in the reverse order and drops the lock.
-- **a loop of your own** (``tui_trainer.init``): ``log``, ``should_stop``,
-  ``finish`` and the rest come from ``own_loop.OwnLoop``, mixed in here.
+- **a loop of your own** (``tui_trainer.init``) gets an ``own_loop.OwnRun``
+  that has a ``Run``: ``log``, ``should_stop``, ``finish`` and the rest are its.
 
 torch is not imported here.
 """
@@ -33,10 +35,11 @@ from typing import Any, Callable, Iterable, Protocol
 
 from ..bounds import problem
 from .checkpoint import CheckpointManager
-from ..control.commands import MAX_COMMANDS_PER_STEP, Command, CommandQueue, Dropped, Order, surrogate_problem
-from ..loops.own_loop import OwnLoop
+from ..control.commands import MAX_COMMANDS_PER_STEP, Command, CommandQueue, Dropped, Order
 from ..records import Ack, Change, Paused, Record, Resumed, Sample, Status, clean_text
 from .folder import RunLock, create_run_dir
+from .handlers import Handlers
+from .outlets import Outlets
 from .log_writer import LogWriteError
 from ..control.settings import Settings
 
@@ -59,10 +62,9 @@ class CommandSync(Protocol):
     def sync_commands(self, commands: list[Command], stop: bool) -> tuple[list[Command], bool]: ...
 
 
-class Run(OwnLoop):
-    """One run as the world sees it (see the module docstring).  What a loop
-    of your own calls (``log``, ``should_stop``, ``finish``, ``with``...) is
-    ``own_loop.OwnLoop``'s half of it."""
+class Run:
+    """One run as the world sees it (see the module docstring), made by the
+    class methods below (``create``, ``reopen``, ``locked``, ``unlocked``)."""
 
     def __init__(self, folder: str | Path | None = None, *, name: str | None = None,
                  sinks: Iterable[Sink] = (), commands: queue.Queue | None = None,
@@ -89,21 +91,14 @@ class Run(OwnLoop):
                              check=lambda v: problem("pause_at", v),
                              help="pause once that step has been trained (0 clears it)")
         self.changed: dict[str, Any] = {}  # live settings changed so far: key -> value now
-        self._handlers: dict[Command, Callable[..., Any]] = {}
-        self._why_not: dict[Command, str] = {}  # a loop's own words for a request it cannot take
-        self._on_resume: Callable[[], Any] | None = None
-        self._check_prompt: Callable[[str], str | None] | None = None  # set_handlers: a prompt's check
+        self._handlers = Handlers()
         self._interactive = interactive
         self._agreed_stop = False  # data-parallel: the stop every rank agreed on
-        self._lock = lock
-        self._closing = threading.Lock()
-        self._log: Any = None
-        self._control: Any = None
-        self.signals: Any = None
+        self._out = Outlets(lock)  # the log, socket, signal handlers and lock it opens and closes
         self.detached = False  # a copy of the run in a child process after fork: it touches nothing
         _RUNS.add(self)
 
-    # --- the folder ---
+    # --- the folder: the ways a run is made ---
     @classmethod
     def create(cls, out: str | None, name: str | None = None, **kw: Any) -> "Run":
         """A fresh folder (``out``, or a new name under outputs/), locked."""
@@ -116,11 +111,25 @@ class Run(OwnLoop):
         must not get a second writer."""
         return cls(folder, lock=RunLock(folder).acquire(), **kw)
 
+    @classmethod
+    def locked(cls, folder: Path | None, lock: RunLock | None, **kw: Any) -> "Run":
+        """A folder the caller made (new, forked) or found (resumed) and
+        locked already; the run releases the lock when it closes.  None: a
+        rank other than 0, which has no folder."""
+        return cls(folder, lock=lock, **kw)
+
+    @classmethod
+    def unlocked(cls, folder: str | Path | None = None, **kw: Any) -> "Run":
+        """A run with no lock: the lesson's ``Trainer(cfg, "outputs/x")``, a
+        rank other than 0, or one whose folder comes later (``take_folder``)."""
+        return cls(folder, **kw)
+
     def take_folder(self, folder: str | Path, lock: RunLock, *, checkpoint_every: int, keep: int) -> None:
         """A run made before its folder could be (the dashboard is up while
         torch loads): the folder, its lock and the checkpoint policy, once."""
         assert self.folder is None, "a run's folder is given once"
-        self.folder, self._lock = Path(folder), lock
+        self.folder = Path(folder)
+        self._out.take_lock(lock)
         if self.name == "run":
             self.name = clean_text(self.folder.name)
         self.checkpoints = CheckpointManager(self.folder, every=checkpoint_every, keep=keep, emit=self.emit,
@@ -128,56 +137,30 @@ class Run(OwnLoop):
 
     def install_signals(self) -> None:
         """Signal handling (from the main thread), apart from ``open``."""
-        if self.signals is None:
-            self._install_signals()
+        self._out.install_signals(self)
+
+    @property
+    def signals(self) -> Any:
+        """The run's ``signals.RunSignals`` once installed, else None."""
+        return self._out.signals
 
     # --- while it trains ---
     def open(self, *, log: bool = True, control: bool = True, signals: bool = True) -> "Run":
         """Start writing: the JSONL log (appended to on resume), the control
         socket and the signal handlers, each optional.  Rank 0 only."""
-        if not self.is_main or self.folder is None:
-            if signals:
-                self._install_signals()
-            return self
-        if log:
-            from .log_writer import LOG_NAME, JsonlSink
-
-            self._log = JsonlSink(self.folder / LOG_NAME)
-            self.sinks.insert(0, self._log)
-        if control:
-            from ..control.channel import start_for_run
-
-            self._control = start_for_run(self, self.folder)
-        if signals and self.signals is None:
-            self._install_signals()
+        if self.is_main and self.folder is not None:
+            if log:
+                self.sinks.insert(0, self._out.open_log(self.folder))
+            if control:
+                self._out.open_control(self, self.folder)
+        if signals:
+            self._out.install_signals(self)
         return self
 
-    def _install_signals(self) -> None:
-        from .signals import RunSignals
-
-        self.signals = RunSignals(self).install()
-
     def close(self) -> None:
-        """Undo ``open`` in reverse, then drop the lock.  Safe to call twice,
-        and from another thread; a Ctrl-C arriving meanwhile waits until the
-        socket and lock are gone (or it would leave a stale socket behind)."""
-        if self.detached:
-            return
-        with self._closing:
-            if self.signals is not None:
-                self.signals.hold()
-            try:
-                if self._control is not None:
-                    self._control.close()
-                    self._control = None
-                if self._log is not None:
-                    self._log.close()
-                if self._lock is not None:
-                    self._lock.release()
-                    self._lock = None
-            finally:
-                if self.signals is not None:
-                    self.signals.uninstall()
+        """Undo ``open`` in reverse, then drop the lock (``outlets.Outlets.close``)."""
+        if not self.detached:
+            self._out.close()
 
     def detach(self) -> None:
         """In a child process after ``fork`` (``_detach_after_fork``): this
@@ -190,26 +173,11 @@ class Run(OwnLoop):
         self.sinks = []
         self.checkpoints.enabled = False
         # Locks another thread held at the fork stay held forever in the child: fresh ones.
-        self._closing = threading.Lock()
         self.commands = CommandQueue()
-        if self._loop is not None:
-            self._loop.lock = threading.Lock()
         stop, self.stop_event = self.stop_event, threading.Event()
         if stop.is_set():
             self.stop_event.set()
-        for part, how in ((self._log, "abandon"), (self._control, "abandon"), (self._lock, "release")):
-            if part is not None:
-                try:
-                    getattr(part, how)()  # our copies only: closing a copy unlocks nothing
-                except Exception:
-                    pass
-        self._log = self._control = self._lock = None
-        if self.signals is not None:
-            try:
-                self.signals.uninstall()
-            except Exception:
-                pass
-            self.signals = None
+        self._out.abandon()
 
     # --- records ---
     def emit(self, record: Record) -> None:
@@ -278,45 +246,40 @@ class Run(OwnLoop):
         ``check_prompt(prompt)`` says why a sample's prompt cannot be taken
         (its tokenizer's word), asked when the request arrives; without it a
         prompt must be text (no lone surrogates)."""
-        for cmd, fn in ((Command.EVAL, on_eval), (Command.CHECKPOINT, on_checkpoint),
-                        (Command.SAMPLE, on_sample)):
-            if fn is not None:
-                self._handlers[cmd] = fn
-            else:
-                self._handlers.pop(cmd, None)
-        self._on_resume = on_resume
-        self._check_prompt = check_prompt
+        self._handlers.set(on_eval=on_eval, on_checkpoint=on_checkpoint, on_sample=on_sample,
+                           on_resume=on_resume, check_prompt=check_prompt)
 
     def refusal(self, command: Command) -> str | None:
         """Why this run cannot take ``command`` (None when it can)."""
-        if command in (Command.EVAL, Command.CHECKPOINT, Command.SAMPLE) and command not in self._handlers:
-            if command in self._why_not:
-                return self._why_not[command]
-            what = {Command.EVAL: "on_eval", Command.CHECKPOINT: "on_checkpoint", Command.SAMPLE: "on_sample"}
-            return f"this run's loop takes no {command.value} requests (it registered no {what[command]})"
-        return None
+        return self._handlers.refusal(command)
 
     def explain_refusal(self, command: Command, why: str | None) -> None:
         """Say, in the loop's own terms, why it takes no ``command`` requests
         (an integration knows better than "registered no on_eval"); None
         goes back to the generic answer."""
-        if why:
-            self._why_not[command] = why
-        else:
-            self._why_not.pop(command, None)
+        self._handlers.explain(command, why)
 
     def prompt_refusal(self, prompt: str) -> str | None:
         """Why this run cannot sample ``prompt`` (None when it can), asked by
         the control channel before the request is accepted."""
-        if self._check_prompt is None:
-            return surrogate_problem(prompt)
-        try:
-            return self._check_prompt(prompt)
-        except Exception as e:  # noqa: BLE001 - a checker that fails refuses, it does not fail the run
-            return f"the prompt could not be checked ({type(e).__name__})"
+        return self._handlers.prompt_refusal(prompt)
 
     def _set_pause_at(self, step: int) -> None:
         self.pause_at = step
+
+    # --- what a loop tells its run ---
+    def plan_steps(self, total: int) -> None:
+        """The steps the loop means to train (status answers; a live change of ``steps``)."""
+        self.total_steps = int(total)
+
+    def restore_live(self, pause_at: int, changed: dict[str, Any]) -> None:
+        """A resumed run: the pause step and the live changes its checkpoint held."""
+        self.pause_at = int(pause_at)
+        self.changed.update(changed)
+
+    def live_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of this run's steering (``restore_live`` takes it back)."""
+        return {"pause_at": self.pause_at, "changed": dict(self.changed)}
 
     def between_steps(self, step: int) -> None:
         """The loop's safe point, with ``step`` steps trained: apply the
@@ -401,11 +364,11 @@ class Run(OwnLoop):
         elif cmd is Command.RESUME or cmd is Command.TOGGLE_PAUSE:
             if self.paused:
                 self.paused, self.pause_reason = False, ""
-                if self._on_resume is not None:
-                    self._on_resume()
+                if self._handlers.on_resume is not None:
+                    self._handlers.on_resume()
                 self.emit(Resumed(step=self.step))
-        elif cmd in self._handlers and cmd is not Command.SAMPLE:
-            self._handlers[cmd]()
+        elif cmd is not Command.SAMPLE and (fn := self._handlers.of(cmd)) is not None:
+            fn()
 
     def _apply_order(self, order: Order) -> None:
         a = order.args
@@ -417,9 +380,9 @@ class Run(OwnLoop):
                 return
             self.changed[a["key"]] = new
             self.emit(Change(step=self.step, key=a["key"], old=old, new=new, source=order.source))
-        elif order.command is Command.SAMPLE and Command.SAMPLE in self._handlers:
+        elif order.command is Command.SAMPLE and (sample := self._handlers.of(Command.SAMPLE)) is not None:
             prompt = a.get("prompt", "")
-            text = self._handlers[Command.SAMPLE](prompt, a.get("tokens"), a.get("temperature"), a.get("top_k"))
+            text = sample(prompt, a.get("tokens"), a.get("temperature"), a.get("top_k"))
             self.emit(Sample(step=self.step, prompt=prompt, text=text, requested=True, id=a.get("id")))
 
 

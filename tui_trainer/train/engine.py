@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import math
 import queue
-import random
 import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import torch
 
 from ..run import checkpoint as ckpt
@@ -30,6 +28,7 @@ from .lesson import calc_loss_batch, evaluate_model, generate_and_print_sample  
 from ..control.live import define_live_settings
 from .model import pin_gradient_threads, weights_finite
 from .optim import set_lr
+from .rng import rng_state, set_rng_state
 from .parts import Parts, build_parts
 from ..records import BadStep, CheckpointReason, Eval, Resources, RunEnd, RunStart, Sample, Status, TrainStep
 from ..run.run import Run, Sink
@@ -43,11 +42,12 @@ class Trainer:
     """The built-in loop: trains ``parts`` and reports to its run.
 
     ``run`` is the ``run.Run`` it reports to (records, steering, checkpoint
-    policy).  Given a folder or None instead, a bare ``Run`` is made for it
-    from ``sinks``, ``commands`` and ``interactive`` (no lock, log, socket or
-    signals: what ``cli`` adds with ``Run.create``/``Run.open``).  Nothing is
-    set on a Trainer from outside after construction: a resumed run passes
-    the ``resume.ResumePlan`` it continues.
+    policy); whoever made it holds it too (``cli``: the dashboard steers
+    through it), and the trainer keeps it to itself.  Given a folder or None
+    instead (the lesson's ``Trainer(cfg, "outputs/x")``), ``Run.unlocked``
+    makes one from ``sinks``, ``commands`` and ``interactive`` (no lock, log,
+    socket or signals).  Nothing is set on a Trainer from outside after
+    construction: a resumed run passes the ``resume.ResumePlan`` it continues.
     """
 
     def __init__(self, cfg: TrainConfig, run: Run | str | Path | None = None, sinks: Iterable[Sink] = (),
@@ -56,9 +56,9 @@ class Trainer:
         self.cfg = cfg
         p = parts if parts is not None else build_parts(cfg)
         if not isinstance(run, Run):
-            run = Run(run, name=run_name, sinks=sinks, commands=commands, interactive=interactive,
-                      sync=p.dist, checkpoint_every=cfg.ckpt_every, keep=cfg.keep)
-        self.run_handle = run
+            run = Run.unlocked(run, name=run_name, sinks=sinks, commands=commands, interactive=interactive,
+                               sync=p.dist, checkpoint_every=cfg.ckpt_every, keep=cfg.keep)
+        self._run = run  # not re-exported: who needs the run holds it (trainer.run() is the loop)
         self.emit = run.emit
         self.ckpts = run.checkpoints
         self.ckpts.guard(p.optimizer)  # a background snapshot's copy overlaps the next forward/backward
@@ -93,7 +93,7 @@ class Trainer:
         run.set_handlers(on_eval=self._forced_probe, on_checkpoint=self._manual_save,
                          on_sample=self._requested_sample, on_resume=self._on_resume,
                          check_prompt=self.corpus.tokenizer.check)
-        define_live_settings(self, run.settings)
+        define_live_settings(self, run)
         if resume is not None:  # a resume.ResumePlan: load every state it holds
             from ..run.resume import apply_resume
 
@@ -102,50 +102,8 @@ class Trainer:
             self.config_changes = resume.changes or None
 
     @property
-    def run_dir(self) -> Path | None:
-        return self.run_handle.folder
-
-    @property
-    def run_name(self) -> str:
-        return self.run_handle.name
-
-    @property
-    def commands(self) -> queue.Queue:
-        return self.run_handle.commands
-
-    @property
-    def sinks(self) -> list[Sink]:
-        return self.run_handle.sinks
-
-    @property
-    def paused(self) -> bool:
-        return self.run_handle.paused
-
-    @property
-    def interactive(self) -> bool:
-        return self.run_handle.interactive
-
-    @property
     def best_val(self) -> float:
         return self.ckpts.best_val
-
-    # --- control from other threads ---
-    def add_sink(self, sink: Sink) -> None:
-        self.run_handle.add_sink(sink)
-
-    def remove_sink(self, sink: Sink) -> None:
-        self.run_handle.remove_sink(sink)
-
-    def send(self, command: Command | str) -> None:
-        self.run_handle.send(command)
-
-    def request_stop(self) -> None:
-        """Stop after the current step; evals, samples and pauses notice at once."""
-        self.run_handle.request_stop()
-
-    @property
-    def stopping(self) -> bool:
-        return self.run_handle.stopping
 
     @property
     def elapsed(self) -> float:
@@ -153,24 +111,24 @@ class Trainer:
 
     # --- the loop ---
     def run(self) -> RunEnd:
-        cfg, run = self.cfg, self.run_handle
+        cfg, run = self.cfg, self._run
         self._t0 = time.perf_counter()
-        run.total_steps = cfg.steps
+        run.plan_steps(cfg.steps)
         fpt, peak = self._flops()
-        self.emit(RunStart(step=self.step, run_name=self.run_name, config=cfg.to_dict(),
+        self.emit(RunStart(step=self.step, run_name=run.name, config=cfg.to_dict(),
                            n_params=self.model.num_params(), device=self.hw.describe() + self.dist.describe(),
                            total_steps=cfg.steps, resumed=self.resumed, resumed_from=self.resumed_from,
                            changes=self.config_changes, live=dict(run.changed) or None,
                            inexact=[k for k in INEXACT_CHANGES if k in (self.config_changes or {})] or None,
                            flops_per_token=fpt, peak_flops=peak, tokens_per_step=self._tokens_per_step(),
-                           tokenizer=keep_in(self.run_dir, self.corpus.tokenizer), parent=self.parent))
+                           tokenizer=keep_in(run.folder, self.corpus.tokenizer), parent=self.parent))
         self.schedule.announce(self.emit)  # a jump of the LR at this resume
         self._sampled_at = time.perf_counter()
         status, error = "finished", None
         try:
             while self.step < cfg.steps:
                 run.between_steps(self.step)
-                if self.stopping:
+                if run.stopping:
                     status = "stopped"
                     break
                 if self.step >= cfg.steps:
@@ -314,7 +272,7 @@ class Trainer:
                                              temperature=temperature or cfg.temperature,
                                              top_k=(top_k or None) if top_k is not None else cfg.top_k,
                                              device=self.hw.device, generator=gen, print_fn=None,
-                                             should_stop=self.run_handle.stop_event.is_set)
+                                             should_stop=self._run.stop_event.is_set)
 
     def _forced_probe(self) -> None:
         self._probe(forced=True)
@@ -323,18 +281,18 @@ class Trainer:
         self._save("manual")
 
     def _state_word(self) -> str:
-        return "paused" if self.paused else "running"
+        return "paused" if self._run.paused else "running"
 
     def _probe(self, forced: bool) -> None:
         cfg = self.cfg
         self.emit(Status(step=self.step, state="evaluating"))
-        stop = self.run_handle.stop_event.is_set
+        stop = self._run.stop_event.is_set
         # The eager module, not compiled/DDP: eval mode would recompile the graph; evals need no all-reduce.
         val = evaluate_model(self.model, self.val_batches, autocast=self.hw.autocast, should_stop=stop)
         train = evaluate_model(self.model, self.train_eval_batches, autocast=self.hw.autocast, should_stop=stop)
         if self.dist.enabled:  # each rank evaluated its rows of the same batches
             val, train = self.dist.mean([val, train])
-        if self.stopping:
+        if self._run.stopping:
             return  # a partial eval is not a number worth logging
         self.last_val, self.last_val_step = val, self.step
         self.emit(Eval(step=self.step, val_loss=val, train_loss=train, elapsed_s=self.elapsed, forced=forced,
@@ -350,27 +308,25 @@ class Trainer:
                                              temperature=cfg.temperature, top_k=cfg.top_k,
                                              device=self.hw.device, generator=gen, print_fn=None,
                                              should_stop=stop)
-        if not self.stopping:
+        if not self._run.stopping:
             self.emit(Sample(step=self.step, prompt=cfg.sample_prompt, text=text))
         self.emit(Status(step=self.step, state=self._state_word()))  # type: ignore[arg-type]
         # A new best val loss is kept as best.pt when it is seen, not only when
         # a scheduled checkpoint happens to fall on this step (the loop saves
         # right after a scheduled probe, and marks best there).
         scheduled = not forced and self.ckpts.due(self.step, cfg.steps)
-        if self.ckpts.is_new_best(val) and not scheduled and not self.stopping:
+        if self.ckpts.is_new_best(val) and not scheduled and not self._run.stopping:
             self._save("best")
 
     # --- checkpoints ---
     def state_dict(self) -> dict[str, Any]:
-        np_state = np.random.get_state()
         return {
             "format": ckpt.FORMAT,
             "step": self.step,
             "world_size": self.dist.world_size,
             "tokens": self.tokens,
             "elapsed_s": self.elapsed,
-            "live": {"lr_scale": self.lr_scale, "pause_at": self.run_handle.pause_at,
-                     "changed": dict(self.run_handle.changed)},
+            "live": {"lr_scale": self.lr_scale, **self._run.live_state()},  # pause_at, changed
             "best_val": self.best_val,
             "schedule": self.schedule.state_dict(),
             "last_val": self.last_val,
@@ -382,12 +338,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict(),
-            "rng": {
-                "python": random.getstate(),
-                "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
+            "rng": rng_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -403,14 +354,7 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.sampler.load_state_dict(state["sampler"])
-        rng = state["rng"]
-        py = rng["python"]
-        random.setstate((py[0], tuple(py[1]), py[2]))
-        npst = rng["numpy"]
-        np.random.set_state((npst[0], np.array(npst[1], dtype=np.uint32), *npst[2:]))
-        torch.set_rng_state(rng["torch"])
-        if rng.get("cuda") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        set_rng_state(state["rng"])
         self.step = state["step"]
         self.tokens = state["tokens"]
         self.elapsed_before = state["elapsed_s"]
@@ -421,8 +365,7 @@ class Trainer:
         live = state.get("live") or {}
         self.lr_scale = float(live.get("lr_scale", 1.0))
         self.schedule.load_state_dict(state.get("schedule"))
-        self.run_handle.pause_at = int(live.get("pause_at", 0))
-        self.run_handle.changed.update(live.get("changed") or {})
+        self._run.restore_live(live.get("pause_at", 0), live.get("changed") or {})
         self.resumed = True
 
     def _save(self, reason: CheckpointReason) -> Path | None:
@@ -441,8 +384,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, sinks: Iterable[Sink] = (),
     """Run a whole training job into ``run_dir`` (its ``losses.jsonl`` included)."""
     parts = build_parts(cfg)  # fails on bad input before anything is written
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    run = Run(run_dir, sinks=sinks, commands=commands, sync=parts.dist,
-              checkpoint_every=cfg.ckpt_every, keep=cfg.keep).open(control=False, signals=False)
+    run = Run.unlocked(run_dir, sinks=sinks, commands=commands, sync=parts.dist,
+                       checkpoint_every=cfg.ckpt_every, keep=cfg.keep).open(control=False, signals=False)
     try:
         return Trainer(cfg, run, parts=parts).run()
     finally:

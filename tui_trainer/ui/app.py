@@ -391,7 +391,7 @@ class DashboardApp(App):
         self.update_view()
 
 
-def run_dashboard(trainer: Any = None, *, mouse: bool = True, signals: Any = None,
+def run_dashboard(trainer: Any = None, *, run: Any = None, mouse: bool = True, signals: Any = None,
                   source: TrainerSource | None = None) -> RunEnd | None:
     """Train with the dashboard up; returns the run's ``RunEnd`` (None if it never ran).
 
@@ -402,12 +402,14 @@ def run_dashboard(trainer: Any = None, *, mouse: bool = True, signals: Any = Non
     to stop and is joined, so the run log always gets its run-end record
     before the caller closes it.
 
-    Given a ``source`` that prepares its trainer (``TrainerSource(prepare=...)``)
+    Given a ``trainer``, ``run`` is the ``run.Run`` it reports to, which the
+    dashboard steers.  Given a ``source`` that prepares its trainer
+    (``TrainerSource(run=..., prepare=...)``)
     instead of a trainer, the window is up before torch is even imported, and
     an error while preparing closes it and is raised here.
     """
-    source = source if source is not None else TrainerSource(trainer)
-    name = trainer.run_name if trainer is not None else ""  # named by its run_start
+    source = source if source is not None else TrainerSource(trainer, run=run)
+    name = run.name if trainer is not None and run is not None else ""  # else named by its run_start
     app = DashboardApp(source, [RunSeries(name)], steering=LocalSteering(source),
                        title="tui-trainer" + (f" · {name}" if trainer is not None else ""))
     source.on_fail = lambda: app.call_from_thread(app.exit)

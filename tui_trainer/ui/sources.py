@@ -112,20 +112,32 @@ class QueueSource(RecordSource):
 
 
 class LiveTrainer(Protocol):
-    """All a ``TrainerSource`` uses of a trainer (``engine.Trainer`` has it)."""
+    """All a ``TrainerSource`` uses of a trainer (``engine.Trainer`` has it):
+    its loop and its step.  A resumed one says so (``resumed``)."""
 
     step: int
-    run_name: str
+
+    def run(self) -> RunEnd: ...
+
+
+class LiveRun(Protocol):
+    """All a ``TrainerSource`` and ``LocalSteering`` use of the run the
+    trainer reports to (``run.Run`` has it; ``cli`` holds it): its records,
+    its steering, its name and folder."""
+
+    name: str
+    folder: Path | None
 
     def add_sink(self, sink: Any) -> None: ...
     def remove_sink(self, sink: Any) -> None: ...
     def send(self, command: Command) -> None: ...
     def request_stop(self) -> None: ...
-    def run(self) -> RunEnd: ...
 
 
 class TrainerSource(QueueSource):
-    """A live run: ``trainer.run()`` in a thread, its records through a queue.
+    """A live run: ``trainer.run()`` in a thread, its records through a queue
+    from its ``run`` (the ``run.Run`` the trainer reports to), which is also
+    what the dashboard steers.
 
     Given ``prepare`` instead of a trainer, the thread first builds the
     trainer (``prepare(say, cancelled)``: importing torch, loading data,
@@ -136,11 +148,12 @@ class TrainerSource(QueueSource):
     anything.
     """
 
-    def __init__(self, trainer: LiveTrainer | None = None, *,
+    def __init__(self, trainer: LiveTrainer | None = None, *, run: LiveRun,
                  prepare: Callable[[Callable[[str], None], Callable[[], bool]], LiveTrainer] | None = None):
         super().__init__()
         assert (trainer is None) != (prepare is None), "a trainer, or a way to prepare one"
         self.trainer = trainer
+        self.run = run
         self.prepare = prepare
         self.phase = "starting…" if prepare is not None else ""
         self.error: BaseException | None = None
@@ -148,7 +161,7 @@ class TrainerSource(QueueSource):
         self.ready = threading.Event()  # set once the trainer exists (or failed to)
         self._sink = self.sink(0)
         if trainer is not None:
-            trainer.add_sink(self._sink)
+            run.add_sink(self._sink)
             self.ready.set()
         self.thread: threading.Thread | None = None
         self.end: RunEnd | None = None
@@ -174,11 +187,11 @@ class TrainerSource(QueueSource):
                 self.on_fail()
             return False
         if not self.detached:
-            trainer.add_sink(self._sink)
+            self.run.add_sink(self._sink)
         self.trainer, self.phase = trainer, ""
         self.ready.set()
         if self.stopping:
-            trainer.request_stop()  # q while it was loading: a run of no steps
+            self.run.request_stop()  # q while it was loading: a run of no steps
         return True
 
     def start(self) -> None:
@@ -202,7 +215,7 @@ class TrainerSource(QueueSource):
     def _read_history(self, trainer: LiveTrainer) -> None:
         """A resumed run: read its log as it is now, before this session
         writes its ``run_start`` (the seam), in a thread of its own."""
-        folder = getattr(getattr(trainer, "run_handle", None), "folder", None)
+        folder = self.run.folder
         if getattr(trainer, "resumed", False) is not True or folder is None:
             return
         from ..run.log_writer import LOG_NAME
@@ -218,7 +231,7 @@ class TrainerSource(QueueSource):
             from ..logs.history import read_history
 
             try:
-                self._history = read_history(log, end, trainer.step, trainer.run_name)
+                self._history = read_history(log, end, trainer.step, self.run.name)
             except Exception:  # noqa: BLE001 - an unreadable history shows the live records alone
                 self._history = None
             self._history_read.set()
@@ -239,18 +252,18 @@ class TrainerSource(QueueSource):
         if Command(command) is Command.STOP:
             self.stop()
         elif self.trainer is not None:  # nothing to steer while it is still loading
-            self.trainer.send(Command(command))
+            self.run.send(Command(command))
 
     def stop(self) -> None:
         self.stopping = True
         if self.trainer is not None:
-            self.trainer.request_stop()
+            self.run.request_stop()
 
     def detach(self) -> None:
         """The terminal is gone: stop feeding the UI; the trainer goes on headless."""
         self.detached = True
         if self.trainer is not None:
-            self.trainer.remove_sink(self._sink)
+            self.run.remove_sink(self._sink)
 
     def join(self, timeout: float | None = None) -> None:
         if self.thread is not None:
@@ -334,8 +347,8 @@ class LocalSteering:
         checks, the same answer), as coming from the keys."""
         from ..control.channel import TrainerControl  # the protocol; imports no torch
 
-        target = getattr(self.source.trainer, "run_handle", None)  # engine.Trainer's run.Run
-        if target is None or not hasattr(getattr(target, "commands", None), "offer"):
+        target = self.source.run  # the run.Run the trainer reports to, as the socket steers it
+        if self.source.trainer is None or not hasattr(getattr(target, "commands", None), "offer"):
             return {"ok": False, "error": "this run takes no typed requests"}
         if not self.can_send() and req.get("cmd") not in ("status", "ping"):
             return {"ok": False, "error": "the run is stopping" if self.source.stopping else "the run has ended"}
