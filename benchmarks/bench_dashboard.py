@@ -33,7 +33,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+from headless_dashboard import live_trainer  # benchmarks/
 from tui_trainer.config import make_config
 from tui_trainer.train.engine import Trainer
 from tui_trainer.records import Record, TrainStep
@@ -67,17 +69,17 @@ class Steps:
         return (k1 - k0) / (t1 - t0)
 
 
-def make_trainer(args, out: Path) -> tuple[Trainer, Steps, JsonlSink]:
+def make_trainer(args, out: Path) -> tuple[Trainer, Any, Steps, JsonlSink]:
     cfg = make_config(dict(SHAPES[args.shape], steps=args.steps, eval_every=10**9, warmup_steps=10,
                            threads=args.threads, out=str(out)))
     out.mkdir(parents=True)
     steps, log = Steps(), JsonlSink(out / LOG_NAME)
-    trainer = Trainer(cfg, out, [log, steps], interactive=True)
-    return trainer, steps, log
+    trainer, run = live_trainer(cfg, out, [log, steps])
+    return trainer, run, steps, log
 
 
 def run_headless(args, out: Path) -> tuple[float, float]:
-    trainer, steps, log = make_trainer(args, out)
+    trainer, _, steps, log = make_trainer(args, out)
     try:
         trainer.run()
     finally:
@@ -86,9 +88,9 @@ def run_headless(args, out: Path) -> tuple[float, float]:
 
 
 def run_dashboard(args, out: Path) -> tuple[float, float]:
-    trainer, steps, log = make_trainer(args, out)
-    source = TrainerSource(trainer)
-    app = DashboardApp(source, [RunSeries(trainer.run_name)])
+    trainer, run, steps, log = make_trainer(args, out)
+    source = TrainerSource(trainer, run=run)
+    app = DashboardApp(source, [RunSeries(run.name)])
     ui: dict[str, tuple[float, float]] = {}
 
     async def drive() -> None:
@@ -118,9 +120,9 @@ def run_phases(args, out: Path, pairs: int) -> tuple[list[float], list[float]]:
     Returns (working/paused tok/s ratio per adjacent pair, UI CPU share while working)."""
     steps_total = args.phase * (2 * pairs + 1)
     a = argparse.Namespace(**{**vars(args), "steps": steps_total})
-    trainer, steps, log = make_trainer(a, out)
-    source = TrainerSource(trainer)
-    app = DashboardApp(source, [RunSeries(trainer.run_name)])
+    trainer, run, steps, log = make_trainer(a, out)
+    source = TrainerSource(trainer, run=run)
+    app = DashboardApp(source, [RunSeries(run.name)])
     marks: list[tuple[int, bool]] = []   # (step index where a phase starts, UI working?)
     cpu: list[float] = []
 

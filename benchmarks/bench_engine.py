@@ -233,13 +233,12 @@ def bench_dashboard(cfg: Any, windows: int, window: int, warmup: int, dtype: str
     and skips only writing frames to a terminal).  The bare loop's windows run
     in the same thread between the engine's, with the app up but idle."""
     try:
-        from headless_dashboard import run_in_dashboard  # benchmarks/
+        from headless_dashboard import live_trainer, run_in_dashboard  # benchmarks/
 
         import tui_trainer.ui.app  # noqa: F401
     except ImportError as e:
         print(f"dashboard mode unavailable: the dashboard does not import ({e})")
         return None
-    from tui_trainer.train.engine import Trainer
     from tui_trainer.run.log_writer import JsonlSink
 
     corpus = load_corpus(cfg)
@@ -247,9 +246,9 @@ def bench_dashboard(cfg: Any, windows: int, window: int, warmup: int, dtype: str
     turns = _Turns(window, warmup, bare.run, cfg.batch_size * cfg.context_length)
     with tempfile.TemporaryDirectory() as tmp:
         log = JsonlSink(Path(tmp) / "losses.jsonl")
-        trainer = Trainer(cfg, None, [log, turns], interactive=True)
+        trainer, run = live_trainer(cfg, None, [log, turns])
         try:
-            run_in_dashboard(trainer, size)
+            run_in_dashboard(trainer, size, run)
         finally:
             log.close()
     return {"engine": turns.engine, "bare": turns.bare_tps, "model": trainer.model,

@@ -52,7 +52,7 @@ from tui_trainer.config import make_config  # noqa: E402
 from tui_trainer.train.model import GPT, GPTConfig  # noqa: E402
 from tui_trainer.train.optim import build_param_groups, cosine_with_warmup  # noqa: E402
 
-from headless_dashboard import run_in_dashboard  # noqa: E402  (benchmarks/)
+from headless_dashboard import live_trainer, run_in_dashboard  # noqa: E402  (benchmarks/)
 
 GPT2_SMALL = dict(n_layer=12, n_head=12, n_embd=768, context_length=1024, vocab_size=50304, bias=False,
                   batch_size=16)
@@ -127,12 +127,10 @@ class _Clock:
 
 
 def engine(cfg: Any, warmup: int, dashboard: bool = False) -> tuple[float, str]:
-    from tui_trainer.train.engine import Trainer
-
     clock = _Clock()
-    trainer = Trainer(cfg, None, [clock], interactive=dashboard)
+    trainer, run = live_trainer(cfg, None, [clock], interactive=dashboard)
     if dashboard:
-        run_in_dashboard(trainer)
+        run_in_dashboard(trainer, run=run)
     else:
         trainer.run()
     return clock.tokens_per_sec(warmup), trainer.hw.describe()

@@ -18,7 +18,7 @@ import torch
 from tui_trainer.run import checkpoint as ckpt
 from tui_trainer import cli
 from tui_trainer.run.checkpoint_writer import Snapshotter
-from tui_trainer.train.engine import Trainer
+from trainer_with_run import trainer_with_run
 from tui_trainer.logs import read_records
 from tui_trainer.records import Checkpoint, RunEnd, Status, TrainStep
 from tui_trainer.run.log_writer import LOG_NAME
@@ -75,7 +75,7 @@ def test_training_goes_on_while_a_write_is_held_and_the_next_save_waits_for_it(t
     out = tmp_path / "run"
     out.mkdir()
     gate, tape = Gate(monkeypatch), Tape()
-    t = Trainer(_cfg(out, "--steps", "12", "--eval-every", "100", "--checkpoint-every", "4"), out, [tape])
+    t, _ = trainer_with_run(_cfg(out, "--steps", "12", "--eval-every", "100", "--checkpoint-every", "4"), out, [tape])
     end = {}
     runner = threading.Thread(target=lambda: end.setdefault("end", t.run()))
     runner.start()
@@ -126,12 +126,13 @@ def test_the_final_checkpoint_is_whole_before_run_end(tmp_path, monkeypatch, how
             if isinstance(r, Checkpoint):
                 order.append(("record", r.step))
             if isinstance(r, TrainStep) and how == "stopped" and r.step == 5:
-                t.request_stop()
+                run.request_stop()
             if isinstance(r, RunEnd):
                 order.append(("run_end", r.step))
                 ended.set()
 
-    t = Trainer(_cfg(out, "--steps", "8", "--eval-every", "100", "--checkpoint-every", "4"), out, [Sink()])
+    t, run = trainer_with_run(_cfg(out, "--steps", "8", "--eval-every", "100", "--checkpoint-every", "4"), out,
+                              [Sink()])
     end = t.run()
     assert end.status == how
     if how == "finished":

@@ -18,8 +18,9 @@ from tui_trainer import cli
 from tui_trainer.control import channel as control, server as control_server
 from tui_trainer.control.commands import CommandQueue
 from tui_trainer.control.channel import ControlError, ControlServer, TrainerControl, request, serve_trainer
-from tui_trainer.train.engine import Command, Trainer
+from tui_trainer.train.engine import Command
 from tui_trainer.records import Checkpoint, Eval, Paused, Resumed, RunEnd
+from trainer_with_run import trainer_with_run
 
 
 def fake_trainer(step: int = 7) -> SimpleNamespace:
@@ -322,10 +323,10 @@ def wait_for(pred, timeout=30.0):
 
 def test_steering_a_real_trainer(tiny_cfg, run_dir):
     sink = ListSink()
-    trainer = Trainer(tiny_cfg(steps=100_000, eval_every=100_000), run_dir, [sink])
+    trainer, run = trainer_with_run(tiny_cfg(steps=100_000, eval_every=100_000), run_dir, [sink])
     ended: list[RunEnd] = []
     th = threading.Thread(target=lambda: ended.append(trainer.run()))
-    with serve_trainer(trainer.run_handle, run_dir):
+    with serve_trainer(run, run_dir):
         th.start()
         assert wait_for(lambda: trainer.step >= 3)
         assert request(run_dir, "pause")["ok"]
@@ -347,17 +348,17 @@ def test_steering_a_real_trainer(tiny_cfg, run_dir):
 
 
 def test_attach_send_from_the_cli(tiny_cfg, run_dir, capsys):
-    trainer = Trainer(tiny_cfg(steps=100_000, eval_every=100_000), run_dir, [])
-    with serve_trainer(trainer.run_handle, run_dir):
+    trainer, run = trainer_with_run(tiny_cfg(steps=100_000, eval_every=100_000), run_dir, [])
+    with serve_trainer(run, run_dir):
         th = threading.Thread(target=trainer.run)
         th.start()
         try:
             assert cli.main(["attach", str(run_dir), "--send", "pause"]) == 0
             answer = json.loads(capsys.readouterr().out)
             assert answer["ok"] and answer["cmd"] == "pause"
-            assert wait_for(lambda: trainer.paused)
+            assert wait_for(lambda: run.paused)
         finally:
-            trainer.request_stop()
+            run.request_stop()
             th.join(timeout=30)
     assert cli.main(["attach", str(run_dir), "--send", "status"]) == 2
     err = capsys.readouterr().err

@@ -42,15 +42,15 @@ def count(path: Path, type_: str) -> int:
 @pytest.fixture
 def live(tiny_cfg, tmp_path):
     """A dashboard app over a real (tiny) trainer writing a JSONL log."""
-    from tui_trainer.train.engine import Trainer  # here: the screens below need no torch
+    from trainer_with_run import trainer_with_run  # here: the screens below need no torch
 
     cfg = tiny_cfg(steps=100_000, eval_every=100_000, threads=1)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     log = JsonlSink(run_dir / LOG_NAME)
-    trainer = Trainer(cfg, run_dir, [log], interactive=True)
-    source = TrainerSource(trainer)
-    app = DashboardApp(source, [RunSeries(trainer.run_name)], steering=LocalSteering(source))
+    trainer, run = trainer_with_run(cfg, run_dir, [log], interactive=True)
+    source = TrainerSource(trainer, run=run)
+    app = DashboardApp(source, [RunSeries(run.name)], steering=LocalSteering(source))
     yield app, run_dir / LOG_NAME, run_dir
     if not source.done:  # a failing test must not leave a thread training
         source.stop()

@@ -23,6 +23,7 @@ from tui_trainer.run import checkpoint as ckpt
 from tui_trainer import cli
 from tui_trainer.train import engine
 from tui_trainer.train.engine import Command, Trainer
+from trainer_with_run import trainer_with_run
 from tui_trainer.records import Checkpoint, Paused
 from tui_trainer.logs import ReadCounts, effective_records, read_records
 from tui_trainer.run.log_writer import LOG_NAME, JsonlSink
@@ -274,11 +275,11 @@ def test_dashboard_mode_pauses_on_divergence_and_recovers_when_resumed(tmp_path,
                 nan["on"] = True
             if isinstance(r, Paused) and r.reason == "diverged":
                 nan["on"] = False
-                t.send(Command.CHECKPOINT)  # refused: the model diverged
-                t.send(Command.RESUME)
+                held.send(Command.CHECKPOINT)  # refused: the model diverged
+                held.send(Command.RESUME)
 
     rec = _Recorder(run)
-    t = Trainer(cfg, run, [rec, Human()], interactive=True)
+    t, held = trainer_with_run(cfg, run, [rec, Human()], interactive=True)
     _inject_nan(monkeypatch, lambda: nan["on"])
     end = t.run()
     assert (end.status, end.step) == ("finished", 20)

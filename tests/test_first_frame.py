@@ -19,14 +19,15 @@ def status_text(app) -> str:
 async def test_the_first_paint_does_not_wait_for_the_engine():
     release = threading.Event()
     phases = []
+    fake = FakeTrainer(steps=50)  # the trainer prepare builds, and the run (cli holds it from the start)
 
     def prepare(say, cancelled):
         say("loading PyTorch…")
         phases.append("asked")
         release.wait(30)  # the engine is slow to build: the window must not wait for it
-        return FakeTrainer(steps=50)
+        return fake
 
-    source = TrainerSource(prepare=prepare)
+    source = TrainerSource(run=fake, prepare=prepare)
     app = DashboardApp(source, [RunSeries("")], steering=LocalSteering(source))
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: "loading PyTorch" in status_text(app), "the loading line")
@@ -42,7 +43,7 @@ async def test_an_error_while_preparing_closes_the_window_and_is_kept():
     def prepare(say, cancelled):
         raise ValueError("data file x.txt is a FIFO")
 
-    source = TrainerSource(prepare=prepare)
+    source = TrainerSource(run=FakeTrainer(), prepare=prepare)
     app = DashboardApp(source, [RunSeries("")], steering=LocalSteering(source))
     source.on_fail = lambda: app.call_from_thread(app.exit)
     async with app.run_test(size=(80, 24)) as pilot:

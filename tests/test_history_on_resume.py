@@ -57,17 +57,17 @@ def _first_run(tiny_cfg, run_dir):
 @pytest.fixture
 def resumed(tiny_cfg, tmp_path):
     """The live dashboard of a resumed run, training steps 41..60."""
-    from tui_trainer.train.engine import Trainer
+    from trainer_with_run import trainer_with_run
     from tui_trainer.run.resume import plan_resume
 
     run_dir = tmp_path / "run"
     _first_run(tiny_cfg, run_dir)
     plan = plan_resume(run_dir, {"steps": 60})
     log = JsonlSink(run_dir / LOG_NAME)
-    trainer = Trainer(plan.cfg, run_dir, [log], interactive=True, resume=plan)
+    trainer, run = trainer_with_run(plan.cfg, run_dir, [log], interactive=True, resume=plan)
     assert trainer.resumed and trainer.step == 40
-    source = TrainerSource(trainer)
-    app = DashboardApp(source, [RunSeries(trainer.run_name)], steering=LocalSteering(source))
+    source = TrainerSource(trainer, run=run)
+    app = DashboardApp(source, [RunSeries(run.name)], steering=LocalSteering(source))
     yield app, source
     if not source.done:
         source.stop()

@@ -25,14 +25,14 @@ def need_mcp() -> None:
 def test_a_request_may_say_it_comes_from_mcp_and_nothing_else(tiny_cfg):
     from test_control import drained
 
-    from tui_trainer.train.engine import Trainer
+    from trainer_with_run import trainer_with_run
 
-    t = Trainer(tiny_cfg(threads=1), None)
-    handle = TrainerControl(t.run_handle).handle
+    t, run = trainer_with_run(tiny_cfg(threads=1))
+    handle = TrainerControl(run).handle
     for said in ("mcp", "keys", "api", None, 3):
         req = {"cmd": "set", "key": "lr_scale", "value": 0.5, **({"source": said} if said else {})}
         assert handle(req)["ok"]
-        (order,) = drained(t.run_handle.commands)
+        (order,) = drained(run.commands)
         assert order.source == ("mcp" if said == "mcp" else "attach")
 
 

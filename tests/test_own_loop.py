@@ -21,6 +21,7 @@ from tui_trainer.logs import load_series, read_records
 from tui_trainer.logs.formats.ours import typed_record
 from tui_trainer.records import Eval, TrainStep
 from tui_trainer.run.folder import is_live
+from tui_trainer.loops.own_loop import OwnLoop
 from tui_trainer.run.run import Run
 
 from test_distributed import _env, wait_for as _wait_for
@@ -85,7 +86,8 @@ class TinyLoop:
 def test_a_plain_loop_steered_over_the_socket(tmp_path):
     folder = tmp_path / "run"
     loop = TinyLoop(folder)
-    assert isinstance(loop.run, Run)  # the very class the built-in trainer reports to
+    # It has (composition, not a mixin) the very class the built-in trainer reports to.
+    assert isinstance(loop.run, OwnLoop) and isinstance(loop.run._run, Run)
     worker = threading.Thread(target=loop.train)
     worker.start()
     try:

@@ -25,6 +25,7 @@ from tui_trainer.control.channel import ControlError, TrainerControl, request, s
 from tui_trainer.control.server import MAX_DEPTH, nesting, parse_request
 from tui_trainer.train.data import ByteTokenizer, IdTokenizer
 from tui_trainer.train.engine import Trainer
+from trainer_with_run import trainer_with_run
 from tui_trainer.records import Ack, RunEnd, Sample
 from tui_trainer.run.run import Run
 from tui_trainer.run.log_writer import LOG_NAME, JsonlSink
@@ -63,11 +64,11 @@ def wait_for(pred, timeout: float = 60.0) -> bool:
 def live(tiny_cfg, run_dir, sink, **cfg):
     """A real trainer writing its log, training in a thread until stopped
     (serve its channel with ``serve_trainer``)."""
-    trainer = Trainer(tiny_cfg(**{"steps": 100_000, "eval_every": 100_000, "threads": 1, **cfg}), run_dir,
-                      [sink, JsonlSink(run_dir / LOG_NAME)])
+    trainer, run = trainer_with_run(tiny_cfg(**{"steps": 100_000, "eval_every": 100_000, "threads": 1, **cfg}),
+                                    run_dir, [sink, JsonlSink(run_dir / LOG_NAME)])
     ended: list[RunEnd] = []
     th = threading.Thread(target=lambda: ended.append(trainer.run()), daemon=True)
-    return trainer, th, ended
+    return trainer, run, th, ended
 
 
 # --- item 8: length and nesting are checked before parsing ---------------------
@@ -188,8 +189,8 @@ def test_the_client_sends_a_deadline_due_before_it_gives_up(run_dir):
 
 def test_a_late_request_is_written_as_dropped_and_never_applied(tiny_cfg, run_dir):
     sink = ListSink()
-    trainer, th, ended = live(tiny_cfg, run_dir, sink)
-    with serve_trainer(trainer.run_handle, run_dir) as srv:
+    trainer, run, th, ended = live(tiny_cfg, run_dir, sink)
+    with serve_trainer(run, run_dir) as srv:
         th.start()
         try:
             assert wait_for(lambda: trainer.step >= 2)
@@ -198,10 +199,10 @@ def test_a_late_request_is_written_as_dropped_and_never_applied(tiny_cfg, run_di
             assert wait_for(lambda: sink.of(Ack))
             [ack] = sink.of(Ack)
             assert ack.command == "pause" and not ack.ok and ack.message.startswith("dropped: arrived after")
-            assert not trainer.paused and request(run_dir, "status")["state"] == "running"
+            assert not run.paused and request(run_dir, "status")["state"] == "running"
             assert request(run_dir, "stop")["ok"]
         finally:
-            trainer.request_stop()
+            run.request_stop()
             th.join(timeout=60)
     assert ended[0].status == "stopped"
 
@@ -265,8 +266,8 @@ def test_the_issues_reproductions_in_a_real_run(tmp_path):
 # --- item 2: a bad prompt is refused on arrival; a failing request is an ack -----
 
 def test_prompts_are_checked_on_arrival(tiny_cfg):
-    t = Trainer(tiny_cfg(threads=1), None)
-    handle = TrainerControl(t.run_handle).handle
+    t, run = trainer_with_run(tiny_cfg(threads=1))
+    handle = TrainerControl(run).handle
     answer = handle({"cmd": "sample", "prompt": "\ud800abc"})
     assert answer["ok"] is False and "U+D800" in answer["error"] and "lone surrogate" in answer["error"]
     assert handle({"cmd": "sample", "prompt": "caf\udce9"})["ok"]  # a byte model takes the byte 0xE9
@@ -281,8 +282,8 @@ def test_prompts_are_checked_on_arrival(tiny_cfg):
 
 def test_a_non_utf8_prompt_from_attach_samples_and_the_run_goes_on(tiny_cfg, run_dir, capsys):
     sink = ListSink()
-    trainer, th, ended = live(tiny_cfg, run_dir, sink, sample_tokens=4)
-    with serve_trainer(trainer.run_handle, run_dir):
+    trainer, run, th, ended = live(tiny_cfg, run_dir, sink, sample_tokens=4)
+    with serve_trainer(run, run_dir):
         th.start()
         try:
             assert wait_for(lambda: trainer.step >= 2)
@@ -295,7 +296,7 @@ def test_a_non_utf8_prompt_from_attach_samples_and_the_run_goes_on(tiny_cfg, run
             assert request(run_dir, "status")["state"] == "running"
             assert request(run_dir, "stop")["ok"]
         finally:
-            trainer.request_stop()
+            run.request_stop()
             th.join(timeout=60)
     assert ended[0].status == "stopped" and ended[0].error is None
     assert [s.requested for s in sink.of(Sample)] == [True]
@@ -310,8 +311,8 @@ def test_an_exception_while_applying_a_request_is_an_ack_and_the_run_finishes(ti
     def broken(*args):
         raise RuntimeError("the sampler broke")
 
-    run._handlers[Command.SAMPLE] = broken
-    run._handlers[Command.EVAL] = broken
+    run._handlers._fns[Command.SAMPLE] = broken  # over the trainer's own
+    run._handlers._fns[Command.EVAL] = broken
     for item in (Order(Command.SAMPLE, {"prompt": "def ", "id": "x9"}, "attach"), Command.EVAL, "no-such-command"):
         run.commands.put(item)
     end = t.run()
@@ -325,13 +326,13 @@ def test_an_exception_while_applying_a_request_is_an_ack_and_the_run_finishes(ti
 
 def test_attach_sample_says_at_once_when_the_run_could_not_draw_it(tiny_cfg, run_dir, capsys):
     sink = ListSink()
-    trainer, th, ended = live(tiny_cfg, run_dir, sink)
+    trainer, run, th, ended = live(tiny_cfg, run_dir, sink)
 
     def broken(*args):
         raise RuntimeError("out of memory")
 
-    trainer.run_handle._handlers[Command.SAMPLE] = broken
-    with serve_trainer(trainer.run_handle, run_dir):
+    run._handlers._fns[Command.SAMPLE] = broken  # over the trainer's own
+    with serve_trainer(run, run_dir):
         th.start()
         try:
             assert wait_for(lambda: trainer.step >= 2)
@@ -340,7 +341,7 @@ def test_attach_sample_says_at_once_when_the_run_could_not_draw_it(tiny_cfg, run
             assert "could not draw the sample" in err and "out of memory" in err and err.count("\n") == 1
             assert request(run_dir, "status")["state"] == "running"
         finally:
-            trainer.request_stop()
+            run.request_stop()
             th.join(timeout=60)
     assert ended[0].status == "stopped"
 
@@ -350,11 +351,11 @@ def test_the_prompt_box_is_checked_like_the_socket(tiny_cfg):
 
     from tui_trainer.ui.sources import LocalSteering
 
-    t = Trainer(tiny_cfg(threads=1), None)
-    steering = LocalSteering(SimpleNamespace(trainer=t, done=False, stopping=False))  # the g key's route
+    t, run = trainer_with_run(tiny_cfg(threads=1))
+    steering = LocalSteering(SimpleNamespace(trainer=t, run=run, done=False, stopping=False))  # the g key's route
     answer = steering.request({"cmd": "sample", "prompt": "\udfffx", "id": "ui-1"})
     assert answer["ok"] is False and "U+DFFF" in answer["error"]
-    assert drained(t.commands) == []
+    assert drained(run.commands) == []
 
 
 def test_an_own_loops_failing_callback_is_an_ack_not_an_exception(tmp_path):
@@ -406,8 +407,8 @@ def bin_data(tmp_path):
 
 
 def test_a_token_id_run_refuses_bad_prompts_on_arrival(tiny_cfg, bin_data):
-    t = Trainer(tiny_cfg(threads=1, data=str(bin_data)), None)
-    handle = TrainerControl(t.run_handle).handle
+    t, run = trainer_with_run(tiny_cfg(threads=1, data=str(bin_data)))
+    handle = TrainerControl(run).handle
     for prompt in ("hello", "-1", "1e5", "50"):
         answer = handle({"cmd": "sample", "prompt": prompt})
         assert answer["ok"] is False and "space-separated token ids below 50" in answer["error"], prompt

@@ -169,10 +169,10 @@ def test_a_fuzzed_socket_never_ends_the_run(tiny_cfg, tmp_path):
     th = threading.Thread(target=lambda: ended.append(trainer.run()), daemon=True)
     try:
         th.start()
-        path = run._control.path
+        path = run._out.control.path
         assert wait_for(lambda: trainer.step >= 1)
         assert request(folder, "pause", timeout=30)["ok"]
-        assert wait_for(lambda: trainer.paused)
+        assert wait_for(lambda: run.paused)
 
         rng = random.Random(SEED)
         answered = 0
@@ -186,7 +186,7 @@ def test_a_fuzzed_socket_never_ends_the_run(tiny_cfg, tmp_path):
         assert answered >= MESSAGES // 2
         status = request(folder, "status", timeout=30)
         assert status["ok"] and status["state"] == "paused"
-        assert run._control._thread.is_alive() and run._control.errors == 0
+        assert run._out.control._thread.is_alive() and run._out.control.errors == 0
 
         # Resumed, it finishes: whatever pause_at or cadence the fuzz left.  The
         # queue may still be full of what the fuzz asked for ("busy"): ask again.
@@ -194,7 +194,7 @@ def test_a_fuzzed_socket_never_ends_the_run(tiny_cfg, tmp_path):
         assert wait_for(lambda: request(folder, "resume", timeout=30)["ok"])
         th.join(timeout=300)
     finally:
-        trainer.request_stop()
+        run.request_stop()
         th.join(timeout=60)
         run.close()
     assert ended and ended[0].status == "finished" and ended[0].step == 30, ended

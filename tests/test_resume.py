@@ -8,7 +8,7 @@ import torch
 
 from tui_trainer.run import checkpoint as ckpt
 from tui_trainer import cli
-from tui_trainer.train.engine import Trainer
+from trainer_with_run import trainer_with_run
 from tui_trainer.records import TrainStep
 from tui_trainer.run.folder import RunLock
 from tui_trainer.logs import ReadCounts, effective_records, read_records
@@ -36,11 +36,11 @@ class StopAt:
     run then ends at ``k`` with a final checkpoint, its schedule untouched."""
 
     def __init__(self, k: int):
-        self.k, self.trainer = k, None
+        self.k, self.run = k, None
 
     def emit(self, r):
         if isinstance(r, TrainStep) and r.step == self.k:
-            self.trainer.request_stop()
+            self.run.request_stop()
 
 
 def run_stopped_at(out, k, *extra):
@@ -49,8 +49,7 @@ def run_stopped_at(out, k, *extra):
     out.mkdir(parents=True)
     stop = StopAt(k)
     log = JsonlSink(out / LOG_NAME)
-    t = Trainer(cfg, out, [log, stop])
-    stop.trainer = t
+    t, stop.run = trainer_with_run(cfg, out, [log, stop])
     try:
         end = t.run()
     finally:

@@ -194,7 +194,7 @@ def test_a_ctrl_c_during_close_leaves_no_socket(tmp_path):
     run.open(log=True, control=True, signals=True)
     sock = tmp_path / "run" / "control.sock"
     assert sock.exists()
-    server = run._control
+    server = run._out.control
     real_close = server.close
 
     def interrupted_close():

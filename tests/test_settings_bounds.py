@@ -39,16 +39,16 @@ def live_settings(**cfg_values):
     """The built-in loop's live settings over a config, on a stand-in trainer
     (the checks read only the config), plus the run's own pause_at."""
     cfg = make_config(cfg_values)
-    t = SimpleNamespace(cfg=cfg, lr_scale=1.0, step=0, schedule=LRSchedule(), emit=lambda r: None,
-                        run_handle=SimpleNamespace(total_steps=cfg.steps),
-                        ckpts=SimpleNamespace(every=cfg.ckpt_every),
-                        optimizer=SimpleNamespace(param_groups=[{"weight_decay": cfg.weight_decay}, {}]))
-    s = Settings()
-    define_live_settings(t, s)
     from tui_trainer.run.run import Run
 
-    s.define("pause_at", int, lambda: 0, lambda v: None, check=Run(None).settings._defs["pause_at"].check)
-    return t, s
+    t = SimpleNamespace(cfg=cfg, lr_scale=1.0, step=0, schedule=LRSchedule(), emit=lambda r: None,
+                        ckpts=SimpleNamespace(every=cfg.ckpt_every),
+                        optimizer=SimpleNamespace(param_groups=[{"weight_decay": cfg.weight_decay}, {}]))
+    run = Run.unlocked()  # defines the run's own pause_at
+    run.plan_steps(cfg.steps)
+    define_live_settings(t, run)
+    t.held_run = run  # the test's view of the run the settings belong to
+    return t, run.settings
 
 
 # --- the routes ------------------------------------------------------------------
@@ -160,7 +160,7 @@ def test_live_steps_below_the_warmup_is_refused_with_the_rule():
     assert got is None and "warmup_steps (100)" in why, why
     assert s.parse("steps", 100) == (100, None)
     s.apply("steps", 150)
-    assert t.cfg.steps == 150 and t.run_handle.total_steps == 150
+    assert t.cfg.steps == 150 and t.held_run.total_steps == 150
     validate(t.cfg)
     # min_lr and max_lr hold each other
     assert "max_lr" in s.parse("min_lr", 0.5)[1] and "min_lr" in live_settings(min_lr=1e-3)[1].parse("max_lr", 1e-4)[1]

@@ -13,6 +13,7 @@ from tui_trainer.control.commands import Command, Order
 from tui_trainer.config import make_config
 from tui_trainer.control.channel import TrainerControl, request, serve_trainer
 from tui_trainer.train.engine import Trainer
+from trainer_with_run import trainer_with_run
 from tui_trainer.train.optim import cosine_with_warmup
 from tui_trainer.records import Change, Eval, Paused, RunEnd, Sample, TrainStep
 from tui_trainer.run.run import Run
@@ -162,11 +163,11 @@ def test_a_sample_on_live_weights_leaves_training_untouched(tiny_cfg):
     (7, 1, "a setting's key is a name"),
 ])
 def test_bad_values_are_refused_at_once(tiny_cfg, key, value, why):
-    t = Trainer(tiny_cfg(threads=1), None)
-    before = t.run_handle.settings.current()
-    answer = TrainerControl(t.run_handle).handle({"cmd": "set", "key": key, "value": value})
+    t, run = trainer_with_run(tiny_cfg(threads=1))
+    before = run.settings.current()
+    answer = TrainerControl(run).handle({"cmd": "set", "key": key, "value": value})
     assert answer["ok"] is False and why in answer["error"], answer
-    assert t.run_handle.commands.empty() and t.run_handle.settings.current() == before
+    assert run.commands.empty() and run.settings.current() == before
 
 
 @pytest.mark.parametrize("req, why", [
@@ -178,8 +179,8 @@ def test_bad_values_are_refused_at_once(tiny_cfg, key, value, why):
     ({"cmd": "set", "key": "lr_scale"}, "needs \"key\" and \"value\""),
 ])
 def test_bad_requests_are_refused(tiny_cfg, req, why):
-    t = Trainer(tiny_cfg(threads=1), None)
-    answer = TrainerControl(t.run_handle).handle(req)
+    t, run = trainer_with_run(tiny_cfg(threads=1))
+    answer = TrainerControl(run).handle(req)
     assert answer["ok"] is False and why in answer["error"], answer
 
 
@@ -196,9 +197,9 @@ def test_set_and_sample_over_the_socket(tiny_cfg, tmp_path, capsys):
     run_dir.mkdir()
     c = tiny_cfg(steps=100_000, eval_every=100_000, threads=1)
     log = JsonlSink(run_dir / LOG_NAME)
-    t = Trainer(c, run_dir, [log])
+    t, run = trainer_with_run(c, run_dir, [log])
     th = threading.Thread(target=t.run)
-    with serve_trainer(t.run_handle, run_dir):
+    with serve_trainer(run, run_dir):
         th.start()
         try:
             assert wait_for(lambda: t.step >= 3)
@@ -212,7 +213,7 @@ def test_set_and_sample_over_the_socket(tiny_cfg, tmp_path, capsys):
             assert text.startswith("def main")
             assert request(run_dir, "stop")["ok"]
         finally:
-            t.request_stop()
+            run.request_stop()
             th.join(timeout=60)
     log.close()
     recs = [json.loads(x) for x in (run_dir / LOG_NAME).read_text().splitlines()]

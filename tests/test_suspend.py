@@ -30,7 +30,7 @@ async def test_a_suspension_is_a_pause_in_the_log_and_fg_redraws(monkeypatch):
     trainer = FakeTrainer(step_s=0.001)
     kept = Keep()
     trainer.add_sink(kept)
-    source = TrainerSource(trainer)
+    source = TrainerSource(trainer, run=trainer)
     app = DashboardApp(source, [RunSeries(trainer.run_name)], steering=LocalSteering(source))
     stopped = []
     foreground = [False]

@@ -296,15 +296,15 @@ def test_prompts_are_checked_by_the_tokenizer(tok_json):
 def test_live_sample_requests_go_through_the_tokenizer(tmp_path, text_file):
     """attach --sample, g and the socket: the prompt is checked on arrival by
     the run's tokenizer, and the sample is text."""
-    from tui_trainer.train.engine import Trainer
+    from trainer_with_run import trainer_with_run
 
     cfg = make_config({"data": str(text_file), "tokenizer": "bpe:300", "out": str(tmp_path / "r"), "n_layer": 1,
                        "n_embd": 32, "n_head": 2, "context_length": 16, "batch_size": 4, "eval_batches": 1,
                        "steps": 2})
     (tmp_path / "r").mkdir()
-    t = Trainer(cfg, tmp_path / "r", [])
-    assert t.run_handle.prompt_refusal("river ") is None
-    why = t.run_handle.prompt_refusal("river \ud800")
+    t, run = trainer_with_run(cfg, tmp_path / "r", [])
+    assert run.prompt_refusal("river ") is None
+    why = run.prompt_refusal("river \ud800")
     assert why and "surrogate" in why and "\n" not in why
     text = t._requested_sample("river ", 10, None, None)
     assert text.startswith("river ") and readable(text)

@@ -59,15 +59,15 @@ def test_completion_offers_the_runs_own_keys_and_their_values():
 
 @pytest.fixture
 def live(tiny_cfg, tmp_path):
-    from tui_trainer.train.engine import Trainer
+    from trainer_with_run import trainer_with_run
 
     cfg = tiny_cfg(steps=100_000, eval_every=100_000, threads=1)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     log = JsonlSink(run_dir / LOG_NAME)
-    trainer = Trainer(cfg, run_dir, [log], interactive=True)
-    source = TrainerSource(trainer)
-    app = DashboardApp(source, [RunSeries(trainer.run_name)], steering=LocalSteering(source))
+    trainer, run = trainer_with_run(cfg, run_dir, [log], interactive=True)
+    source = TrainerSource(trainer, run=run)
+    app = DashboardApp(source, [RunSeries(run.name)], steering=LocalSteering(source))
     yield app, run_dir / LOG_NAME
     if not source.done:
         source.stop()

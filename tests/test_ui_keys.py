@@ -25,7 +25,8 @@ SIZE = (80, 24)
 
 
 def live_app(steps: int = 1_000_000, clock=None) -> tuple[DashboardApp, TrainerSource]:
-    source = TrainerSource(FakeTrainer(steps=steps))
+    fake = FakeTrainer(steps=steps)  # the trainer and its run
+    source = TrainerSource(fake, run=fake)
     app = DashboardApp(source, [RunSeries("fake-run")], steering=LocalSteering(source))
     if clock is not None:
         app.clock = clock

@@ -22,8 +22,10 @@ async def until(pilot, cond, what: str, timeout: float = 60.0) -> None:
 
 
 class FakeTrainer:
-    """A stand-in for ``engine.Trainer`` with just what ``sources.TrainerSource``
-    uses (add_sink, remove_sink, send, request_stop, run, step, run_name).
+    """A stand-in for ``engine.Trainer`` and the ``run.Run`` it reports to, in
+    one object, with just what ``sources.TrainerSource`` uses of each (the
+    trainer's run and step; the run's add_sink, remove_sink, send,
+    request_stop, name, folder): give it as both, ``TrainerSource(f, run=f)``.
     It trains nothing and imports no torch: each step emits a train record,
     and commands are answered with the records the engine writes for them."""
 
@@ -32,6 +34,7 @@ class FakeTrainer:
         self.commands: queue.Queue = queue.Queue()
         self.stop_event = threading.Event()
         self.steps, self.run_name, self.step_s = steps, run_name, step_s
+        self.name, self.folder = run_name, None
         self.step = 0
         self.paused = False
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from ..records import ChangeSource
 
@@ -64,6 +64,18 @@ def surrogate_problem(text: str, *, bytes_ok: bool = False) -> str | None:
 
 #: Data-parallel: at most this many commands are carried by one step's sync.
 MAX_COMMANDS_PER_STEP = 8
+
+
+class CommandSync(Protocol):
+    """Data-parallel agreement (``distributed.Dist``): every rank calls
+    ``sync_commands`` at the same point of each step and gets rank 0's
+    commands and the OR of every rank's stop flag."""
+
+    enabled: bool
+    is_main: bool
+
+    def sync_commands(self, commands: list[Command], stop: bool) -> tuple[list[Command], bool]: ...
+
 
 #: Every steering command's wire name, in the enum's order.
 STEERING: tuple[str, ...] = tuple(c.value for c in Command)

@@ -11,10 +11,10 @@
             break
     run.finish()                                       # run_end (also on exceptions, with `with`)
 
-The run is a ``run.Run``, the very object the built-in trainer reports to: the
-folder (refused if it holds a run, unless ``resume``), its lock, the JSONL log,
-the control socket ``tui-trainer attach`` steers over and the signal handling.
-What the loop calls on it is ``own_loop.OwnLoop``'s.
+What ``init`` returns is an ``own_loop.OwnLoop``: it has a ``run.Run``, the
+very class the built-in trainer reports to: the folder (refused if it holds a
+run, unless ``resume``), its lock, the JSONL log, the control socket
+``tui-trainer attach`` steers over and the signal handling.
 
 Under ``tui-trainer run -- python train.py`` (``launch.py``) the launcher
 names a file in ``TUI_TRAINER_LAUNCH``: ``init`` sends the script's output to
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UserError
-from .own_loop import exit_status
+from .own_loop import OwnLoop, exit_status
 from ..records import RunStart
 from ..run.folder import holds_run
 from ..run.run import CommandSync, Run
@@ -49,14 +49,14 @@ def init(path: str | os.PathLike[str] | None = None, config: Any = None, *,
          on_sample: Callable[..., str] | None = None, resume: bool = False, step: int | None = None,
          total_steps: int = 0, name: str | None = None, model: Any = None, keep: int = 2,
          sync: CommandSync | bool | None = None, signals: bool = True, quiet: bool = False,
-         batch_shape: tuple[int, int] | None = None, tokens_per_step: int | None = None) -> Run:
+         batch_shape: tuple[int, int] | None = None, tokens_per_step: int | None = None) -> OwnLoop:
     """Start a run in ``path`` (default: a new ``outputs/run-YYYYmmdd-HHMMSS``)
     and return it, ready for ``run.log``.
 
     - ``config``: the settings to record (a dict, a dataclass or an argparse
       namespace), shown beside the run; ``run.config`` is a copy.
     - ``on_eval``, ``on_checkpoint``, ``on_sample``: what the loop does when
-      attach asks it to (see ``Run.set_callbacks``); a request with none is refused.
+      attach asks it to (see ``OwnLoop.set_callbacks``); a request with none is refused.
     - ``resume``: continue the run in ``path`` (appending to its log) if it
       holds one; ``step`` is where the loop continues from (default: the
       last checkpoint it recorded, ``run.resumed_from``; records after it are
@@ -91,19 +91,20 @@ def init(path: str | os.PathLike[str] | None = None, config: Any = None, *,
         raise UserError(f"{folder} already holds a run; pass a new folder, or resume=True to continue it")
     kw: dict[str, Any] = dict(name=name, sync=sync, keep=keep)
     if not main:
-        run = Run(None, **kw)
+        run = Run.unlocked(None, **kw)
     elif folder is not None and resume and holds_run(folder):
         run = Run.reopen(folder, **kw)
     else:
         run = Run.create(None if folder is None else os.fspath(folder), **kw)
+    own = OwnLoop(run)
     try:
-        st = run.loop_state
+        st = own.loop_state
         st.config = plain_config(config)
-        start = resume_from(run, step) if run.folder is not None and resume and holds_run(run.folder) else None
-        run.set_callbacks(on_eval=on_eval, on_checkpoint=on_checkpoint, on_sample=on_sample)
-        run.total_steps = int(total_steps)
+        start = resume_from(own, step) if run.folder is not None and resume and holds_run(run.folder) else None
+        own.set_callbacks(on_eval=on_eval, on_checkpoint=on_checkpoint, on_sample=on_sample)
+        run.plan_steps(total_steps)
         run.open(signals=signals)
-        run.step = start or 0
+        run.reached(start or 0)
         n_params, device = describe_model(model)
         st.tokens_per_step = step_tokens(batch_shape, tokens_per_step)
         fpt, peak = model_flops(model, batch_shape) if st.tokens_per_step else (None, None)
@@ -115,7 +116,7 @@ def init(path: str | os.PathLike[str] | None = None, config: Any = None, *,
     except BaseException:
         run.close()
         raise
-    atexit.register(_finish_at_exit, weakref.ref(run))
+    atexit.register(_finish_at_exit, weakref.ref(own))
     _note_exit_status()
     if main and run.folder is not None:
         launched = os.environ.pop(LAUNCH_ENV, None)
@@ -125,7 +126,7 @@ def init(path: str | os.PathLike[str] | None = None, config: Any = None, *,
             where = printable(run.folder, newlines=False)
             print(f"tui-trainer: run in {where}; watch and steer it with: tui-trainer attach {where}",
                   file=sys.stderr, flush=True)
-    return run
+    return own
 
 
 def plain_config(config: Any) -> dict[str, Any]:
@@ -198,7 +199,7 @@ def model_flops(model: Any, batch_shape: Any) -> tuple[float | None, float | Non
     return fpt, peak
 
 
-def resume_from(run: Run, step: int | None) -> int:
+def resume_from(run: OwnLoop, step: int | None) -> int:
     """Where a resumed run continues: ``step``, or its last checkpoint's step
     (0 with none).  Sets what the loop needs from the earlier sessions:
     ``resumed_from`` (the checkpoint at that step), the wall time so far, the
@@ -284,10 +285,10 @@ def _note_exit_status() -> None:
     sys.exit = exit
 
 
-def _finish_at_exit(ref: "weakref.ref[Run]") -> None:
+def _finish_at_exit(ref: "weakref.ref[OwnLoop]") -> None:
     """A script that ends without ``finish`` still gets its ``run_end``:
     "failed" (or "killed") when an uncaught exception ended it or it exited
-    with a status other than 0.  A forked child (``Run.detach``) writes none."""
+    with a status other than 0.  A forked child (``run.Run.detach``) writes none."""
     run = ref()
     if run is None or run.detached or not run.loop_state.began or run.loop_state.end is not None:
         return

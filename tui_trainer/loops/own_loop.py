@@ -1,7 +1,9 @@
 """What a training loop of your own does with its run.
 
-``run.Run`` mixes ``OwnLoop`` in, so the built-in trainer and your loop hold
-the same object; ``tui_trainer.init`` (``api.py``) makes one:
+``tui_trainer.init`` (``api.py``) returns an ``OwnLoop``: it has a
+``run.Run``, the very class the built-in trainer reports to (folder, lock,
+log, control socket, signals, checkpoint policy), and offers the calls below;
+the run's own parts stay the run's:
 
     with tui_trainer.init("outputs/my-run", config=cfg, on_eval=evaluate) as run:
         for step in range(1, steps + 1):
@@ -37,7 +39,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, get_args
 
 from ..errors import UserError
-from ..records import RESERVED, Checkpoint, CheckpointReason, EndStatus, Eval, RunEnd, Sample, TrainStep, clean_text
+from ..run.run import Run
+from ..records import RESERVED  # noqa: F401 (own_loop.RESERVED, as ever)
+from ..records import Checkpoint, CheckpointReason, EndStatus, Eval, RunEnd, Sample, TrainStep, clean_text
+from .values import as_count, as_number, as_step, extras
 
 
 @dataclass
@@ -65,25 +70,66 @@ class RunFinishedError(UserError, RuntimeError):
 
 
 class OwnLoop:
-    """The methods ``run.Run`` offers a loop of your own (see the module
-    docstring), over what the run has (declared here, defined by ``Run``)."""
+    """What a loop of your own holds (see the module docstring): a run, and
+    what the loop has told it (``loop_state``)."""
 
-    step: int
-    paused: bool
-    stopping: bool
-    checkpoints: Any  # checkpoint.CheckpointManager
-    settings: Any  # settings.Settings
-    emit: Callable[[Any], None]
-    between_steps: Callable[[int], None]
-    set_handlers: Callable[..., None]
-    close: Callable[[], None]
-    _loop: LoopState | None = None
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self.loop_state = LoopState()
+
+    # --- the run, as the loop sees it ---
+    @property
+    def step(self) -> int:
+        """Steps trained so far, as the run knows them (status answers say it)."""
+        return self._run.step
 
     @property
-    def loop_state(self) -> LoopState:
-        if self._loop is None:
-            self._loop = LoopState()
-        return self._loop
+    def total_steps(self) -> int:
+        return self._run.total_steps
+
+    @property
+    def folder(self) -> Path | None:
+        return self._run.folder
+
+    @property
+    def name(self) -> str:
+        return self._run.name
+
+    @property
+    def checkpoints(self) -> Any:
+        """The run's ``checkpoint.CheckpointManager`` (``last_step``, ``best_val``)."""
+        return self._run.checkpoints
+
+    @property
+    def detached(self) -> bool:
+        """A copy of the run in a child process after ``fork``: it writes nothing."""
+        return self._run.detached
+
+    @property
+    def paused(self) -> bool:
+        return self._run.paused
+
+    @paused.setter
+    def paused(self, paused: bool) -> None:
+        """Let a pause go, or take it up again, with no record (the Hugging
+        Face callback answers a request made while paused at a later hook)."""
+        self._run.pause_quietly(paused)
+
+    @property
+    def stopping(self) -> bool:
+        return self._run.stopping
+
+    def request_stop(self) -> None:
+        """Stop after the current step: ``should_stop`` turns True."""
+        self._run.request_stop()
+
+    def between_steps(self, step: int) -> None:
+        """The steering waiting for the loop, applied here (``log`` calls it)."""
+        self._run.between_steps(step)
+
+    def explain_refusal(self, command: Any, why: str | None) -> None:
+        """The loop's own words for a request it takes none of (``run.Run.explain_refusal``)."""
+        self._run.explain_refusal(command, why)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -109,7 +155,7 @@ class OwnLoop:
     def should_stop(self) -> bool:
         """True once a stop was asked for (attach, SIGINT, SIGTERM; under
         torchrun, on every rank at the same step): leave the loop, then ``finish``."""
-        return self.stopping
+        return self._run.stopping
 
     # --- records ---
     def log(self, step: int, train_loss: float | None = None, lr: float | None = None, *,
@@ -125,33 +171,33 @@ class OwnLoop:
         only (the Hugging Face callback logs from a hook that is not the step's end).  Under torchrun call it
         on every rank at the same steps: rank 0 writes, every rank steers."""
         self._check_open("log")
-        step = _step(step)
+        step = as_step(step)
         own = {k: numbers.pop(k) for k in ("grad_norm", "tokens", "tokens_per_sec") if k in numbers}
-        extra = _extras(numbers, TrainStep)
+        extra = extras(numbers, TrainStep)
         elapsed = self.elapsed
         per_step = self.loop_state.tokens_per_step
         if "tokens" not in own and per_step:
             own["tokens"] = step * per_step  # init's batch shape: the tokens so far
-        tokens = _count("tokens", own.get("tokens", 0))
+        tokens = as_count("tokens", own.get("tokens", 0))
         if "tokens_per_sec" in own:
-            tps = _number("tokens_per_sec", own["tokens_per_sec"])
+            tps = as_number("tokens_per_sec", own["tokens_per_sec"])
         else:
             tps = self._tokens_per_sec(elapsed, tokens) if "tokens" in own else math.nan
-        self.emit(TrainStep(step=step, train_loss=_number("train_loss", train_loss),
-                            lr=_number("lr", lr), tokens_per_sec=tps,
-                            grad_norm=_number("grad_norm", own.get("grad_norm")),
+        self._run.emit(TrainStep(step=step, train_loss=as_number("train_loss", train_loss),
+                            lr=as_number("lr", lr), tokens_per_sec=tps,
+                            grad_norm=as_number("grad_norm", own.get("grad_norm")),
                             elapsed_s=elapsed, tokens=tokens, extra=extra))
         st = self.loop_state
         with st.lock:  # several threads may log (steer=False): the highest step is where the run is
             st.logged_step = step if st.logged_step is None else max(st.logged_step, step)
         if steer:
-            self.between_steps(step)
-        elif step > self.step:
-            self.step = step  # what status answers say; between_steps sets it when steering
+            self._run.between_steps(step)
+        else:
+            self._run.reached(step)  # what status answers say; between_steps sets it when steering
 
     def _check_open(self, what: str) -> None:
         end = self.loop_state.end
-        if end is not None and not getattr(self, "detached", False):
+        if end is not None and not self._run.detached:
             raise RunFinishedError(f"{what} after finish(): the run ended ({end.status} at step {end.step}) "
                                    "and its log takes no more records; call finish() after the last one, "
                                    "or start another run with tui_trainer.init")
@@ -170,20 +216,20 @@ class OwnLoop:
         any other metric (``accuracy=0.71``).  ``forced``: asked for by a
         person (default: whether this is the answer to an eval request)."""
         self._check_open("log_eval")
-        step = _step(step)
+        step = as_step(step)
         st = self.loop_state
-        val = _number("val_loss", val_loss)
+        val = as_number("val_loss", val_loss)
         if math.isfinite(val):
             st.last_val, st.last_val_step = val, step
-        train = None if train_loss is None else _number("train_loss", train_loss)  # absent is not NaN
-        self.emit(Eval(step=step, val_loss=val, train_loss=train,
+        train = None if train_loss is None else as_number("train_loss", train_loss)  # absent is not NaN
+        self._run.emit(Eval(step=step, val_loss=val, train_loss=train,
                        elapsed_s=self.elapsed, forced=st.request == "eval" if forced is None else bool(forced),
-                       extra=_extras(numbers, Eval)))
+                       extra=extras(numbers, Eval)))
 
     def log_sample(self, step: int, text: str, prompt: str = "") -> None:
         """A generated sample, shown in the dashboard's sample pane."""
         self._check_open("log_sample")
-        self.emit(Sample(step=_step(step), prompt=str(prompt), text=str(text)))
+        self._run.emit(Sample(step=as_step(step), prompt=str(prompt), text=str(text)))
 
     def save_checkpoint(self, step: int, state: Mapping[str, Any] | Callable[[], Mapping[str, Any]], *,
                         val_loss: float | None = None, reason: CheckpointReason | None = None) -> Path | None:
@@ -195,14 +241,14 @@ class OwnLoop:
         ``checkpoint`` record.  Returns the path (None on ranks other than 0).
         Load it with ``torch.load(path)``."""
         self._check_open("save_checkpoint")
-        step = _step(step)
+        step = as_step(step)
         st = self.loop_state
         if val_loss is None and st.last_val_step == step:
             val_loss = st.last_val
         make = state if callable(state) else (lambda: state)
-        path = self.checkpoints.save(step, make, reason=reason or self._checkpoint_reason(),
+        path = self._run.checkpoints.save(step, make, reason=reason or self._checkpoint_reason(),
                                      val_loss=val_loss, healthy=True,
-                                     state_after="paused" if self.paused else "running")
+                                     state_after="paused" if self._run.paused else "running")
         if path is not None:
             st.checkpoints_logged += 1
         return path
@@ -213,14 +259,14 @@ class OwnLoop:
         and the runs list know of it; ``val_loss`` defaults to the eval logged
         at this step."""
         self._check_open("log_checkpoint")
-        step = _step(step)
+        step = as_step(step)
         st = self.loop_state
         st.checkpoints_logged += 1
         if val_loss is None and st.last_val_step == step:
             val_loss = st.last_val
-        self.emit(Checkpoint(step=step, path=clean_text(os.fsdecode(path)),
+        self._run.emit(Checkpoint(step=step, path=clean_text(os.fsdecode(path)),
                              reason=reason or self._checkpoint_reason(),
-                             val_loss=None if val_loss is None else _number("val_loss", val_loss)))
+                             val_loss=None if val_loss is None else as_number("val_loss", val_loss)))
 
     def _checkpoint_reason(self) -> CheckpointReason:
         return "manual" if self.loop_state.request == "checkpoint" else "scheduled"
@@ -241,8 +287,11 @@ class OwnLoop:
         - ``on_sample(prompt, tokens=..., temperature=..., top_k=...)``:
           return the text generated from ``prompt`` (``attach --sample``);
           the options are None where the request gave none.
+
+        They become the run's handlers (``run.Run.set_handlers``, the one
+        route a request takes to any loop), given the step.
         """
-        self.set_handlers(
+        self._run.set_handlers(
             on_eval=(lambda: self._answer_eval(on_eval)) if on_eval is not None else None,
             on_checkpoint=(lambda: self._answer_checkpoint(on_checkpoint)) if on_checkpoint is not None else None,
             on_sample=(lambda prompt, tokens, temperature, top_k: str(
@@ -296,7 +345,7 @@ class OwnLoop:
                 apply(v)
             self.config[key] = v
 
-        self.settings.define(key, kind, lambda: self.config[key], set_value,
+        self._run.settings.define(key, kind, lambda: self.config[key], set_value,
                              check=check or (lambda v: None), help=help)
 
     # --- the end ---
@@ -309,27 +358,25 @@ class OwnLoop:
             return st.end
         if status is not None and status not in get_args(EndStatus):
             raise ValueError(f"status is one of {', '.join(get_args(EndStatus))}, not {status!r}")
-        failure = getattr(self, "failure", None)  # the log could not be written (run.Run.emit)
+        failure = self._run.failure  # the log could not be written (run.Run.emit)
         if failure is not None:
             status, error = "failed", failure
-        status = status or ("stopped" if self.stopping else "finished")
+        status = status or ("stopped" if self._run.stopping else "finished")
         with st.lock:
             step = self.step if st.logged_step is None else max(self.step, st.logged_step)
         st.end = RunEnd(step=step, status=status, elapsed_s=self.elapsed,
                         val_loss=st.last_val, error=error)
         try:
-            self.emit(st.end)
+            self._run.emit(st.end)
         finally:
-            self.close()
+            self._run.close()
         return st.end
 
     def __enter__(self) -> Any:
         return self
 
     def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
-        if not self.loop_state.began:  # a run the built-in trainer drives ends itself
-            self.close()
-        elif error is None:
+        if error is None:
             self.finish()
         elif isinstance(error, KeyboardInterrupt):
             self.finish("killed", "interrupted: no final checkpoint")
@@ -347,57 +394,3 @@ def exit_status(code: Any) -> tuple[EndStatus | None, str | None]:
     if isinstance(code, int) and not isinstance(code, bool):
         return "failed", f"the script exited with status {code}"
     return "failed", f"the script exited: {clean_text(str(code))[:200]}"
-
-
-# --- numbers from a loop -----------------------------------------------------
-
-def _step(step: Any) -> int:
-    if isinstance(step, bool) or not hasattr(step, "__index__"):
-        raise TypeError(f"step must be an integer (steps trained so far), not {type(step).__name__}")
-    return _in_float_range("step", int(step.__index__()))
-
-
-def _in_float_range(name: str, v: int) -> int:
-    """An integer a reader can take as a number: one past float range
-    (10**400) would be a line every JSON reader that makes floats skips."""
-    try:
-        float(v)
-    except OverflowError:
-        raise ValueError(f"{name} is an integer of {v.bit_length()} bits, beyond float range "
-                         "(about 1.8e308); log a number that fits") from None
-    return v
-
-
-def _number(name: str, v: Any) -> float:
-    """A float from a float, an int, a numpy number or a one-element tensor; None is NaN."""
-    if v is None:
-        return math.nan
-    if isinstance(v, (bool, str, bytes)):
-        raise TypeError(f"{name} must be a number, not {type(v).__name__}")
-    try:
-        return float(v)
-    except OverflowError:
-        raise ValueError(f"{name} is beyond float range (about 1.8e308); log a number that fits") from None
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"{name} must be a number (or a one-element tensor), not {type(v).__name__}") from None
-
-
-def _count(name: str, v: Any) -> int:
-    if isinstance(v, bool) or not hasattr(v, "__index__"):
-        got = _number(name, v)
-        if not got.is_integer():
-            raise TypeError(f"{name} must be a whole number, not {v!r}")
-        return int(got)
-    return _in_float_range(name, int(v.__index__()))
-
-
-def _extras(given: dict[str, Any], cls: type) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for k, v in given.items():
-        if k in RESERVED[cls]:
-            raise ValueError(f"{k!r} is a key of the record itself; log the number under another name")
-        if isinstance(v, numbers.Integral) and not isinstance(v, bool):
-            out[k] = _in_float_range(k, int(v))  # type: ignore[assignment]
-        else:
-            out[k] = _number(k, v)
-    return out

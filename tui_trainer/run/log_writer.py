@@ -12,7 +12,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol
 
 from ..records import Record
 
@@ -23,6 +23,13 @@ def dumps(record: Record | dict[str, Any]) -> str:
     d = record.to_dict() if isinstance(record, Record) else record
     # allow_nan=False: a NaN that slipped past to_dict is a bug, not a line.
     return json.dumps(d, allow_nan=False, separators=(",", ":"))
+
+
+class Sink(Protocol):
+    """Where a run's records go (``run.Run.emit``): this JSONL log, the headless
+    printer, the dashboard's queue."""
+
+    def emit(self, record: Record) -> None: ...
 
 
 class LogWriteError(OSError):

@@ -31,35 +31,20 @@ import queue
 import threading
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable
 
 from ..bounds import problem
 from .checkpoint import CheckpointManager
-from ..control.commands import MAX_COMMANDS_PER_STEP, Command, CommandQueue, Dropped, Order
+from ..control.commands import MAX_COMMANDS_PER_STEP, Command, CommandQueue, CommandSync, Dropped, Order
 from ..records import Ack, Change, Paused, Record, Resumed, Sample, Status, clean_text
 from .folder import RunLock, create_run_dir
 from .handlers import Handlers
 from .outlets import Outlets
-from .log_writer import LogWriteError
+from .log_writer import LogWriteError, Sink
 from ..control.settings import Settings
 
 PAUSE_POLL_S = 0.1
 _RUNS: "weakref.WeakSet[Run]" = weakref.WeakSet()  # this process's runs, for _detach_after_fork
-
-
-class Sink(Protocol):
-    def emit(self, record: Record) -> None: ...
-
-
-class CommandSync(Protocol):
-    """Data-parallel agreement (``distributed.Dist``): every rank calls
-    ``sync_commands`` at the same point of each step and gets rank 0's
-    commands and the OR of every rank's stop flag."""
-
-    enabled: bool
-    is_main: bool
-
-    def sync_commands(self, commands: list[Command], stop: bool) -> tuple[list[Command], bool]: ...
 
 
 class Run:
@@ -277,9 +262,14 @@ class Run:
         self.pause_at = int(pause_at)
         self.changed.update(changed)
 
-    def live_state(self) -> dict[str, Any]:
-        """What a checkpoint keeps of this run's steering (``restore_live`` takes it back)."""
-        return {"pause_at": self.pause_at, "changed": dict(self.changed)}
+    def reached(self, step: int) -> None:
+        """The loop trained ``step`` steps without steering there (status answers say so)."""
+        self.step = max(self.step, step)
+
+    def pause_quietly(self, paused: bool) -> None:
+        """Let a pause go, or take it up again, with no record: to the world the
+        run stays paused (a loop answering a request outside its safe point)."""
+        self.paused = paused
 
     def between_steps(self, step: int) -> None:
         """The loop's safe point, with ``step`` steps trained: apply the

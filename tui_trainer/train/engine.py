@@ -326,7 +326,7 @@ class Trainer:
             "world_size": self.dist.world_size,
             "tokens": self.tokens,
             "elapsed_s": self.elapsed,
-            "live": {"lr_scale": self.lr_scale, **self._run.live_state()},  # pause_at, changed
+            "live": {"lr_scale": self.lr_scale, "pause_at": self._run.pause_at, "changed": dict(self._run.changed)},
             "best_val": self.best_val,
             "schedule": self.schedule.state_dict(),
             "last_val": self.last_val,
