@@ -104,7 +104,7 @@ import tui_trainer.train.engine as e
 _orig = e.Trainer._save
 def _save(self, reason):
     if reason == "final":
-        (self.run_dir / "saving-final").touch()
+        (pathlib.Path(self.cfg.out) / "saving-final").touch()  # the run folder (--out)
         time.sleep(60)
     return _orig(self, reason)
 e.Trainer._save = _save
