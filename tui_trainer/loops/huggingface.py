@@ -100,7 +100,7 @@ class TuiTrainerCallback(TrainerCallback):
         else:
             self._save_asked = True
         if self.run.paused:  # let the pause go until the Trainer has done it (see _steer)
-            self.run.paused = False
+            self.run.pause_quietly(False)
             self._released = True
 
     def _steer(self, state: Any, control: Any, can: tuple[str, ...]) -> None:
@@ -125,13 +125,13 @@ class TuiTrainerCallback(TrainerCallback):
                           else "log" if control.should_log else None)
             if self._hold is not None:
                 return
-            self.run.paused = True  # nothing the Trainer will do in this step: stay paused here
+            self.run.pause_quietly(True)  # nothing the Trainer will do in this step: stay paused here
 
     def _pause_again(self, hook: str, state: Any, control: Any, can: tuple[str, ...]) -> None:
         if self._hold == hook:
             self._hold = None
             if not self.run.should_stop:
-                self.run.paused = True
+                self.run.pause_quietly(True)
                 self._steer(state, control, can)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:

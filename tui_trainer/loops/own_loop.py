@@ -109,8 +109,7 @@ class OwnLoop:
     def paused(self) -> bool:
         return self._run.paused
 
-    @paused.setter
-    def paused(self, paused: bool) -> None:
+    def pause_quietly(self, paused: bool) -> None:
         """Let a pause go, or take it up again, with no record (the Hugging
         Face callback answers a request made while paused at a later hook)."""
         self._run.pause_quietly(paused)
