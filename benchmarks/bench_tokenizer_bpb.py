@@ -13,11 +13,19 @@ not share the CPUs); the figures come from the run's own eval records
 and a BPE token is several bytes, so only the bits-per-byte column ranks the
 two.  The wall columns are the run's training time (``elapsed_s``) and the
 whole process (start, tokenizer training, tokenizing, checkpoints).
+
+Both arms validate on the first ``--eval-batches`` windows of the same
+validation text, but a window of BPE tokens holds more bytes than one of
+bytes, so by default the BPE's figure covers more of that text.
+``--same-text`` runs the BPE first and gives the bytes arm enough eval
+batches to cover the same bytes (its training is unchanged; with ``--time``
+its longer evals take a little of its budget).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -36,6 +44,11 @@ def records(run: Path) -> list[dict]:
         except ValueError:
             continue
     return out
+
+
+def bytes_per_token(row: dict) -> float:
+    """The BPE slice's mean bytes per token, from its own figures: bpb = loss / ln 2 / bytes per token."""
+    return row["val_loss"] / math.log(2) / row["val_bpb"]
 
 
 def arm(data: str, tokenizer: str, flags: list[str], out: Path) -> dict:
@@ -69,6 +82,9 @@ def main() -> None:
     ap.add_argument("--n-layer", type=int, default=4)
     ap.add_argument("--n-embd", type=int, default=128)
     ap.add_argument("--threads", type=int, default=None, help="--threads for each arm")
+    ap.add_argument("--eval-batches", type=int, default=20, help="--eval-batches of the BPE arm (default 20)")
+    ap.add_argument("--same-text", action="store_true",
+                    help="the bytes arm validates on the same bytes as the BPE arm (more eval batches)")
     ap.add_argument("--keep", default=None, help="keep the run folders here (default: a temporary folder)")
     args = ap.parse_args()
     flags = ["--n-layer", str(args.n_layer), "--n-embd", str(args.n_embd)]
@@ -79,10 +95,17 @@ def main() -> None:
         base = Path(args.keep) if args.keep else Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%H%M%S")
-        rows = [arm(args.data, tok, flags, base / f"{tok.replace(':', '')}-{stamp}") for tok in ("bytes", args.bpe)]
+        bpe = arm(args.data, args.bpe, [*flags, "--eval-batches", str(args.eval_batches)], base / f"bpe-{stamp}")
+        batches = args.eval_batches
+        if args.same_text and bpe["val_bpb"] is not None:
+            batches = math.ceil(args.eval_batches * bytes_per_token(bpe))
+        byte = arm(args.data, "bytes", [*flags, "--eval-batches", str(batches)], base / f"bytes-{stamp}")
+        rows = [byte, bpe]
     size = Path(args.data).stat().st_size / 1e6
     budget = f"--time {args.time}" if args.time else f"--steps {args.steps}"
     print(f"{size:.2f} MB of text; {args.n_layer} layers x {args.n_embd} wide; {budget}; other flags default")
+    print(f"eval batches: bytes {batches}, {args.bpe} {args.eval_batches}"
+          + (f" (the same {batches * 32 * 64 / 1e3:.0f} kB of validation text)" if args.same_text else ""))
     print(f"{'tokenizer':<10} {'vocab':>6} {'steps':>6} {'val loss':>9} {'val bpb':>8} {'best bpb':>9} "
           f"{'train s':>8} {'wall s':>7}")
     for r in rows:
