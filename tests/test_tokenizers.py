@@ -136,10 +136,12 @@ def test_another_tokenizer_on_resume_is_refused(tmp_path, text_file, capsys):
     run = tmp_path / "r"
     assert train(run, "--data", str(text_file), "--tokenizer", "bpe:300", steps=2, every=2) == 0
     capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
     for other in ("bytes", "bpe:320", "gpt2"):
         assert cli.main(["train", "--headless", "--resume", str(run), "--steps", "4", "--tokenizer", other]) != 0
         line = one_error_line(capsys)
         assert "tokenizer ('bpe:300' in the checkpoint" in line and "drop --tokenizer" in line
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # the run folder is left as it was
 
 
 # --- a tokenizer.json path, and a .bin of ids ---------------------------------------
