@@ -3,6 +3,13 @@
     python benchmarks/bench_tokenizer_bpb.py --data prose.txt                 # 300 steps each
     python benchmarks/bench_tokenizer_bpb.py --data prose.txt --time 90s      # the same wall time each
 
+The prose the README's figures came from: Debian's ``fortunes`` files, 2 MiB
+of them (no root needed; ``fortunes`` unpacked last, as its files win)::
+
+    apt-get download fortunes fortunes-min
+    for d in fortunes-min_*.deb fortunes_*.deb; do dpkg -x $d f; done
+    cd f/usr/share/games/fortunes && cat $(ls | grep -v -e '\.dat$' -e '\.u8$' -e art) | head -c 2097152 > prose.txt
+
 Issue 24's test of ``--tokenizer``: on about 2 MB of English prose, a 4-layer,
 128-wide model trained with ``--tokenizer bpe:2048`` should reach a lower
 validation bits per byte than the same model on ``bytes`` in the same wall
