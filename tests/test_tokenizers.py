@@ -137,10 +137,12 @@ def test_another_tokenizer_on_resume_is_refused(tmp_path, text_file, capsys):
     run = tmp_path / "r"
     assert train(run, "--data", str(text_file), "--tokenizer", "bpe:300", steps=2, every=2) == 0
     capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
     for other in ("bytes", "bpe:320", "gpt2"):
         assert cli.main(["train", "--headless", "--resume", str(run), "--steps", "4", "--tokenizer", other]) != 0
         line = one_error_line(capsys)
         assert "tokenizer ('bpe:300' in the checkpoint" in line and "drop --tokenizer" in line
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # the run folder is left as it was
 
 
 # --- a tokenizer.json path, and a .bin of ids ---------------------------------------
@@ -278,6 +280,29 @@ def test_a_tiktoken_file_of_ranks(tmp_path, text_file):
     run = tmp_path / "r"
     assert train(run, "--data", str(text_file), "--tokenizer", str(path), steps=2, every=2) == 0
     assert (run / text_codec.TIKTOKEN_FILE).read_bytes().splitlines() == path.read_bytes().splitlines()
+
+
+def test_a_bin_of_ids_decodes_through_a_tiktoken_file(tmp_path, text_file):
+    """GPT-2 ids offline: a .bin made by an encoding, with that encoding's ranks
+    as a .tiktoken file (the copy a gpt2 run keeps), samples and prompts as text."""
+    pytest.importorskip("tiktoken")
+    import base64
+
+    merged = [" a", "al", "alpha", " alpha", "ga", "gamma", " gamma", "er", "river", " river"]
+    ranks = [bytes([b]) for b in range(256)] + [w.encode() for w in merged]
+    path = tmp_path / "ranks.tiktoken"
+    path.write_bytes(b"".join(base64.b64encode(t) + b" %d\n" % r for r, t in enumerate(ranks)))
+    tok = text_codec.from_file(path, str(path))
+    ids = np.asarray(tok.encode_text(text_file.read_text()), dtype=np.uint16)
+    assert ids.max() >= 256  # merged tokens, not bytes alone
+    data = tmp_path / "corpus.bin"
+    ids.tofile(data)
+    run = tmp_path / "r"
+    assert train(run, "--data", str(data), "--tokenizer", str(path), "--sample-prompt", "river ",
+                 steps=2, every=2) == 0
+    assert records(run, "run_start")[0]["tokenizer"]["file"] == text_codec.TIKTOKEN_FILE
+    samples = records(run, "sample")
+    assert samples and samples[0]["prompt"] == "river " and all(readable(s["text"]) for s in samples)
 
 
 # --- the contract: prompts, settings, a missing package -------------------------------
