@@ -357,3 +357,27 @@ def test_an_old_checkpoint_without_the_setting_resumes_as_bytes():
 
     assert "tokenizer" in ADDED_LATER
     assert json.loads(json.dumps(make_config({}).to_dict()))["tokenizer"] == "bytes"
+
+
+def test_the_same_tokenizer_file_by_another_name_resumes(tmp_path, text_file, tok_json, capsys, monkeypatch):
+    """A resume that names the run's tokenizer.json by another path (``./x``, an
+    absolute path, a copy) is the same tokenizer, not a change; another file is
+    still refused in one line."""
+    run = tmp_path / "r"
+    given = tmp_path / "given.json"
+    shutil.copy(tok_json, given)
+    monkeypatch.chdir(tmp_path)
+    assert train(run, "--data", str(text_file), "--tokenizer", "given.json", steps=2, every=2) == 0
+    copy = tmp_path / "copy" / "tok.json"
+    copy.parent.mkdir()
+    shutil.copy(given, copy)
+    for other, steps in (("./given.json", 4), (str(given.resolve()), 6), (str(copy), 8)):
+        assert cli.main(["train", "--headless", "--resume", str(run), "--steps", str(steps),
+                         "--tokenizer", other]) == 0, other
+    assert records(run, "run_start")[-1]["config"]["tokenizer"] == "given.json"
+    capsys.readouterr()
+    other_tok = tmp_path / "other.json"
+    other_tok.write_bytes(text_codec.train_bpe("a b c d e f " * 50, 270, "bpe:270").data)
+    assert cli.main(["train", "--headless", "--resume", str(run), "--steps", "10",
+                     "--tokenizer", str(other_tok)]) != 0
+    assert "tokenizer ('given.json' in the checkpoint" in one_error_line(capsys)

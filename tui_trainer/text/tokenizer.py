@@ -317,6 +317,22 @@ def keep_in(folder: str | Path | None, tokenizer: Any) -> dict[str, Any] | None:
     return about
 
 
+def same_file_tokenizer(kept_spec: Any, given_spec: Any, folder: str | Path) -> bool:
+    """Whether ``given_spec``, a path, names the tokenizer the run folder keeps
+    under ``kept_spec`` (another path): the same file by another name
+    (``./tok.json``, an absolute path, a copy) is the same tokenizer."""
+    if not (isinstance(kept_spec, str) and isinstance(given_spec, str) and is_path(kept_spec) and is_path(given_spec)):
+        return False
+    saved = saved_in(folder)
+    kept = read_kept(saved) if saved is not None else None
+    if kept is None:
+        return False
+    try:
+        return from_file(Path(given_spec), given_spec).data == kept
+    except UserError:
+        return False  # not a tokenizer: the refusal names the difference
+
+
 def read_kept(path: Path) -> bytes | None:
     from ..files import read_if_regular
 
