@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -381,3 +382,19 @@ def test_the_same_tokenizer_file_by_another_name_resumes(tmp_path, text_file, to
     assert cli.main(["train", "--headless", "--resume", str(run), "--steps", "10",
                      "--tokenizer", str(other_tok)]) != 0
     assert "tokenizer ('given.json' in the checkpoint" in one_error_line(capsys)
+
+
+def test_gpt2_behind_a_silent_firewall_is_one_line(tmp_path, text_file, monkeypatch, capsys):
+    """A download that never answers (packets dropped) is not waited on for
+    minutes: after ``GPT2_LOAD_S`` it is one line, and no folder is made."""
+    tiktoken = pytest.importorskip("tiktoken")
+    never = threading.Event()
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: never.wait())
+    monkeypatch.setattr(text_codec, "GPT2_LOAD_S", 0.2)
+    try:
+        assert train(tmp_path / "r", "--data", str(text_file), "--tokenizer", "gpt2") != 0
+    finally:
+        never.set()
+    line = one_error_line(capsys)
+    assert line.startswith("error: tiktoken could not load gpt2 (no network?): no answer within") and "; " in line
+    assert not (tmp_path / "r").exists()
