@@ -20,6 +20,7 @@ import math
 import re
 import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -197,8 +198,9 @@ def snapshot(paths: list[str], size: tuple[int, int], ascii_only: bool) -> str:
     parents, faint, notes = lineage(paths)
     runs += [(s, "parent") for s in faint]
     series = [s for s, _ in runs]
-    key = legend(runs, cols, ascii_only, parents) + [_cut(printable(f"note: {n}", newlines=False), cols)
-                                                     for n in notes if n]
+    key = legend(runs, cols, ascii_only, parents)
+    for n in filter(None, notes):  # whole, over as many lines as it needs: what is missing is its point
+        key += textwrap.wrap(printable(f"note: {n}", newlines=False), cols, subsequent_indent="    ")
     room = max(8, rows - len(key) - 2)  # two title lines
     loss_h = max(4, room * 3 // 5)
     lr_h = max(4, room - loss_h)
