@@ -187,3 +187,21 @@ def test_every_refusal_is_one_line_and_leaves_no_folder(family, capsys, kind, st
     assert word in err, err
     assert sorted(p.name for p in family.iterdir()) == listing  # no folder made, none left half-made
     assert {p.name: folder_bytes(p) for p in family.iterdir() if p.is_dir()} == before  # nothing written
+
+
+@pytest.mark.parametrize("start_step", [0, 10**30, 10**400, -5])
+def test_snap_of_a_hostile_fork_log_prints_plain_text(tmp_path, start_step):
+    from tui_trainer.cli.snapshot import snapshot
+
+    run = tmp_path / "r"
+    run.mkdir()
+    start = {"type": "run_start", "step": start_step, "time": 1.0, "run_name": "r", "config": {}, "n_params": 1,
+             "device": "cpu", "total_steps": 3,
+             "parent": {"folder": str(tmp_path / "\x1b[31mgone"), "step": 3, "name": "\x1b]0;x\x07n"}}
+    lines = [json.dumps(start)] + [json.dumps({"type": "train", "step": s, "time": 2.0, "train_loss": 1.0 / s,
+                                               "lr": 0.1, "tokens_per_sec": 1.0, "grad_norm": 1.0,
+                                               "elapsed_s": float(s)}) for s in range(1, 30)]
+    (run / LOG_NAME).write_text("\n".join(lines) + "\n")
+    text = snapshot([str(run)], (80, 30), ascii_only=True)
+    assert "\x1b" not in text and "\x07" not in text and all(c.isprintable() for c in text.replace("\n", ""))
+    assert "is missing" in text.replace("\n    ", " ")

@@ -134,9 +134,9 @@ def plot(runs: list[RunSeries], kind: str, w: int, h: int, ascii_only: bool) -> 
 
 def fork_points(runs: list[RunSeries], xa: Axis) -> list[float]:
     """The x coordinates of the runs' fork points (their ``fork`` markers) inside the axis."""
-    steps = {float(m.step) for r in runs for m in list(r.markers)
-             if m.kind == "fork" and isinstance(m.step, int) and not isinstance(m.step, bool)}
-    inside = sorted(v for v in steps if math.isfinite(v) and xa.lo <= xa.value(v) <= xa.hi)
+    steps = {m.step for r in runs for m in list(r.markers)
+             if m.kind == "fork" and isinstance(m.step, int) and not isinstance(m.step, bool) and abs(m.step) < 2**53}
+    inside = sorted(v for v in map(float, steps) if xa.lo <= xa.value(v) <= xa.hi)  # a hostile step: left out
     return xa.coords(np.array([xa.value(v) for v in inside], dtype=np.float64)).tolist() if inside else []
 
 
