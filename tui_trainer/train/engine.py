@@ -3,8 +3,8 @@
 ``Trainer`` trains the parts ``parts.build_parts`` assembled and talks to its
 run (``run.Run``) only: it emits typed records (``records``) there, applies
 the run's commands at each step's safe point (``Run.between_steps``), and
-leaves when to checkpoint and what is best to the run's
-``checkpoint.CheckpointManager``.  The lesson's functions are public here
+asks the run's ``checkpoint.CheckpointManager`` after each step or eval
+(``after``), which alone decides when to save.  The lesson's functions are public here
 under their names: ``calc_loss_batch``, ``evaluate_model``,
 ``generate_and_print_sample`` and ``train``.
 """
