@@ -41,7 +41,7 @@ def live_settings(**cfg_values):
     cfg = make_config(cfg_values)
     t = SimpleNamespace(cfg=cfg, lr_scale=1.0, step=0, schedule=LRSchedule(), emit=lambda r: None,
                         run_handle=SimpleNamespace(total_steps=cfg.steps),
-                        ckpts=SimpleNamespace(every=cfg.ckpt_every),
+                        ckpts=SimpleNamespace(every=cfg.ckpt_every, set_every=lambda v: None),
                         optimizer=SimpleNamespace(param_groups=[{"weight_decay": cfg.weight_decay}, {}]))
     s = Settings()
     define_live_settings(t, s)
