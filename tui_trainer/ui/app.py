@@ -10,7 +10,11 @@ handling all read it.
 
 Records are polled by a timer a few times a second and folded into
 ``RunSeries`` state that the widgets show.  Every key gets a visible answer:
-a toast, and a note at the end of the status line.
+a toast, and a note at the end of the status line (``answers``).  The app
+holds its parts and gives them itself: ``answers.Answers`` (the note, the
+stop prompt), ``sample_view.SampleView`` (whose samples, how far back),
+``command_line.TypedCommands`` (``:`` and ``g``) and ``controls.PaneControls``
+(the keys that compare runs and look closer).
 """
 from __future__ import annotations
 
