@@ -70,8 +70,9 @@ def plain_save(trainer: Trainer, path: Path) -> None:
 
 def save(trainer: Trainer, sync: bool) -> None:
     trainer.step += 1  # a new step file each time, as in a run
-    trainer.cfg.sync_checkpoints = sync
-    trainer._save("scheduled")
+    # With or without --sync-checkpoints, as the trainer binds it at its start (the optimizer stays guarded).
+    trainer.ckpts.bind(trainer.state_dict, check=weights_finite, background=not sync)
+    trainer.ckpts.after(trainer.step, "save")
 
 
 def main(argv: list[str] | None = None) -> None:

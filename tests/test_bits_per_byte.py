@@ -139,3 +139,34 @@ async def test_the_eval_log_shows_bpb_once_a_run_has_it():
         last = [e for e in recs if isinstance(e, Eval)][-1]
         assert log.get_row_at(log.row_count - 1)[3].plain == f"{last.val_bpb:.4f}"
         await pilot.press("q")
+
+
+def test_a_bpe_runs_bpb_is_the_hand_count_over_its_own_validation_text(tmp_path):
+    """End to end: the val_bpb a bpe:N run records is its val loss ÷ ln 2 ÷ the
+    UTF-8 bytes per token of the validation text's first eval windows, counted
+    here from the run folder's tokenizer.json and the last 10% of the file."""
+    tokenizers = pytest.importorskip("tokenizers")
+    rng = np.random.default_rng(3)
+    words = "the river stone café naïve 日本 garden étude window morning".split()
+    text = "\n".join(" ".join(rng.choice(words, 9)) for _ in range(1200)) + "\n"
+    data = tmp_path / "prose.txt"
+    data.write_text(text, encoding="utf-8")
+    run = tmp_path / "r"
+    assert train(run, "--data", str(data), "--tokenizer", "bpe:300") == 0
+    raw = data.read_bytes()
+    cut = len(raw) - int(len(raw) * 0.1)
+    while raw[cut] & 0xC0 == 0x80:  # the split moves off a UTF-8 continuation byte
+        cut += 1
+    tok = tokenizers.Tokenizer.from_file(str(run / "tokenizer.json"))
+    ids = tok.encode(raw[cut:].decode("utf-8"), add_special_tokens=False).ids
+    # A byte-level BPE writes each byte of a token as one character: a token's
+    # bytes are its string's length (decoding a run of tokens instead would turn
+    # a character cut at either end into a 3-byte replacement mark).
+    assert sum(len(tok.id_to_token(i)) for i in ids) == len(raw) - cut  # the rule, checked on the whole split
+    targets = ids[1:1 * 4 * 16 + 1]  # --eval-batches 1 x --batch-size 4 windows of 16, shifted by one
+    n_bytes = sum(len(tok.id_to_token(i)) for i in targets)
+    assert n_bytes > len(targets)  # word pieces: more than a byte a token
+    got = evals(run)
+    assert len(got) == 2
+    for e in got:
+        assert e["val_bpb"] == pytest.approx(e["val_loss"] * len(targets) / math.log(2) / n_bytes, rel=1e-9)

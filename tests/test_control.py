@@ -272,7 +272,7 @@ def test_long_run_folder_gets_a_short_socket_path(tmp_path, monkeypatch, runtime
         monkeypatch.setenv("XDG_RUNTIME_DIR", str(short))
     else:
         monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
-        monkeypatch.setattr(control_server.tempfile, "gettempdir", lambda: str(short))
+        monkeypatch.setattr(tempfile, "gettempdir", lambda: str(short))
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)
     t = fake_trainer()

@@ -100,14 +100,14 @@ def test_sigterm_stops_after_the_step_with_checkpoint_and_run_end(tmp_path):
 # one's stop is still in progress.
 _SLOW_FINAL_SAVE = """
 import time, pathlib
-import tui_trainer.train.engine as e
-_orig = e.Trainer._save
-def _save(self, reason):
+from tui_trainer.run.checkpoint import CheckpointManager as M
+_orig = M.save
+def _save(self, step, state, *, reason, **kw):
     if reason == "final":
-        (pathlib.Path(self.cfg.out) / "saving-final").touch()  # the run folder (--out)
+        (self.folder / "saving-final").touch()
         time.sleep(60)
-    return _orig(self, reason)
-e.Trainer._save = _save
+    return _orig(self, step, state, reason=reason, **kw)
+M.save = _save
 """
 
 

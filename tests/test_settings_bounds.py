@@ -42,7 +42,7 @@ def live_settings(**cfg_values):
     from tui_trainer.run.run import Run
 
     t = SimpleNamespace(cfg=cfg, lr_scale=1.0, step=0, schedule=LRSchedule(), emit=lambda r: None,
-                        ckpts=SimpleNamespace(every=cfg.ckpt_every),
+                        ckpts=SimpleNamespace(every=cfg.ckpt_every, set_every=lambda v: None),
                         optimizer=SimpleNamespace(param_groups=[{"weight_decay": cfg.weight_decay}, {}]))
     run = Run.unlocked()  # defines the run's own pause_at
     run.plan_steps(cfg.steps)

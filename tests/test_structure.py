@@ -146,3 +146,15 @@ def test_every_old_import_path_gives_the_same_module():
 
     assert (Run.__module__, request.__module__, Curve.__module__) == (
         "tui_trainer.run.run", "tui_trainer.control.channel", "tui_trainer.curves.curve")
+
+
+def test_styles_live_in_one_stylesheet():
+    """The convention ``ui/__init__.py`` explains: every style in ``dashboard.tcss``, none beside a widget."""
+    for m, p in modules().items():
+        if m.startswith("tui_trainer.ui"):
+            for node in ast.walk(ast.parse(p.read_text())):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                    node, ast.AnnAssign) else []
+                if any(getattr(t, "id", None) == "DEFAULT_CSS" for t in targets):
+                    raise AssertionError(f"{m} sets DEFAULT_CSS: put its styles in ui/dashboard.tcss")
+    assert (PKG / "ui" / "dashboard.tcss").is_file()

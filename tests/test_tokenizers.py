@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -137,10 +138,12 @@ def test_another_tokenizer_on_resume_is_refused(tmp_path, text_file, capsys):
     run = tmp_path / "r"
     assert train(run, "--data", str(text_file), "--tokenizer", "bpe:300", steps=2, every=2) == 0
     capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
     for other in ("bytes", "bpe:320", "gpt2"):
         assert cli.main(["train", "--headless", "--resume", str(run), "--steps", "4", "--tokenizer", other]) != 0
         line = one_error_line(capsys)
         assert "tokenizer ('bpe:300' in the checkpoint" in line and "drop --tokenizer" in line
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # the run folder is left as it was
 
 
 # --- a tokenizer.json path, and a .bin of ids ---------------------------------------
@@ -280,6 +283,29 @@ def test_a_tiktoken_file_of_ranks(tmp_path, text_file):
     assert (run / text_codec.TIKTOKEN_FILE).read_bytes().splitlines() == path.read_bytes().splitlines()
 
 
+def test_a_bin_of_ids_decodes_through_a_tiktoken_file(tmp_path, text_file):
+    """GPT-2 ids offline: a .bin made by an encoding, with that encoding's ranks
+    as a .tiktoken file (the copy a gpt2 run keeps), samples and prompts as text."""
+    pytest.importorskip("tiktoken")
+    import base64
+
+    merged = [" a", "al", "alpha", " alpha", "ga", "gamma", " gamma", "er", "river", " river"]
+    ranks = [bytes([b]) for b in range(256)] + [w.encode() for w in merged]
+    path = tmp_path / "ranks.tiktoken"
+    path.write_bytes(b"".join(base64.b64encode(t) + b" %d\n" % r for r, t in enumerate(ranks)))
+    tok = text_codec.from_file(path, str(path))
+    ids = np.asarray(tok.encode_text(text_file.read_text()), dtype=np.uint16)
+    assert ids.max() >= 256  # merged tokens, not bytes alone
+    data = tmp_path / "corpus.bin"
+    ids.tofile(data)
+    run = tmp_path / "r"
+    assert train(run, "--data", str(data), "--tokenizer", str(path), "--sample-prompt", "river ",
+                 steps=2, every=2) == 0
+    assert records(run, "run_start")[0]["tokenizer"]["file"] == text_codec.TIKTOKEN_FILE
+    samples = records(run, "sample")
+    assert samples and samples[0]["prompt"] == "river " and all(readable(s["text"]) for s in samples)
+
+
 # --- the contract: prompts, settings, a missing package -------------------------------
 
 def test_prompts_are_checked_by_the_tokenizer(tok_json):
@@ -332,3 +358,43 @@ def test_an_old_checkpoint_without_the_setting_resumes_as_bytes():
 
     assert "tokenizer" in ADDED_LATER
     assert json.loads(json.dumps(make_config({}).to_dict()))["tokenizer"] == "bytes"
+
+
+def test_the_same_tokenizer_file_by_another_name_resumes(tmp_path, text_file, tok_json, capsys, monkeypatch):
+    """A resume that names the run's tokenizer.json by another path (``./x``, an
+    absolute path, a copy) is the same tokenizer, not a change; another file is
+    still refused in one line."""
+    run = tmp_path / "r"
+    given = tmp_path / "given.json"
+    shutil.copy(tok_json, given)
+    monkeypatch.chdir(tmp_path)
+    assert train(run, "--data", str(text_file), "--tokenizer", "given.json", steps=2, every=2) == 0
+    copy = tmp_path / "copy" / "tok.json"
+    copy.parent.mkdir()
+    shutil.copy(given, copy)
+    for other, steps in (("./given.json", 4), (str(given.resolve()), 6), (str(copy), 8)):
+        assert cli.main(["train", "--headless", "--resume", str(run), "--steps", str(steps),
+                         "--tokenizer", other]) == 0, other
+    assert records(run, "run_start")[-1]["config"]["tokenizer"] == "given.json"
+    capsys.readouterr()
+    other_tok = tmp_path / "other.json"
+    other_tok.write_bytes(text_codec.train_bpe("a b c d e f " * 50, 270, "bpe:270").data)
+    assert cli.main(["train", "--headless", "--resume", str(run), "--steps", "10",
+                     "--tokenizer", str(other_tok)]) != 0
+    assert "tokenizer ('given.json' in the checkpoint" in one_error_line(capsys)
+
+
+def test_gpt2_behind_a_silent_firewall_is_one_line(tmp_path, text_file, monkeypatch, capsys):
+    """A download that never answers (packets dropped) is not waited on for
+    minutes: after ``GPT2_LOAD_S`` it is one line, and no folder is made."""
+    tiktoken = pytest.importorskip("tiktoken")
+    never = threading.Event()
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: never.wait())
+    monkeypatch.setattr(text_codec, "GPT2_LOAD_S", 0.2)
+    try:
+        assert train(tmp_path / "r", "--data", str(text_file), "--tokenizer", "gpt2") != 0
+    finally:
+        never.set()
+    line = one_error_line(capsys)
+    assert line.startswith("error: tiktoken could not load gpt2 (no network?): no answer within") and "; " in line
+    assert not (tmp_path / "r").exists()

@@ -10,13 +10,13 @@ import dataclasses
 import math
 import os
 import tomllib
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_type_hints
 
 from .bounds import BOUNDS, MAX_STEPS, number, problem  # noqa: F401 (MAX_STEPS re-exported)
 from .errors import UserError  # noqa: F401 (re-exported: config.UserError)
+from .field_kinds import FieldType, field_type
 from .train.presets import Preset, describe as describe_presets, preset_values
 from .text.tokenizer import spec_problem
 from .run.time_budget import parse_duration
@@ -143,32 +143,7 @@ RESUMABLE_CHANGES = {"steps", "eval_every", "log_every", "checkpoint_every", "ke
 INEXACT_CHANGES = ("threads", "device", "compile", "tf32", "fused_adamw")
 
 
-class FieldType(NamedTuple):
-    """What a setting holds: ``base`` is bool, int, float or str; ``optional``
-    says None is allowed; ``choices`` is the closed set of a Literal, else None."""
-    base: type
-    optional: bool
-    choices: tuple[Any, ...] | None
-
-
-def _field_type(hint: Any) -> FieldType:
-    optional = False
-    if get_origin(hint) in (Union, types.UnionType):
-        args = get_args(hint)
-        optional = type(None) in args
-        rest = [a for a in args if a is not type(None)]
-        if len(rest) != 1:
-            raise TypeError(f"unsupported config annotation {hint!r}")
-        hint = rest[0]
-    if get_origin(hint) is Literal:
-        values = get_args(hint)
-        return FieldType(type(values[0]), optional, values)
-    if hint not in (bool, int, float, str):
-        raise TypeError(f"unsupported config annotation {hint!r}")
-    return FieldType(hint, optional, None)
-
-
-_FIELD_TYPES: dict[str, FieldType] = {name: _field_type(hint)
+_FIELD_TYPES: dict[str, FieldType] = {name: field_type(hint)
                                       for name, hint in get_type_hints(TrainConfig).items() if name in FIELDS}
 
 

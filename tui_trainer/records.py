@@ -14,9 +14,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import types
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal
+
+from .field_kinds import FieldCheck, field_checks  # noqa: F401 (records' names: the decoder's checks)
 
 #: A run's end, as ``run_end.status`` says it.
 EndStatus = Literal["finished", "stopped", "diverged", "failed", "killed"]
@@ -279,71 +280,7 @@ RESERVED: dict[type[Record], frozenset[str]] = {
     cls: frozenset(f.name for f in dataclasses.fields(cls)) | {"type", "nonfinite"}
     for cls in RECORD_TYPES.values() if EXTRA in {f.name for f in dataclasses.fields(cls)}
 }
-_NONE = type(None)
 _NO_NONFINITE: list = []
-
-
-@dataclass(frozen=True)
-class FieldCheck:
-    """What one field of a record class accepts, from its annotation."""
-
-    name: str
-    types: frozenset[type] | None  # exact types accepted; None: any value
-    literals: frozenset[tuple[type, Any]]  # (type, value) of each Literal[...] value accepted
-    null_is_nan: bool  # a plain float field: null (a NaN written as null) reads as NaN
-    required: bool
-
-    def accepts(self, v: Any) -> bool:
-        if self.types is None or type(v) in self.types:
-            return True
-        try:
-            return (type(v), v) in self.literals
-        except TypeError:  # unhashable: a list or an object is no literal
-            return False
-
-
-def _kinds(hint: Any) -> tuple[frozenset[type] | None, frozenset[tuple[type, Any]]]:
-    """(exact types, literal values) a value of this annotation may have; types None: anything."""
-    if hint is Any:  # a class since Python 3.11: test it before the classes below
-        return None, frozenset()
-    origin = get_origin(hint)
-    if origin is Literal:
-        return frozenset(), frozenset((type(v), v) for v in get_args(hint))
-    if origin is Union or origin is types.UnionType:
-        kinds: set[type] = set()
-        literals: set[tuple[type, Any]] = set()
-        for arg in get_args(hint):
-            k, lit = _kinds(arg)
-            if k is None:
-                return None, frozenset()
-            kinds |= k
-            literals |= lit
-        return frozenset(kinds), frozenset(literals)
-    if hint is None or hint is _NONE:
-        return frozenset({_NONE}), frozenset()
-    if hint is float:  # JSON has one kind of number: 2 is a fine loss (never a bool, though)
-        return frozenset({int, float}), frozenset()
-    if isinstance(origin, type):  # dict[str, Any], list[str]: the container's type, not its contents
-        return frozenset({origin}), frozenset()
-    if isinstance(hint, type) and hint is not object:
-        return frozenset({hint}), frozenset()
-    return None, frozenset()  # Any, or an annotation this checker does not know
-
-
-_CHECKS: dict[type, tuple[FieldCheck, ...]] = {}
-
-
-def field_checks(cls: type) -> tuple[FieldCheck, ...]:
-    """The checks of every field of a record class (cached)."""
-    got = _CHECKS.get(cls)
-    if got is None:
-        hints = get_type_hints(cls)
-        got = tuple(
-            FieldCheck(f.name, *_kinds(hints[f.name]), null_is_nan=hints[f.name] is float,
-                       required=f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
-            for f in dataclasses.fields(cls))
-        _CHECKS[cls] = got
-    return got
 
 
 def from_dict(d: dict[str, Any]) -> Record | None:

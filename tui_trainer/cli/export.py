@@ -3,7 +3,9 @@
 - ``.csv``: the curves, one row per step: ``step``, then each run's
   ``train_loss``, ``val_loss``, ``lr``, ``tokens`` and ``elapsed_s`` (named
   ``RUN.train_loss`` and so on when there are several runs); a cell is empty
-  where that run logged nothing at that step.
+  where that run logged nothing at that step.  When a run is a fork, its
+  ``parent`` (folder) and ``fork_step`` follow its columns, on each row where
+  it has a value.
 - ``.csv`` with ``records=True`` (``--records``): every record of every run,
   flattened, one row per record (nested settings as ``config.n_layer``, a
   list as its JSON, booleans as JSON's ``true``/``false``), with a ``run``
@@ -156,8 +158,7 @@ def write_csv(logs: list[Path], out: str, dest: Path | None = None) -> tuple[int
     header = (["run"] if len(logs) > 1 else []) + first + \
              [c for c in columns if c not in FIRST_COLUMNS] + list(settings)
     names = run_names(logs)
-    from ..logs.lineage import fork_parent  # a fork's parent folder and fork step, on each of its rows
-    forks = [fork_parent(log) for log in logs]
+    forks = _forks(logs)  # a fork's parent folder and fork step, on each of its rows
     header += ["parent", "fork_step"] if any(forks) else []
     with contextlib.nullcontext(sys.stdout) if out == "-" else replaced(dest or Path(out)) as stream:
         w = csv.DictWriter(stream, fieldnames=header, extrasaction="ignore", lineterminator="\n")
@@ -230,13 +231,26 @@ def write_curves(logs: list[Path], out: str, dest: Path | None = None) -> tuple[
                 v = _cell(d, key)
                 if v is not None and (kind == "train" or row.get(prefix + key) is None):
                     row[prefix + key] = v  # an eval's time fills in only where no train record did
-    header = ["step"] + [p + c for p in prefixes for c in CURVE_COLUMNS]
+    forks = _forks(logs)
+    lineage = ("parent", "fork_step") if any(forks) else ()
+    header = ["step"] + [p + c for p in prefixes for c in (*CURVE_COLUMNS, *lineage)]
     with contextlib.nullcontext(sys.stdout) if out == "-" else replaced(dest or Path(out)) as stream:
         w = csv.DictWriter(stream, fieldnames=header, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for step in sorted(table):
-            w.writerow({"step": step, **table[step]})
+            row = table[step]
+            for prefix, fork in zip(prefixes, forks):
+                if fork is not None and any(prefix + c in row for c in CURVE_COLUMNS):  # where the run has a value
+                    row[prefix + "parent"], row[prefix + "fork_step"] = str(fork[0]), fork[2]
+            w.writerow({"step": step, **row})
     return len(table), len(header)
+
+
+def _forks(logs: list[Path]) -> list[tuple[Path, str, int] | None]:
+    """Each log's parent (folder, name, fork step) when it is a fork (``run_start.parent``), else None."""
+    from ..logs.lineage import fork_parent
+
+    return [fork_parent(log) for log in logs]
 
 
 def unreadable(log: Path, counts: ReadCounts) -> str:

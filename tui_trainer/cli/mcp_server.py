@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import os
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..control.remote import read_sample, sample_request
 from ..run.log_writer import LOG_NAME
 
 MAX_POINTS = 2000
@@ -182,33 +182,12 @@ class Tools:
         log = folder / LOG_NAME
         start = log.stat().st_size
         rid = f"mcp-{os.getpid()}-{time.monotonic_ns()}"
-        req = {"cmd": "sample", "prompt": prompt, "tokens": tokens, "temperature": temperature, "top_k": top_k,
-               "id": rid}
-        self.send(run, {k: v for k, v in req.items() if v is not None})
-        deadline = time.monotonic() + SAMPLE_WAIT_S
-        buf = b""
-        with open(log, "rb") as f:
-            f.seek(start)
-            while time.monotonic() < deadline:
-                chunk = f.read()
-                if not chunk:
-                    time.sleep(0.1)
-                    continue
-                *lines, buf = (buf + chunk).split(b"\n")
-                for raw in lines:
-                    try:
-                        rec = json.loads(raw)
-                    except ValueError:
-                        continue
-                    if not isinstance(rec, dict):
-                        continue
-                    if rec.get("id") == rid and rec.get("type") == "sample":
-                        return {"step": rec.get("step"), "prompt": prompt, "text": rec.get("text")}
-                    if rec.get("id") == rid and rec.get("type") == "ack":
-                        raise Refused(f"the run could not draw the sample: {rec.get('message')}")
-                    if rec.get("type") == "run_end":
-                        raise Refused(f"the run ended ({rec.get('status')}) before it drew the sample")
-        raise Refused(f"no sample within {SAMPLE_WAIT_S:.0f}s; is the run stuck in a long step?")
+        self.send(run, sample_request(prompt, rid, tokens=tokens, temperature=temperature, top_k=top_k))
+        try:
+            rec = read_sample(log, start, rid, SAMPLE_WAIT_S)
+        except UserError as e:
+            raise Refused(str(e)) from None
+        return {"step": rec.get("step"), "prompt": prompt, "text": rec.get("text")}
 
 
 def build_server(tools: Tools) -> Any:

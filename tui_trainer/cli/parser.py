@@ -14,7 +14,7 @@ from ..config import FIELDS, choices, flag_type
 from ..control.channel import COMMANDS
 from ..terminal import printable
 
-EXIT_USAGE = 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):

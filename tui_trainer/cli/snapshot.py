@@ -6,6 +6,12 @@ No Textual here: the figure is built with plotext directly, its numbers
 mapped through ``axes.Axis`` as the dashboard's plots map theirs.  Plain
 characters only when standard output is not a terminal (ASCII frame and
 markers), never a colour code either way: a run is told apart by its marker.
+
+A fork shows its lineage as ``view`` does (``logs.lineage``): its legend
+line names it ``label ← parent@step``, its ancestors' curves up to the fork
+step are drawn in ``FAINT_MARK`` beneath (once for siblings), a column of
+``FORK_MARK`` stands at each fork point, and a parent that was moved or
+deleted is said in a note line.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import math
 import re
 import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +36,8 @@ DEFAULT_SIZE = (100, 30)
 MIN_SIZE, MAX_SIZE = (40, 12), (1000, 500)
 MARKERS = ("*", "+", "x", "#", "%", "@", "&", "=")   # one per run, in the legend's order
 VAL_MARK = {True: "o", False: "●"}                     # ascii: val points
+FAINT_MARK = "."                                       # a fork's ancestors, up to the fork step
+FORK_MARK = {True: ":", False: "┊"}                    # ascii: a column at each fork point
 FOCUS_SKIP = 0.05   # the loss plot's y range leaves out the first part of the x range (the first steps' spike)
 # Box drawing to ASCII, for a log file or a pipe.
 ASCII_FRAME = str.maketrans({"│": "|", "─": "-", "┌": "+", "┐": "+", "└": "+", "┘": "+", "┤": "+", "├": "+",
@@ -77,7 +86,8 @@ def load(paths: list[str]) -> list[tuple[RunSeries, str]]:
 
 
 def plot(runs: list[RunSeries], kind: str, w: int, h: int, ascii_only: bool) -> list[str]:
-    """One plot (``loss``: train loss and val points; ``lr``) as lines of text."""
+    """One plot (``loss``: train loss and val points; ``lr``) as lines of text;
+    a faint run (a fork's ancestor) in ``FAINT_MARK``, a fork point as a column."""
     cols = max(8, w - 10)
     pts = []
     for i, run in enumerate(runs):
@@ -96,9 +106,12 @@ def plot(runs: list[RunSeries], kind: str, w: int, h: int, ascii_only: bool) -> 
     f.clear()
     f.plot_size(w, h)
     f.theme("colorless")
+    for at in fork_points(runs, xa):  # beneath the curves
+        f.draw(f.segment((at, at), (0.0, COORD), marker=plotext.marker(FORK_MARK[ascii_only], 0)))
     for i, x, y, ex, ey in pts:
         if len(x):
-            line = f.signal(xa.coords(x).tolist(), ya.coords(y).tolist(), marker=plotext.marker(_mark(i), 0))
+            mark = FAINT_MARK if runs[i].faint else _mark(i)
+            line = f.signal(xa.coords(x).tolist(), ya.coords(y).tolist(), marker=plotext.marker(mark, 0))
             if len(x) > 1:
                 line.lines()
             f.draw(line)
@@ -119,6 +132,14 @@ def plot(runs: list[RunSeries], kind: str, w: int, h: int, ascii_only: bool) -> 
     return [line.rstrip() for line in text.rstrip("\n").split("\n")]
 
 
+def fork_points(runs: list[RunSeries], xa: Axis) -> list[float]:
+    """The x coordinates of the runs' fork points (their ``fork`` markers) inside the axis."""
+    steps = {m.step for r in runs for m in list(r.markers)
+             if m.kind == "fork" and isinstance(m.step, int) and not isinstance(m.step, bool) and abs(m.step) < 2**53}
+    inside = sorted(v for v in map(float, steps) if xa.lo <= xa.value(v) <= xa.hi)  # a hostile step: left out
+    return xa.coords(np.array([xa.value(v) for v in inside], dtype=np.float64)).tolist() if inside else []
+
+
 def _mark(i: int) -> str:
     return MARKERS[i % len(MARKERS)]
 
@@ -136,14 +157,20 @@ def _y_values(pts: list) -> list[np.ndarray]:
     return out if any(len(a) for a in out) else every
 
 
-def legend(runs: list[tuple[RunSeries, str]], cols: int, ascii_only: bool) -> list[str]:
-    """A line per run: marker, name, state, step, last train loss, last and best val, lr."""
+def legend(runs: list[tuple[RunSeries, str]], cols: int, ascii_only: bool,
+           parents: list[str] | None = None) -> list[str]:
+    """A line per run: marker, name (a fork's: ``name ← parent@step``, from
+    ``parents``), state, step, last train loss, last and best val, lr."""
     out = []
     for i, (r, state) in enumerate(runs):
+        if r.faint:  # a fork's ancestor: its curve up to the fork step, nothing of its own to report
+            out.append(_cut(printable(f"{FAINT_MARK} {r.name}  parent, up to step {r.step}", newlines=False), cols))
+            continue
         vals = [e for e in r.evals if math.isfinite(e.val)]
         best = min(vals, key=lambda e: e.val) if vals else None
         step = f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step)
-        bits = [f"{_mark(i)} {r.name}", state, f"step {step}", f"train {fmt_loss(r.train_loss)}",
+        of = parents[i] if parents is not None and i < len(parents) and parents[i] else ""
+        bits = [f"{_mark(i)} {r.name}{of}", state, f"step {step}", f"train {fmt_loss(r.train_loss)}",
                 f"val {fmt_loss(vals[-1].val)}" if vals else "val -",
                 f"best val {fmt_loss(best.val)} @ {best.step}" if best else "best val -",
                 f"lr {fmt_small(r.lr)}"]
@@ -153,7 +180,10 @@ def legend(runs: list[tuple[RunSeries, str]], cols: int, ascii_only: bool) -> li
             out += [_cut("  ".join(bits[:3]), cols), _cut("    " + "  ".join(bits[3:]), cols)]
         else:
             out.append(line)
-    out.append(f"{VAL_MARK[ascii_only]} val loss")
+    val = f"{VAL_MARK[ascii_only]} val loss"
+    if any(m.kind == "fork" for r, _ in runs for m in list(r.markers)):
+        val += f"  {FORK_MARK[ascii_only]} fork point"
+    out.append(val)
     return out
 
 
@@ -165,14 +195,35 @@ def snapshot(paths: list[str], size: tuple[int, int], ascii_only: bool) -> str:
     """The whole text: the loss plot, the lr plot and the legend, in ``size`` (cols, rows)."""
     runs = load(paths)
     cols, rows = size
+    parents, faint, notes = lineage(paths)
+    runs += [(s, "parent") for s in faint]
     series = [s for s, _ in runs]
-    key = legend(runs, cols, ascii_only)
+    key = legend(runs, cols, ascii_only, parents)
+    for n in filter(None, notes):  # whole, over as many lines as it needs: what is missing is its point
+        key += textwrap.wrap(printable(f"note: {n}", newlines=False), cols, subsequent_indent="    ")
     room = max(8, rows - len(key) - 2)  # two title lines
     loss_h = max(4, room * 3 // 5)
     lr_h = max(4, room - loss_h)
     lines = ["loss (train; val points)"] + plot(series, "loss", cols, loss_h, ascii_only)
     lines += ["learning rate"] + plot(series, "lr", cols, lr_h, ascii_only)
     return "\n".join(lines + key)
+
+
+def lineage(paths: list[str]) -> tuple[list[str], list[RunSeries], list[str]]:
+    """Per path its fork's `` ← parent@step`` ("" for no fork); the faint
+    series of the forks' ancestors (shared ones once); and the notes of
+    parents that are missing."""
+    from ..logs.lineage import fork_parent, prefixes
+    from ..logs.paths import locate
+
+    logs = [locate(Path(p)) for p in paths]
+    shown = {str(log.resolve()) for log in logs if log is not None}
+    found, notes = prefixes(logs, shown)
+    parents = []
+    for log in logs:
+        at = fork_parent(log) if log is not None else None
+        parents.append(f" ← {at[1]}@{at[2]}" if at is not None else "")
+    return parents, [s for each in found for s in each], notes
 
 
 def cmd_snap(args: argparse.Namespace) -> int:

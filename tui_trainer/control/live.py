@@ -65,7 +65,7 @@ def define_live_settings(t: Any, run: Any) -> None:
 
     def set_ckpt_every(v: int) -> None:
         cfg.checkpoint_every = v
-        t.ckpts.every = v
+        t.ckpts.set_every(v)
 
     def set_weight_decay(v: float) -> None:
         cfg.weight_decay = v

@@ -35,10 +35,50 @@ def send_settings(run_dir: str, assignments: list[str]) -> int:
 SAMPLE_WAIT_S = 300.0
 
 
+def sample_request(prompt: str, rid: str, *, tokens: int | None = None, temperature: float | None = None,
+                   top_k: int | None = None) -> dict:
+    """The ``sample`` request, with the id its answer will carry in the log."""
+    req = {"cmd": "sample", "prompt": prompt, "tokens": tokens, "temperature": temperature, "top_k": top_k,
+           "id": rid}
+    return {k: v for k, v in req.items() if v is not None}
+
+
+def read_sample(log: Path, start: int, rid: str, wait_s: float = SAMPLE_WAIT_S) -> dict:
+    """The ``sample`` record with id ``rid`` that the run appends to its log
+    after byte ``start`` (it is drawn on the training thread between steps).
+    A refusal (its ``ack``), the run's end or no sample within ``wait_s`` is
+    a ``UserError`` saying which."""
+    import json
+
+    deadline = time.monotonic() + wait_s
+    buf = b""
+    with open(log, "rb") as f:
+        f.seek(start)
+        while time.monotonic() < deadline:
+            chunk = f.read()
+            if not chunk:
+                time.sleep(0.1)  # the log is a file: polled, as tail -f does
+                continue
+            *lines, buf = (buf + chunk).split(b"\n")
+            for raw in lines:
+                try:
+                    rec = json.loads(raw)
+                except ValueError:
+                    continue
+                if not isinstance(rec, dict):
+                    continue
+                if rec.get("type") == "sample" and rec.get("id") == rid:
+                    return rec
+                if rec.get("type") == "ack" and rec.get("id") == rid:
+                    raise UserError(f"the run could not draw the sample: {rec.get('message')}")
+                if rec.get("type") == "run_end":
+                    raise UserError(f"the run ended ({rec.get('status')}) before it drew the sample")
+    raise UserError(f"no sample within {wait_s:.0f}s; is the run stuck in a long step?")
+
+
 def request_sample(run_dir: str, prompt: str, *, tokens: int | None = None, temperature: float | None = None,
                    top_k: int | None = None) -> int:
-    """Ask for a sample, then read it from the run's log (it is generated on
-    the training thread between steps) and print it: prompt and continuation."""
+    """Ask for a sample, then read it from the run's log and print it: prompt and continuation."""
     import json
     import os
 
@@ -48,36 +88,13 @@ def request_sample(run_dir: str, prompt: str, *, tokens: int | None = None, temp
     log = Path(run_dir) / LOG_NAME
     start = log.stat().st_size if log.exists() else 0
     rid = f"{os.getpid()}-{time.monotonic_ns()}"
-    req = {"cmd": "sample", "prompt": prompt, "tokens": tokens, "temperature": temperature, "top_k": top_k,
-           "id": rid}
-    answer = request(run_dir, {k: v for k, v in req.items() if v is not None})
+    answer = request(run_dir, sample_request(prompt, rid, tokens=tokens, temperature=temperature, top_k=top_k))
     if not answer.get("ok"):
         print(json.dumps(answer))
         return EXIT_FAILED
-    deadline = time.monotonic() + SAMPLE_WAIT_S
-    buf = b""
-    with open(log, "rb") as f:
-        f.seek(start)
-        while time.monotonic() < deadline:
-            chunk = f.read()
-            if not chunk:
-                time.sleep(0.1)
-                continue
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for raw in lines:
-                try:
-                    rec = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(rec, dict) and rec.get("type") == "sample" and rec.get("id") == rid:
-                    print(printable(rec.get("text", "")), flush=True)  # a sample may hold any byte
-                    return EXIT_OK
-                if isinstance(rec, dict) and rec.get("type") == "ack" and rec.get("id") == rid:
-                    raise UserError(f"the run could not draw the sample: {rec.get('message')}")
-                if isinstance(rec, dict) and rec.get("type") == "run_end":
-                    raise UserError(f"the run ended ({rec.get('status')}) before it drew the sample")
-    raise UserError(f"no sample within {SAMPLE_WAIT_S:.0f}s; is the run stuck in a long step?")
+    rec = read_sample(log, start, rid)
+    print(printable(rec.get("text", "")), flush=True)  # a sample may hold any byte
+    return EXIT_OK
 
 
 def check_attachable(folder: Path) -> None:

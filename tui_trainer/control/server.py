@@ -1,19 +1,11 @@
-"""The control channel's socket: where it lives, who may connect, and the
-one thread that serves it.
+"""The control channel's serving thread: one thread over the run's socket
+(``socket_access``: where it lives, owner-only access).
 
-Only the run's owner gets in: the socket is created 0600 (under a 0177
-umask, so there is no moment it is open wider) and each connection's peer uid
-is checked with SO_PEERCRED where the platform has it (``peer_uid``).  A
-flood cannot stall training: one thread, non-blocking sockets and a
+A flood cannot stall training: one thread, non-blocking sockets and a
 selector; connections, line lengths and depth (``channel_limits``), unread
 answers and idle time are capped.  The thread never dies: an error serving a
 request is its answer (a bug: logged, that connection dropped), and short of
 file descriptors it refuses with the reason, backs off and leaves the run some.
-
-AF_UNIX paths are limited to ~107 bytes.  When the run folder's path is too
-long the socket lives under $XDG_RUNTIME_DIR (or a private 0700 folder in
-/tmp) named by a hash of the run folder, and ``control.json`` in the run
-folder says where, so a client never has to guess.
 
 What a request *does* is not decided here: the server calls a handler
 (``control.TrainerControl.handle``).
@@ -21,89 +13,24 @@ What a request *does* is not decided here: the server calls a handler
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import selectors
 import socket
-import stat
-import struct
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from .limits import FD_HEADROOM, MAX_DEPTH, MAX_LINE, Reserve, free_descriptors, nesting, parse_request
-from ..config import UserError
-from ..files import read_if_regular
+from .socket_access import (INFO_NAME, MAX_SOCKET_PATH, SOCKET_NAME, ControlError,  # noqa: F401 (server's names)
+                            bind_owner_only, peer_uid, say_where, socket_path_for, unlink_own)
 
-SOCKET_NAME = "control.sock"
-INFO_NAME = "control.json"
-MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, 104 on macOS; keep a margin
 MAX_CLIENTS = 16
 IDLE_TIMEOUT = 30.0  # seconds a connection may sit without sending a full line
 MAX_OUTBUF = 64 * 1024  # a client that never reads its answers is dropped
 ACCEPT_BACKOFF_S = 0.5  # how long accepting pauses after the process ran out of descriptors
-
-
-class ControlError(UserError):
-    """A control channel problem, phrased as one line for the person."""
-
-
-# --- where the socket lives -------------------------------------------------
-
-def _short_dir() -> Path:
-    """A private folder for sockets whose run-folder path is too long."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK):
-        return Path(runtime)
-    d = Path(tempfile.gettempdir()) / f"tui-trainer-{os.getuid()}"
-    try:
-        os.mkdir(d, 0o700)
-    except FileExistsError:
-        pass
-    st = os.lstat(d)
-    # Someone else's folder (or a link) at our name would let them swap the socket.
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise ControlError(f"{d} is not a private folder owned by you; remove it or set XDG_RUNTIME_DIR")
-    return d
-
-
-def socket_path_for(run_dir: str | os.PathLike[str]) -> Path:
-    """Where a server for ``run_dir`` binds: in the folder when the path fits."""
-    run_dir = Path(run_dir).resolve()
-    p = run_dir / SOCKET_NAME
-    if len(os.fsencode(p)) <= MAX_SOCKET_PATH:
-        return p
-    digest = hashlib.sha256(os.fsencode(run_dir)).hexdigest()[:16]
-    return _short_dir() / f"tui-trainer-{digest}.sock"
-
-
-def _probe_live(path: Path) -> bool:
-    """True when a server answers at ``path``; False when nobody listens."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(1.0)
-    try:
-        s.connect(os.fspath(path))
-        return True
-    except OSError as e:
-        if e.errno in (errno.ECONNREFUSED, errno.ENOENT):
-            return False
-        raise ControlError(f"cannot check the control socket {path} ({e.strerror})") from None
-    finally:
-        s.close()
-
-
-# --- the server -------------------------------------------------------------
-
-def peer_uid(conn: socket.socket) -> int | None:
-    if not hasattr(socket, "SO_PEERCRED"):
-        return None  # macOS/BSD: the 0600 socket file is the guard
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
 
 
 _SHORT_OF_FDS = {"ok": False, "error": "busy: the run is short of file descriptors (ulimit -n); "
@@ -194,51 +121,14 @@ class ControlServer:
         self.close()
 
     def _bind(self) -> None:
-        path = self.path
-        if path.exists() or path.is_symlink():
-            st = os.lstat(path)
-            if not stat.S_ISSOCK(st.st_mode):
-                raise ControlError(f"{path} exists and is not a socket; remove it to steer this run")
-            if _probe_live(path):
-                raise ControlError(f"another live process is serving {self.run_dir} ({path}); "
-                                   "stop it first, or attach to it with tui-trainer attach")
-            path.unlink()  # a stale socket left by a run that died
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)  # the socket is born 0600: no window where others could connect
-        try:
-            s.bind(os.fspath(path))
-        except OSError as e:
-            s.close()
-            raise ControlError(f"cannot create the control socket {path} ({e.strerror})") from None
-        finally:
-            os.umask(old)
-        os.chmod(path, 0o600)
-        s.listen(self.max_clients)
-        s.setblocking(False)
+        s, self._ino = bind_owner_only(self.path, self.run_dir, self.max_clients)
         self._listener = s
-        self._ino = os.stat(path).st_ino
-        if path.parent != self.run_dir.resolve():
-            info = {"socket": os.fspath(path), "pid": os.getpid()}
-            tmp = self.run_dir / f".{INFO_NAME}.tmp"
-            tmp.write_text(json.dumps(info) + "\n", encoding="utf-8")
-            os.replace(tmp, self.run_dir / INFO_NAME)
+        say_where(self.path, self.run_dir)
         self._sel = selectors.DefaultSelector()
         self._sel.register(s, selectors.EVENT_READ, None)
 
     def _unlink_own(self) -> None:
-        # Remove the socket only if it is still ours (a later run may have replaced it).
-        try:
-            if os.stat(self.path).st_ino == self._ino:
-                self.path.unlink()
-        except OSError:
-            pass
-        info = self.run_dir / INFO_NAME
-        try:
-            raw = read_if_regular(info, 1 << 12)  # never blocks, whatever was put at that name
-            if raw is not None and json.loads(raw).get("pid") == os.getpid():
-                info.unlink()
-        except (OSError, ValueError, AttributeError, RecursionError):
-            pass
+        unlink_own(self.path, self._ino, self.run_dir)
 
     # the loop
     def _serve(self) -> None:

@@ -7,12 +7,15 @@ step as any resume's history is (``history.read_history``: the records past
 it are dropped); a parent that is itself a fork adds its own parent, and so
 on (at most ``MAX_DEPTH``).  A parent that was moved or deleted is no error:
 the fork shows alone, with a note naming what is missing.
+Forks shown together (``view FORK_A FORK_B``) share their common ancestors:
+each is read once, up to the latest step any of them left it at (``prefixes``).
 """
 from __future__ import annotations
 
 import json
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..run.log_writer import LOG_NAME
@@ -47,12 +50,22 @@ def fork_parent(log: Path) -> tuple[Path, str, int] | None:
     return Path(folder), name if isinstance(name, str) and name else Path(folder).name, step
 
 
-def ancestors(log: Path, shown: set[str] = frozenset()) -> tuple[list[RunSeries], str]:
-    """The prefix series of ``log``'s ancestors, oldest first, each cut at the
-    step its child was forked at and marked faint; and a note ("" if none)
-    when an ancestor's log cannot be read.  ``shown``: resolved paths of logs
-    shown whole already (``view PARENT FORK``), where the lineage stops."""
-    out: list[RunSeries] = []
+@dataclass(frozen=True)
+class Link:
+    """One ancestor of a fork: its log (``key``: the log's resolved path), its
+    name, and the step its child left it at (where its prefix is cut)."""
+    key: str
+    log: Path
+    name: str
+    step: int
+
+
+def chain(log: Path, shown: set[str] = frozenset()) -> tuple[list[Link], str]:
+    """``log``'s ancestors, nearest first, without reading more than their
+    first lines; and a note ("" if none) when one was moved or deleted (the
+    chain stops there).  ``shown``: resolved paths of logs shown whole already
+    (``view PARENT FORK``), where the chain stops."""
+    out: list[Link] = []
     seen = {str(log.resolve()), *shown}
     at = fork_parent(log)
     limit: int | None = None
@@ -62,21 +75,71 @@ def ancestors(log: Path, shown: set[str] = frozenset()) -> tuple[list[RunSeries]
         parent_log = folder / LOG_NAME
         try:
             key = str(parent_log.resolve())
-            size = parent_log.stat().st_size if parent_log.is_file() else -1
+            there = parent_log.is_file()
         except (OSError, RuntimeError):
-            size, key = -1, str(parent_log)
-        if size < 0:
-            return out[::-1], f"parent {name} ({folder}) is missing: its curve up to step {step} is not shown"
+            key, there = str(parent_log), False
+        if not there:
+            return out, f"parent {name} ({folder}) is missing: its curve up to step {step} is not shown"
         if key in seen:
             break  # shown whole already, or a loop of parents: each is drawn once
         seen.add(key)
-        try:
-            series = read_history(parent_log, size, step, f"{name}@{step}")
-        except Exception:  # noqa: BLE001 - an unreadable parent leaves the fork viewable
-            series = None
-        if series is None:
-            return out[::-1], f"parent {name} ({folder}) cannot be read: its curve is not shown"
-        series.faint, series.name = True, f"{name}@{step}"
-        out.append(series)
+        out.append(Link(key, parent_log, name, step))
         limit, at = step, fork_parent(parent_log)
-    return out[::-1], ""
+    return out, ""
+
+
+def read_prefix(link: Link) -> RunSeries | None:
+    """The ancestor's curves up to ``link.step``, faint, named ``name@step``;
+    None when its log cannot be read (untrusted: never an error)."""
+    try:
+        size = link.log.stat().st_size
+        series = read_history(link.log, size, link.step, f"{link.name}@{link.step}")
+    except Exception:  # noqa: BLE001 - an unreadable parent leaves the fork viewable
+        return None
+    if series is None:
+        return None
+    series.faint, series.name = True, f"{link.name}@{link.step}"
+    return series
+
+
+def ancestors(log: Path, shown: set[str] = frozenset()) -> tuple[list[RunSeries], str]:
+    """The prefix series of ``log``'s ancestors, oldest first, each cut at the
+    step its child was forked at and marked faint; and a note ("" if none)
+    when an ancestor's log cannot be read.  ``shown``: resolved paths of logs
+    shown whole already (``view PARENT FORK``), where the lineage stops."""
+    (series,), (note,) = prefixes([log], shown)
+    return series, note
+
+
+def prefixes(logs: list[Path | None], shown: set[str] = frozenset()
+             ) -> tuple[list[list[RunSeries]], list[str]]:
+    """``ancestors`` of several logs shown together: an ancestor they share
+    (siblings, ``view FORK_A FORK_B``) is read and drawn once, up to the
+    latest step any of them left it at, so the siblings start from one curve
+    on one x axis (each marks its own fork point).  Per log: its ancestors'
+    series (oldest first; a shared one under the first log that has it) and
+    its note ("" if none)."""
+    chains, notes = [], []
+    for log in logs:
+        links, note = chain(log, shown) if log is not None else ([], "")
+        chains.append(links)
+        notes.append(note)
+    cut: dict[str, int] = {}
+    for links in chains:
+        for link in links:
+            cut[link.key] = max(cut.get(link.key, link.step), link.step)
+    read: set[str] = set()
+    out: list[list[RunSeries]] = []
+    for i, links in enumerate(chains):
+        mine: list[RunSeries] = []
+        for link in links:
+            if link.key in read:
+                continue
+            read.add(link.key)
+            series = read_prefix(Link(link.key, link.log, link.name, cut[link.key]))
+            if series is None:
+                notes[i] = notes[i] or f"parent {link.name} ({link.log.parent}) cannot be read: its curve is not shown"
+                break
+            mine.append(series)
+        out.append(mine[::-1])
+    return out, notes

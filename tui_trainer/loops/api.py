@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import math
 import os
 import sys
 import weakref
@@ -220,9 +221,7 @@ def resume_from(run: OwnLoop, step: int | None) -> int:
              and isinstance(r.get("step"), int) and r["step"] <= start]
     st.elapsed_before = max(times, default=0.0)
     vals = [r["val_loss"] for r in ckpts if isinstance(r.get("val_loss"), (int, float))]
-    if vals:
-        run.checkpoints.best_val = min(vals)
-    run.checkpoints.last_step = start
+    run.checkpoints.restore(start, min(vals, default=math.inf))
     return start
 
 

@@ -245,9 +245,9 @@ class OwnLoop:
         if val_loss is None and st.last_val_step == step:
             val_loss = st.last_val
         make = state if callable(state) else (lambda: state)
-        path = self._run.checkpoints.save(step, make, reason=reason or self._checkpoint_reason(),
-                                     val_loss=val_loss, healthy=True,
-                                     state_after="paused" if self._run.paused else "running")
+        # The manager decides best or refused, and writes: the loop only says "save this now".
+        path = self._run.checkpoints.after(step, "save", state=make, val_loss=val_loss,
+                                      reason=reason or self._checkpoint_reason())
         if path is not None:
             st.checkpoints_logged += 1
         return path

@@ -19,20 +19,25 @@ random bytes, someone else's pickle) becomes a one-line ``CheckpointError``.
 
 The policy (when a save is due, which save is the best, what is kept, and
 that a diverged model never overwrites a good checkpoint) is
-``CheckpointManager``'s, in one place; a run owns one.  torch is imported only
-to write or read a file, so the run machinery stays importable without it.
+``CheckpointManager``'s, in one place: a run owns one, and its loop asks it
+(``after``) at each point where a save may follow.  The bytes reach the disk
+through ``atomic_file`` (here, or on a thread: ``checkpoint_writer``).  torch
+is imported only to write or read a file, so the run machinery stays
+importable without it.
 """
 from __future__ import annotations
 
-import errno
 import math
 import os
 import re
-import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Protocol
 
+from .atomic_file import CheckpointWriteError  # noqa: F401  (re-exported: a save's one-line error)
+from .atomic_file import fsync_dir as _fsync_dir, link_atomic as _link_atomic, private_file as _private_file
+from .atomic_file import size_limit_error as _size_limit_error, tmp_name as _tmp_name
 from .checkpoint_writer import BackgroundWriter, Snapshotter, Write
 from ..config import UserError
 
@@ -48,23 +53,6 @@ REQUIRED_KEYS = ("format", "step", "tokens", "config", "model", "optimizer", "sa
 
 class CheckpointError(UserError):
     pass
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 def atomic_save(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -88,62 +76,6 @@ def atomic_save(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
         tmp.unlink(missing_ok=True)  # only still there if the write failed
     _fsync_dir(path.parent)
     return path
-
-
-class CheckpointWriteError(OSError):
-    """A save that failed for a reason worth one plain line (``str`` is just that line)."""
-
-    def __str__(self) -> str:
-        return str(self.strerror)
-
-
-def _size_limit_error(e: BaseException, path: Path, tmp: Path) -> CheckpointWriteError | None:
-    """The save hit the process's file size limit (``ulimit -f``; Python ignores
-    SIGXFSZ, so the write fails with EFBIG, which torch reports as an
-    ``[enforce fail at inline_container.cc]``): say so, or None if it did not."""
-    try:
-        import resource
-
-        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    except (ImportError, OSError, ValueError):
-        return None
-    if limit == resource.RLIM_INFINITY:
-        return None
-    try:
-        full = tmp.stat().st_size >= limit
-    except OSError:
-        full = False
-    if not (full or getattr(e, "errno", None) == errno.EFBIG):
-        return None
-    return CheckpointWriteError(errno.EFBIG, f"file size limit reached writing checkpoint {path} "
-                                             f"(ulimit -f allows {limit} bytes); raise it (ulimit -f unlimited)")
-
-
-def _private_file(path: Path) -> Any:
-    """A new file open for writing, 0600 from its first instant: a checkpoint
-    holds the weights, the optimizer and the RNG state, which are the run
-    owner's alone (``latest.pt`` and ``best.pt`` are links to it or copies)."""
-    path.unlink(missing_ok=True)  # a leftover of ours (same pid) from a failed write
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    return os.fdopen(fd, "wb")
-
-
-def _link_atomic(src: Path, dst: Path) -> None:
-    """Point ``dst`` at the same bytes as ``src``, atomically."""
-    tmp = _tmp_name(dst)
-    tmp.unlink(missing_ok=True)
-    try:
-        try:
-            os.link(src, tmp)
-        except OSError:  # no hard links here (some network or FAT filesystems)
-            with open(src, "rb") as fi, _private_file(tmp) as fo:
-                shutil.copyfileobj(fi, fo)
-                fo.flush()
-                os.fsync(fo.fileno())
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(dst.parent)
 
 
 def step_path(run_dir: Path, step: int) -> Path:
@@ -227,47 +159,146 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 # --- the policy -------------------------------------------------------------
 
 Reason = Literal["scheduled", "manual", "final", "best"]
+# What just happened, as a loop tells it to ``CheckpointManager.after``.
+Moment = Literal["step", "eval", "save", "end"]
+
+
+class RunView(Protocol):
+    """What a manager reads of the run that owns it (``run.Run``)."""
+
+    stopping: bool
+    paused: bool
+    total_steps: int
+
+
+@dataclass
+class Source:
+    """What a loop gives its manager, once (``bind``)."""
+
+    state: Callable[[], dict[str, Any]]  # the checkpoint's contents, made only when a save is written
+    check: Callable[[Any], bool] | None = None  # on the copy: False refuses (a non-finite weight)
+    healthy: Callable[[], bool] = lambda: True  # False refuses at once (the loop saw the model diverge)
+    background: bool = False  # write on a thread while training goes on
 
 
 class CheckpointManager:
-    """When a run saves, what counts as best, and what is refused.
+    """The one place that decides when a run checkpoints, which save is the
+    best and what is refused, and that writes: the loop asks, the manager
+    decides (torchtitan's ``CheckpointManager.save(step, force)``).  A loop
+    says once what a checkpoint holds (``bind``), then calls ``after``:
 
-    - ``due(step, total)``: a scheduled save every ``every`` steps and at the
-      last step.
-    - ``save(...)``: writes ``ckpt-stepN.pt``, repoints ``latest.pt`` (and
-      ``best.pt`` when this step's eval is the lowest val loss so far), keeps
-      ``keep`` older step files, and reports through ``emit`` (a ``status``
-      "checkpointing", then the ``checkpoint`` record once the file is
-      complete).  A model that is diverged or has non-finite weights is
-      refused with an ``ack``: the last good checkpoint stays.
-    - ``background=True``: the state is copied to CPU memory and written on a
-      thread while training goes on (``checkpoint_writer``, ``guard``); at
-      most one write is in flight, a save that comes due before it ended
-      waits for it (and says so), and a final save is always written before
-      ``save`` returns.
-      ``poll()`` at each step boundary logs a finished write, or raises the
-      error it ended with; ``wait()`` does the same for the one in flight.
-    - ``best_val``: the lowest val loss saved as best so far (in the checkpoint,
-      so a resumed run keeps comparing against it).
+    - ``after(step)`` once each step is trained, with ``val_loss`` when it had
+      an eval: a *scheduled* save every ``every`` steps and at the last step
+      (``best.pt`` too when the eval is the lowest so far); between schedules
+      a *best* save when it is (not while the run stops: the final save is).
+    - ``after(step, "eval", val_loss=v)`` after an eval asked for: *best* if lowest.
+    - ``after(step, "save")``: a save asked for now, *manual* (a loop of your
+      own gives ``state`` and its ``reason``).
+    - ``after(step, "end", clean=...)``: the write in flight is waited for
+      (logged, or its error raised), then a *final* save unless this step is
+      saved, nothing was trained, the run ended on an error (``clean`` False)
+      or the model diverged.
 
-    ``folder`` None (or ``enabled`` False: a data-parallel rank other than 0)
+    *Refused* (an ``ack``; the last good checkpoint stays): the loop says the
+    model diverged (``healthy``), or the copy has a non-finite weight
+    (``check``).  A save writes ``ckpt-stepN.pt``, repoints ``latest.pt`` (and
+    ``best.pt``), keeps ``keep`` older step files, and reports a ``status``
+    "checkpointing", then the ``checkpoint`` record once the file is whole.
+    ``background``: the state is copied to CPU memory and written on a thread
+    while training goes on (``checkpoint_writer``, ``guard``); one write in
+    flight at most, a save due before it ended waits for it (and says so), a
+    final save is written before ``after`` returns.  ``poll()`` at each step
+    boundary logs a finished write, or raises the error it ended with.
+
+    ``best_val`` and ``last_step`` are read from outside and set by methods
+    only (``restore``: a resumed run's).  ``folder`` None, or ``enabled``
+    False (a data-parallel rank other than 0; a forked child: ``disable``),
     makes every save a no-op.
     """
 
     def __init__(self, folder: Path | None, *, every: int, keep: int,
-                 emit: Callable[[Any], None], enabled: bool = True):
+                 emit: Callable[[Any], None], enabled: bool = True, run: RunView | None = None):
         self.folder = folder
         self.every = max(1, every)
         self.keep = keep
         self.emit = emit
+        self._may_write = enabled
         self.enabled = enabled and folder is not None
         self.best_val = math.inf
         self.last_step = -1  # step of the last save (or of the checkpoint resumed from)
+        self._run = run
+        self._source: Source | None = None
         self._snapshots = Snapshotter()
         self._writer = BackgroundWriter()
         self._guarded = False  # see guard()
 
-    def due(self, step: int, total: int) -> bool:
+    # --- set up: by the run that owns it, and by its loop ---
+    def use_folder(self, folder: Path, *, every: int, keep: int) -> None:
+        """The run's folder, once it exists (a run made before its folder: ``Run.take_folder``)."""
+        assert self.folder is None, "a manager's folder is given once"
+        self.folder, self.every, self.keep = Path(folder), max(1, every), keep
+        self.enabled = self._may_write
+
+    def disable(self) -> None:
+        """Write nothing from now on (a forked child's copy of the run)."""
+        self._may_write = self.enabled = False
+
+    def set_every(self, every: int) -> None:
+        """The cadence, changed while training (the live setting ``checkpoint_every``)."""
+        self.every = max(1, every)
+
+    def restore(self, step: int, best_val: float = math.inf) -> None:
+        """A resumed run: the step it continues from (saved there already) and
+        the val loss its ``best.pt`` was chosen by."""
+        self.last_step, self.best_val = step, best_val
+
+    def bind(self, state: Callable[[], dict[str, Any]], *, check: Callable[[Any], bool] | None = None,
+             healthy: Callable[[], bool] | None = None, background: bool = False, optimizer: Any = None) -> None:
+        """What the loop's checkpoints hold (see ``Source``); ``optimizer``: ``guard`` it."""
+        self._source = Source(state, check, healthy or (lambda: True), background)
+        if optimizer is not None:
+            self.guard(optimizer)
+
+    # --- the loop asks ---
+    def after(self, step: int, moment: Moment = "step", *, val_loss: float | None = None,
+              state: Callable[[], Any] | None = None, reason: Reason | None = None,
+              clean: bool = True) -> Path | None:
+        """The loop's one question, asked after ``moment`` at ``step`` (see
+        the class docstring).  The path of the checkpoint written or being
+        written, or None when there is none."""
+        if not self.enabled:
+            return None
+        src = self._source
+        if moment == "end":
+            self.wait()  # before the final save: it may raise the error the write in flight ended with
+            if not clean or step <= 0 or step == self.last_step or src is None or not src.healthy():
+                return None
+            return self._save_from(src, step, "final", val_loss)
+        if moment == "save" and state is not None:  # a loop of your own, saving what it gives
+            return self.save(step, state, reason=reason or "manual", val_loss=val_loss, healthy=True,
+                             state_after=self._state_after())
+        if src is None:
+            return None  # nothing to save from: a loop of your own saves when it says so
+        if moment == "save":
+            return self._save_from(src, step, reason or "manual", val_loss)
+        if moment == "step" and self.due(step):
+            return self._save_from(src, step, "scheduled", val_loss)
+        if self.is_new_best(val_loss) and not (self._run is not None and self._run.stopping):
+            return self._save_from(src, step, "best", val_loss)
+        return None
+
+    def _save_from(self, src: Source, step: int, reason: Reason, val_loss: float | None) -> Path | None:
+        return self.save(step, src.state, reason=reason, val_loss=val_loss, healthy=src.healthy(),
+                         state_after=self._state_after(), background=src.background, check=src.check)
+
+    def _state_after(self) -> str:
+        return "paused" if self._run is not None and self._run.paused else "running"
+
+    def due(self, step: int, total: int | None = None) -> bool:
+        """A scheduled save at ``step``: every ``every`` steps, and at the last
+        (``total``; default: the run's planned steps)."""
+        if total is None:
+            total = self._run.total_steps if self._run is not None else 0
         return step % self.every == 0 or step == total
 
     def is_new_best(self, val: float | None) -> bool:
@@ -284,12 +315,10 @@ class CheckpointManager:
     def save(self, step: int, state: Callable[[], dict[str, Any]], *, reason: Reason,
              val_loss: float | None, healthy: bool, state_after: str, background: bool = False,
              check: Callable[[Any], bool] | None = None) -> Path | None:
-        """Save at ``step``; ``val_loss`` is this step's eval (None if none),
-        ``healthy`` False refuses, and so does ``check(state)`` False (run on
-        the copy, in the background: a non-finite weight); ``state_after`` is
-        the status to report once written ("running" or "paused");
-        ``background`` writes on a thread (never a final save).  The path the
-        file has (or will have)."""
+        """Write the save ``after`` decided on (the one caller in the package).
+        ``val_loss``: this step's eval (None if none); ``healthy`` False or
+        ``check(state)`` False (on the copy) refuses; ``state_after``: the
+        status once written; ``background``: on a thread (never a final save)."""
         from ..records import Status
 
         if not self.enabled:

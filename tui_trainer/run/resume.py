@@ -35,6 +35,7 @@ One writer.  A run folder is locked while a process trains in it
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,6 +185,13 @@ def merge_settings(run_dir: Path, ckpt_path: Path, state: dict[str, Any], values
     before.top_k = before.top_k or None
     old, new = before.to_dict(), cfg.to_dict()
     changes = {k: [old[k], new[k]] for k in new if old[k] != new[k]}
+    if "tokenizer" in changes:
+        from ..text.tokenizer import same_file_tokenizer
+
+        if same_file_tokenizer(*changes.pop("tokenizer"), run_dir):  # the same file by another name
+            cfg = dataclasses.replace(cfg, tokenizer=old["tokenizer"])
+        else:
+            changes["tokenizer"] = [old["tokenizer"], new["tokenizer"]]
     refused = {k: v for k, v in changes.items() if k not in allowed and k != "data"}
     if refused:
         diffs = ", ".join(f"{k} ({a!r} in the checkpoint, {b!r} now)" for k, (a, b) in refused.items())

@@ -62,7 +62,7 @@ class Run:
         self.sync = sync
         self.is_main = sync is None or sync.is_main
         self.checkpoints = CheckpointManager(self.folder, every=checkpoint_every, keep=keep, emit=self.emit,
-                                             enabled=self.is_main)
+                                             enabled=self.is_main, run=self)  # the one made for this run
         self.stop_event = threading.Event()
         self.hung_up = threading.Event()  # the terminal went away (SIGHUP)
         self.failure: str | None = None  # why the run must end failed (the log cannot be written)
@@ -117,8 +117,7 @@ class Run:
         self._out.take_lock(lock)
         if self.name == "run":
             self.name = clean_text(self.folder.name)
-        self.checkpoints = CheckpointManager(self.folder, every=checkpoint_every, keep=keep, emit=self.emit,
-                                             enabled=self.is_main)
+        self.checkpoints.use_folder(self.folder, every=checkpoint_every, keep=keep)
 
     def install_signals(self) -> None:
         """Signal handling (from the main thread), apart from ``open``."""
@@ -156,7 +155,7 @@ class Run:
         record, no ``run_end`` at exit, no checkpoint."""
         self.detached = True
         self.sinks = []
-        self.checkpoints.enabled = False
+        self.checkpoints.disable()
         # Locks another thread held at the fork stay held forever in the child: fresh ones.
         self.commands = CommandQueue()
         stop, self.stop_event = self.stop_event, threading.Event()

@@ -229,15 +229,32 @@ def train_bpe(text: str | Iterable[str], vocab: int, spec: str) -> HFTokenizer:
     return HFTokenizer(tok, spec, data)
 
 
+GPT2_LOAD_S = 30.0  # tiktoken's first load downloads with no timeout of its own
+
+
 def gpt2() -> TiktokenTokenizer:
+    import threading
+
     tiktoken = _need("tiktoken")
-    try:
-        enc = tiktoken.get_encoding("gpt2")
-    except Exception as e:  # no network, a proxy, a bad cache: whatever the download raised
-        raise UserError(f"tiktoken could not load gpt2 (no network?): {_first_line(e, 100)}; "
+    got: list[Any] = []
+
+    def load() -> None:
+        try:
+            got.append(tiktoken.get_encoding("gpt2"))
+        except Exception as e:  # no network, a proxy, a bad cache: whatever the download raised
+            got.append(e)
+
+    # A firewall that drops packets would hold the download for minutes: wait a while, then say so.
+    loader = threading.Thread(target=load, name="tiktoken-gpt2", daemon=True)
+    loader.start()
+    loader.join(GPT2_LOAD_S)
+    why = (_first_line(got[0], 100) if got and isinstance(got[0], BaseException)
+           else None if got else f"no answer within {GPT2_LOAD_S:.0f}s")
+    if why is not None:
+        raise UserError(f"tiktoken could not load gpt2 (no network?): {why}; "
                         "run once where it can download (it caches in TIKTOKEN_CACHE_DIR), "
-                        "or pass --tokenizer PATH to a tokenizer.json") from None
-    return TiktokenTokenizer(enc, "gpt2")
+                        "or pass --tokenizer PATH to a tokenizer.json")
+    return TiktokenTokenizer(got[0], "gpt2")
 
 
 def from_file(path: Path, spec: str) -> Tokenizer:
@@ -315,6 +332,22 @@ def keep_in(folder: str | Path | None, tokenizer: Any) -> dict[str, Any] | None:
             with replaced(path, binary=True) as f:
                 f.write(data)
     return about
+
+
+def same_file_tokenizer(kept_spec: Any, given_spec: Any, folder: str | Path) -> bool:
+    """Whether ``given_spec``, a path, names the tokenizer the run folder keeps
+    under ``kept_spec`` (another path): the same file by another name
+    (``./tok.json``, an absolute path, a copy) is the same tokenizer."""
+    if not (isinstance(kept_spec, str) and isinstance(given_spec, str) and is_path(kept_spec) and is_path(given_spec)):
+        return False
+    saved = saved_in(folder)
+    kept = read_kept(saved) if saved is not None else None
+    if kept is None:
+        return False
+    try:
+        return from_file(Path(given_spec), given_spec).data == kept
+    except UserError:
+        return False  # not a tokenizer: the refusal names the difference
 
 
 def read_kept(path: Path) -> bytes | None:

@@ -3,8 +3,8 @@
 ``Trainer`` trains the parts ``parts.build_parts`` assembled and talks to its
 run (``run.Run``) only: it emits typed records (``records``) there, applies
 the run's commands at each step's safe point (``Run.between_steps``), and
-leaves when to checkpoint and what is best to the run's
-``checkpoint.CheckpointManager``.  The lesson's functions are public here
+asks the run's ``checkpoint.CheckpointManager`` after each step or eval
+(``after``), which alone decides when to save.  The lesson's functions are public here
 under their names: ``calc_loss_batch``, ``evaluate_model``,
 ``generate_and_print_sample`` and ``train``.
 """
@@ -30,7 +30,7 @@ from .model import pin_gradient_threads, weights_finite
 from .optim import set_lr
 from .rng import rng_state, set_rng_state
 from .parts import Parts, build_parts
-from ..records import BadStep, CheckpointReason, Eval, Resources, RunEnd, RunStart, Sample, Status, TrainStep
+from ..records import BadStep, Eval, Resources, RunEnd, RunStart, Sample, Status, TrainStep
 from ..run.run import Run, Sink
 from .schedule import LRSchedule
 from .step import accumulate_gradients
@@ -61,7 +61,10 @@ class Trainer:
         self._run = run  # not re-exported: who needs the run holds it (trainer.run() is the loop)
         self.emit = run.emit
         self.ckpts = run.checkpoints
-        self.ckpts.guard(p.optimizer)  # a background snapshot's copy overlaps the next forward/backward
+        # What a checkpoint holds and whether the model is sound; when to save is the manager's (``after``).
+        # Guarding the optimizer: a background snapshot's copy overlaps the next forward/backward.
+        self.ckpts.bind(self.state_dict, check=weights_finite, healthy=lambda: not self.diverged,
+                        background=not cfg.sync_checkpoints, optimizer=p.optimizer)
         self.parts = p
         self.hw, self.dist, self.corpus, self.model = p.hw, p.dist, p.corpus, p.model
         self.train_model, self.optimizer, self.scaler, self.sampler = p.train_model, p.optimizer, p.scaler, p.sampler
@@ -145,8 +148,7 @@ class Trainer:
                     self._sample_resources()
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                     self._probe(forced=False)
-                if self.ckpts.due(self.step, cfg.steps):
-                    self._save("scheduled")
+                self.ckpts.after(self.step, val_loss=self._val_at_step())  # scheduled, best or nothing
         except Exception as e:  # shown in the UI and written to the log, never lost
             status, error = "failed", f"{type(e).__name__}: {e}"
         except KeyboardInterrupt:  # a second Ctrl-C (signals.py): leave now, but say so in the log
@@ -156,11 +158,9 @@ class Trainer:
             status = "diverged"
         if run.failure is not None:
             status, error = "failed", run.failure
-        try:  # the write in flight ends (and is logged) before the final save and run_end
-            self.ckpts.wait()
-            if status in ("finished", "stopped") or run.failure is not None:
-                if self.step > 0 and self.ckpts.last_step != self.step:
-                    self._save("final")
+        try:  # the write in flight ends (and is logged), then the final save, before run_end
+            self.ckpts.after(self.step, "end", val_loss=self._val_at_step(),
+                             clean=status != "failed" or run.failure is not None)
         except KeyboardInterrupt:
             self._end_killed()
             raise
@@ -276,9 +276,14 @@ class Trainer:
 
     def _forced_probe(self) -> None:
         self._probe(forced=True)
+        self.ckpts.after(self.step, "eval", val_loss=self._val_at_step())
 
     def _manual_save(self) -> None:
-        self._save("manual")
+        self.ckpts.after(self.step, "save", val_loss=self._val_at_step())
+
+    def _val_at_step(self) -> float | None:
+        """This step's eval, if it had one: what a save here is judged best by."""
+        return self.last_val if self.last_val_step == self.step else None
 
     def _state_word(self) -> str:
         return "paused" if self._run.paused else "running"
@@ -311,12 +316,6 @@ class Trainer:
         if not self._run.stopping:
             self.emit(Sample(step=self.step, prompt=cfg.sample_prompt, text=text))
         self.emit(Status(step=self.step, state=self._state_word()))  # type: ignore[arg-type]
-        # A new best val loss is kept as best.pt when it is seen, not only when
-        # a scheduled checkpoint happens to fall on this step (the loop saves
-        # right after a scheduled probe, and marks best there).
-        scheduled = not forced and self.ckpts.due(self.step, cfg.steps)
-        if self.ckpts.is_new_best(val) and not scheduled and not self._run.stopping:
-            self._save("best")
 
     # --- checkpoints ---
     def state_dict(self) -> dict[str, Any]:
@@ -358,25 +357,14 @@ class Trainer:
         self.step = state["step"]
         self.tokens = state["tokens"]
         self.elapsed_before = state["elapsed_s"]
-        self.ckpts.best_val = state["best_val"]
         self.last_val = state["last_val"]
         self.last_val_step = state["last_val_step"]
-        self.ckpts.last_step = self.step
+        self.ckpts.restore(self.step, state["best_val"])
         live = state.get("live") or {}
         self.lr_scale = float(live.get("lr_scale", 1.0))
         self.schedule.load_state_dict(state.get("schedule"))
         self._run.restore_live(live.get("pause_at", 0), live.get("changed") or {})
         self.resumed = True
-
-    def _save(self, reason: CheckpointReason) -> Path | None:
-        """The checkpoint policy is the run's (``checkpoint.CheckpointManager``);
-        the loop supplies what goes in the file and whether the model is sound."""
-        if not self.ckpts.enabled:
-            return None
-        return self.ckpts.save(self.step, self.state_dict, reason=reason,
-                               val_loss=self.last_val if self.last_val_step == self.step else None,
-                               healthy=not self.diverged, state_after=self._state_word(),
-                               background=not self.cfg.sync_checkpoints, check=weights_finite)
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, sinks: Iterable[Sink] = (),

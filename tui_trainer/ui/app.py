@@ -10,7 +10,11 @@ handling all read it.
 
 Records are polled by a timer a few times a second and folded into
 ``RunSeries`` state that the widgets show.  Every key gets a visible answer:
-a toast, and a note at the end of the status line.
+a toast, and a note at the end of the status line (``answers``).  The app
+holds its parts and gives them itself: ``answers.Answers`` (the note, the
+stop prompt), ``sample_view.SampleView`` (whose samples, how far back),
+``command_line.TypedCommands`` (``:`` and ``g``) and ``controls.PaneControls``
+(the keys that compare runs and look closer).
 """
 from __future__ import annotations
 
@@ -26,15 +30,15 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer
 
 from ..control.commands import Command
-from ..fmt import fmt_int, fmt_loss
-from ..records import Ack, Checkpoint, Eval, LrJump, Paused, Record, Resumed, RunEnd
+from ..records import Record, RunEnd
 from ..curves.series import RunSeries
 from .sources import LocalSteering, RecordSource, Steering, TrainerSource
 from . import keys, safe
+from .answers import CONFIRM_S, NOTE_S, Answers  # noqa: F401 (app's names)
 from .command_line import TypedCommands
 from .controls import PaneControls
 from .plot import CurvePlot
-from .sample_view import show_sample
+from .sample_view import SampleView
 from .suspend import BINDING as SUSPEND_KEY, Suspender
 from .titles import plot_title
 from .alert import Alert
@@ -48,8 +52,6 @@ PLOT_S = 0.5           # redraw plots at most twice a second (plotext runs on th
 WINDOW_STEPS = 1000    # the "recent window" of the plots
 COMPACT_BELOW = (120, 36)
 DASHBOARD_SWITCH_S = 0.001  # sys.setswitchinterval while a live run trains beside the UI
-CONFIRM_S = 3.0        # a second q (live) or x (attach) within this stops the run
-NOTE_S = 8.0           # how long an answer stays on the status line
 
 
 class DashboardApp(App):
@@ -72,17 +74,13 @@ class DashboardApp(App):
         self.runs: list[RunSeries] = runs if runs is not None else []
         self.window_steps = window_steps
         self.clock = clock    # tests step a fake one through the confirm and note windows
-        self.sample_run = 0   # whose samples the sample pane shows
-        self.sample_back = 0  # how many samples back from the latest
+        self.samples = SampleView(self)  # whose samples the sample pane shows, and how far back
+        self.answers = Answers(self)     # the status line's note, the stop prompt, the toasts records earn
         self.quitting = False
         self._plotted_at = -math.inf
         self._plots_dirty = True
         self._evals_seen = -1
-        self._samples_seen: tuple = (0, -1, -1, "")
         self._keys_state: tuple | None = None
-        self._note: tuple[str, float] = ("", -math.inf)  # (text, shown until)
-        self._asked_at = -math.inf  # when a stop was first asked for (confirm window)
-        self._prompt = ""           # its words on the status line
         self.source.on_reset = self._run_reset
         self.typed = TypedCommands(self)  # the command line (:) and the prompt box (g)
         if title:
@@ -124,7 +122,7 @@ class DashboardApp(App):
     def _refit(self) -> None:
         """The panes have their new sizes: fit the titles to them again."""
         if self.main.query(StatusLine):
-            self._samples_seen = (0, -1, -1, "")
+            self.samples.forget()
             self.update_view(force_plots=True)
 
     def _apply_size(self) -> None:
@@ -193,30 +191,7 @@ class DashboardApp(App):
             self.exit(self.source.result)
 
     def _answer(self, r: Record) -> None:
-        """What a record says about a command (from here or another window), as a toast."""
-        self.typed.record(r)  # a change, a requested sample
-        step = fmt_int(r.step)
-        if isinstance(r, Paused) and r.reason != "diverged":
-            self._tell(f"paused at step {step}")
-        elif isinstance(r, Resumed):
-            self._tell(f"resumed at step {step}")
-        elif isinstance(r, Eval) and r.forced:
-            self._tell(f"eval at step {step}: val {fmt_loss(r.val_loss)}, train {fmt_loss(r.train_loss)}")
-        elif isinstance(r, Checkpoint) and r.reason == "manual":
-            name = safe.plain(r.path, 200, newlines=False).rsplit("/", 1)[-1]
-            self._tell(f"✓ checkpoint saved at step {step}", f"✓ checkpoint saved at step {step}: {name}")
-        elif isinstance(r, LrJump):
-            self.set_note(f"lr jumps at step {step}")
-            self.say(r.message, warn=True)
-        elif isinstance(r, Ack) and not r.ok:
-            self._tell(f"✗ {safe.plain(r.command, 40)} refused", f"{r.command} refused: {r.message}", ok=False)
-        elif isinstance(r, RunEnd):
-            after = {"live": "; q quits", "attach": "; q closes"}.get(self.mode, "")
-            self._tell(f"run {safe.plain(r.status, 20)} at step {step}{after}")
-
-    def _tell(self, short: str, text: str = "", ok: bool = True) -> None:
-        self.set_note(short)
-        self.say(text or short, ok=ok)
+        self.answers.record(r)
 
     def _alerts(self) -> None:
         """--notify, --on-event (``alerts``): Textual owns the terminal, so its driver writes them."""
@@ -234,18 +209,7 @@ class DashboardApp(App):
                     timeout=timeout if timeout is not None else 4 if ok else 8)
 
     def set_note(self, text: str, seconds: float = NOTE_S) -> None:
-        self._note = (text, self.clock() + seconds)
-        if self.is_running and self.main.query(StatusLine):
-            self.main.query_one(StatusLine).show(self.runs, self._note_text())
-
-    def _note_text(self) -> str:
-        bits = [self.source.status_text()]
-        if self.mode == "attach" and self.state == "offline":
-            bits.append("no live run: view only")
-        text, until = self._note
-        if text and self.clock() < until:
-            bits.append(text)
-        return " · ".join(b for b in bits if b)
+        self.answers.set_note(text, seconds)
 
     def _run_reset(self, run: int) -> None:
         """A run was read again from the start (truncated, replaced, resumed over)."""
@@ -254,17 +218,15 @@ class DashboardApp(App):
 
     def update_view(self, force_plots: bool = False) -> None:
         mode, state = self.mode, self.state
-        if state != "running" and self._asked_at > -math.inf:
-            self._asked_at = -math.inf  # a stop prompt means nothing once the run cannot be stopped
-            if self._note[0] == self._prompt:
-                self._note = ("", -math.inf)
-        self.main.query_one(StatusLine).show(self.runs, self._note_text())
+        if state != "running":
+            self.answers.drop_prompt()
+        self.main.query_one(StatusLine).show(self.runs, self.answers.note_text())
         self.main.query_one(Alert).show(self.runs, mode)
         evals = sum(r.evals_version for r in self.runs)
         if evals != self._evals_seen:
             self._evals_seen = evals
             self.main.query_one(EvalLog).show(self.runs)
-        self._show_sample()
+        self.samples.show()
         now = time.monotonic()
         self.controls.refresh(force_plots or self._plots_dirty)
         if force_plots or (self._plots_dirty and now - self._plotted_at >= PLOT_S):
@@ -283,12 +245,6 @@ class DashboardApp(App):
         (compact mode has no bottom border, so nothing goes in subtitles)."""
         for plot in self.main.query(CurvePlot):
             plot.border_title = plot_title(plot, self.runs, self.window_steps)
-
-    def _sample_series(self) -> RunSeries | None:
-        return self.runs[min(self.sample_run, len(self.runs) - 1)] if self.runs else None
-
-    def _show_sample(self) -> None:
-        show_sample(self)
 
     # --- keys: each gets an answer ---
     def action_pause(self) -> None:
@@ -312,7 +268,7 @@ class DashboardApp(App):
         yield from self.typed.palette(screen)  # ctrl+p: the steering commands too
 
     def action_stop_run(self) -> None:
-        if self._confirmed("x again: stop the run",
+        if self.answers.confirmed("x again: stop the run",
                            "press x again to stop the run (final checkpoint); q only closes this window"):
             self._send(Command.STOP, "stop")
 
@@ -320,20 +276,6 @@ class DashboardApp(App):
         assert self.steering is not None  # check_action hides these keys without steering
         self.steering.send(command)
         self.set_note(f"{verb} requested…")
-
-    def _confirmed(self, short: str, prompt: str) -> bool:
-        """True on the second ask within ``CONFIRM_S``; the first shows the
-        prompt (``short`` on the status line, ``prompt`` as a toast)."""
-        now = self.clock()
-        if now - self._asked_at <= CONFIRM_S:
-            self._asked_at = -math.inf
-            self._note = ("", -math.inf)
-            return True
-        self._asked_at, self._prompt = now, short
-        self.set_note(short, CONFIRM_S)
-        self.say(prompt, warn=True, timeout=CONFIRM_S)
-        self.update_view()
-        return False
 
     def action_refuse(self, key: str) -> None:
         self.say(keys.refusal(key, self.mode, self.state, self.caps), warn=True)
@@ -356,15 +298,7 @@ class DashboardApp(App):
         self.update_view(force_plots=True)  # the answer: the plot and its title's flags
 
     def action_sample(self, delta: int) -> None:
-        run = self._sample_series()
-        if run is None or not run.samples:
-            self.say("no sample yet" if self.mode != "view" else "no sample in this log", warn=True)
-            return
-        back = max(0, min(len(run.samples) - 1, self.sample_back + delta))
-        if back == self.sample_back:
-            self.say("this is the oldest sample kept" if delta > 0 else "this is the newest sample")
-        self.sample_back = back
-        self._show_sample()
+        self.samples.step(delta)
 
     def action_panes(self, name: str, *args: Any) -> None:
         """The keys that compare runs and look closer: ``controls.PaneControls``."""
@@ -377,7 +311,7 @@ class DashboardApp(App):
     async def action_quit(self, how: str | None = None) -> None:
         """q: stop the live run (asking once more), close an attached window, quit a viewer."""
         if self.mode == "live" and self.state == "running":
-            if not self._confirmed("q again: stop the run", "press q again to stop the run (final checkpoint)"):
+            if not self.answers.confirmed("q again: stop the run", "press q again to stop the run (final checkpoint)"):
                 return
         elif self.quitting:
             self.say("stopping: the window closes once the run has saved its final checkpoint"

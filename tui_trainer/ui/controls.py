@@ -135,15 +135,7 @@ class PaneControls:
 
     def sample_run(self, delta: int) -> None:
         """{ }: whose samples the sample pane shows."""
-        app = self.app
-        if len(app.runs) < 2:
-            app.say("one run: its samples are the ones shown")
-            return
-        app.sample_run = (min(app.sample_run, len(app.runs) - 1) + delta) % len(app.runs)
-        app.sample_back = 0
-        app.update_view()
-        run = app.runs[app.sample_run]
-        app.set_note(f"samples of {safe.name(run.name, 16)} ({len(run.samples)})")
+        self.app.samples.next_run(delta)
 
     def settings_diff(self) -> None:
         runs = self.app.runs
@@ -196,7 +188,7 @@ class PaneControls:
         (getattr(old, "close", None) or old.stop)()
         source.on_reset = old.on_reset  # the app's: forget the eval rows shown
         app.runs = getattr(source, "runs", [])
-        app.sample_run = app.sample_back = 0
+        app.samples.newest()
         for p in self.plots:
             p.runs, p.cursor, p.metric, p.metric_data = app.runs, None, None, []
         app.main.query_one(Inspector).show(app.runs, "step", None)

@@ -1,7 +1,8 @@
 """The runs browser: ``tui-trainer view DIR`` (``view`` alone: ``./outputs``).
 
 A table of the run folders in DIR (``runs.Scanner``: heads, tails and eval
-lines, never whole logs), sortable by any column, filtered by a regex;
+lines, never whole logs), sortable by any column (``f``: by family, a
+run then its forks), filtered by a regex;
 runs selected with space open overlaid in the dashboard's panes with enter
 (the row under the cursor alone when none is selected), and escape there
 comes back here.  The table re-scans every ``REFRESH_S`` in a thread, so
@@ -41,6 +42,7 @@ KEYS_HELP = (
     ("space", "select / unselect the run under the cursor"),
     ("a", "select every run shown / none"),
     ("s  r", "sort by the next column / reverse the order (or click a column's title)"),
+    ("f", "group by family: each run, then its forks (label ← parent@step) under it, forks of forks under those"),
     ("/", "filter by a regex on the label, folder, name and status (empty: all)"),
     ("d", "the settings that differ between the selected runs (none selected: all shown)"),
     ("escape", "clear the filter, then the selection"),
@@ -65,6 +67,7 @@ class RunsScreen(ModalScreen[None]):
         Binding("slash", "filter", "filter"),
         Binding("s", "sort", "sort"),
         Binding("r", "reverse", "reverse"),
+        Binding("f", "family", "family", show=False),
         Binding("d", "diff", "diff"),
         Binding("a", "select_all", "all", show=False),
         Binding("o", "open_one", "open one", show=False),
@@ -290,6 +293,12 @@ class RunsScreen(ModalScreen[None]):
         self.reverse = False
         self._redraw()
         self.app.notify(f"sorted by {self._sort_column().title}", markup=False, timeout=2)
+
+    def action_family(self) -> None:
+        """Sort by the run column, whose order is the family's (``RunSummary.family``): a parent, then its forks."""
+        self.sort_key, self.reverse = "run", False
+        self._redraw()
+        self.app.notify("grouped by family: each run, then its forks", markup=False, timeout=2)
 
     def action_reverse(self) -> None:
         self.reverse = not self.reverse

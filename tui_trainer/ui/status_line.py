@@ -43,6 +43,10 @@ class StatusLine(Static):
 
     def show(self, runs: list[RunSeries], note: str = "") -> None:
         lines = []
+        cut = len(runs)
+        while cut > 1 and runs[cut - 1].faint:  # a fork's ancestors, after the runs: curves, not runs to watch
+            cut -= 1
+        runs = runs[:cut]
         full = runs if len(runs) <= self.MAX_LINES else runs[:self.MAX_LINES - 1]
         for i, r in enumerate(full):
             # (priority, text): a narrow terminal drops the least important

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from ..logs.lineage import ancestors
+from ..logs.lineage import prefixes
 from ..logs.paths import locate
 from ..logs.source import LogSource
 from ..records import Record, RunStart
@@ -39,14 +39,15 @@ class FileSource(LogSource, RecordSource):
         self._label()
 
     def prepare(self) -> None:
-        """Load the logs; a fork's ancestors come after them, faint, up to the fork step."""
+        """Load the logs; a fork's ancestors come after them, faint, up to the
+        fork step (one shared by siblings once, up to the latest fork step)."""
         super().prepare()
         self.notes: dict[int, str] = {}
         logs = [locate(f.arg) for f in self.feeds]
         shown = {str(p.resolve()) for p in logs if p is not None}
-        for feed, log in zip(list(self.feeds), logs):
-            prefixes, note = ancestors(log, shown) if log is not None else ([], "")
-            self.runs.extend(prefixes)
+        found, notes = prefixes(logs, shown)
+        for feed, series, note in zip(list(self.feeds), found, notes):
+            self.runs.extend(series)
             if note:
                 self.notes[feed.index] = note
                 self.runs[feed.index].message = note
