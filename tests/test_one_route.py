@@ -105,6 +105,8 @@ def _assigned_from_outside(tree: ast.AST) -> list[str]:
                     owner = ast.unparse(t.value)
                     if owner.split(".")[-1] in ("run", "_run", "run_handle") and owner != "self":
                         found.append(ast.unparse(t))
+                elif isinstance(t, ast.Attribute) and t.attr == "lr_scale" and ast.unparse(t.value) != "self":
+                    found.append(ast.unparse(t))  # the trainer's live lr_scale: Trainer.set_lr_scale
     return found
 
 

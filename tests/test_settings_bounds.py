@@ -46,6 +46,7 @@ def live_settings(**cfg_values):
                         optimizer=SimpleNamespace(param_groups=[{"weight_decay": cfg.weight_decay}, {}]))
     run = Run.unlocked()  # defines the run's own pause_at
     run.plan_steps(cfg.steps)
+    t.set_lr_scale = lambda v: setattr(t, "lr_scale", v)  # as engine.Trainer's
     define_live_settings(t, run)
     t.held_run = run  # the test's view of the run the settings belong to
     return t, run.settings

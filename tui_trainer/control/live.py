@@ -74,9 +74,6 @@ def define_live_settings(t: Any, run: Any) -> None:
     def get_lr_scale() -> float:
         return t.lr_scale
 
-    def set_lr_scale(v: float) -> None:
-        t.lr_scale = v
-
     def get_max_lr() -> float:
         return cfg.max_lr
 
@@ -86,7 +83,7 @@ def define_live_settings(t: Any, run: Any) -> None:
     def get_steps() -> int:
         return cfg.steps
 
-    s.define("lr_scale", float, get_lr_scale, watched("lr_scale", get_lr_scale, set_lr_scale),
+    s.define("lr_scale", float, get_lr_scale, watched("lr_scale", get_lr_scale, t.set_lr_scale),
              check=lambda v: problem("lr_scale", v), help="multiply the whole LR schedule from the next step on")
     s.define("max_lr", float, get_max_lr, watched("max_lr", get_max_lr, set_cfg("max_lr")),
              check=check_cfg("max_lr"), help="the schedule's peak")

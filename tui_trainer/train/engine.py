@@ -260,6 +260,10 @@ class Trainer:
     def _on_resume(self) -> None:
         self.bad_in_row = 0
 
+    def set_lr_scale(self, v: float) -> None:
+        """The live setting ``lr_scale`` (``control/live.py``): lr(t) = v x schedule(t) from the next step."""
+        self.lr_scale = v
+
     def _requested_sample(self, prompt: str, tokens: int | None, temperature: float | None,
                           top_k: int | None) -> str:
         """A sample asked for by a person, on the live weights, between steps.
