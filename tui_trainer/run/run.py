@@ -9,7 +9,8 @@ user's own) talks to its run only through a ``Run``:
 - **steering**: commands from keys, the control socket or signals wait in
   ``commands``; the loop calls ``between_steps(step, ...)`` at each safe point,
   which applies them there: a pause blocks until resume or stop, eval and
-  checkpoint requests call the loop's handlers, a stop turns ``stopping`` on.
+  checkpoint requests call the loop's handlers (``handlers.Handlers``), a stop
+  turns ``stopping`` on.
   Under torchrun every rank gets rank 0's commands at the same step.
 - **the folder**: created fresh (``Run.create``), reopened to resume
   (``Run.reopen``), or taken locked from the caller (``Run.locked``: cli's
@@ -18,8 +19,8 @@ user's own) talks to its run only through a ``Run``:
 - **checkpoint policy**: ``checkpoints``, a ``checkpoint.CheckpointManager``.
 - **while it trains** (``open``): the JSONL log, the control socket
   (``tui-trainer attach``) and signal handling (``signals.RunSignals``);
-  ``close`` winds them down in the reverse order and drops the lock.
-- **a loop of your own** (``tui_trainer.init``) gets an ``own_loop.OwnRun``
+  ``close`` winds them down in the reverse order and drops the lock (``outlets.Outlets``).
+- **a loop of your own** (``tui_trainer.init``) gets an ``own_loop.OwnLoop``
   that has a ``Run``: ``log``, ``should_stop``, ``finish`` and the rest are its.
 
 torch is not imported here.
