@@ -23,6 +23,7 @@ from .smoothing import EMA_BETA, ema, ema_step
 SAMPLES_KEPT = 50
 MARKERS_KEPT = 500
 RATE_STEPS = 64       # recent steps the rates are the median of
+RATE_MIN = 3          # fewer steps than this in the window: not yet a median worth the name
 ENDED = frozenset(get_args(EndStatus))
 STATES = ("starting", *get_args(EngineState), *get_args(EndStatus))  # what a RunSeries.state can be
 
@@ -52,6 +53,19 @@ def _finite(v: Any) -> bool:
 
 def _positive(v: Any) -> float | None:
     return float(v) if _finite(v) and not isinstance(v, bool) and 0 < v < 1e30 else None
+
+
+def _recent_median(values: deque[float]) -> float:
+    """The median of the newer half of ``values`` (all of them while fewer
+    than ``2 * RATE_MIN``, the last ``RATE_STEPS`` once there are twice as
+    many; NaN when empty): the first steps after a start, slower than the
+    steady pace while caches and allocators warm up, drop out of the window
+    as fast as steps come in, not only after ``RATE_STEPS`` of them."""
+    n = len(values)
+    if not n:
+        return math.nan
+    keep = n if n < 2 * RATE_MIN else min(RATE_STEPS, max(RATE_MIN, (n + 1) // 2))
+    return statistics.median(list(values)[n - keep:])
 
 
 class RunSeries:
@@ -92,8 +106,8 @@ class RunSeries:
         self._ema_state, self._ema_count = 0.0, 0
         # The rates are medians over the recent steps (``rates``): the compile,
         # the first slow steps, an eval or a checkpoint are outliers, not the pace.
-        self._step_times: deque[float] = deque(maxlen=RATE_STEPS)  # each step's own seconds per token
-        self._gaps: deque[float] = deque(maxlen=RATE_STEPS)  # wall seconds per step between train records
+        self._step_times: deque[float] = deque(maxlen=2 * RATE_STEPS)  # each step's own seconds per token
+        self._gaps: deque[float] = deque(maxlen=2 * RATE_STEPS)  # wall seconds per step between train records
         self._last_train: tuple[float, int] | None = None  # (elapsed, step) of the previous one; None: a new start
         self._compiling = False  # the next train record's step compiled the model: not its pace
         self._live_steps = 0  # train records applied one by one
@@ -246,7 +260,7 @@ class RunSeries:
         self._gaps.clear()
         self._step_times.clear()
         self._last_train = None
-        for r in recent[-RATE_STEPS:]:
+        for r in recent[-2 * RATE_STEPS:]:
             self._pace(r)
 
     def extend_train(self, steps: np.ndarray, losses: np.ndarray, lrs: np.ndarray | None = None) -> None:
@@ -321,11 +335,13 @@ class RunSeries:
         means: a compile, the first slow steps, an eval or a checkpoint are a
         few outliers among the steps, so the figures show the steady pace
         from the first dozen steps on, and a pause point is no jump in the
-        ETA (it shows as its own state on the status line)."""
-        gap = statistics.median(self._gaps) if self._gaps else math.nan
+        ETA (it shows as its own state on the status line).  Early on, the
+        median is of the newer half of the steps seen (``_recent_median``):
+        a warm-up of several slow steps is out of it by step 10."""
+        gap = _recent_median(self._gaps)
         sps = 1.0 / gap if gap > 0 else math.nan
         if len(self._step_times) >= 2:
-            return sps, 1.0 / statistics.median(self._step_times)
+            return sps, 1.0 / _recent_median(self._step_times)
         if self._live_steps and not self._step_times:
             return sps, math.nan  # only the step that compiled so far: no pace yet
         if _finite(self.elapsed_s) and self.elapsed_s > 0 and self.tokens > 0:
