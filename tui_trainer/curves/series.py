@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, get_args
@@ -16,6 +17,7 @@ from typing import Any, get_args
 import numpy as np
 
 from .curve import Curve, columns
+from .pauses import PausePoints
 from ..fmt import fmt_value
 from ..records import Ack, BadStep, Change, Checkpoint, EndStatus, EngineState, Eval, Paused, Record, Resources, Resumed, RunEnd, RunStart, Sample, Status, TrainStep
 from .smoothing import EMA_BETA, ema, ema_step
@@ -120,11 +122,13 @@ class RunSeries:
         self.peak_flops: float | None = None
         self.tokens_per_step: float | None = None  # run_start: every micro-batch of every process
         self.resources: Resources | None = None  # the latest memory sample
+        self.pauses = PausePoints()  # the compile, evals and checkpoints: their own time, not the rate's
 
     # --- feeding ---
     def apply(self, r: Record) -> None:
         self.version += 1
         if isinstance(r, TrainStep):
+            self.pauses.end(r.time)
             self._train(r)
         elif isinstance(r, Eval):
             self.evals.append(EvalPoint(r.step, r.train_loss, r.val_loss, r.elapsed_s, r.val_bpb))
@@ -144,6 +148,7 @@ class RunSeries:
             if r.key == "steps" and isinstance(r.new, int):
                 self.total_steps = r.new
         elif isinstance(r, Status):
+            self.pauses.status(r)
             if r.state == "compiling":
                 self._compiling = True
             if self._state not in ENDED:
@@ -160,6 +165,7 @@ class RunSeries:
             self.bad_steps += 1
         elif isinstance(r, Checkpoint):
             self.last_checkpoint = r
+            self.pauses.checkpoint(r)
             if r.reason == "manual":
                 self._mark(r.step, "checkpoint", "checkpoint")
         elif isinstance(r, Ack):
@@ -177,6 +183,7 @@ class RunSeries:
             self._gaps.clear()  # nor is an earlier session's pace (another machine, other settings)
             self._step_times.clear()
             self._live_steps = 0
+            self.pauses = PausePoints()
             self.ended_by_record = False  # a resumed run is not over
             if isinstance(r.parent, dict) and not self.markers:  # a fork: where it left its parent
                 self._mark(r.step, "fork", f"forked from {r.parent.get('name')}@{r.parent.get('step')}")
@@ -186,6 +193,7 @@ class RunSeries:
                 self.message = (f"resumed with {', '.join(map(str, r.inexact))} changed: not bit-identical "
                                 f"to an uninterrupted run from step {r.step}")
         elif isinstance(r, RunEnd):
+            self.pauses.end(r.time)
             self.ended_by_record = True
             self._state = r.status
             self.error = r.error
@@ -356,6 +364,12 @@ class RunSeries:
         mfu = tps * self.flops_per_token / self.peak_flops
         # Over 100%: the peak was measured low (a CPU peak taken on a busy machine), not a figure to show.
         return mfu if mfu <= 1.0 else math.nan
+
+    def pause_text(self, now: float | None = None) -> str:
+        """The compile, eval or checkpoint going on or just ended, as its own
+        time ("checkpointing 1.2 s", "eval 0.40 s"; ``pauses.PausePoints.text``)
+        at wall time ``now`` (default: now); "" when none."""
+        return self.pauses.text(self.state, time.time() if now is None else now)
 
     def eta_s(self) -> float:
         sps, _ = self.rates()

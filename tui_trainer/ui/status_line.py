@@ -1,4 +1,5 @@
-"""The status line: one line per run (state badge, name, step/total, tok/s, ETA, lr) and the memory figure.
+"""The status line: one line per run (state badge, name, step/total, tok/s, ETA, the eval or checkpoint
+going on or just ended and its time, lr) and the memory figure.
 
 Attributes down: the app hands the widget the runs and calls ``show(...)``; it
 never reads the engine, the source or another widget.  Every string from a run
@@ -68,6 +69,8 @@ class StatusLine(Static):
                 parts.append((8, Text(f"  {fmt_memory(r.resources)}")))
             if not r.ended:
                 parts.append((4, Text(f"  ETA {fmt_duration(r.eta_s())}")))
+                if pause := r.pause_text():  # an eval or a checkpoint: its own time, not the ETA's
+                    parts.append((3, Text(f"  {pause}")))
             else:
                 parts.append((4, Text(f"  {fmt_duration(r.elapsed_s)}")))
             if lr := fmt_lr(r.lr):
