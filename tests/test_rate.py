@@ -122,3 +122,17 @@ def test_mfu_below_a_tenth_of_a_percent_shows_as_such():
     for r in records([TOKENS / 1e5] * 10):
         sink.emit(r)
     assert "MFU <0.1%" in out.getvalue().splitlines()[-1], out.getvalue()
+
+
+def test_the_loops_own_time_between_steps_is_in_the_shown_rate():
+    """Steps of 0.1 s with 0.03 s of loop between them (logging, steering,
+    the sinks) and a checkpoint now and then: the rate the run gets is
+    1024 tokens per 0.13 s, not per 0.1 s; the checkpoints stay out of it."""
+    s = RunSeries()
+    s.apply(start())
+    for r in records([0.1] * 40, overhead=0.03, gaps={12: 3.0, 25: 3.0, 38: 3.0}):
+        s.apply(r)
+        if r.step in (10, 20, 40):
+            sps, tps = s.rates()
+            assert abs(tps / (TOKENS / 0.13) - 1) < 0.01, (r.step, tps)
+            assert abs(sps * 0.13 - 1) < 0.01, (r.step, sps)

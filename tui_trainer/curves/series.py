@@ -110,7 +110,9 @@ class RunSeries:
         # the first slow steps, an eval or a checkpoint are outliers, not the pace.
         self._step_times: deque[float] = deque(maxlen=2 * RATE_STEPS)  # each step's own seconds per token
         self._gaps: deque[float] = deque(maxlen=2 * RATE_STEPS)  # wall seconds per step between train records
-        self._last_train: tuple[float, int] | None = None  # (elapsed, step) of the previous one; None: a new start
+        self._token_gaps: deque[float] = deque(maxlen=2 * RATE_STEPS)  # the same, per token
+        self._last_train: tuple[float, int, int] | None = None  # (elapsed, step, tokens) of the previous one;
+        # None: a new start
         self._compiling = False  # the next train record's step compiled the model: not its pace
         self._live_steps = 0  # train records applied one by one
         # Interventions drawn on the plots: changes, pauses, manual evals and checkpoints.
@@ -181,6 +183,7 @@ class RunSeries:
             self._state, self.error, self.started = "running", None, True
             self._last_train = None  # a new session: the time between sessions is not step time
             self._gaps.clear()  # nor is an earlier session's pace (another machine, other settings)
+            self._token_gaps.clear()
             self._step_times.clear()
             self._live_steps = 0
             self.pauses = PausePoints()
@@ -253,10 +256,12 @@ class RunSeries:
 
     def _pace(self, r: TrainStep, compiled: bool = False) -> None:
         """The rate estimator's share of a train record (``rates``)."""
-        last, self._last_train = self._last_train, (r.elapsed_s, r.step)
+        last, self._last_train = self._last_train, (r.elapsed_s, r.step, r.tokens)
         if last is not None and _finite(r.elapsed_s) and _finite(last[0]) and r.step > last[1] \
                 and r.elapsed_s >= last[0]:
             self._gaps.append((r.elapsed_s - last[0]) / (r.step - last[1]))
+            if _finite(r.tokens) and _finite(last[2]) and r.tokens > last[2]:
+                self._token_gaps.append((r.elapsed_s - last[0]) / (r.tokens - last[2]))
         tps = r.tokens_per_sec
         if not compiled and _finite(tps) and 0 < tps < 1e30:
             self._step_times.append(1.0 / tps)
@@ -266,6 +271,7 @@ class RunSeries:
         session, oldest first (a log read whole: ``extend_train`` feeds no
         rates), so a window opened on a running run shows its pace at once."""
         self._gaps.clear()
+        self._token_gaps.clear()
         self._step_times.clear()
         self._last_train = None
         for r in recent[-2 * RATE_STEPS:]:
@@ -338,7 +344,11 @@ class RunSeries:
 
         Tokens/s is the training rate, from each train record's own rate (the
         time its step took), so an eval or a checkpoint between steps does not
-        dent it; the step that compiled the model is left out.  Steps/s, for
+        dent it; the step that compiled the model is left out.  Where the wall
+        time between train records is slower per token (the loop's own time
+        between steps: logging, steering, the sinks), that pace is shown: it
+        is what the run gets, at most an outlier's worth of pause points in
+        it, as the median leaves them out.  Steps/s, for
         the ETA, is from the wall time between train records.  Medians, not
         means: a compile, the first slow steps, an eval or a checkpoint are a
         few outliers among the steps, so the figures show the steady pace
@@ -349,7 +359,12 @@ class RunSeries:
         gap = _recent_median(self._gaps)
         sps = 1.0 / gap if gap > 0 else math.nan
         if len(self._step_times) >= 2:
-            return sps, 1.0 / _recent_median(self._step_times)
+            # The slower of the steps' own pace and the wall pace between their
+            # records: the loop's own time between steps is training time too.
+            per_token = _recent_median(self._step_times)
+            if len(self._token_gaps) >= 2:
+                per_token = max(per_token, _recent_median(self._token_gaps))
+            return sps, 1.0 / per_token
         if self._live_steps and not self._step_times:
             return sps, math.nan  # only the step that compiled so far: no pace yet
         if _finite(self.elapsed_s) and self.elapsed_s > 0 and self.tokens > 0:
