@@ -57,7 +57,7 @@ class Tape:
         self.series.apply(r)
         if r.type == "train":
             self.trains.append((r.step, now, r.tokens))
-            if r.step in SHOWN_AT:
+            if r.step in SHOWN_AT and r.step <= self.window:  # after it, the pause points
                 self.shown[r.step] = self.series.rates()[1]
             if self.trainer is not None and r.step in (self.window, self.window + PAUSE_EVERY):
                 self.trainer.send("eval")

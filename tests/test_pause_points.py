@@ -158,7 +158,8 @@ def test_the_console_says_each_pause_s_own_time_and_the_eta_does_not_jump():
     assert "checkpoint   50 | ckpt.pt (scheduled) | blocked 5.0 s, write 5.0 s" in lines
     assert "checkpoint   60 | ckpt.pt (scheduled) | blocked 0.20 s, write 1.3 s" in lines
     assert any(ln.startswith("eval     65 |") and "| took 0.40 s |" in ln for ln in lines), lines
-    etas = {ln.split()[1].split("/")[0]: ln.rsplit("ETA ", 1)[1] for ln in lines if ln.startswith("step ") and "ETA " in ln}
+    etas = {ln.split()[1].split("/")[0]: ln.rsplit("ETA ", 1)[1]
+            for ln in lines if ln.startswith("step ") and "ETA " in ln}
     assert etas["50"] == "0:15" and etas["60"] == "0:14", etas  # 150 and 140 steps of 0.1 s
 
 
