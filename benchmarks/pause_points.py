@@ -1,13 +1,14 @@
 """What an engine arm's pause points cost, read from its records (``bench_gpu.py``).
 
-``Tape`` is a sink on the trainer: it notes when each record came, feeds a
-``RunSeries`` as the status line and the console do, and steers the run's
-second phase.  An arm trains ``window`` steps undisturbed (its throughput and
-the rate the status line shows at steps 10, 20 and 40 come from those), then
-asks for an eval (with its sample) and a checkpoint at step ``window`` and
-again ``PAUSE_EVERY`` steps later; the run's last step has its scheduled eval
-and checkpoint.  So each arm gives three evals, three samples and three
-checkpoints: the first (cold: a compile, a first allocation) and later ones.
+``Tape`` is a sink on the trainer: it notes when each record came and feeds
+a ``RunSeries`` as the status line and the console do.  An arm trains
+``window`` steps undisturbed (its throughput and the rate the status line
+shows at steps 10, 20 and 40 come from those), then goes on to three
+scheduled evals (each with its sample) and checkpoints, ``pause_every``
+steps apart, as a run's cadence makes them: far enough apart that a
+checkpoint's background write has ended before the next is due.  So each arm
+gives three evals, samples and checkpoints: the first (cold: a compile, a
+first allocation) and later ones.
 
 A watchdog stops the run (``request_stop``) when no record came for
 ``step_limit_s`` (``first_step_limit_s`` before the first train record: the
@@ -23,7 +24,7 @@ from typing import Any
 
 from tui_trainer.curves.series import RunSeries
 
-PAUSE_EVERY = 10     # steps between the arm's asked-for evals and checkpoints
+PAUSE_EVERY = 80     # steps between an arm's evals and checkpoints: more than a 124M write takes on an H200
 SHOWN_AT = (10, 20, 40)  # steps at which the shown rate is noted
 
 
@@ -37,7 +38,6 @@ class Tape:
         self.samples: list[float] = []  # seconds from the eval record to its sample (the sample_tokens draw)
         self.checkpoints: list[dict[str, Any]] = []
         self.problem = ""  # why the watchdog stopped the run, if it did
-        self.trainer: Any = None
         self._limits = (step_limit_s, first_step_limit_s, deadline)
         self._eval_began: float | None = None
         self._eval_at: float | None = None
@@ -59,9 +59,6 @@ class Tape:
             self.trains.append((r.step, now, r.tokens))
             if r.step in SHOWN_AT and r.step <= self.window:  # after it, the pause points
                 self.shown[r.step] = self.series.rates()[1]
-            if self.trainer is not None and r.step in (self.window, self.window + PAUSE_EVERY):
-                self.trainer.send("eval")
-                self.trainer.send("checkpoint")
         elif r.type == "status" and r.state == "evaluating":
             self._eval_began = now
         elif r.type == "eval" and self._eval_began is not None:
@@ -78,8 +75,6 @@ class Tape:
 
     # --- the watchdog ---
     def watch(self, trainer: Any) -> threading.Thread:
-        self.trainer = trainer
-
         def loop() -> None:
             step_limit, first_limit, deadline = self._limits
             while not self._done.wait(0.5):
@@ -113,7 +108,7 @@ class Tape:
             return {"first": xs[0] if xs else None,
                     "later": statistics.median(xs[1:]) if len(xs) > 1 else None, "all": xs}
 
-        saves = [c for c in self.checkpoints if c["reason"] != "final"]  # a final save is synchronous
+        saves = [c for c in self.checkpoints if c["reason"] != "final"]  # a final save is synchronous, and not due
         return {"checkpoints": self.checkpoints, "eval_s": first_later(self.evals),
                 "blocked_s": first_later([c["blocked_s"] for c in saves if c["blocked_s"] is not None]),
                 "write_s": first_later([c["write_s"] for c in saves if c["write_s"] is not None]),

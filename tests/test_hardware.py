@@ -496,7 +496,7 @@ def test_bench_gpu_tiny_runs_on_cpu_and_prints_its_figures(tmp_path):
     import sys
 
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_gpu.py"), "--cpu-smoke", "--threads", "1",
-                          "--steps", "20", "--warmup", "5", "--sample-tokens", "50"],
+                          "--steps", "20", "--warmup", "5", "--sample-tokens", "50", "--pause-every", "20"],
                          env=_py_env(XDG_CACHE_HOME=str(tmp_path), OUT=str(tmp_path)), capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -513,7 +513,8 @@ def test_bench_gpu_tiny_runs_on_cpu_and_prints_its_figures(tmp_path):
     for arm in ("engine", "engine+dashboard"):
         f = report["arms"][arm]["pause_points"]
         assert f["problem"] is None, f
-        assert len(f["eval_s"]["all"]) == 3 and len(f["sample_s"]["all"]) == 3, f  # asked twice, the last step
+        assert len(f["eval_s"]["all"]) == 3 and len(f["sample_s"]["all"]) == 3, f  # at steps 20, 40 and 60
         assert f["blocked_s"]["first"] >= 0 and f["write_s"]["later"] > 0, f
-        assert {c["reason"] for c in f["checkpoints"]} >= {"manual", "scheduled"}, f
+        assert [(c["step"], c["reason"]) for c in f["checkpoints"]] == [(20, "scheduled"), (40, "scheduled"),
+                                                                        (60, "scheduled")], f
         assert set(f["shown_vs_steady"]) == {"10", "20"} and all(v > 0 for v in f["shown_vs_steady"].values()), f
