@@ -111,8 +111,8 @@ class RunSeries:
         self._step_times: deque[float] = deque(maxlen=2 * RATE_STEPS)  # each step's own seconds per token
         self._gaps: deque[float] = deque(maxlen=2 * RATE_STEPS)  # wall seconds per step between train records
         self._token_gaps: deque[float] = deque(maxlen=2 * RATE_STEPS)  # the same, per token
-        self._last_train: tuple[float, int, int] | None = None  # (elapsed, step, tokens) of the previous one;
-        # None: a new start
+        # (elapsed, step, tokens) of the previous train record; None: a new start
+        self._last_train: tuple[float, int, int] | None = None
         self._compiling = False  # the next train record's step compiled the model: not its pace
         self._live_steps = 0  # train records applied one by one
         # Interventions drawn on the plots: changes, pauses, manual evals and checkpoints.
@@ -346,9 +346,9 @@ class RunSeries:
         time its step took), so an eval or a checkpoint between steps does not
         dent it; the step that compiled the model is left out.  Where the wall
         time between train records is slower per token (the loop's own time
-        between steps: logging, steering, the sinks), that pace is shown: it
-        is what the run gets, at most an outlier's worth of pause points in
-        it, as the median leaves them out.  Steps/s, for
+        between steps: logging, steering, the sinks), that pace is shown, as
+        it is what the run gets; the median leaves the evals and checkpoints
+        between steps out of it.  Steps/s, for
         the ETA, is from the wall time between train records.  Medians, not
         means: a compile, the first slow steps, an eval or a checkpoint are a
         few outliers among the steps, so the figures show the steady pace
