@@ -111,6 +111,17 @@ def test_an_eval_shows_its_time_while_it_goes_on_and_after():
     assert math.isclose(s.eta_s(), 168 * STEP_S, rel_tol=1e-6)
 
 
+def test_an_eval_and_the_checkpoint_after_it_both_show_the_latest_first():
+    tl = Timeline().steps(40).eval(0.4).checkpoint(0.2, write=1.3)
+    s = fed(tl)
+    assert s.pause_text(now=T0 + tl.t) == "checkpoint 0.20 s (write 1.3 s), eval 0.50 s"
+    assert s.pause_text(now=T0 + tl.t, most=1) == "checkpoint 0.20 s (write 1.3 s)"  # a narrow status line
+    tl.steps(10).status("evaluating")
+    s = fed(tl)
+    assert s.pause_text(now=T0 + tl.t + 0.3) == "evaluating 0.30 s, checkpoint 0.20 s (write 1.3 s)"
+    assert s.pause_text(now=T0 + tl.t + SHOWN_S + 2) == f"evaluating {SHOWN_S + 2:.1f} s"
+
+
 def test_the_compile_shows_as_its_own_time():
     tl = Timeline().status("compiling", detail="torch.compile").steps(1).status("running", detail="compiled")
     tl.out[-2].time = T0 + 9.9  # the compiled step ended 9.9 s after the compile began

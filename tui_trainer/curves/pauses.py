@@ -60,11 +60,12 @@ class PausePoint:
 
 
 class PausePoints:
-    """The latest pause point of a run, fed its status, train, checkpoint and
-    run-end records (``RunSeries.apply``)."""
+    """A run's pause point going on, and the latest of each kind that ended,
+    fed its status, train, checkpoint and run-end records (``RunSeries.apply``)."""
 
     def __init__(self) -> None:
         self.latest: PausePoint | None = None
+        self.last: dict[str, PausePoint] = {}  # state: the latest of that kind
 
     @property
     def going_on(self) -> PausePoint | None:
@@ -77,7 +78,7 @@ class PausePoints:
             if p is not None and p.state == r.state:
                 return  # the same pause, said again ("waiting for the previous checkpoint write")
             self.end(r.time)
-            self.latest = PausePoint(r.state, r.step, _time(r.time))
+            self.latest = self.last[r.state] = PausePoint(r.state, r.step, _time(r.time))
         else:
             self.end(r.time)
 
@@ -90,14 +91,11 @@ class PausePoints:
 
     def checkpoint(self, r: Checkpoint) -> None:
         blocked, write, t = _span(_time(r.blocked_s)), _span(_time(r.write_s)), _time(r.time)
-        p = self.latest
-        if p is not None and p.state == "checkpointing" and p.step == r.step:
-            pass
-        elif self.going_on is None:  # no status records for it (a loop of its own), or another pause came between
+        p = self.last.get("checkpointing")
+        if p is None or p.step != r.step:  # no status records for it (a loop of its own), or a save refused between
             began = t - blocked if t is not None and blocked is not None else None
-            p = self.latest = PausePoint("checkpointing", r.step, began, ended=t if t is not None else 0.0)
-        else:
-            return  # an eval is going on: this write's figures are in the console's line and the log
+            p = self.last["checkpointing"] = PausePoint("checkpointing", r.step, began,
+                                                         ended=t if t is not None else 0.0)
         p.blocked_s = blocked if blocked is not None else p.blocked_s
         p.write_s, p.reported = write, t
 
@@ -108,22 +106,28 @@ class PausePoints:
             return None
         return _span(max(0.0, t - p.began))
 
-    def text(self, state: str, now: float) -> str:
+    def text(self, state: str, now: float, most: int = 3) -> str:
         """What the status line shows at wall time ``now`` for a run in
         ``state``: the pause point going on and how long so far
-        ("checkpointing 1.2 s"), or one that ended less than ``SHOWN_S``
-        ago ("checkpoint 1.2 s", with its background write's time where
-        that was longer); "" otherwise."""
-        p = self.latest
-        if p is None:
-            return ""
-        if p.ended is None:
-            secs = self.so_far(state, now)
-            return f"{state} {fmt_seconds(secs)}" if secs is not None else ""
-        last = max(p.ended, p.reported if p.reported is not None else p.ended)
-        if not now - last <= SHOWN_S or p.seconds is None:
-            return ""
-        out = f"{NAMES[p.state]} {fmt_seconds(p.seconds)}"
-        if p.write_s is not None and p.write_s > p.seconds + 0.005:  # written in the background
-            out += f" (write {fmt_seconds(p.write_s)})"
-        return out
+        ("checkpointing 1.2 s"), then those that ended less than ``SHOWN_S``
+        ago, the latest first ("checkpoint 0.20 s (write 1.3 s)": training
+        held up 0.20 s, the write in the background 1.3 s; "eval 0.50 s");
+        at most ``most`` of them; "" when none."""
+        out = []
+        secs = self.so_far(state, now)
+        if secs is not None:
+            out.append(f"{state} {fmt_seconds(secs)}")
+        ended = [p for p in self.last.values() if p.ended is not None and p.seconds is not None]
+        for p in sorted(ended, key=_shown_from, reverse=True):
+            if now - _shown_from(p) <= SHOWN_S:
+                said = f"{NAMES[p.state]} {fmt_seconds(p.seconds)}"
+                if p.write_s is not None and p.write_s > p.seconds + 0.005:  # written in the background
+                    said += f" (write {fmt_seconds(p.write_s)})"
+                out.append(said)
+        return ", ".join(out[:max(1, most)])
+
+
+def _shown_from(p: PausePoint) -> float:
+    """When ``p`` was last news: its end, or its checkpoint record's coming."""
+    assert p.ended is not None
+    return max(p.ended, p.reported) if p.reported is not None else p.ended

@@ -380,11 +380,11 @@ class RunSeries:
         # Over 100%: the peak was measured low (a CPU peak taken on a busy machine), not a figure to show.
         return mfu if mfu <= 1.0 else math.nan
 
-    def pause_text(self, now: float | None = None) -> str:
-        """The compile, eval or checkpoint going on or just ended, as its own
-        time ("checkpointing 1.2 s", "eval 0.40 s"; ``pauses.PausePoints.text``)
-        at wall time ``now`` (default: now); "" when none."""
-        return self.pauses.text(self.state, time.time() if now is None else now)
+    def pause_text(self, now: float | None = None, most: int = 3) -> str:
+        """The compile, eval or checkpoint going on, then those just ended,
+        each as its own time ("checkpointing 1.2 s", "eval 0.40 s";
+        ``pauses.PausePoints.text``) at wall time ``now`` (default: now); "" when none."""
+        return self.pauses.text(self.state, time.time() if now is None else now, most)
 
     def eta_s(self) -> float:
         sps, _ = self.rates()

@@ -7,6 +7,8 @@ goes through ``safe``; every number through ``fmt``.
 """
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 from textual.widgets import Static
 
@@ -44,6 +46,7 @@ class StatusLine(Static):
 
     def show(self, runs: list[RunSeries], note: str = "") -> None:
         lines = []
+        now = time.time()
         full = runs if len(runs) <= self.MAX_LINES else runs[:self.MAX_LINES - 1]
         for i, r in enumerate(full):
             # (priority, text): a narrow terminal drops the least important
@@ -69,8 +72,8 @@ class StatusLine(Static):
                 parts.append((8, Text(f"  {fmt_memory(r.resources)}")))
             if not r.ended:
                 parts.append((4, Text(f"  ETA {fmt_duration(r.eta_s())}")))
-                if pause := r.pause_text():  # an eval or a checkpoint: its own time, not the ETA's
-                    parts.append((3, Text(f"  {pause}")))
+                if pause := r.pause_text(now):  # an eval or a checkpoint: its own time, not the ETA's
+                    parts.append((3, (Text(f"  {pause}"), Text(f"  {r.pause_text(now, most=1)}"))))
             else:
                 parts.append((4, Text(f"  {fmt_duration(r.elapsed_s)}")))
             if lr := fmt_lr(r.lr):
