@@ -108,15 +108,22 @@ class PausePoints:
 
     def text(self, state: str, now: float, most: int = 3) -> str:
         """What the status line shows at wall time ``now`` for a run in
-        ``state``: the pause point going on and how long so far
-        ("checkpointing 1.2 s"), then those that ended less than ``SHOWN_S``
-        ago, the latest first ("checkpoint 0.20 s (write 1.3 s)": training
-        held up 0.20 s, the write in the background 1.3 s; "eval 0.50 s");
-        at most ``most`` of them; "" when none."""
-        out = []
+        ``state``: the pause point going on and how long so far, then those
+        that ended lately (``going_text``, ``ended_text``); "" when none."""
+        return ", ".join(t for t in (self.going_text(state, now), self.ended_text(now, most)) if t)
+
+    def going_text(self, state: str, now: float) -> str:
+        """The pause point going on at ``now`` in a run in ``state``, and how
+        long so far ("checkpointing 1.2 s"); "" when none."""
         secs = self.so_far(state, now)
-        if secs is not None:
-            out.append(f"{state} {fmt_seconds(secs)}")
+        return f"{state} {fmt_seconds(secs)}" if secs is not None else ""
+
+    def ended_text(self, now: float, most: int = 3) -> str:
+        """The latest eval, checkpoint and compile that ended less than
+        ``SHOWN_S`` before ``now``, the latest first, at most ``most``
+        ("checkpoint 0.20 s (write 1.3 s)": training held up 0.20 s, the
+        write in the background 1.3 s; "eval 0.50 s"); "" when none."""
+        out = []
         ended = [p for p in self.last.values() if p.ended is not None and p.seconds is not None]
         for p in sorted(ended, key=_shown_from, reverse=True):
             if now - _shown_from(p) <= SHOWN_S:

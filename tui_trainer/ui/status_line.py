@@ -72,8 +72,11 @@ class StatusLine(Static):
                 parts.append((8, Text(f"  {fmt_memory(r.resources)}")))
             if not r.ended:
                 parts.append((4, Text(f"  ETA {fmt_duration(r.eta_s())}")))
-                if pause := r.pause_text(now):  # an eval or a checkpoint: its own time, not the ETA's
-                    parts.append((3, (Text(f"  {pause}"), Text(f"  {r.pause_text(now, most=1)}"))))
+                # An eval, a checkpoint, the compile: its own time, not the ETA's.
+                if going := r.pauses.going_text(r.state, now):
+                    parts.append((3, Text(f"  {going}")))
+                if ended := r.pauses.ended_text(now):
+                    parts.append((7, (Text(f"  {ended}"), Text(f"  {r.pauses.ended_text(now, most=1)}"))))
             else:
                 parts.append((4, Text(f"  {fmt_duration(r.elapsed_s)}")))
             if lr := fmt_lr(r.lr):
