@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, get_args
@@ -16,6 +17,7 @@ from typing import Any, get_args
 import numpy as np
 
 from .curve import Curve, columns
+from .pauses import PausePoints
 from ..fmt import fmt_value
 from ..records import Ack, BadStep, Change, Checkpoint, EndStatus, EngineState, Eval, Paused, Record, Resources, Resumed, RunEnd, RunStart, Sample, Status, TrainStep
 from .smoothing import EMA_BETA, ema, ema_step
@@ -23,6 +25,7 @@ from .smoothing import EMA_BETA, ema, ema_step
 SAMPLES_KEPT = 50
 MARKERS_KEPT = 500
 RATE_STEPS = 64       # recent steps the rates are the median of
+RATE_MIN = 3          # fewer steps than this in the window: not yet a median worth the name
 ENDED = frozenset(get_args(EndStatus))
 STATES = ("starting", *get_args(EngineState), *get_args(EndStatus))  # what a RunSeries.state can be
 
@@ -52,6 +55,19 @@ def _finite(v: Any) -> bool:
 
 def _positive(v: Any) -> float | None:
     return float(v) if _finite(v) and not isinstance(v, bool) and 0 < v < 1e30 else None
+
+
+def _recent_median(values: deque[float]) -> float:
+    """The median of the newer half of ``values`` (all of them while fewer
+    than ``2 * RATE_MIN``, the last ``RATE_STEPS`` once there are twice as
+    many; NaN when empty): the first steps after a start, slower than the
+    steady pace while caches and allocators warm up, drop out of the window
+    as fast as steps come in, not only after ``RATE_STEPS`` of them."""
+    n = len(values)
+    if not n:
+        return math.nan
+    keep = n if n < 2 * RATE_MIN else min(RATE_STEPS, max(RATE_MIN, (n + 1) // 2))
+    return statistics.median(list(values)[n - keep:])
 
 
 class RunSeries:
@@ -92,9 +108,11 @@ class RunSeries:
         self._ema_state, self._ema_count = 0.0, 0
         # The rates are medians over the recent steps (``rates``): the compile,
         # the first slow steps, an eval or a checkpoint are outliers, not the pace.
-        self._step_times: deque[float] = deque(maxlen=RATE_STEPS)  # each step's own seconds per token
-        self._gaps: deque[float] = deque(maxlen=RATE_STEPS)  # wall seconds per step between train records
-        self._last_train: tuple[float, int] | None = None  # (elapsed, step) of the previous one; None: a new start
+        self._step_times: deque[float] = deque(maxlen=2 * RATE_STEPS)  # each step's own seconds per token
+        self._gaps: deque[float] = deque(maxlen=2 * RATE_STEPS)  # wall seconds per step between train records
+        self._token_gaps: deque[float] = deque(maxlen=2 * RATE_STEPS)  # the same, per token
+        # (elapsed, step, tokens) of the previous train record; None: a new start
+        self._last_train: tuple[float, int, int] | None = None
         self._compiling = False  # the next train record's step compiled the model: not its pace
         self._live_steps = 0  # train records applied one by one
         # Interventions drawn on the plots: changes, pauses, manual evals and checkpoints.
@@ -106,11 +124,13 @@ class RunSeries:
         self.peak_flops: float | None = None
         self.tokens_per_step: float | None = None  # run_start: every micro-batch of every process
         self.resources: Resources | None = None  # the latest memory sample
+        self.pauses = PausePoints()  # the compile, evals and checkpoints: their own time, not the rate's
 
     # --- feeding ---
     def apply(self, r: Record) -> None:
         self.version += 1
         if isinstance(r, TrainStep):
+            self.pauses.end(r.time)
             self._train(r)
         elif isinstance(r, Eval):
             self.evals.append(EvalPoint(r.step, r.train_loss, r.val_loss, r.elapsed_s, r.val_bpb))
@@ -130,6 +150,7 @@ class RunSeries:
             if r.key == "steps" and isinstance(r.new, int):
                 self.total_steps = r.new
         elif isinstance(r, Status):
+            self.pauses.status(r)
             if r.state == "compiling":
                 self._compiling = True
             if self._state not in ENDED:
@@ -146,6 +167,7 @@ class RunSeries:
             self.bad_steps += 1
         elif isinstance(r, Checkpoint):
             self.last_checkpoint = r
+            self.pauses.checkpoint(r)
             if r.reason == "manual":
                 self._mark(r.step, "checkpoint", "checkpoint")
         elif isinstance(r, Ack):
@@ -161,8 +183,10 @@ class RunSeries:
             self._state, self.error, self.started = "running", None, True
             self._last_train = None  # a new session: the time between sessions is not step time
             self._gaps.clear()  # nor is an earlier session's pace (another machine, other settings)
+            self._token_gaps.clear()
             self._step_times.clear()
             self._live_steps = 0
+            self.pauses = PausePoints()
             self.ended_by_record = False  # a resumed run is not over
             if isinstance(r.parent, dict) and not self.markers:  # a fork: where it left its parent
                 self._mark(r.step, "fork", f"forked from {r.parent.get('name')}@{r.parent.get('step')}")
@@ -172,6 +196,7 @@ class RunSeries:
                 self.message = (f"resumed with {', '.join(map(str, r.inexact))} changed: not bit-identical "
                                 f"to an uninterrupted run from step {r.step}")
         elif isinstance(r, RunEnd):
+            self.pauses.end(r.time)
             self.ended_by_record = True
             self._state = r.status
             self.error = r.error
@@ -231,10 +256,12 @@ class RunSeries:
 
     def _pace(self, r: TrainStep, compiled: bool = False) -> None:
         """The rate estimator's share of a train record (``rates``)."""
-        last, self._last_train = self._last_train, (r.elapsed_s, r.step)
+        last, self._last_train = self._last_train, (r.elapsed_s, r.step, r.tokens)
         if last is not None and _finite(r.elapsed_s) and _finite(last[0]) and r.step > last[1] \
                 and r.elapsed_s >= last[0]:
             self._gaps.append((r.elapsed_s - last[0]) / (r.step - last[1]))
+            if _finite(r.tokens) and _finite(last[2]) and r.tokens > last[2]:
+                self._token_gaps.append((r.elapsed_s - last[0]) / (r.tokens - last[2]))
         tps = r.tokens_per_sec
         if not compiled and _finite(tps) and 0 < tps < 1e30:
             self._step_times.append(1.0 / tps)
@@ -244,9 +271,10 @@ class RunSeries:
         session, oldest first (a log read whole: ``extend_train`` feeds no
         rates), so a window opened on a running run shows its pace at once."""
         self._gaps.clear()
+        self._token_gaps.clear()
         self._step_times.clear()
         self._last_train = None
-        for r in recent[-RATE_STEPS:]:
+        for r in recent[-2 * RATE_STEPS:]:
             self._pace(r)
 
     def extend_train(self, steps: np.ndarray, losses: np.ndarray, lrs: np.ndarray | None = None) -> None:
@@ -316,16 +344,27 @@ class RunSeries:
 
         Tokens/s is the training rate, from each train record's own rate (the
         time its step took), so an eval or a checkpoint between steps does not
-        dent it; the step that compiled the model is left out.  Steps/s, for
+        dent it; the step that compiled the model is left out.  Where the wall
+        time between train records is slower per token (the loop's own time
+        between steps: logging, steering, the sinks), that pace is shown, as
+        it is what the run gets; the median leaves the evals and checkpoints
+        between steps out of it.  Steps/s, for
         the ETA, is from the wall time between train records.  Medians, not
         means: a compile, the first slow steps, an eval or a checkpoint are a
         few outliers among the steps, so the figures show the steady pace
         from the first dozen steps on, and a pause point is no jump in the
-        ETA (it shows as its own state on the status line)."""
-        gap = statistics.median(self._gaps) if self._gaps else math.nan
+        ETA (it shows as its own state on the status line).  Early on, the
+        median is of the newer half of the steps seen (``_recent_median``):
+        a warm-up of several slow steps is out of it by step 10."""
+        gap = _recent_median(self._gaps)
         sps = 1.0 / gap if gap > 0 else math.nan
         if len(self._step_times) >= 2:
-            return sps, 1.0 / statistics.median(self._step_times)
+            # The slower of the steps' own pace and the wall pace between their
+            # records: the loop's own time between steps is training time too.
+            per_token = _recent_median(self._step_times)
+            if len(self._token_gaps) >= 2:
+                per_token = max(per_token, _recent_median(self._token_gaps))
+            return sps, 1.0 / per_token
         if self._live_steps and not self._step_times:
             return sps, math.nan  # only the step that compiled so far: no pace yet
         if _finite(self.elapsed_s) and self.elapsed_s > 0 and self.tokens > 0:
@@ -340,6 +379,12 @@ class RunSeries:
         mfu = tps * self.flops_per_token / self.peak_flops
         # Over 100%: the peak was measured low (a CPU peak taken on a busy machine), not a figure to show.
         return mfu if mfu <= 1.0 else math.nan
+
+    def pause_text(self, now: float | None = None, most: int = 3) -> str:
+        """The compile, eval or checkpoint going on, then those just ended,
+        each as its own time ("checkpointing 1.2 s", "eval 0.40 s";
+        ``pauses.PausePoints.text``) at wall time ``now`` (default: now); "" when none."""
+        return self.pauses.text(self.state, time.time() if now is None else now, most)
 
     def eta_s(self) -> float:
         sps, _ = self.rates()
