@@ -8,7 +8,6 @@ widgets read it.
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any, get_args
 import numpy as np
 
 from .curve import Curve, columns
+from .pace import Pace
 from .pauses import PausePoints
 from ..fmt import fmt_value
 from ..records import Ack, BadStep, Change, Checkpoint, EndStatus, EngineState, Eval, Paused, Record, Resources, Resumed, RunEnd, RunStart, Sample, Status, TrainStep
@@ -24,8 +24,6 @@ from .smoothing import EMA_BETA, ema, ema_step
 
 SAMPLES_KEPT = 50
 MARKERS_KEPT = 500
-RATE_STEPS = 64       # recent steps the rates are the median of
-RATE_MIN = 3          # fewer steps than this in the window: not yet a median worth the name
 ENDED = frozenset(get_args(EndStatus))
 STATES = ("starting", *get_args(EngineState), *get_args(EndStatus))  # what a RunSeries.state can be
 
@@ -55,19 +53,6 @@ def _finite(v: Any) -> bool:
 
 def _positive(v: Any) -> float | None:
     return float(v) if _finite(v) and not isinstance(v, bool) and 0 < v < 1e30 else None
-
-
-def _recent_median(values: deque[float]) -> float:
-    """The median of the newer half of ``values`` (all of them while fewer
-    than ``2 * RATE_MIN``, the last ``RATE_STEPS`` once there are twice as
-    many; NaN when empty): the first steps after a start, slower than the
-    steady pace while caches and allocators warm up, drop out of the window
-    as fast as steps come in, not only after ``RATE_STEPS`` of them."""
-    n = len(values)
-    if not n:
-        return math.nan
-    keep = n if n < 2 * RATE_MIN else min(RATE_STEPS, max(RATE_MIN, (n + 1) // 2))
-    return statistics.median(list(values)[n - keep:])
 
 
 class RunSeries:
@@ -106,13 +91,7 @@ class RunSeries:
         self.evals_version = 0
         self._eval_cache: tuple[int, np.ndarray] = (-1, np.empty((0, 2)))
         self._ema_state, self._ema_count = 0.0, 0
-        # The rates are medians over the recent steps (``rates``): the compile,
-        # the first slow steps, an eval or a checkpoint are outliers, not the pace.
-        self._step_times: deque[float] = deque(maxlen=2 * RATE_STEPS)  # each step's own seconds per token
-        self._gaps: deque[float] = deque(maxlen=2 * RATE_STEPS)  # wall seconds per step between train records
-        self._token_gaps: deque[float] = deque(maxlen=2 * RATE_STEPS)  # the same, per token
-        # (elapsed, step, tokens) of the previous train record; None: a new start
-        self._last_train: tuple[float, int, int] | None = None
+        self.pace = Pace()  # the rates: medians over the recent steps (``rates``)
         self._compiling = False  # the next train record's step compiled the model: not its pace
         self._live_steps = 0  # train records applied one by one
         # Interventions drawn on the plots: changes, pauses, manual evals and checkpoints.
@@ -161,7 +140,7 @@ class RunSeries:
             self._mark(r.step, "pause", "diverged" if r.reason == "diverged" else "pause")
         elif isinstance(r, Resumed):
             self._state = "running"
-            self._last_train = None  # the pause is not step time
+            self.pace.gap()  # the pause is not step time
             self._mark(r.step, "resume", "resume")
         elif isinstance(r, BadStep):
             self.bad_steps += 1
@@ -181,10 +160,7 @@ class RunSeries:
             self.flops_per_token, self.peak_flops = _positive(r.flops_per_token), _positive(r.peak_flops)
             self.tokens_per_step = _positive(r.tokens_per_step)  # absent in older logs
             self._state, self.error, self.started = "running", None, True
-            self._last_train = None  # a new session: the time between sessions is not step time
-            self._gaps.clear()  # nor is an earlier session's pace (another machine, other settings)
-            self._token_gaps.clear()
-            self._step_times.clear()
+            self.pace = Pace()  # a new session: neither the time between sessions nor an earlier pace counts
             self._live_steps = 0
             self.pauses = PausePoints()
             self.ended_by_record = False  # a resumed run is not over
@@ -244,7 +220,7 @@ class RunSeries:
             self._state = "running"
         self._live_steps += 1
         compiled, self._compiling = self._compiling, False
-        self._pace(r, compiled)
+        self.pace.add(r.step, r.tokens, r.elapsed_s, r.tokens_per_sec, compiled)
         if _finite(r.lr):
             self.lr_curve.append(r.step, r.lr)
         if _finite(r.train_loss):
@@ -254,28 +230,13 @@ class RunSeries:
                                                                    r.train_loss)
             self.smooth.append(r.step, smoothed)
 
-    def _pace(self, r: TrainStep, compiled: bool = False) -> None:
-        """The rate estimator's share of a train record (``rates``)."""
-        last, self._last_train = self._last_train, (r.elapsed_s, r.step, r.tokens)
-        if last is not None and _finite(r.elapsed_s) and _finite(last[0]) and r.step > last[1] \
-                and r.elapsed_s >= last[0]:
-            self._gaps.append((r.elapsed_s - last[0]) / (r.step - last[1]))
-            if _finite(r.tokens) and _finite(last[2]) and r.tokens > last[2]:
-                self._token_gaps.append((r.elapsed_s - last[0]) / (r.tokens - last[2]))
-        tps = r.tokens_per_sec
-        if not compiled and _finite(tps) and 0 < tps < 1e30:
-            self._step_times.append(1.0 / tps)
-
     def seed_rates(self, recent: list[TrainStep]) -> None:
         """Feed the rate estimator a log's recent train records of its latest
         session, oldest first (a log read whole: ``extend_train`` feeds no
         rates), so a window opened on a running run shows its pace at once."""
-        self._gaps.clear()
-        self._token_gaps.clear()
-        self._step_times.clear()
-        self._last_train = None
-        for r in recent[-2 * RATE_STEPS:]:
-            self._pace(r)
+        self.pace = Pace()
+        for r in recent[-self.pace.kept:]:
+            self.pace.add(r.step, r.tokens, r.elapsed_s, r.tokens_per_sec)
 
     def extend_train(self, steps: np.ndarray, losses: np.ndarray, lrs: np.ndarray | None = None) -> None:
         """Bulk path: many train steps at once (a log read back from disk).
@@ -340,32 +301,13 @@ class RunSeries:
         return self.smooth.last_y
 
     def rates(self) -> tuple[float, float]:
-        """(steps/s, tokens/s): the medians over the last few dozen steps; NaN when unknown.
-
-        Tokens/s is the training rate, from each train record's own rate (the
-        time its step took), so an eval or a checkpoint between steps does not
-        dent it; the step that compiled the model is left out.  Where the wall
-        time between train records is slower per token (the loop's own time
-        between steps: logging, steering, the sinks), that pace is shown, as
-        it is what the run gets; the median leaves the evals and checkpoints
-        between steps out of it.  Steps/s, for
-        the ETA, is from the wall time between train records.  Medians, not
-        means: a compile, the first slow steps, an eval or a checkpoint are a
-        few outliers among the steps, so the figures show the steady pace
-        from the first dozen steps on, and a pause point is no jump in the
-        ETA (it shows as its own state on the status line).  Early on, the
-        median is of the newer half of the steps seen (``_recent_median``):
-        a warm-up of several slow steps is out of it by step 10."""
-        gap = _recent_median(self._gaps)
-        sps = 1.0 / gap if gap > 0 else math.nan
-        if len(self._step_times) >= 2:
-            # The slower of the steps' own pace and the wall pace between their
-            # records: the loop's own time between steps is training time too.
-            per_token = _recent_median(self._step_times)
-            if len(self._token_gaps) >= 2:
-                per_token = max(per_token, _recent_median(self._token_gaps))
-            return sps, 1.0 / per_token
-        if self._live_steps and not self._step_times:
+        """(steps/s, tokens/s): the medians over the last few dozen steps
+        (``pace.Pace``); NaN when unknown.  Before two steps have a pace of
+        their own, a log read at once shows the run's average."""
+        sps, tps = self.pace.rates()
+        if _finite(tps):
+            return sps, tps
+        if self._live_steps and not self.pace.has_steps:
             return sps, math.nan  # only the step that compiled so far: no pace yet
         if _finite(self.elapsed_s) and self.elapsed_s > 0 and self.tokens > 0:
             return sps, self.tokens / self.elapsed_s  # a log read at once: the run's average
