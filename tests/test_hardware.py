@@ -488,13 +488,17 @@ def test_measuring_the_peak_draws_nothing_from_torchs_random_numbers():
 
 
 def test_bench_gpu_tiny_runs_on_cpu_and_prints_its_figures(tmp_path):
-    """The GPU script cannot rot: its --tiny run goes through every arm but
-    the compiled ones on CPU."""
+    """The GPU script cannot rot: its --cpu-smoke (--tiny) run goes through
+    every arm but the compiled ones on CPU, with the pause points' table, and
+    writes its figures to $OUT/bench_gpu.json."""
+    import json
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_gpu.py"), "--tiny", "--threads", "1"],
-                         env=_py_env(XDG_CACHE_HOME=str(tmp_path)), capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_gpu.py"), "--cpu-smoke", "--threads", "1",
+                          "--steps", "20", "--warmup", "5", "--sample-tokens", "50", "--pause-every", "20"],
+                         env=_py_env(XDG_CACHE_HOME=str(tmp_path), OUT=str(tmp_path)), capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
     for arm in ("bare loop", "engine", "engine+dashboard"):
@@ -502,3 +506,15 @@ def test_bench_gpu_tiny_runs_on_cpu_and_prints_its_figures(tmp_path):
         assert "tok/s" in line and "MFU" in line and "peak mem" in line, out.stdout
     assert "GFLOP/token" in out.stdout and "peak" in lines[0]
     assert "dashboard overhead" in out.stdout
+    table = lines[next(i for i, ln in enumerate(lines) if ln.startswith("pause points")) + 3:]
+    assert [ln.split()[0] for ln in table] == ["engine", "engine+dashboard"], out.stdout
+    report = json.loads((tmp_path / "bench_gpu.json").read_text())
+    assert report["arms"]["bare loop"]["pause_points"] is None and report["arms"]["bare loop"]["tok_s"] > 0
+    for arm in ("engine", "engine+dashboard"):
+        f = report["arms"][arm]["pause_points"]
+        assert f["problem"] is None, f
+        assert len(f["eval_s"]["all"]) == 3 and len(f["sample_s"]["all"]) == 3, f  # at steps 20, 40 and 60
+        assert f["blocked_s"]["first"] >= 0 and f["write_s"]["later"] > 0, f
+        assert [(c["step"], c["reason"]) for c in f["checkpoints"]] == [(20, "scheduled"), (40, "scheduled"),
+                                                                        (60, "scheduled")], f
+        assert set(f["shown_vs_steady"]) == {"10", "20"} and all(v > 0 for v in f["shown_vs_steady"].values()), f

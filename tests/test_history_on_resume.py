@@ -110,7 +110,15 @@ async def test_resumed_dashboard_shows_the_whole_run_and_no_false_best(resumed):
 def test_attach_takes_the_rate_from_the_log(tmp_path):
     """An attached window's first frame shows the pace of the log's recent
     steps, not the run's average (which an eval, a compile or a pause drags down)."""
-    run_dir = write_run(tmp_path / "run", steps=200, eval_every=50, end=None)
+    run_dir = write_run(tmp_path / "run", steps=1, eval_every=50, end=None)
+    log = run_dir / LOG_NAME
+    with open(log, "a") as f:  # 200 steps of 0.5 s whose own rates agree with their tokens, and a long pause
+        elapsed, tokens = 0.0, 0
+        for s in range(2, 201):
+            elapsed += 0.5 + (300.0 if s == 150 else 0.0)  # an eval, a compile or a pause: 300 s at step 150
+            tokens += int((1000.0 + s) * 0.5)
+            f.write(json.dumps({"type": "train", "step": s, "train_loss": 1.0, "lr": 1e-3, "grad_norm": 1.0,
+                                "tokens_per_sec": 1000.0 + s, "tokens": tokens, "elapsed_s": elapsed}) + "\n")
     source = AttachSource(run_dir)
     try:
         source.prepare()
@@ -118,6 +126,7 @@ def test_attach_takes_the_rate_from_the_log(tmp_path):
         sps, tps = run.rates()
         recent = statistics.median(1000.0 + s for s in range(137, 201))  # the last 64 steps' own rates
         assert tps == pytest.approx(recent, rel=0.05)
+        assert run.tokens / run.elapsed_s < 0.5 * recent  # the run's average, which the pause drags down
         assert sps == pytest.approx(2.0, rel=0.05)  # elapsed_s is 0.5 s a step
     finally:
         source.close()

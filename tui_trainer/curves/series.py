@@ -8,7 +8,7 @@ widgets read it.
 from __future__ import annotations
 
 import math
-import statistics
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, get_args
@@ -16,13 +16,14 @@ from typing import Any, get_args
 import numpy as np
 
 from .curve import Curve, columns
+from .pace import Pace
+from .pauses import PausePoints
 from ..fmt import fmt_value
 from ..records import Ack, BadStep, Change, Checkpoint, EndStatus, EngineState, Eval, Paused, Record, Resources, Resumed, RunEnd, RunStart, Sample, Status, TrainStep
 from .smoothing import EMA_BETA, ema, ema_step
 
 SAMPLES_KEPT = 50
 MARKERS_KEPT = 500
-RATE_STEPS = 64       # recent steps the rates are the median of
 ENDED = frozenset(get_args(EndStatus))
 STATES = ("starting", *get_args(EngineState), *get_args(EndStatus))  # what a RunSeries.state can be
 
@@ -90,11 +91,7 @@ class RunSeries:
         self.evals_version = 0
         self._eval_cache: tuple[int, np.ndarray] = (-1, np.empty((0, 2)))
         self._ema_state, self._ema_count = 0.0, 0
-        # The rates are medians over the recent steps (``rates``): the compile,
-        # the first slow steps, an eval or a checkpoint are outliers, not the pace.
-        self._step_times: deque[float] = deque(maxlen=RATE_STEPS)  # each step's own seconds per token
-        self._gaps: deque[float] = deque(maxlen=RATE_STEPS)  # wall seconds per step between train records
-        self._last_train: tuple[float, int] | None = None  # (elapsed, step) of the previous one; None: a new start
+        self.pace = Pace()  # the rates: medians over the recent steps (``rates``)
         self._compiling = False  # the next train record's step compiled the model: not its pace
         self._live_steps = 0  # train records applied one by one
         # Interventions drawn on the plots: changes, pauses, manual evals and checkpoints.
@@ -106,11 +103,13 @@ class RunSeries:
         self.peak_flops: float | None = None
         self.tokens_per_step: float | None = None  # run_start: every micro-batch of every process
         self.resources: Resources | None = None  # the latest memory sample
+        self.pauses = PausePoints()  # the compile, evals and checkpoints: their own time, not the rate's
 
     # --- feeding ---
     def apply(self, r: Record) -> None:
         self.version += 1
         if isinstance(r, TrainStep):
+            self.pauses.end(r.time)
             self._train(r)
         elif isinstance(r, Eval):
             self.evals.append(EvalPoint(r.step, r.train_loss, r.val_loss, r.elapsed_s, r.val_bpb))
@@ -130,6 +129,7 @@ class RunSeries:
             if r.key == "steps" and isinstance(r.new, int):
                 self.total_steps = r.new
         elif isinstance(r, Status):
+            self.pauses.status(r)
             if r.state == "compiling":
                 self._compiling = True
             if self._state not in ENDED:
@@ -140,12 +140,13 @@ class RunSeries:
             self._mark(r.step, "pause", "diverged" if r.reason == "diverged" else "pause")
         elif isinstance(r, Resumed):
             self._state = "running"
-            self._last_train = None  # the pause is not step time
+            self.pace.gap()  # the pause is not step time
             self._mark(r.step, "resume", "resume")
         elif isinstance(r, BadStep):
             self.bad_steps += 1
         elif isinstance(r, Checkpoint):
             self.last_checkpoint = r
+            self.pauses.checkpoint(r)
             if r.reason == "manual":
                 self._mark(r.step, "checkpoint", "checkpoint")
         elif isinstance(r, Ack):
@@ -159,10 +160,9 @@ class RunSeries:
             self.flops_per_token, self.peak_flops = _positive(r.flops_per_token), _positive(r.peak_flops)
             self.tokens_per_step = _positive(r.tokens_per_step)  # absent in older logs
             self._state, self.error, self.started = "running", None, True
-            self._last_train = None  # a new session: the time between sessions is not step time
-            self._gaps.clear()  # nor is an earlier session's pace (another machine, other settings)
-            self._step_times.clear()
+            self.pace = Pace()  # a new session: neither the time between sessions nor an earlier pace counts
             self._live_steps = 0
+            self.pauses = PausePoints()
             self.ended_by_record = False  # a resumed run is not over
             if isinstance(r.parent, dict) and not self.markers:  # a fork: where it left its parent
                 self._mark(r.step, "fork", f"forked from {r.parent.get('name')}@{r.parent.get('step')}")
@@ -172,6 +172,7 @@ class RunSeries:
                 self.message = (f"resumed with {', '.join(map(str, r.inexact))} changed: not bit-identical "
                                 f"to an uninterrupted run from step {r.step}")
         elif isinstance(r, RunEnd):
+            self.pauses.end(r.time)
             self.ended_by_record = True
             self._state = r.status
             self.error = r.error
@@ -219,7 +220,7 @@ class RunSeries:
             self._state = "running"
         self._live_steps += 1
         compiled, self._compiling = self._compiling, False
-        self._pace(r, compiled)
+        self.pace.add(r.step, r.tokens, r.elapsed_s, r.tokens_per_sec, compiled)
         if _finite(r.lr):
             self.lr_curve.append(r.step, r.lr)
         if _finite(r.train_loss):
@@ -229,25 +230,13 @@ class RunSeries:
                                                                    r.train_loss)
             self.smooth.append(r.step, smoothed)
 
-    def _pace(self, r: TrainStep, compiled: bool = False) -> None:
-        """The rate estimator's share of a train record (``rates``)."""
-        last, self._last_train = self._last_train, (r.elapsed_s, r.step)
-        if last is not None and _finite(r.elapsed_s) and _finite(last[0]) and r.step > last[1] \
-                and r.elapsed_s >= last[0]:
-            self._gaps.append((r.elapsed_s - last[0]) / (r.step - last[1]))
-        tps = r.tokens_per_sec
-        if not compiled and _finite(tps) and 0 < tps < 1e30:
-            self._step_times.append(1.0 / tps)
-
     def seed_rates(self, recent: list[TrainStep]) -> None:
         """Feed the rate estimator a log's recent train records of its latest
         session, oldest first (a log read whole: ``extend_train`` feeds no
         rates), so a window opened on a running run shows its pace at once."""
-        self._gaps.clear()
-        self._step_times.clear()
-        self._last_train = None
-        for r in recent[-RATE_STEPS:]:
-            self._pace(r)
+        self.pace = Pace()
+        for r in recent[-self.pace.kept:]:
+            self.pace.add(r.step, r.tokens, r.elapsed_s, r.tokens_per_sec)
 
     def extend_train(self, steps: np.ndarray, losses: np.ndarray, lrs: np.ndarray | None = None) -> None:
         """Bulk path: many train steps at once (a log read back from disk).
@@ -312,21 +301,13 @@ class RunSeries:
         return self.smooth.last_y
 
     def rates(self) -> tuple[float, float]:
-        """(steps/s, tokens/s): the medians over the last few dozen steps; NaN when unknown.
-
-        Tokens/s is the training rate, from each train record's own rate (the
-        time its step took), so an eval or a checkpoint between steps does not
-        dent it; the step that compiled the model is left out.  Steps/s, for
-        the ETA, is from the wall time between train records.  Medians, not
-        means: a compile, the first slow steps, an eval or a checkpoint are a
-        few outliers among the steps, so the figures show the steady pace
-        from the first dozen steps on, and a pause point is no jump in the
-        ETA (it shows as its own state on the status line)."""
-        gap = statistics.median(self._gaps) if self._gaps else math.nan
-        sps = 1.0 / gap if gap > 0 else math.nan
-        if len(self._step_times) >= 2:
-            return sps, 1.0 / statistics.median(self._step_times)
-        if self._live_steps and not self._step_times:
+        """(steps/s, tokens/s): the medians over the last few dozen steps
+        (``pace.Pace``); NaN when unknown.  Before two steps have a pace of
+        their own, a log read at once shows the run's average."""
+        sps, tps = self.pace.rates()
+        if _finite(tps):
+            return sps, tps
+        if self._live_steps and not self.pace.has_steps:
             return sps, math.nan  # only the step that compiled so far: no pace yet
         if _finite(self.elapsed_s) and self.elapsed_s > 0 and self.tokens > 0:
             return sps, self.tokens / self.elapsed_s  # a log read at once: the run's average
@@ -340,6 +321,12 @@ class RunSeries:
         mfu = tps * self.flops_per_token / self.peak_flops
         # Over 100%: the peak was measured low (a CPU peak taken on a busy machine), not a figure to show.
         return mfu if mfu <= 1.0 else math.nan
+
+    def pause_text(self, now: float | None = None, most: int = 3) -> str:
+        """The compile, eval or checkpoint going on, then those just ended,
+        each as its own time ("checkpointing 1.2 s", "eval 0.40 s";
+        ``pauses.PausePoints.text``) at wall time ``now`` (default: now); "" when none."""
+        return self.pauses.text(self.state, time.time() if now is None else now, most)
 
     def eta_s(self) -> float:
         sps, _ = self.rates()

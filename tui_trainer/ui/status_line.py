@@ -1,10 +1,13 @@
-"""The status line: one line per run (state badge, name, step/total, tok/s, ETA, lr) and the memory figure.
+"""The status line: one line per run (state badge, name, step/total, tok/s, ETA, the eval or checkpoint
+going on or just ended and its time, lr) and the memory figure.
 
 Attributes down: the app hands the widget the runs and calls ``show(...)``; it
 never reads the engine, the source or another widget.  Every string from a run
 goes through ``safe``; every number through ``fmt``.
 """
 from __future__ import annotations
+
+import time
 
 from rich.text import Text
 from textual.widgets import Static
@@ -47,6 +50,7 @@ class StatusLine(Static):
         while cut > 1 and runs[cut - 1].faint:  # a fork's ancestors, after the runs: curves, not runs to watch
             cut -= 1
         runs = runs[:cut]
+        now = time.time()
         full = runs if len(runs) <= self.MAX_LINES else runs[:self.MAX_LINES - 1]
         for i, r in enumerate(full):
             # (priority, text): a narrow terminal drops the least important
@@ -72,6 +76,11 @@ class StatusLine(Static):
                 parts.append((8, Text(f"  {fmt_memory(r.resources)}")))
             if not r.ended:
                 parts.append((4, Text(f"  ETA {fmt_duration(r.eta_s())}")))
+                # An eval, a checkpoint, the compile: its own time, not the ETA's.
+                if going := r.pauses.going_text(r.state, now):
+                    parts.append((3, Text(f"  {going}")))
+                if ended := r.pauses.ended_text(now):
+                    parts.append((7, (Text(f"  {ended}"), Text(f"  {r.pauses.ended_text(now, most=1)}"))))
             else:
                 parts.append((4, Text(f"  {fmt_duration(r.elapsed_s)}")))
             if lr := fmt_lr(r.lr):
