@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "tui_trainer"
-MAX_LINES = 450
+MAX_LINES = 400
 
 
 def modules() -> dict[str, Path]:
