@@ -10,7 +10,6 @@ under their names: ``calc_loss_batch``, ``evaluate_model``,
 """
 from __future__ import annotations
 
-import math
 import queue
 import random
 import threading
@@ -31,9 +30,10 @@ from ..control.live import define_live_settings
 from .model import pin_gradient_threads, weights_finite
 from .optim import set_lr
 from .parts import Parts, build_parts
-from ..records import BadStep, CheckpointReason, Eval, Resources, RunEnd, RunStart, Sample, Status, TrainStep
+from ..records import CheckpointReason, Eval, Resources, RunEnd, RunStart, Sample, Status
 from ..run.run import Run, Sink
 from .schedule import LRSchedule
+from .guard import Launched, StepGuard
 from .step import accumulate_gradients
 from ..text.tokenizer import keep_in
 from .threads import ThreadGovernor, idle_at_start
@@ -82,6 +82,7 @@ class Trainer:
         self.last_val: float | None = None
         self.last_val_step = -1
         self.bad_in_row = 0
+        self.guard = StepGuard(self.optimizer, self.scaler, self.dist, self.sampler)  # the NaN guard, on the device
         self.diverged = False
         self.resumed, self.parent = False, None  # parent: a fork's (fork.ForkPlan.parent)
         self.resumed_from: str | None = None  # the checkpoint continued from
@@ -198,7 +199,8 @@ class Trainer:
             status = "diverged"
         if run.failure is not None:
             status, error = "failed", run.failure
-        try:  # the write in flight ends (and is logged) before the final save and run_end
+        try:  # the steps in flight are logged, the write in flight ends, before the final save and run_end
+            self._settle()
             self.ckpts.wait()
             if status in ("finished", "stopped") or run.failure is not None:
                 if self.step > 0 and self.ckpts.last_step != self.step:
@@ -219,6 +221,7 @@ class Trainer:
         return end
 
     def _end_killed(self) -> None:
+        self._settle()  # the steps in flight are in the log before the end
         self.end = RunEnd(step=self.step, status="killed", elapsed_s=self.elapsed, val_loss=self.last_val,
                           error="interrupted twice: no final checkpoint")
         try:
@@ -227,39 +230,34 @@ class Trainer:
             self.done.set()
 
     def _train_step(self) -> bool:
+        """Launch one step; its numbers reach the host (``_settle``) at the log interval or a stop."""
         cfg = self.cfg
         lr = self.lr_scale * self.schedule.lr(self.step, cfg)
         set_lr(self.optimizer, lr)
         t = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
+        drawn_from = self.sampler.state_dict()
         loss, n = accumulate_gradients(self.train_model, self.sampler, cfg.grad_accum, self.scaler, self.hw.autocast,
                                        calc_loss_batch)
-        self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-        # One host sync for both numbers the record needs.
-        stats = torch.stack([loss.detach().float(), norm.detach().float()])
-        # Data-parallel: the global mean, so every rank takes the same skip-or-step decision.
-        loss_v, norm_v = self.dist.mean(stats) if self.dist.enabled else stats.tolist()
-        if not math.isfinite(loss_v) or (not math.isfinite(norm_v) and not self.scaler.is_enabled()):
-            # Never let a NaN/inf reach the weights: drop this step's gradients.
-            self.optimizer.zero_grad(set_to_none=True)
-            self.bad_in_row += 1
-            self.emit(BadStep(step=self.step + 1, train_loss=loss_v, grad_norm=norm_v,
-                              consecutive=self.bad_in_row))
-            return False
-        self.scaler.step(self.optimizer)  # fp16: skips the update itself on inf grads
-        self.scaler.update()
-        self.bad_in_row = 0
-        self.diverged = False  # a good step after a human resumed a diverged run: checkpoints allowed again
-        self.step += 1
-        n *= self.dist.world_size  # tokens in the global batch, all its micro-batches
-        self.tokens += n
-        dt = time.perf_counter() - t
-        if self.governor is not None:
-            self.governor.step_done(dt)
-        self.emit(TrainStep(step=self.step, train_loss=loss_v, lr=lr, tokens_per_sec=n / dt if dt > 0 else 0.0,
-                            grad_norm=norm_v, elapsed_s=self.elapsed, tokens=self.tokens))
-        return True
+        stats = self.guard.step(loss, self.params, cfg.grad_clip, cfg.max_bad_steps)  # skipped on device if NaN/inf
+        self.step += 1  # counted until settled
+        self.guard.launched(Launched(stats, lr, n * self.dist.world_size, time.perf_counter() - t, self.elapsed,
+                                     drawn_from, t))
+        due = self.guard.due(self.step, cfg, self.ckpts.due(self.step, cfg.steps), self.run_handle)
+        return self._settle() if due else True
+
+    def _settle(self) -> bool:
+        """Log the steps in flight, read in one copy.  False: the last was skipped, or steps were dropped."""
+        done, launched = self.guard.settle()
+        self.step -= launched
+        for d in done:
+            self.bad_in_row = self.bad_in_row + 1 if d.skipped else 0
+            if not d.skipped:  # a good step after a human resumed a diverged run: checkpoints allowed again
+                self.diverged, self.step, self.tokens = False, self.step + 1, self.tokens + d.tokens
+                if self.governor is not None:
+                    self.governor.step_done(d.dt)
+            self.emit(d.record(self.step, self.bad_in_row, self.tokens))
+        return len(done) == launched and not (done and done[-1].skipped)
 
     def _compile_step(self) -> bool:
         """The first step of a compiled model is its compile: say so before,
@@ -301,6 +299,7 @@ class Trainer:
 
     def _on_resume(self) -> None:
         self.bad_in_row = 0
+        self.guard.reset()
 
     def _requested_sample(self, prompt: str, tokens: int | None, temperature: float | None,
                           top_k: int | None) -> str:
@@ -317,9 +316,11 @@ class Trainer:
                                              should_stop=self.run_handle.stop_event.is_set)
 
     def _forced_probe(self) -> None:
+        self._settle()
         self._probe(forced=True)
 
     def _manual_save(self) -> None:
+        self._settle()
         self._save("manual")
 
     def _state_word(self) -> str:
