@@ -4,8 +4,9 @@ reach the host in one copy per log interval.
 
 A host sync is counted as a call, on any tensor, of what makes the host wait
 for the device: ``.item()``, ``.tolist()``, ``.cpu()``, ``.numpy()``,
-``float()``, ``int()``, ``bool()`` (a TorchFunctionMode sees each one).  On a
-CPU-only machine the count is what a GPU would wait for.
+``float()``, ``int()``, ``bool()`` (``guard.HostSyncCounter``, a
+TorchFunctionMode, sees each one).  On a CPU-only machine the count is what a
+GPU would wait for.
 """
 from __future__ import annotations
 
@@ -15,27 +16,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch.overrides import TorchFunctionMode
 
 from tui_trainer.config import make_config
 from tui_trainer.records import BadStep, TrainStep
 from tui_trainer.train import engine
 from tui_trainer.train.engine import Trainer
-from tui_trainer.train.guard import Launched, StepGuard
-
-SYNCS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.cpu, torch.Tensor.numpy, torch.Tensor.__float__,
-         torch.Tensor.__int__, torch.Tensor.__bool__, torch.Tensor.__index__, torch.Tensor.__array__}
-
-
-class CountSyncs(TorchFunctionMode):
-    def __init__(self):
-        super().__init__()
-        self.calls: list[str] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in SYNCS:
-            self.calls.append(getattr(func, "__name__", str(func)))
-        return func(*args, **(kwargs or {}))
+from tui_trainer.train.guard import HostSyncCounter as CountSyncs, Launched, StepGuard
 
 
 class Records:

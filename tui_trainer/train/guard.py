@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ..records import BadStep, TrainStep
 
@@ -167,3 +168,23 @@ class StepGuard:
             done.append(Settled(loss=loss, grad_norm=norm, skipped=bool(skipped), lr=p.lr, tokens=p.tokens,
                                 dt=p.dt * stretch, elapsed_s=p.elapsed_s))
         return done, len(pending)
+
+
+HOST_SYNCS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.cpu, torch.Tensor.numpy, torch.Tensor.__float__,
+              torch.Tensor.__int__, torch.Tensor.__bool__, torch.Tensor.__index__, torch.Tensor.__array__}
+
+
+class HostSyncCounter(TorchFunctionMode):
+    """``with HostSyncCounter() as c:`` counts, in ``c.calls``, the calls on
+    this thread that make the host wait for the device (``.item()``,
+    ``.tolist()``, ``.cpu()``, ``.numpy()``, ``float()``, ``int()``,
+    ``bool()``), on any tensor: on a CPU-only machine, what a GPU would wait for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func in HOST_SYNCS:
+            self.calls.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
