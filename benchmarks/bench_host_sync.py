@@ -20,6 +20,7 @@ the device runs) shows only there (``bench_gpu.py``).
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tui_trainer.config import make_config  # noqa: E402
 from tui_trainer.train.engine import Trainer  # noqa: E402
+from tui_trainer.train import guard  # noqa: E402
 from tui_trainer.train.guard import HostSyncCounter  # noqa: E402
 
 
@@ -48,17 +50,25 @@ def window(t: Trainer, n: int) -> float:
 
 
 def syncs_per_step(t: Trainer, n: int) -> float:
-    with HostSyncCounter() as c:
-        for _ in range(n):
-            t._train_step()
-        t._settle()
+    """At the log interval only: the counter slows each step, and a step slower
+    than ``guard.RECORDS_LAG_S`` / ``log_every`` would add a settle a second."""
+    lag, guard.RECORDS_LAG_S = guard.RECORDS_LAG_S, math.inf
+    while t.step % t.cfg.log_every:  # start on a log interval: n steps hold n / log_every of them
+        t._train_step()
+    try:
+        with HostSyncCounter() as c:
+            for _ in range(n):
+                t._train_step()
+            t._settle()
+    finally:
+        guard.RECORDS_LAG_S = lag
     return len(c.calls) / n
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--windows", type=int, default=8)
-    p.add_argument("--window", type=int, default=40, help="steps per window")
+    p.add_argument("--windows", type=int, default=16)
+    p.add_argument("--window", type=int, default=20, help="steps per window")
     p.add_argument("--threads", type=int, default=max(1, min(2, torch.get_num_threads())))
     p.add_argument("--n-layer", type=int)
     p.add_argument("--n-embd", type=int)
@@ -76,18 +86,19 @@ def main(argv: list[str] | None = None) -> None:
           f"{cfg.log_every} steps, {a.threads} thread(s), {a.windows} windows of {a.window} steps per arm")
     for t in arms.values():
         window(t, 5)  # warm-up: the first steps allocate
-    syncs = {name: syncs_per_step(t, a.window) for name, t in arms.items()}
+    syncs = {name: syncs_per_step(t, 5 * cfg.log_every) for name, t in arms.items()}
     times: dict[str, list[float]] = {name: [] for name in arms}
     for i in range(a.windows):
         for name in (list(arms) if i % 2 == 0 else list(reversed(arms))):
             times[name].append(window(arms[name], a.window))
-    print(f"{'':<18} {'syncs/step':>10} {'ms/step (median)':>17} {'spread':>16}")
+    print(f"{'':<18} {'syncs/step':>10} {'ms/step (median)':>17} {'spread':>18}")
     for name in arms:
         ts = times[name]
         print(f"{name:<18} {syncs[name]:>10.2f} {1e3 * statistics.median(ts):>17.2f} "
-              f"{1e3 * min(ts):>7.2f}..{1e3 * max(ts):<7.2f}")
-    new, old = (statistics.median(times[n]) for n in arms)
-    print(f"device ÷ host step time: {new / old:.3f}   syncs per step: {syncs['device guard']:.2f} vs "
+              f"{1e3 * min(ts):>8.2f}..{1e3 * max(ts):<8.2f}")
+    ratios = [d / h for d, h in zip(*times.values())]
+    print(f"device ÷ host step time: median of window pairs {statistics.median(ratios):.3f} "
+          f"(spread {min(ratios):.2f}..{max(ratios):.2f}); syncs per step {syncs['device guard']:.2f} vs "
           f"{syncs['host guard (old)']:.2f}")
 
 

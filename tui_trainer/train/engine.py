@@ -241,8 +241,10 @@ class Trainer:
                                        calc_loss_batch)
         stats = self.guard.step(loss, self.params, cfg.grad_clip, cfg.max_bad_steps)  # skipped on device if NaN/inf
         self.step += 1  # counted until settled
-        self.guard.launched(Launched(stats, lr, n * self.dist.world_size, time.perf_counter() - t, self.elapsed,
-                                     drawn_from, t))
+        dt = time.perf_counter() - t
+        if self.governor is not None:  # CPU only, where the host's time is the step's: told as each step ends
+            self.governor.step_done(dt)
+        self.guard.launched(Launched(stats, lr, n * self.dist.world_size, dt, self.elapsed, drawn_from, t))
         due = self.guard.due(self.step, cfg, self.ckpts.due(self.step, cfg.steps), self.run_handle)
         return self._settle() if due else True
 
@@ -254,8 +256,6 @@ class Trainer:
             self.bad_in_row = self.bad_in_row + 1 if d.skipped else 0
             if not d.skipped:  # a good step after a human resumed a diverged run: checkpoints allowed again
                 self.diverged, self.step, self.tokens = False, self.step + 1, self.tokens + d.tokens
-                if self.governor is not None:
-                    self.governor.step_done(d.dt)
             self.emit(d.record(self.step, self.bad_in_row, self.tokens))
         return len(done) == launched and not (done and done[-1].skipped)
 

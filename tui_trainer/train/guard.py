@@ -6,7 +6,9 @@ make the CPU wait for the accelerator each step, so it could not queue the
 next step's kernels while this one runs.  Instead the skip is a device flag,
 as ``GradScaler`` does with ``found_inf``: the fused AdamW kernel reads it and
 leaves the parameters, ``exp_avg``, ``exp_avg_sq`` and ``step`` exactly as
-they were when it is 1.
+they were when it is 1 (a skipped very first step makes AdamW's zero state,
+step 0, as a GradScaler-skipped one does; the next step starts from the same
+numbers as without it).
 
 The numbers a record needs (loss, grad norm, skipped, frozen) stay on the
 device until the loop settles its steps in flight (``settle``): at the log
@@ -46,14 +48,14 @@ def skips_on_device(optimizer: torch.optim.Optimizer, scaler: Any) -> bool:
     """Whether ``optimizer.step`` can skip itself from a device flag: torch's
     fused Adam/AdamW (``found_inf``), without fp16's scaler."""
     fused = all(g.get("fused") for g in optimizer.param_groups)
-    return fused and getattr(optimizer, "_step_supports_amp_scaling", False) and not scaler.is_enabled()
+    return bool(fused and getattr(optimizer, "_step_supports_amp_scaling", False) and not scaler.is_enabled())
 
 
 @dataclass
 class Launched:
     """One optimizer step the loop launched and has not yet seen the numbers of."""
 
-    stats: torch.Tensor  # [loss, grad norm, skipped, frozen]: on the device until settled
+    stats: torch.Tensor | list[float]  # [loss, grad norm, skipped, frozen]: on the device until settled
     lr: float
     tokens: int  # tokens of the global batch
     dt: float  # host seconds to launch it
@@ -97,11 +99,12 @@ class StepGuard:
         """The loop's count of bad steps in a row went back to zero (a resume)."""
         self._bad_run = None
 
-    def step(self, loss: torch.Tensor, params: list[torch.Tensor], grad_clip: float, max_bad: int) -> torch.Tensor:
+    def step(self, loss: torch.Tensor, params: list[torch.Tensor], grad_clip: float,
+             max_bad: int) -> torch.Tensor | list[float]:
         """Unscale and clip the gradients of ``params`` (``grad_clip`` 0: no
         clipping, the norm still measured), then take the optimizer step
         unless the loss or gradient norm is not finite.  Returns [loss, norm,
-        skipped, frozen], on the device when it decided there."""
+        skipped, frozen]: on the device when it decided there, else as read."""
         self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
         stats = torch.stack([loss.detach().float(), norm.detach().float()])
@@ -122,7 +125,7 @@ class StepGuard:
             del self.optimizer.found_inf  # type: ignore[attr-defined]
         return torch.cat([stats, torch.stack([skip, frozen]).to(stats.dtype)])
 
-    def _step_on_host(self, stats: torch.Tensor) -> torch.Tensor:
+    def _step_on_host(self, stats: torch.Tensor) -> list[float]:
         loss_v, norm_v = stats.tolist()
         bad = not math.isfinite(loss_v) or (not math.isfinite(norm_v) and not self.scaler.is_enabled())
         if bad:
@@ -130,7 +133,7 @@ class StepGuard:
         else:
             self.scaler.step(self.optimizer)  # fp16: skips the update itself on inf grads
             self.scaler.update()
-        return torch.tensor([loss_v, norm_v, float(bad), 0.0], dtype=torch.float64)
+        return [loss_v, norm_v, float(bad), 0.0]
 
     def launched(self, entry: Launched) -> None:
         self.pending.append(entry)
@@ -156,7 +159,9 @@ class StepGuard:
         if not pending:
             return [], 0
         t = time.perf_counter()
-        rows = torch.stack([p.stats for p in pending]).tolist()  # the one host sync
+        on_device = [p.stats for p in pending if isinstance(p.stats, torch.Tensor)]
+        read = iter(torch.stack(on_device).tolist() if on_device else ())  # the one host sync
+        rows = [p.stats if isinstance(p.stats, list) else next(read) for p in pending]
         waited = time.perf_counter() - t
         launch_s = sum(p.dt for p in pending)
         stretch = (launch_s + waited) / launch_s if launch_s > 0 else 1.0
