@@ -55,24 +55,38 @@ def test_no_host_sync_inside_a_step_between_log_intervals(tmp_path, monkeypatch)
     assert cfg.log_every > 1 and cfg.fused_adamw  # the default: several steps a log interval
     sink = Records()
     t = Trainer(cfg, None, [sink])
-    counter = CountSyncs()
     per_step: list[tuple[int, int]] = []  # (step launched, syncs during it)
-    real = t._train_step
+    between: list[tuple[int, str]] = []  # (step trained, sync) in the rest of the loop
+    real, stepping = t._train_step, [False]
 
     def counted():
-        before = len(counter.calls)
-        with counter:
+        before, stepping[0] = len(counter.calls), True
+        try:
             ok = real()
+        finally:
+            stepping[0] = False
         per_step.append((t.step, len(counter.calls) - before))
         return ok
 
+    class Where(CountSyncs):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            n = len(self.calls)
+            out = super().__torch_function__(func, types, args, kwargs)
+            if len(self.calls) > n and not stepping[0]:
+                between.append((t.step, self.calls[-1]))
+            return out
+
+    counter = Where()
     monkeypatch.setattr(t, "_train_step", counted)
-    end = t.run()
+    with counter:
+        end = t.run()
     assert end.status == "finished" and end.step == 60
     boundary = {s for s in range(1, 61) if s % cfg.log_every == 0 or s % cfg.eval_every == 0}
     inside = [(s, n) for s, n in per_step if s not in boundary]
     assert len(inside) >= 30
     assert all(n == 0 for _, n in inside), f"host syncs inside steps between log intervals: {inside}"
+    # nor anywhere else in the loop (its safe point, the resources sampled), but at the start, an eval
+    assert not [(s, c) for s, c in between if s not in boundary | {0}], between
     # one copy per log interval, not one per step
     assert all(n <= 1 for s, n in per_step), per_step
     train = [r for r in sink.records if isinstance(r, TrainStep)]
