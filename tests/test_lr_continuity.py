@@ -45,7 +45,8 @@ def _keep_torch_threads():
 
 class Watch:
     """A sink that keeps every record; at a step it asks for a stop or puts
-    orders on the run's queue from the training thread (they apply there)."""
+    orders on the run's queue from the training thread (they apply there: the
+    sessions log every step, so each train record is emitted as its step ends)."""
 
     def __init__(self, run: Run, plan: dict[int, list]):
         self.run, self.plan, self.seen = run, plan, []
@@ -68,7 +69,7 @@ def session(out, plan=None, *, resume: dict | None = None, **cfg):
         c = p.cfg
     else:
         p = None
-        c = make_config({**TINY, "steps": STEPS, "eval_every": 20, "out": str(out), **cfg})
+        c = make_config({**TINY, "steps": STEPS, "eval_every": 20, "log_every": 1, "out": str(out), **cfg})
         out.mkdir()
     run = Run(out, checkpoint_every=c.ckpt_every, keep=c.keep).open(control=False, signals=False)
     watch = Watch(run, dict(plan or {}))

@@ -35,7 +35,9 @@ def wait_for(pred, timeout: float = 90.0) -> bool:
 
 class At:
     """A sink that, when step ``k`` has been trained, puts orders on the run's
-    queue from the training thread itself: they apply at exactly that step."""
+    queue from the training thread itself: they apply at exactly that step
+    when the run logs every step (``log_every`` 1: the engine emits its train
+    records at each log interval, guard.py)."""
 
     def __init__(self, run: Run, plan: dict[int, list]):
         self.run, self.plan, self.seen = run, plan, []
@@ -55,7 +57,7 @@ def set_(key, value, source="api"):
 
 
 def trained(tiny_cfg, plan: dict[int, list], **cfg):
-    c = tiny_cfg(**{"steps": 30, "eval_every": 1000, "warmup_steps": 2, "threads": 1, **cfg})
+    c = tiny_cfg(**{"steps": 30, "eval_every": 1000, "warmup_steps": 2, "threads": 1, "log_every": 1, **cfg})
     run = Run(None, checkpoint_every=c.ckpt_every, keep=c.keep)
     sink = At(run, plan)
     run.add_sink(sink)
@@ -107,7 +109,7 @@ def test_cadences_clip_and_decay(tiny_cfg, tmp_path):
 
 
 def test_checkpoint_every(tiny_cfg, tmp_path):
-    c = tiny_cfg(steps=20, eval_every=1000, warmup_steps=2, threads=1)
+    c = tiny_cfg(steps=20, eval_every=1000, warmup_steps=2, threads=1, log_every=1)
     (tmp_path / "r").mkdir()
     run = Run(tmp_path / "r", checkpoint_every=c.ckpt_every, keep=100)
     sink = At(run, {2: [set_("checkpoint_every", 6)]})
@@ -226,7 +228,7 @@ def test_set_and_sample_over_the_socket(tiny_cfg, tmp_path, capsys):
 
 def test_resume_after_a_change_is_exact(tiny_cfg, tmp_path):
     def cfg(out):
-        return tiny_cfg(steps=40, eval_every=10, warmup_steps=2, threads=1, out=str(out))
+        return tiny_cfg(steps=40, eval_every=10, warmup_steps=2, threads=1, log_every=1, out=str(out))
 
     def go(out, plan, stop_at=None):
         out.mkdir()

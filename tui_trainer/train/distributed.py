@@ -89,9 +89,13 @@ class Dist:
     def mean(self, values: Sequence[float] | torch.Tensor) -> list[float]:
         """Average numbers across ranks: one all-reduce, one host sync."""
         t = values if isinstance(values, torch.Tensor) else torch.tensor(list(values), dtype=torch.float64)
+        return self.mean_tensor(t).tolist()
+
+    def mean_tensor(self, t: torch.Tensor) -> torch.Tensor:
+        """Average a tensor across ranks, in float64 on the device: one all-reduce, no host sync."""
         t = t.detach().to(self.device, torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return (t / self.world_size).tolist()
+        return t / self.world_size
 
     def sync_commands(self, commands: Sequence[Any], stop: bool) -> tuple[list[Any], bool]:
         """Every rank calls this at the same point of every step.

@@ -10,7 +10,6 @@ under their names: ``calc_loss_batch``, ``evaluate_model``,
 """
 from __future__ import annotations
 
-import math
 import queue
 import threading
 import time
@@ -30,9 +29,10 @@ from .model import pin_gradient_threads, weights_finite
 from .optim import set_lr
 from .rng import rng_state, set_rng_state
 from .parts import Parts, build_parts
-from ..records import BadStep, Eval, Resources, RunEnd, RunStart, Sample, Status, TrainStep
+from ..records import Eval, Resources, RunEnd, RunStart, Sample, Status
 from ..run.run import Run, Sink
 from .schedule import LRSchedule
+from .guard import Launched, StepGuard
 from .step import accumulate_gradients
 from ..text.tokenizer import keep_in
 from .threads import ThreadGovernor, idle_at_start
@@ -85,6 +85,7 @@ class Trainer:
         self.last_val: float | None = None
         self.last_val_step = -1
         self.bad_in_row = 0
+        self.guard = StepGuard(self.optimizer, self.scaler, self.dist, self.sampler)  # the NaN guard, on the device
         self.diverged = False
         self.resumed, self.parent = False, None  # parent: a fork's (fork.ForkPlan.parent)
         self.resumed_from: str | None = None  # the checkpoint continued from
@@ -158,7 +159,8 @@ class Trainer:
             status = "diverged"
         if run.failure is not None:
             status, error = "failed", run.failure
-        try:  # the write in flight ends (and is logged), then the final save, before run_end
+        try:  # the steps in flight are logged, the write in flight ends (and is logged), then the final save
+            self._settle()
             self.ckpts.after(self.step, "end", val_loss=self._val_at_step(),
                              clean=status != "failed" or run.failure is not None)
         except KeyboardInterrupt:
@@ -177,6 +179,7 @@ class Trainer:
         return end
 
     def _end_killed(self) -> None:
+        self._settle()  # the steps in flight are in the log before the end
         self.end = RunEnd(step=self.step, status="killed", elapsed_s=self.elapsed, val_loss=self.last_val,
                           error="interrupted twice: no final checkpoint")
         try:
@@ -185,39 +188,35 @@ class Trainer:
             self.done.set()
 
     def _train_step(self) -> bool:
+        """Launch one step; its numbers reach the host (``_settle``) at the log interval or a stop."""
         cfg = self.cfg
         lr = self.lr_scale * self.schedule.lr(self.step, cfg)
         set_lr(self.optimizer, lr)
         t = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
+        drawn_from = self.sampler.state_dict()
         loss, n = accumulate_gradients(self.train_model, self.sampler, cfg.grad_accum, self.scaler, self.hw.autocast,
                                        calc_loss_batch)
-        self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-        # One host sync for both numbers the record needs.
-        stats = torch.stack([loss.detach().float(), norm.detach().float()])
-        # Data-parallel: the global mean, so every rank takes the same skip-or-step decision.
-        loss_v, norm_v = self.dist.mean(stats) if self.dist.enabled else stats.tolist()
-        if not math.isfinite(loss_v) or (not math.isfinite(norm_v) and not self.scaler.is_enabled()):
-            # Never let a NaN/inf reach the weights: drop this step's gradients.
-            self.optimizer.zero_grad(set_to_none=True)
-            self.bad_in_row += 1
-            self.emit(BadStep(step=self.step + 1, train_loss=loss_v, grad_norm=norm_v,
-                              consecutive=self.bad_in_row))
-            return False
-        self.scaler.step(self.optimizer)  # fp16: skips the update itself on inf grads
-        self.scaler.update()
-        self.bad_in_row = 0
-        self.diverged = False  # a good step after a human resumed a diverged run: checkpoints allowed again
-        self.step += 1
-        n *= self.dist.world_size  # tokens in the global batch, all its micro-batches
-        self.tokens += n
+        stats = self.guard.step(loss, self.params, cfg.grad_clip, cfg.max_bad_steps)  # skipped on device if NaN/inf
+        self.step += 1  # counted until settled
         dt = time.perf_counter() - t
-        if self.governor is not None:
+        if self.governor is not None:  # CPU only, where the host's time is the step's: told as each step ends
             self.governor.step_done(dt)
-        self.emit(TrainStep(step=self.step, train_loss=loss_v, lr=lr, tokens_per_sec=n / dt if dt > 0 else 0.0,
-                            grad_norm=norm_v, elapsed_s=self.elapsed, tokens=self.tokens))
-        return True
+        self.guard.launched(Launched(stats, lr, n * self.dist.world_size, dt, self.elapsed, drawn_from, t))
+        # settled before a scheduled save (the manager decides it; its cadence is the config's)
+        due = self.guard.due(self.step, cfg, self.step % cfg.ckpt_every == 0, self._run)
+        return self._settle() if due else True
+
+    def _settle(self) -> bool:
+        """Log the steps in flight, read in one copy.  False: the last was skipped, or steps were dropped."""
+        done, launched = self.guard.settle()
+        self.step -= launched
+        for d in done:
+            self.bad_in_row = self.bad_in_row + 1 if d.skipped else 0
+            if not d.skipped:  # a good step after a human resumed a diverged run: checkpoints allowed again
+                self.diverged, self.step, self.tokens = False, self.step + 1, self.tokens + d.tokens
+            self.emit(d.record(self.step, self.bad_in_row, self.tokens))
+        return len(done) == launched and not (done and done[-1].skipped)
 
     def _compile_step(self) -> bool:
         """The first step of a compiled model is its compile: say so before,
@@ -259,6 +258,7 @@ class Trainer:
 
     def _on_resume(self) -> None:
         self.bad_in_row = 0
+        self.guard.reset()
 
     def set_lr_scale(self, v: float) -> None:
         """The live setting ``lr_scale`` (``control/live.py``): lr(t) = v x schedule(t) from the next step."""
@@ -279,10 +279,12 @@ class Trainer:
                                              should_stop=self._run.stop_event.is_set)
 
     def _forced_probe(self) -> None:
+        self._settle()
         self._probe(forced=True)
         self.ckpts.after(self.step, "eval", val_loss=self._val_at_step())
 
     def _manual_save(self) -> None:
+        self._settle()
         self.ckpts.after(self.step, "save", val_loss=self._val_at_step())
 
     def _val_at_step(self) -> float | None:

@@ -1,0 +1,195 @@
+"""The NaN guard, decided on the device: no host sync inside a step.
+
+A step whose loss or gradient norm is NaN/inf must never reach the weights.
+Asking the host (``.item()``, ``.tolist()``) before every optimizer step would
+make the CPU wait for the accelerator each step, so it could not queue the
+next step's kernels while this one runs.  Instead the skip is a device flag,
+as ``GradScaler`` does with ``found_inf``: the fused AdamW kernel reads it and
+leaves the parameters, ``exp_avg``, ``exp_avg_sq`` and ``step`` exactly as
+they were when it is 1 (a skipped very first step makes AdamW's zero state,
+step 0, as a GradScaler-skipped one does; the next step starts from the same
+numbers as without it).
+
+The numbers a record needs (loss, grad norm, skipped, frozen) stay on the
+device until the loop settles its steps in flight (``settle``): at the log
+interval, before an eval, a checkpoint or a command, at the run's end, or
+once the oldest is ``RECORDS_LAG_S`` old; they come to the host then, in one
+copy.  Every launched step is logged, in order.
+
+``--max-bad-steps`` still holds at once: the device counts skipped steps in a
+row too, and once that count reaches the limit every later step is skipped
+("frozen") until the loop has seen them and reset the count (a resume).  The
+frozen steps never happened: their batches are drawn again (``settle`` puts
+the sampler back) and they are not logged.
+
+Data-parallel: the loss and norm are averaged across ranks on the device
+before the flag is taken, so every rank takes the same decision.
+
+Where the step cannot skip itself on the device (a non-fused AdamW, or fp16's
+``GradScaler``, which skips on its own inf check), the guard reads the numbers
+before the step, as before: one host sync a step, same records.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from ..records import BadStep, TrainStep
+
+RECORDS_LAG_S = 1.0  # settle at least this often, so a slow step's record is not held back
+
+
+def skips_on_device(optimizer: torch.optim.Optimizer, scaler: Any) -> bool:
+    """Whether ``optimizer.step`` can skip itself from a device flag: torch's
+    fused Adam/AdamW (``found_inf``), without fp16's scaler."""
+    fused = all(g.get("fused") for g in optimizer.param_groups)
+    return bool(fused and getattr(optimizer, "_step_supports_amp_scaling", False) and not scaler.is_enabled())
+
+
+@dataclass
+class Launched:
+    """One optimizer step the loop launched and has not yet seen the numbers of."""
+
+    stats: torch.Tensor | list[float]  # [loss, grad norm, skipped, frozen]: on the device until settled
+    lr: float
+    tokens: int  # tokens of the global batch
+    dt: float  # host seconds to launch it
+    elapsed_s: float
+    sampler_state: Any  # the sampler before its batches were drawn
+    at: float = 0.0  # time.perf_counter() when it was launched
+
+
+@dataclass
+class Settled:
+    """A launched step, its numbers read: ``skipped`` (a bad step) or applied."""
+
+    loss: float
+    grad_norm: float
+    skipped: bool
+    lr: float
+    tokens: int
+    dt: float  # seconds of the step, the time the host waited for the device included
+    elapsed_s: float
+
+    def record(self, step: int, consecutive: int, tokens: int) -> BadStep | TrainStep:
+        """Its record: ``step`` steps trained (this one included when applied)."""
+        if self.skipped:
+            return BadStep(step=step + 1, train_loss=self.loss, grad_norm=self.grad_norm, consecutive=consecutive)
+        return TrainStep(step=step, train_loss=self.loss, lr=self.lr, grad_norm=self.grad_norm,
+                         tokens_per_sec=self.tokens / self.dt if self.dt > 0 else 0.0, elapsed_s=self.elapsed_s,
+                         tokens=tokens)
+
+
+class StepGuard:
+    """Takes the optimizer step (or skips it) and keeps the steps in flight."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scaler: Any, dist: Any, sampler: Any):
+        """``sampler``: put back to where a dropped step drew its batches."""
+        self.optimizer, self.scaler, self.dist, self.sampler = optimizer, scaler, dist, sampler
+        self.on_device = skips_on_device(optimizer, scaler)
+        self.pending: list[Launched] = []
+        self._bad_run: torch.Tensor | None = None  # skipped steps in a row, on the device
+
+    def reset(self) -> None:
+        """The loop's count of bad steps in a row went back to zero (a resume)."""
+        self._bad_run = None
+
+    def step(self, loss: torch.Tensor, params: list[torch.Tensor], grad_clip: float,
+             max_bad: int) -> torch.Tensor | list[float]:
+        """Unscale and clip the gradients of ``params`` (``grad_clip`` 0: no
+        clipping, the norm still measured), then take the optimizer step
+        unless the loss or gradient norm is not finite.  Returns [loss, norm,
+        skipped, frozen]: on the device when it decided there, else as read."""
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
+        stats = torch.stack([loss.detach().float(), norm.detach().float()])
+        if self.dist.enabled:  # the global mean: every rank decides on the same numbers
+            stats = self.dist.mean_tensor(stats)
+        if not self.on_device:
+            return self._step_on_host(stats)
+        bad = ~torch.isfinite(stats).all()
+        if self._bad_run is None:
+            self._bad_run = torch.zeros((), dtype=torch.int64, device=stats.device)
+        frozen = self._bad_run >= max_bad
+        skip = bad | frozen
+        self._bad_run = torch.where(skip, self._bad_run + 1, 0)
+        self.optimizer.found_inf = skip.float()  # type: ignore[attr-defined]  # read by fused Adam's step
+        try:
+            self.optimizer.step()
+        finally:
+            del self.optimizer.found_inf  # type: ignore[attr-defined]
+        return torch.cat([stats, torch.stack([skip, frozen]).to(stats.dtype)])
+
+    def _step_on_host(self, stats: torch.Tensor) -> list[float]:
+        loss_v, norm_v = stats.tolist()
+        bad = not math.isfinite(loss_v) or (not math.isfinite(norm_v) and not self.scaler.is_enabled())
+        if bad:
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.scaler.step(self.optimizer)  # fp16: skips the update itself on inf grads
+            self.scaler.update()
+        return [loss_v, norm_v, float(bad), 0.0]
+
+    def launched(self, entry: Launched) -> None:
+        self.pending.append(entry)
+
+    def due(self, step: int, cfg: Any, checkpoint_due: bool, run: Any) -> bool:
+        """Whether the loop settles now, having launched step ``step``: at its
+        log interval, an eval, a checkpoint or its last step; when ``run``
+        has a command, a stop or its pause_at waiting; once the oldest step in
+        flight has waited ``RECORDS_LAG_S``; at every step where the numbers
+        were read on the host anyway (and under DDP, whose per-step command
+        all-reduce reads them back each step already)."""
+        if not self.pending:
+            return False
+        return (not self.on_device or self.dist.enabled or step >= cfg.steps or step % cfg.log_every == 0
+                or step % cfg.eval_every == 0 or checkpoint_due or run.stopping or not run.commands.empty()
+                or 0 < run.pause_at <= step or time.perf_counter() - self.pending[0].at >= RECORDS_LAG_S)
+
+    def settle(self) -> tuple[list[Settled], int]:
+        """The steps in flight, read in one copy: (the steps that happened, in
+        order; how many were launched).  Fewer happened than were launched when
+        steps past ``--max-bad-steps`` were dropped: their batches will be drawn again."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return [], 0
+        t = time.perf_counter()
+        on_device = [p.stats for p in pending if isinstance(p.stats, torch.Tensor)]
+        read = iter(torch.stack(on_device).tolist() if on_device else ())  # the one host sync
+        rows = [p.stats if isinstance(p.stats, list) else next(read) for p in pending]
+        waited = time.perf_counter() - t
+        launch_s = sum(p.dt for p in pending)
+        stretch = (launch_s + waited) / launch_s if launch_s > 0 else 1.0
+        done: list[Settled] = []
+        for p, (loss, norm, skipped, frozen) in zip(pending, rows):
+            if frozen:
+                self.sampler.load_state_dict(p.sampler_state)
+                break
+            done.append(Settled(loss=loss, grad_norm=norm, skipped=bool(skipped), lr=p.lr, tokens=p.tokens,
+                                dt=p.dt * stretch, elapsed_s=p.elapsed_s))
+        return done, len(pending)
+
+
+HOST_SYNCS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.cpu, torch.Tensor.numpy, torch.Tensor.__float__,
+              torch.Tensor.__int__, torch.Tensor.__bool__, torch.Tensor.__index__, torch.Tensor.__array__}
+
+
+class HostSyncCounter(TorchFunctionMode):
+    """``with HostSyncCounter() as c:`` counts, in ``c.calls``, the calls on
+    this thread that make the host wait for the device (``.item()``,
+    ``.tolist()``, ``.cpu()``, ``.numpy()``, ``float()``, ``int()``,
+    ``bool()``), on any tensor: on a CPU-only machine, what a GPU would wait for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func in HOST_SYNCS:
+            self.calls.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
