@@ -25,7 +25,10 @@ from tui_trainer.run.log_writer import LOG_NAME
 PKG = Path(__file__).resolve().parent.parent / "tui_trainer"
 MANAGER_NAMES = {"checkpoints", "ckpts"}  # what the package calls a run's CheckpointManager
 # What a loop may call on its manager: the one question, and what it supplies.
-LOOP_CALLS = {"after", "bind", "restore", "set_every"}
+# ``due`` is a question, not a decision: the built-in loop asks whether a save
+# is scheduled at a step so that the step's numbers are on the host first
+# (``train/guard.py``); whether it is written, and why, stays the manager's.
+LOOP_CALLS = {"after", "bind", "restore", "set_every", "due"}
 # The run that owns the manager also gives it its folder, turns it off in a
 # forked child and logs a finished background write at each step boundary.
 RUN_CALLS = LOOP_CALLS | {"use_folder", "disable", "poll"}

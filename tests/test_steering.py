@@ -119,7 +119,8 @@ def test_checkpoint_every(tiny_cfg, tmp_path):
 
 
 def test_pause_at_pauses_there(tiny_cfg):
-    c = tiny_cfg(steps=30, eval_every=1000, warmup_steps=2, threads=1)
+    # log_every 1: the sink acts on step 3's record before step 4 is launched
+    c = tiny_cfg(steps=30, eval_every=1000, warmup_steps=2, threads=1, log_every=1)
     run = Run(None)
     seen = []
 

@@ -203,8 +203,8 @@ class Trainer:
         if self.governor is not None:  # CPU only, where the host's time is the step's: told as each step ends
             self.governor.step_done(dt)
         self.guard.launched(Launched(stats, lr, n * self.dist.world_size, dt, self.elapsed, drawn_from, t))
-        # settled before a scheduled save (the manager decides it; its cadence is the config's)
-        due = self.guard.due(self.step, cfg, self.step % cfg.ckpt_every == 0, self._run)
+        # settled before a save the manager has scheduled (it asks, it does not decide)
+        due = self.guard.due(self.step, cfg, self.ckpts.due(self.step, cfg.steps), self._run)
         return self._settle() if due else True
 
     def _settle(self) -> bool:
