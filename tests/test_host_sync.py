@@ -245,3 +245,40 @@ def test_nan_inside_a_log_interval_stops_at_max_bad_steps_with_the_weights_untou
     assert [r.step for r in sink.records if isinstance(r, TrainStep)] == list(range(1, 13))
     assert all(torch.equal(v, weights[k]) for k, v in t.model.state_dict().items())
     assert t.tokens == 12 * 4 * 16
+
+
+def test_a_pause_that_lands_inside_a_log_interval_comes_after_the_steps_before_it(tmp_path, monkeypatch):
+    """A pause asked for just after the loop looked for commands (the steps
+    since the last log interval still on the device): the pause is written
+    after every step it follows, at the step trained, never before them."""
+    from tui_trainer.control.commands import Command
+    from tui_trainer.records import Paused, Resumed
+    from tui_trainer.run.run import Run
+
+    monkeypatch.setattr("tui_trainer.train.guard.RECORDS_LAG_S", math.inf)
+    cfg = make_config({"steps": 12, "threads": 1, "log_every": 10, "eval_every": 1000, "checkpoint_every": 1000})
+    run = Run.unlocked()
+    seen = Records()
+
+    class ResumeAtOnce(Records):
+        def emit(self, r):
+            seen.emit(r)
+            if isinstance(r, Paused):
+                run.send(Command.RESUME)
+
+    run.add_sink(ResumeAtOnce())
+    t = Trainer(cfg, run)
+    real_due = t.guard.due
+
+    def due(step, *args):
+        if step == 5:  # the request lands right after the loop looked
+            run.send(Command.PAUSE)
+            return False
+        return real_due(step, *args)
+
+    monkeypatch.setattr(t.guard, "due", due)
+    assert t.run().status == "finished"
+    kinds = [(type(r).__name__, r.step) for r in seen.records if isinstance(r, (TrainStep, Paused, Resumed))]
+    at = kinds.index(("Paused", 5))
+    assert kinds[:at] == [("TrainStep", s) for s in range(1, 6)], kinds
+    assert [s for k, s in kinds if k == "TrainStep"] == list(range(1, 13))

@@ -21,18 +21,20 @@ class Handlers:
         self._fns: dict[Command, Callable[..., Any]] = {}
         self._why_not: dict[Command, str] = {}  # a loop's own words for a request it cannot take
         self.on_resume: Callable[[], Any] | None = None
+        self.on_pause: Callable[[], int | None] | None = None
         self._check_prompt: Callable[[str], str | None] | None = None
 
     def set(self, *, on_eval: Callable[[], Any] | None = None, on_checkpoint: Callable[[], Any] | None = None,
             on_sample: Callable[..., str] | None = None, on_resume: Callable[[], Any] | None = None,
-            check_prompt: Callable[[str], str | None] | None = None) -> None:
+            check_prompt: Callable[[str], str | None] | None = None,
+            on_pause: Callable[[], int | None] | None = None) -> None:
         """Replace every handler; one left None is refused."""
         for cmd, fn in zip(ASKABLE, (on_eval, on_checkpoint, on_sample)):
             if fn is not None:
                 self._fns[cmd] = fn
             else:
                 self._fns.pop(cmd, None)
-        self.on_resume = on_resume
+        self.on_resume, self.on_pause = on_resume, on_pause
         self._check_prompt = check_prompt
 
     def of(self, command: Command) -> Callable[..., Any] | None:

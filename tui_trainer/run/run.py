@@ -217,6 +217,10 @@ class Run:
     # --- steering, on the loop's thread ---
     def pause(self, reason: str = "user") -> None:
         if not self.paused:
+            if self._handlers.on_pause is not None:  # the loop's steps in flight reach the log first
+                settled = self._handlers.on_pause()
+                if isinstance(settled, int):
+                    self.step = settled
             self.paused, self.pause_reason = True, reason
             self.emit(Paused(step=self.step, reason=reason))  # type: ignore[arg-type]
 
@@ -224,15 +228,18 @@ class Run:
                      on_checkpoint: Callable[[], Any] | None = None,
                      on_sample: Callable[..., str] | None = None,
                      on_resume: Callable[[], Any] | None = None,
-                     check_prompt: Callable[[str], str | None] | None = None) -> None:
+                     check_prompt: Callable[[str], str | None] | None = None,
+                     on_pause: Callable[[], int | None] | None = None) -> None:
         """What the loop does, on its own thread, when asked to evaluate,
         checkpoint or sample now (``on_sample(prompt, tokens, temperature,
         top_k) -> text``).  A request with no handler is refused at once.
+        ``on_pause()`` brings the loop's steps in flight to the log before a
+        pause is written, and says the step it has trained to.
         ``check_prompt(prompt)`` says why a sample's prompt cannot be taken
         (its tokenizer's word), asked when the request arrives; without it a
         prompt must be text (no lone surrogates)."""
         self._handlers.set(on_eval=on_eval, on_checkpoint=on_checkpoint, on_sample=on_sample,
-                           on_resume=on_resume, check_prompt=check_prompt)
+                           on_resume=on_resume, check_prompt=check_prompt, on_pause=on_pause)
 
     def refusal(self, command: Command) -> str | None:
         """Why this run cannot take ``command`` (None when it can)."""

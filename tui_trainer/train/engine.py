@@ -96,7 +96,7 @@ class Trainer:
         self.lr_scale, self.schedule = 1.0, LRSchedule()  # lr(t) = lr_scale (a live setting) x schedule.lr(t)
         run.set_handlers(on_eval=self._forced_probe, on_checkpoint=self._manual_save,
                          on_sample=self._requested_sample, on_resume=self._on_resume,
-                         check_prompt=self.corpus.tokenizer.check)
+                         check_prompt=self.corpus.tokenizer.check, on_pause=self._settled_step)
         define_live_settings(self, run)
         if resume is not None:  # a resume.ResumePlan: load every state it holds
             from ..run.resume import apply_resume
@@ -217,6 +217,11 @@ class Trainer:
                 self.diverged, self.step, self.tokens = False, self.step + 1, self.tokens + d.tokens
             self.emit(d.record(self.step, self.bad_in_row, self.tokens))
         return len(done) == launched and not (done and done[-1].skipped)
+
+    def _settled_step(self) -> int:
+        """Before a pause: the steps in flight are in the log, and the step trained to."""
+        self._settle()
+        return self.step
 
     def _compile_step(self) -> bool:
         """The first step of a compiled model is its compile: say so before,
