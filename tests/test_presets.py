@@ -7,7 +7,7 @@ import pytest
 from tui_trainer import cli
 from tui_trainer.config import UserError, make_config
 from tui_trainer.train.data import load_corpus
-from tui_trainer.train.presets import PRESETS, WARMUP_FRACTION, Preset
+from tui_trainer.presets import PRESETS, WARMUP_FRACTION, Preset
 
 GPT2 = dict(n_layer=12, n_head=12, n_embd=768, context_length=1024, max_lr=6e-4)
 

@@ -31,7 +31,6 @@ MOVED = {
     "data": "train.data",
     "optim": "train.optim",
     "schedule": "train.schedule",
-    "presets": "train.presets",
     "hardware": "train.hardware",
     "memory": "train.memory",
     "threads": "train.threads",

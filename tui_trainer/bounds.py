@@ -14,6 +14,7 @@ not imported here.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,3 +114,44 @@ def problem(key: str, v: Any) -> str | None:
         return "must be a finite number"
     b = BOUNDS.get(key)
     return None if b is None or b.holds(v) else b.words()
+
+
+# --- the forms of the settings written as text ---------------------------------
+
+UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*", re.IGNORECASE)
+
+
+def parse_duration(text: Any) -> float:
+    """Seconds from ``60s``, ``10m``, ``1.5h``, ``2d`` or a bare number of
+    seconds (``90``); a ValueError names the form."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    try:
+        return float(text)  # a bare number (its range is checked as every setting's is: bounds.py)
+    except (TypeError, ValueError):
+        pass
+    parts = list(_DURATION.finditer(str(text)))
+    joined = "".join(m.group(0) for m in parts)
+    if not parts or joined != str(text) or (len(parts) > 1 and any(not m.group(2) for m in parts)):
+        raise ValueError(f"a duration is a number with s, m, h or d (60s, 10m, 1h30m), got {str(text)[:40]!r}")
+    return sum(float(m.group(1)) * UNITS[m.group(2).lower()] for m in parts)
+
+
+def tokenizer_problem(spec: Any) -> str | None:
+    """Why ``spec`` is not a --tokenizer value (its form only: a path is
+    looked for when the data is read), or None."""
+    if not isinstance(spec, str) or not spec.strip():
+        return "is empty"
+    if spec in ("bytes", "gpt2") or is_path(spec):
+        return None
+    if spec.startswith("bpe:"):
+        n = spec[4:]
+        if not (n.isascii() and n.isdigit()) or len(n) > 9 or not BPE_VOCAB.holds(int(n)):
+            return f"bpe:N needs a vocabulary N {BPE_VOCAB.range()}"
+        return None
+    return "is not bytes, bpe:N, gpt2 or a path to a tokenizer.json"
+
+
+def is_path(spec: str) -> bool:
+    return spec.endswith((".json", ".tiktoken")) or "/" in spec or "\\" in spec

@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
 
-from .bounds import BOUNDS, MAX_STEPS, number, problem  # noqa: F401 (MAX_STEPS re-exported)
+from .bounds import BOUNDS, MAX_STEPS, number, parse_duration, problem, tokenizer_problem as spec_problem  # noqa: F401
 from .errors import UserError  # noqa: F401 (re-exported: config.UserError)
 from .field_kinds import FieldType, field_type
-from .train.presets import Preset, describe as describe_presets, preset_values
-from .text.tokenizer import spec_problem
-from .run.time_budget import parse_duration
+from .presets import Preset, describe as describe_presets, preset_values
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:

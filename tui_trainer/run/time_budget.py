@@ -23,37 +23,18 @@ No torch here.
 from __future__ import annotations
 
 import math
-import re
 import time
 from typing import Any
 
-from ..bounds import MAX_STEPS
+from ..bounds import MAX_STEPS, parse_duration  # noqa: F401 (the duration form lives with the bounds)
 from ..control.commands import Command, Order
 from ..records import Change, Paused, Record, Resumed, RunStart, TrainStep
 
-UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*", re.IGNORECASE)
 MIN_STEPS = 5          # steps measured before steps is fixed
 WINDOW_SHARE = 0.05    # of the budget, measured before steps is fixed ...
 WINDOW_MAX_S = 10.0    # ... but no longer than this
 CHECK_SHARE = 0.10     # of the budget between two checks of the pace
 TOLERANCE = 0.03       # of the budget: a projected end further off than this is corrected
-
-
-def parse_duration(text: Any) -> float:
-    """Seconds from ``60s``, ``10m``, ``1.5h``, ``2d`` or a bare number of
-    seconds (``90``); a ValueError names the form."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return float(text)
-    try:
-        return float(text)  # a bare number (its range is checked as every setting's is: bounds.py)
-    except (TypeError, ValueError):
-        pass
-    parts = list(_DURATION.finditer(str(text)))
-    joined = "".join(m.group(0) for m in parts)
-    if not parts or joined != str(text) or (len(parts) > 1 and any(not m.group(2) for m in parts)):
-        raise ValueError(f"a duration is a number with s, m, h or d (60s, 10m, 1h30m), got {str(text)[:40]!r}")
-    return sum(float(m.group(1)) * UNITS[m.group(2).lower()] for m in parts)
 
 
 class TimeBudget:

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..bounds import BPE_VOCAB
+from ..bounds import BPE_VOCAB, is_path, tokenizer_problem as spec_problem  # noqa: F401 (its forms live with the bounds)
 from ..control.commands import surrogate_problem
 from ..errors import UserError
 
@@ -34,25 +34,6 @@ MAX_FILE = 64 << 20  # a tokenizer file: GPT-2's is 1.4 MB, the largest in use ~
 ENDOFTEXT = "<|endoftext|>"
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 CHUNK = 1 << 20  # text is encoded in pieces of about this many characters, in parallel
-
-
-def spec_problem(spec: Any) -> str | None:
-    """Why ``spec`` is not a --tokenizer value (its form only: a path is
-    looked for when the data is read), or None."""
-    if not isinstance(spec, str) or not spec.strip():
-        return "is empty"
-    if spec in ("bytes", "gpt2") or is_path(spec):
-        return None
-    if spec.startswith("bpe:"):
-        n = spec[4:]
-        if not (n.isascii() and n.isdigit()) or len(n) > 9 or not BPE_VOCAB.holds(int(n)):
-            return f"bpe:N needs a vocabulary N {BPE_VOCAB.range()}"
-        return None
-    return "is not bytes, bpe:N, gpt2 or a path to a tokenizer.json"
-
-
-def is_path(spec: str) -> bool:
-    return spec.endswith((".json", ".tiktoken")) or "/" in spec or "\\" in spec
 
 
 def _need(module: str) -> Any:
