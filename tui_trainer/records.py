@@ -109,7 +109,7 @@ class RunStart(Record):
     resumed: bool = False
     # On resume: the checkpoint continued from (its step is ``step``) and the
     # config changes allowed on resume, {key: [old, new]}.  Records earlier in
-    # the file with a step above ``step`` are superseded (runlog.effective_records).
+    # the file with a step above ``step`` are superseded (logs.resumes.effective_records).
     resumed_from: str | None = None
     changes: dict[str, Any] | None = None
     # Live settings changed during the run so far (``change`` records), as

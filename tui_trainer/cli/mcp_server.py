@@ -113,7 +113,7 @@ class Tools:
         folder = run_path(self.root, run)
         if not 2 <= max_points <= MAX_POINTS:
             raise Refused(f"max_points is 2 to {MAX_POINTS}, not {max_points}")
-        from ..run.log_writer import effective_records
+        from ..logs import effective_records
 
         from ..records import Eval, TrainStep
 

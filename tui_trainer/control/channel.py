@@ -33,7 +33,7 @@ it gives up waiting.
 
 This module is the protocol: what a request does (``TrainerControl``) and
 the client (``request``, ``ControlClient``).  The socket itself (where it
-lives, owner-only access, the serving thread) is ``control_server``'s.  A
+lives, owner-only access, the serving thread) is ``control.server``'s.  A
 flood cannot stall training: the server thread never touches the model, it
 only offers commands to the run's queue, where a repeat of the command
 already waiting at the tail is coalesced and the number waiting is bounded.

@@ -2,7 +2,7 @@
 (``socket_access``: where it lives, owner-only access).
 
 A flood cannot stall training: one thread, non-blocking sockets and a
-selector; connections, line lengths and depth (``channel_limits``), unread
+selector; connections, line lengths and depth (``control.limits``), unread
 answers and idle time are capped.  The thread never dies: an error serving a
 request is its answer (a bug: logged, that connection dropped), and short of
 file descriptors it refuses with the reason, backs off and leaves the run some.

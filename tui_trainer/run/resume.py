@@ -25,13 +25,13 @@ step S and ``resumed_from`` = the checkpoint file.  Records an earlier session
 wrote with a step above S (steps trained after its last checkpoint, before a
 crash or ``kill -9``) are *superseded*: the resumed session trains those
 steps again and writes them anew.  Readers apply the rule with
-``runlog.effective_records``: in file order, each resumed ``run_start`` drops
+``logs.effective_records``: in file order, each resumed ``run_start`` drops
 the earlier records whose step is greater than its own.  A line torn by a
 kill mid-write is closed with a newline and stays as one unreadable line that
 readers skip and count.
 
 One writer.  A run folder is locked while a process trains in it
-(``rundir.RunLock``), so resuming a run that is still going is refused.
+(``run.folder.RunLock``), so resuming a run that is still going is refused.
 """
 from __future__ import annotations
 

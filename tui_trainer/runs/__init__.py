@@ -18,7 +18,7 @@ What is read of a log, never all of it:
   the last search stopped.
 
 A run's status is ``running`` (or ``paused``) only when a process holds its
-lock (``rundir.is_live``), never guessed from the log; otherwise how its last
+lock (``run.folder.is_live``), never guessed from the log; otherwise how its last
 session ended (``run_end.status``: finished, stopped, diverged, failed,
 killed), or ``crashed`` when that session wrote no ``run_end``.  A log that is
 not ours (no ``run_start``) is ``log``; a log with no record yet is ``empty``.

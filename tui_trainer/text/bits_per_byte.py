@@ -21,7 +21,7 @@ def byte_lengths(tokenizer: Any) -> np.ndarray | None:
     """The UTF-8 bytes each token id decodes to, indexed by id; None when the
     tokens have no text (ids only)."""
     own = getattr(tokenizer, "byte_lengths", None)
-    if callable(own):  # a tokenizer that knows its tokens' bytes (nanogpt_files.CharTokenizer)
+    if callable(own):  # a tokenizer that knows its tokens' bytes (text.nanogpt.CharTokenizer)
         return np.asarray(own(), dtype=np.int64)
     kind = type(tokenizer).__name__
     if kind == "ByteTokenizer":

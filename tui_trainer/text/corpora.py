@@ -314,7 +314,7 @@ def stream(docs: Documents, cut: int, progress: Any) -> Iterator[tuple[int, str 
 
 
 def _cut(buf: str, final: bool) -> tuple[list[str], str]:
-    """Pieces as ``text_codec._pieces`` cuts them (after the first newline at
+    """Pieces as ``text.tokenizer._pieces`` cuts them (after the first newline at
     or past ``CHUNK`` characters), and the rest; a line longer than
     ``MAX_PIECE`` is cut there."""
     out, start = [], 0

@@ -1,9 +1,9 @@
 """Token ids of a text corpus, made once and kept: a stream of documents
-(``corpus_sources``) encoded in parallel batches into a file of uint8/16/32
+(``text.corpora``) encoded in parallel batches into a file of uint8/16/32
 ids, memory-mapped by every later run on the same data and tokenizer.
 
 Memory stays flat whatever the corpus size: text is read in blocks, cut into
-pieces of about ``text_codec.CHUNK`` characters, encoded a batch at a time
+pieces of about ``text.tokenizer.CHUNK`` characters, encoded a batch at a time
 (``encode_batch``, which runs on every core) and written out at once.
 
 The split is the one rule of ``data``: validation is the tail

@@ -2,9 +2,9 @@
 
 Two kinds of input, one shape after loading: a 1-D array of token ids.
 - Any text or binary file: byte-level tokens (vocab 256), so every file works;
-  or, with ``--tokenizer`` (``text_codec``), the tokenizer's ids, the text
+  or, with ``--tokenizer`` (``text.tokenizer``), the tokenizer's ids, the text
   split into train and validation first so a BPE learns from train alone.
-- Many documents (a folder, a glob, ``.jsonl``, ``.parquet``: ``corpus_sources``),
+- Many documents (a folder, a glob, ``.jsonl``, ``.parquet``: ``text.corpora``),
   or text through a tokenizer: tokenized as a stream into a cached memmap
   (``token_cache``), so a corpus of any size loads in flat memory.
 - A nanoGPT-style ``.bin`` of uint16 token ids, memory-mapped so a corpus
@@ -105,7 +105,7 @@ class Corpus:
     train: Any  # torch.Tensor (uint8) or np.memmap (uint16)
     val: Any
     vocab_size: int
-    tokenizer: Any  # ByteTokenizer, IdTokenizer or a text_codec tokenizer (same methods)
+    tokenizer: Any  # ByteTokenizer, IdTokenizer or a text.tokenizer tokenizer (same methods)
     source: str  # what the user would call it: a path, or "embedded stdlib corpus"
     fingerprint: str  # identifies the data for resume checks
 
@@ -117,7 +117,7 @@ class Corpus:
 def load_corpus(cfg: TrainConfig, say: Any = None) -> Corpus:
     """The data ``cfg`` names, tokenized; ``say`` gets progress lines while a
     corpus is tokenized (stderr when None)."""
-    tokenizer: Any = None  # a text_codec tokenizer, for --tokenizer other than bytes
+    tokenizer: Any = None  # a text.tokenizer tokenizer, for --tokenizer other than bytes
     text_tokens: tuple[Any, Any] | None = None  # (train, val) when the text was split before tokenizing
     docs = None if cfg.data is None else documents(cfg.data, cfg.tokenizer, cfg.text_field)
     if docs is not None:  # a folder, a glob, .jsonl, .parquet, or text through a tokenizer: token_cache
