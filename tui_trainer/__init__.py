@@ -63,7 +63,7 @@ MOVED = {
     "smoothing": "curves.smoothing",
     "xaxis": "curves.xaxis",
     "axes": "curves.axes",
-    "metrics": "curves.metrics",
+    "metrics": "logs.metrics",
     "api": "loops.api",
     "own_loop": "loops.own_loop",
     "launch": "loops.launch",

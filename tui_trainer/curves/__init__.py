@@ -1,6 +1,6 @@
 """A run's numbers made ready to draw, with no Textual: bounded curves
 (``curve``), one run's state (``series``), EMA ``smoothing``, the x axis
-(``xaxis``), plot coordinates (``axes``) and the other numbers (``metrics``).
+(``xaxis``) and plot coordinates (``axes``).
 
 ``from tui_trainer.curves import X`` still gives what ``tui_trainer/curves.py``
 held before it became this folder (from ``curve``, imported on first use)."""

@@ -19,7 +19,8 @@ from typing import Any
 
 from textual.actions import SkipAction
 
-from ..curves import metrics, xaxis
+from ..curves import xaxis
+from ..logs import metrics
 from ..fmt import fmt_count
 from ..runs import config_diff
 from . import safe

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..logs.formats.flat import STEP_KEYS
-from ..logs.jsonl import iter_jsonl
-from ..logs.parsing import decode
-from ..logs.resumes import cutoffs, kept, resume_step
+from .formats.flat import STEP_KEYS
+from .jsonl import iter_jsonl
+from .parsing import decode
+from .resumes import cutoffs, kept, resume_step
 
 # Keys that are no metric: what a record is, when and where.
 NOT_METRICS = frozenset({"type", "step", "time", "iter", "global_step", "epoch", "consecutive", "n_params",
