@@ -42,7 +42,7 @@ from ..errors import UserError
 from ..run.run import Run
 from ..records import RESERVED  # noqa: F401 (own_loop.RESERVED, as ever)
 from ..records import Checkpoint, CheckpointReason, EndStatus, Eval, RunEnd, Sample, TrainStep, clean_text
-from .values import as_count, as_number, as_step, extras
+from .values import as_count, as_number, as_step, extras, said
 
 
 @dataclass
@@ -382,7 +382,7 @@ class OwnLoop:
         elif isinstance(error, SystemExit):
             self.finish(*exit_status(error.code))
         else:
-            self.finish("failed", f"{type(error).__name__}: {error}")
+            self.finish("failed", f"{type(error).__name__}: {said(error)}")
 
 
 def exit_status(code: Any) -> tuple[EndStatus | None, str | None]:
@@ -392,4 +392,4 @@ def exit_status(code: Any) -> tuple[EndStatus | None, str | None]:
         return None, None
     if isinstance(code, int) and not isinstance(code, bool):
         return "failed", f"the script exited with status {code}"
-    return "failed", f"the script exited: {clean_text(str(code))[:200]}"
+    return "failed", f"the script exited: {said(code)[:200]}"
