@@ -1,4 +1,5 @@
-"""A fork's lineage read from hostile logs (``logs/lineage.py``): whatever a
+"""Forks and hostile input: a ``--fork`` target in any text (``run.fork.split_target``);
+a fork's lineage read from hostile logs (``logs/lineage.py``): whatever a
 log's ``run_start.parent`` holds (wrong types, a NUL or control characters in
 the folder, a fork of itself, a loop of forks), ``view``'s and ``--snap``'s
 lineage never raises and each note is one line without control characters once made safe."""
@@ -7,10 +8,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from tui_trainer import cli
 from tui_trainer.cli.snapshot import lineage
 from tui_trainer.logs.lineage import prefixes
+from tui_trainer.run.fork import split_target
 from tui_trainer.run.log_writer import LOG_NAME
 from tui_trainer.terminal import printable
 
@@ -53,3 +57,22 @@ def test_a_nul_in_the_parents_folder_is_a_missing_parent(tmp_path):
     log = write_run(tmp_path / "a", {"folder": "/tmp/\x00bad", "name": "p", "step": 1})
     (series,), (note,) = prefixes([log])
     assert series == [] and note.startswith("parent p (") and "is missing" in note
+
+
+@settings(max_examples=60, deadline=None)
+@given(head=st.text(min_size=1, max_size=8), tail=st.text(max_size=6))
+def test_any_fork_target_splits_without_raising(head, tail):
+    where, step = split_target(f"{head}@{tail}")
+    if tail.isascii() and tail.isdigit():
+        assert (where, step) == (Path(head), int(tail))
+    else:
+        assert step is None and where == Path(f"{head}@{tail}")
+
+
+@pytest.mark.parametrize("tail", ["²", "١٢", "𝟗"])  # digits to str.isdigit, not all of them to int
+def test_a_fork_step_in_other_digits_is_one_error_line(tmp_path, capsys, tail):
+    out = tmp_path / "fork"
+    assert cli.main(["train", "--headless", "--fork", f"{tmp_path / 'base'}@{tail}", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --fork ") and "not found" in err[0], err
+    assert not out.exists()
