@@ -39,3 +39,32 @@ def test_an_exception_that_cannot_be_shown_still_ends_the_run_failed(tmp_path):
 def test_an_exit_code_that_cannot_be_shown_is_a_failure(code):
     status, error = exit_status(code)
     assert status == "failed" and error.startswith("the script exited: <") and "cannot be shown" in error
+
+
+@pytest.mark.parametrize("kw", [{"on_eval": 5}, {"on_sample": "text"}, {"config": 5}, {"total_steps": "x"},
+                                {"batch_shape": (1,)}, {"model": 5}])
+def test_a_bad_argument_to_init_leaves_no_run_folder(tmp_path, kw):
+    folder = tmp_path / "run"
+    with pytest.raises((TypeError, ValueError, AttributeError)):
+        tui_trainer.init(folder, quiet=True, **kw)
+    assert not folder.exists()
+    with tui_trainer.init(folder, quiet=True) as run:  # the folder is free for a run
+        run.log(1, train_loss=1.0)
+    assert json.loads((folder / "losses.jsonl").read_text().splitlines()[-1])["status"] == "finished"
+
+
+def test_junk_callbacks_are_refused_when_given(tmp_path):
+    with tui_trainer.init(tmp_path / "run", quiet=True) as run:
+        with pytest.raises(TypeError, match="on_checkpoint is a function"):
+            run.set_callbacks(on_checkpoint=[1])
+        run.log(1, train_loss=1.0)
+
+
+def test_a_bad_argument_to_init_keeps_the_run_it_would_resume(tmp_path):
+    folder = tmp_path / "run"
+    with tui_trainer.init(folder, quiet=True) as run:
+        run.log(1, train_loss=1.0)
+    before = (folder / "losses.jsonl").read_bytes()
+    with pytest.raises(TypeError):
+        tui_trainer.init(folder, quiet=True, resume=True, on_eval=5)
+    assert (folder / "losses.jsonl").read_bytes() == before

@@ -42,7 +42,7 @@ from ..errors import UserError
 from ..run.run import Run
 from ..records import RESERVED  # noqa: F401 (own_loop.RESERVED, as ever)
 from ..records import Checkpoint, CheckpointReason, EndStatus, Eval, RunEnd, Sample, TrainStep, clean_text
-from .values import as_count, as_number, as_step, extras, said
+from .values import as_count, as_number, as_step, callbacks, extras, said
 
 
 @dataclass
@@ -290,6 +290,7 @@ class OwnLoop:
         They become the run's handlers (``run.Run.set_handlers``, the one
         route a request takes to any loop), given the step.
         """
+        on_eval, on_checkpoint, on_sample = callbacks(on_eval, on_checkpoint, on_sample)  # junk refused here
         self._run.set_handlers(
             on_eval=(lambda: self._answer_eval(on_eval)) if on_eval is not None else None,
             on_checkpoint=(lambda: self._answer_checkpoint(on_checkpoint)) if on_checkpoint is not None else None,

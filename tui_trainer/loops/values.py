@@ -73,3 +73,13 @@ def said(v: Any) -> str:
     except Exception:  # noqa: BLE001 - the script's object, not ours
         s = None
     return clean_text(s) if isinstance(s, str) else f"<{type(v).__name__} that cannot be shown>"
+
+
+def callbacks(*fns: Any) -> tuple[Any, ...]:
+    """A loop's ``on_eval``, ``on_checkpoint`` and ``on_sample``: each a
+    function, or None for none; anything else is refused when it is given,
+    not at each request."""
+    for name, fn in zip(("on_eval", "on_checkpoint", "on_sample"), fns):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} is a function (or None for none), not {type(fn).__name__}")
+    return fns
