@@ -9,6 +9,7 @@ import json
 import pytest
 
 import tui_trainer
+from tui_trainer.logs.formats.ours import typed_record
 from tui_trainer.loops.own_loop import exit_status
 from tui_trainer.run.folder import is_live
 
@@ -68,3 +69,14 @@ def test_a_bad_argument_to_init_keeps_the_run_it_would_resume(tmp_path):
     with pytest.raises(TypeError):
         tui_trainer.init(folder, quiet=True, resume=True, on_eval=5)
     assert (folder / "losses.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize("error", [ValueError("bad batch"), 123, Unshowable(), "a\udcffb"])
+def test_finish_with_an_error_that_is_not_text_still_writes_the_run_end(tmp_path, error):
+    folder = tmp_path / "run"
+    run = tui_trainer.init(folder, quiet=True)
+    run.log(1, train_loss=1.0)
+    end = run.finish("failed", error=error)
+    line = json.loads((folder / "losses.jsonl").read_text().splitlines()[-1])
+    assert line["type"] == "run_end" and isinstance(line["error"], str) and line["error"] == end.error
+    assert typed_record(line) is not None and not is_live(folder)

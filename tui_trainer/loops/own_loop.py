@@ -365,7 +365,7 @@ class OwnLoop:
         with st.lock:
             step = self.step if st.logged_step is None else max(self.step, st.logged_step)
         st.end = RunEnd(step=step, status=status, elapsed_s=self.elapsed,
-                        val_loss=st.last_val, error=error)
+                        val_loss=st.last_val, error=None if error is None else said(error))
         try:
             self._run.emit(st.end)
         finally:
