@@ -80,3 +80,14 @@ def test_finish_with_an_error_that_is_not_text_still_writes_the_run_end(tmp_path
     line = json.loads((folder / "losses.jsonl").read_text().splitlines()[-1])
     assert line["type"] == "run_end" and isinstance(line["error"], str) and line["error"] == end.error
     assert typed_record(line) is not None and not is_live(folder)
+
+
+@pytest.mark.parametrize("step", ["a", -5, True, 2.5, None.__class__])
+def test_a_resume_step_that_is_no_step_is_refused_and_the_log_kept(tmp_path, step):
+    folder = tmp_path / "run"
+    with tui_trainer.init(folder, quiet=True) as run:
+        run.log(1, train_loss=1.0)
+    before = (folder / "losses.jsonl").read_bytes()
+    with pytest.raises((TypeError, ValueError)):
+        tui_trainer.init(folder, quiet=True, resume=True, step=step)
+    assert (folder / "losses.jsonl").read_bytes() == before and not is_live(folder)

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from ..errors import UserError
 from .own_loop import OwnLoop, exit_status
-from .values import callbacks
+from .values import as_step, callbacks
 from ..records import RunStart
 from ..run.folder import discard_unstarted, holds_run
 from ..run.run import CommandSync, Run
@@ -85,6 +85,8 @@ def init(path: str | os.PathLike[str] | None = None, config: Any = None, *,
     ``errors.UserError`` with the reason.
     """
     callbacks(on_eval, on_checkpoint, on_sample)  # junk refused before any folder is made
+    if step is not None and (step := as_step(step)) < 0:  # an integer, not a bool or 2.5: checked before too
+        raise ValueError(f"step is the step the loop continues from (0 or more), not {step}")
     if sync is None:
         sync = torch_process_group()
     sync = sync or None
