@@ -16,6 +16,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import types
 
 __version__ = "0.1.0"
 __all__ = ["init"]
@@ -94,6 +95,34 @@ class _OldPaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         # old name once this returns: the module at its new place
         sys.modules[module.__name__] = importlib.import_module(
             f"{__name__}.{MOVED[module.__name__.partition('.')[2]]}")
+
+
+class Forwarding(types.ModuleType):
+    """A room whose name was a module before (``control``, ``curves``,
+    ``run``): the names that module held are read from the module they live
+    in now (the room's ``__getattr__``), and set there too (``_FORWARD``), so
+    ``monkeypatch.setattr(tui_trainer.control, "MAX_PENDING", 2)`` changes
+    what the code reads, as it did before the rooms."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        home = self.__dict__.get("_FORWARD", {}).get(name)
+        if home is None:
+            return super().__setattr__(name, value)
+        setattr(importlib.import_module(f"{self.__name__}.{home}"), name, value)
+
+    def __delattr__(self, name: str) -> None:
+        home = self.__dict__.get("_FORWARD", {}).get(name)
+        if home is None:
+            return super().__delattr__(name)
+        delattr(importlib.import_module(f"{self.__name__}.{home}"), name)
+
+
+def forward(room: str, home: str, names: tuple[str, ...]) -> None:
+    """Make the room ``room`` (its module, importing) a ``Forwarding`` one
+    whose ``names`` live in its module ``home``."""
+    module = sys.modules[room]
+    module.__dict__["_FORWARD"] = dict.fromkeys(names, home)
+    module.__class__ = Forwarding
 
 
 if not any(isinstance(f, _OldPaths) for f in sys.meta_path):

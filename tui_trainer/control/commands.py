@@ -88,7 +88,8 @@ Offer = Literal["queued", "coalesced", "busy"]
 class CommandQueue(queue.Queue):
     """A thread-safe FIFO of ``Command``s with one extra: ``offer``, which
     coalesces a repeat of the command already waiting at the tail and bounds
-    how many wait, atomically (the control channel's flood guard)."""
+    how many wait, atomically (the control channel's flood guard).  A stop is
+    never refused as busy (it ends the run; one waits at most, past the bound)."""
 
     def offer(self, command: Command | Order | Dropped, max_pending: int) -> Offer:
         with self.not_full:  # the queue's own lock: check and put are one step
@@ -96,7 +97,9 @@ class CommandQueue(queue.Queue):
             if (waiting and waiting[-1] == command and isinstance(command, Command)
                     and command is not Command.TOGGLE_PAUSE):
                 return "coalesced"
-            if len(waiting) >= max_pending:
+            if command is Command.STOP and Command.STOP in waiting:
+                return "coalesced"
+            if len(waiting) >= max_pending and command is not Command.STOP:  # a stop always gets through
                 return "busy"
             self._put(command)
             self.unfinished_tasks += 1

@@ -5,6 +5,8 @@
 ``from tui_trainer.curves import X`` still gives what ``tui_trainer/curves.py``
 held before it became this folder (from ``curve``, imported on first use)."""
 
+from .. import forward
+
 _FROM_CURVE = ('BUCKETS', 'RECENT', 'Buckets', 'Ring', 'Curve', 'columns')
 
 
@@ -14,3 +16,6 @@ def __getattr__(name: str):
 
         return getattr(curve, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+forward(__name__, "curve", _FROM_CURVE)  # setting one of them sets it where it lives

@@ -76,7 +76,7 @@ def chain(log: Path, shown: set[str] = frozenset()) -> tuple[list[Link], str]:
         try:
             key = str(parent_log.resolve())
             there = parent_log.is_file()
-        except (OSError, RuntimeError):
+        except (OSError, RuntimeError, ValueError):  # ValueError: a NUL in a hostile log's folder
             key, there = str(parent_log), False
         if not there:
             return out, f"parent {name} ({folder}) is missing: its curve up to step {step} is not shown"

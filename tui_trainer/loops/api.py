@@ -34,8 +34,9 @@ from typing import Any, Callable
 
 from ..errors import UserError
 from .own_loop import OwnLoop, exit_status
+from .values import as_step, callbacks
 from ..records import RunStart
-from ..run.folder import holds_run
+from ..run.folder import discard_unstarted, holds_run
 from ..run.run import CommandSync, Run
 from ..terminal import printable
 
@@ -83,6 +84,9 @@ def init(path: str | os.PathLike[str] | None = None, config: Any = None, *,
     Refusals (a folder holding a run, a run still going there) raise
     ``errors.UserError`` with the reason.
     """
+    callbacks(on_eval, on_checkpoint, on_sample)  # junk refused before any folder is made
+    if step is not None and (step := as_step(step)) < 0:  # an integer, not a bool or 2.5: checked before too
+        raise ValueError(f"step is the step the loop continues from (0 or more), not {step}")
     if sync is None:
         sync = torch_process_group()
     sync = sync or None
@@ -91,12 +95,14 @@ def init(path: str | os.PathLike[str] | None = None, config: Any = None, *,
     if main and folder is not None and holds_run(folder) and not resume:
         raise UserError(f"{folder} already holds a run; pass a new folder, or resume=True to continue it")
     kw: dict[str, Any] = dict(name=name, sync=sync, keep=keep)
+    reopen = main and folder is not None and resume and holds_run(folder)
     if not main:
         run = Run.unlocked(None, **kw)
-    elif folder is not None and resume and holds_run(folder):
+    elif reopen:
         run = Run.reopen(folder, **kw)
     else:
         run = Run.create(None if folder is None else os.fspath(folder), **kw)
+    made = run.folder if main and not reopen else None
     own = OwnLoop(run)
     try:
         st = own.loop_state
@@ -116,6 +122,8 @@ def init(path: str | os.PathLike[str] | None = None, config: Any = None, *,
         st.began = True
     except BaseException:
         run.close()
+        if made is not None:  # a bad argument: no half-made run folder is left (a run's own is kept)
+            discard_unstarted(made)
         raise
     atexit.register(_finish_at_exit, weakref.ref(own))
     _note_exit_status()

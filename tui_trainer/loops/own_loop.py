@@ -42,7 +42,7 @@ from ..errors import UserError
 from ..run.run import Run
 from ..records import RESERVED  # noqa: F401 (own_loop.RESERVED, as ever)
 from ..records import Checkpoint, CheckpointReason, EndStatus, Eval, RunEnd, Sample, TrainStep, clean_text
-from .values import as_count, as_number, as_step, extras
+from .values import as_count, as_number, as_step, callbacks, extras, said
 
 
 @dataclass
@@ -290,6 +290,7 @@ class OwnLoop:
         They become the run's handlers (``run.Run.set_handlers``, the one
         route a request takes to any loop), given the step.
         """
+        on_eval, on_checkpoint, on_sample = callbacks(on_eval, on_checkpoint, on_sample)  # junk refused here
         self._run.set_handlers(
             on_eval=(lambda: self._answer_eval(on_eval)) if on_eval is not None else None,
             on_checkpoint=(lambda: self._answer_checkpoint(on_checkpoint)) if on_checkpoint is not None else None,
@@ -364,7 +365,7 @@ class OwnLoop:
         with st.lock:
             step = self.step if st.logged_step is None else max(self.step, st.logged_step)
         st.end = RunEnd(step=step, status=status, elapsed_s=self.elapsed,
-                        val_loss=st.last_val, error=error)
+                        val_loss=st.last_val, error=None if error is None else said(error))
         try:
             self._run.emit(st.end)
         finally:
@@ -382,7 +383,7 @@ class OwnLoop:
         elif isinstance(error, SystemExit):
             self.finish(*exit_status(error.code))
         else:
-            self.finish("failed", f"{type(error).__name__}: {error}")
+            self.finish("failed", f"{type(error).__name__}: {said(error)}")
 
 
 def exit_status(code: Any) -> tuple[EndStatus | None, str | None]:
@@ -392,4 +393,4 @@ def exit_status(code: Any) -> tuple[EndStatus | None, str | None]:
         return None, None
     if isinstance(code, int) and not isinstance(code, bool):
         return "failed", f"the script exited with status {code}"
-    return "failed", f"the script exited: {clean_text(str(code))[:200]}"
+    return "failed", f"the script exited: {said(code)[:200]}"

@@ -9,7 +9,7 @@ import math
 import numbers
 from typing import Any
 
-from ..records import RESERVED
+from ..records import RESERVED, clean_text
 
 
 def as_step(step: Any) -> int:
@@ -62,3 +62,24 @@ def extras(given: dict[str, Any], cls: type) -> dict[str, float]:
         else:
             out[k] = as_number(k, v)
     return out
+
+
+def said(v: Any) -> str:
+    """``str(v)`` made fit for a record (``clean_text``), never failing: an
+    exception or exit code whose ``__str__`` raises (or returns no string) is
+    named by its type, so the run still ends with its ``run_end``."""
+    try:
+        s = str(v)
+    except Exception:  # noqa: BLE001 - the script's object, not ours
+        s = None
+    return clean_text(s) if isinstance(s, str) else f"<{type(v).__name__} that cannot be shown>"
+
+
+def callbacks(*fns: Any) -> tuple[Any, ...]:
+    """A loop's ``on_eval``, ``on_checkpoint`` and ``on_sample``: each a
+    function, or None for none; anything else is refused when it is given,
+    not at each request."""
+    for name, fn in zip(("on_eval", "on_checkpoint", "on_sample"), fns):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} is a function (or None for none), not {type(fn).__name__}")
+    return fns

@@ -68,7 +68,7 @@ class ForkPlan(ResumePlan):
 def split_target(text: str) -> tuple[Path, int | None]:
     """``RUN[@STEP]`` as (folder or file, step or None)."""
     head, at, tail = text.rpartition("@")
-    if at and tail.isdigit() and head:
+    if at and tail.isascii() and tail.isdigit() and head:  # "²" is a digit to isdigit, not to int
         return Path(head), int(tail)
     return Path(text), None
 

@@ -217,12 +217,17 @@ class Run:
     # --- steering, on the loop's thread ---
     def pause(self, reason: str = "user") -> None:
         if not self.paused:
-            if self._handlers.on_pause is not None:  # the loop's steps in flight reach the log first
-                settled = self._handlers.on_pause()
-                if isinstance(settled, int):
-                    self.step = settled
+            self._settle_loop()
             self.paused, self.pause_reason = True, reason
             self.emit(Paused(step=self.step, reason=reason))  # type: ignore[arg-type]
+
+    def _settle_loop(self) -> None:
+        """The loop's steps in flight reach the log (``on_pause``) before a
+        record of the run's own follows them: a pause, or what a request writes."""
+        if self._handlers.on_pause is not None:
+            settled = self._handlers.on_pause()
+            if isinstance(settled, int):
+                self.step = settled
 
     def set_handlers(self, *, on_eval: Callable[[], Any] | None = None,
                      on_checkpoint: Callable[[], Any] | None = None,
@@ -339,6 +344,7 @@ class Run:
         can end the run here: an exception while serving it is written as an
         ``ack`` record (ok false, with the error), the request is dropped and
         the run goes on.  Only ``stop`` ends a run."""
+        self._settle_loop()  # a request that came while steps were in flight: their records first
         if self._dropped(cmd):
             return
         try:
