@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 from .parser import EXIT_FAILED, EXIT_OK, EXIT_USAGE  # noqa: F401 (cli's names)
 from .parser import _Parser, add_mouse_flag, add_train_flags, build_parser  # noqa: F401 (cli's names)
-from .train import (_say_how_it_ended, config_from_args, config_values_from_args,  # noqa: F401 (cli's names)
+from .train import (LEAVE_GRACE_S, _say_how_it_ended, config_from_args, config_values_from_args,  # noqa: F401 (cli's names)
                     plan_fork_args, train_headless, train_live)
 from ..config import UserError
 from ..terminal import printable, printable_streams, quiet_stdout
