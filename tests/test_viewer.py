@@ -295,3 +295,25 @@ async def test_a_log_deleted_while_shown_is_said(tmp_path, follow):
         assert app.runs[0].step == 20  # what was read stays shown
         await pilot.press("q")
     assert src.done
+
+
+async def test_the_status_line_is_one_row_when_its_first_draw_was_wider_than_the_window(tmp_path):
+    """The status line's first text is made before the layout (width 0: every
+    part kept), wider than the window, so it wraps to two rows; the next ones
+    fit in one row but had as many lines, and the widget kept two rows: a blank
+    row under the status line in ``view``, ``view --follow``, ``attach`` and ``run``."""
+    folder = tmp_path / ("a-run-whose-status-line-is-longer-than-the-window-" + "x" * 20)
+    write_run(folder / "losses.jsonl")
+    source = FileSource([folder])
+    source.prepare()
+    app = viewer_app(source)
+    try:
+        async with app.run_test(size=(60, 20)) as pilot:
+            status = app.main.query_one("#status")
+            await until(pilot, lambda: "FINISHED" in status._shown.plain and status.size.width > 0, "the status")
+            await pilot.pause()
+            await until(pilot, lambda: app.main.query_one("#top").region.y == status.region.height, "the layout")
+            assert len(status._shown.plain.splitlines()) == 1
+            assert status.region.height == 1, status.region
+    finally:
+        source.close()
