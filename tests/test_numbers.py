@@ -84,3 +84,23 @@ def test_fit_examples_from_the_issue():
     assert fmt.fit(1.5e-12, 3) == fmt.NO_ROOM and fmt.fit(math.nan, 3) == "nan" and fmt.fit(None, 3) == fmt.ABSENT
     assert fmt.fmt_percent(0.0004) == "0.04%" and fmt.fmt_percent(0.02) == "2.0%"  # MFU on a CPU was 0.0%
     assert fmt.fmt_count(0.4) == "0.4" and fmt.fmt_loss(0.00012) == "0.00012" and fmt.fmt_loss(None) == fmt.ABSENT
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 10**9), st.integers(1, 10**9))
+def test_console_says_a_whole_number_whole(old, new):
+    """``change 29 | steps 1300 -> 2605 (time)`` (README), and a fork's changes
+    likewise: a step count in the headless console is the number, not ``1.3e+03``."""
+    import io
+
+    from tui_trainer.records import Change, RunStart
+    from tui_trainer.run.console import ConsoleSink
+
+    out = io.StringIO()
+    sink = ConsoleSink(stream=out)
+    sink.emit(Change(step=29, key="steps", old=old, new=new, source="time"))
+    sink.emit(RunStart(step=7, run_name="f", config={}, n_params=1, device="cpu", total_steps=new,
+                       parent={"name": "p", "step": 7, "folder": "/x", "changes": {"steps": [old, new]}}))
+    lines = out.getvalue().splitlines()
+    assert f"change   29 | steps {old} -> {new} (time)" in lines
+    assert lines[-1].endswith(f"| steps {old} -> {new}")

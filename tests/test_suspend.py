@@ -67,3 +67,53 @@ def test_the_rate_leaves_the_stopped_time_out():
                           elapsed_s=600 + i * 0.1))  # ten minutes stopped
     sps, _ = s.rates()
     assert abs(sps - 10.0) < 0.5
+
+
+def test_a_suspension_inside_a_log_interval_is_written_after_the_steps_it_follows(monkeypatch):
+    """Ctrl-Z while steps since the last log interval are still on the device:
+    the run pauses at the loop's safe point, so the ``pause`` (suspended) comes
+    after every train record up to its step, and ``resume`` at the same step;
+    before, the pause was written at once from the UI thread, at the loop's step,
+    ahead of the steps it followed (``pause 44``, ``resume 48``, then ``train 41..``)."""
+    import math
+    import threading
+    from types import SimpleNamespace
+
+    from tui_trainer.config import make_config
+    from tui_trainer.run.run import Run
+    from tui_trainer.train.engine import Trainer
+
+    monkeypatch.setattr("tui_trainer.train.guard.RECORDS_LAG_S", math.inf)
+    monkeypatch.setattr(suspend, "SETTLE_S", 120.0, raising=False)  # a loaded machine: never the fallback here
+    cfg = make_config({"steps": 12, "threads": 1, "log_every": 10, "eval_every": 1000, "checkpoint_every": 1000})
+    run = Run.unlocked()
+    kept = Keep()
+    run.add_sink(kept)
+    t = Trainer(cfg, run)
+    source = SimpleNamespace(trainer=t, run=run, end=None)
+    suspender = suspend.Suspender(SimpleNamespace(mode="live", source=source))
+    helper: list[threading.Thread] = []
+
+    def ctrl_z_then_fg():
+        suspender.note(paused=True)   # Ctrl-Z: returns once the run waits at its safe point
+        suspender.note(paused=False)  # SIGCONT
+
+    real_due = t.guard.due
+
+    def due(step, *args):
+        if step == 5 and not helper:  # mid-interval: steps 1..5 not yet in the log
+            helper.append(threading.Thread(target=ctrl_z_then_fg, daemon=True))
+            helper[0].start()
+            return False
+        return real_due(step, *args)
+
+    monkeypatch.setattr(t.guard, "due", due)
+    assert t.run().status == "finished"
+    helper[0].join(timeout=60)
+    kinds = [(type(r).__name__, r.step) for r in kept.seen if isinstance(r, (TrainStep, Paused, Resumed))]
+    paused = [r for r in kept.seen if isinstance(r, Paused)]
+    assert [p.reason for p in paused] == ["suspended"], kinds
+    at = kinds.index(("Paused", paused[0].step))
+    assert kinds[:at] == [("TrainStep", s) for s in range(1, paused[0].step + 1)], kinds
+    assert kinds[at + 1] == ("Resumed", paused[0].step), kinds
+    assert [s for k, s in kinds if k == "TrainStep"] == list(range(1, 13))

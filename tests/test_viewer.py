@@ -295,3 +295,79 @@ async def test_a_log_deleted_while_shown_is_said(tmp_path, follow):
         assert app.runs[0].step == 20  # what was read stays shown
         await pilot.press("q")
     assert src.done
+
+
+async def test_the_status_line_is_one_row_when_its_first_draw_was_wider_than_the_window(tmp_path):
+    """The status line's first text is made before the layout (width 0: every
+    part kept), wider than the window, so it wraps to two rows; the next ones
+    fit in one row but had as many lines, and the widget kept two rows: a blank
+    row under the status line in ``view``, ``view --follow``, ``attach`` and ``run``."""
+    folder = tmp_path / ("a-run-whose-status-line-is-longer-than-the-window-" + "x" * 20)
+    write_run(folder / "losses.jsonl")
+    source = FileSource([folder])
+    source.prepare()
+    app = viewer_app(source)
+    try:
+        async with app.run_test(size=(60, 20)) as pilot:
+            status = app.main.query_one("#status")
+            await until(pilot, lambda: "FINISHED" in status._shown.plain and status.size.width > 0, "the status")
+            await pilot.pause()
+            await until(pilot, lambda: app.main.query_one("#top").region.y == status.region.height, "the layout")
+            assert len(status._shown.plain.splitlines()) == 1
+            assert status.region.height == 1, status.region
+    finally:
+        source.close()
+
+
+@pytest.mark.parametrize("size, timed", [((80, 24), False), ((200, 50), True)])
+async def test_the_eval_table_fits_its_pane_with_bits_per_byte(tmp_path, size, timed):
+    """With the bpb column the time column did not fit the pane at 80x24 and
+    was cut to ``0:`` at its edge; a narrow pane leaves it out whole."""
+    from tui_trainer.records import Eval, RunEnd, RunStart
+
+    folder = tmp_path / "bpb-run"
+    folder.mkdir()
+    lines = [RunStart(step=0, run_name="bpb-run", config={}, n_params=1, device="cpu", total_steps=9000, time=0.0)]
+    for s in range(1, 9001):
+        if s % 1800 == 0:
+            lines.append(Eval(step=s, val_loss=2.5, train_loss=2.6, elapsed_s=s * 0.01, val_bpb=3.61, time=float(s)))
+    lines += [TrainStep(step=9000, train_loss=2.5, lr=1e-3, tokens_per_sec=1e3, grad_norm=1.0, elapsed_s=8000.0,
+                        time=8000.0), RunEnd(step=9000, status="finished", elapsed_s=8000.0, time=8000.0)]
+    (folder / "losses.jsonl").write_text("".join(dumps(r) + "\n" for r in lines))
+    source = FileSource([folder])
+    source.prepare()
+    app = viewer_app(source)
+    try:
+        async with app.run_test(size=size) as pilot:
+            table = app.main.query_one(EvalLog)
+            await until(pilot, lambda: table.row_count == 5 and table.size.width > 0, "the evals")
+            await pilot.pause()
+            keys = [c.key.value for c in table.columns.values()]
+            assert ("time" in keys) == timed and "bpb" in keys, keys
+            assert table.virtual_size.width <= table.size.width, (table.virtual_size, table.size)
+            await pilot.resize_terminal(*((200, 50) if size == (80, 24) else (80, 24)))  # a resize moves it
+            await until(pilot, lambda: ("time" in [c.key.value for c in table.columns.values()]) != timed,
+                        "the columns refitted to the new size")
+            assert table.row_count == 5
+    finally:
+        source.close()
+
+
+async def test_a_resize_to_a_small_terminal_takes_the_compact_layout_at_once(tmp_path):
+    """The compact layout was decided from the app's size before the resize
+    had set it: 80x24 was drawn as 200x50 had been, and the other way round."""
+    folder = tmp_path / "run1"
+    write_run(folder / "losses.jsonl")
+    source = FileSource([folder])
+    source.prepare()
+    app = viewer_app(source)
+    try:
+        async with app.run_test(size=(200, 50)) as pilot:
+            await until(pilot, lambda: app.main.query_one(EvalLog).row_count == 5, "the evals")
+            assert not app.main.has_class("-compact")
+            await pilot.resize_terminal(80, 24)
+            await until(pilot, lambda: app.main.has_class("-compact"), "the compact layout at 80x24")
+            await pilot.resize_terminal(200, 50)
+            await until(pilot, lambda: not app.main.has_class("-compact"), "the full layout at 200x50")
+    finally:
+        source.close()

@@ -70,7 +70,7 @@ class ConsoleSink:
             tag = " (requested)" if r.requested else ""
             self._print(f"sample {r.step:>4}{tag} | " + self._sample_text(r.text))
         elif isinstance(r, Change):
-            self._print(f"change {r.step:>4} | {r.key} {fmt_value(r.old)} -> {fmt_value(r.new)} ({r.source})")
+            self._print(f"change {r.step:>4} | {r.key} {_said(r.old)} -> {_said(r.new)} ({r.source})")
         elif isinstance(r, RunStart):
             verb = "fork" if r.parent else "resuming" if r.resumed else "run"
             per_step = f" | {fmt_count(self.series.tokens_per_step)} tokens/step" if self.series.tokens_per_step else ""
@@ -108,5 +108,8 @@ class ConsoleSink:
 
 
 def _said(v: object) -> str:
-    """A setting's value in a line: a number short (``fmt_value``), anything else as it is."""
+    """A setting's value in a line: a whole number whole (``steps 1300 -> 2605``, not ``1.3e+03``), another
+    number short (``fmt_value``), anything else as it is."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) < 10**12:
+        return str(v)
     return fmt_value(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)[:40]

@@ -188,6 +188,12 @@ class Run:
     def send(self, command: Command | str) -> None:
         self.commands.put(Command(command))
 
+    def suspend(self) -> None:
+        """Ctrl-Z in this process's dashboard (``ui/suspend.py``), from any thread: a pause with
+        reason ``suspended`` at the loop's next safe point, so it is written after the steps it
+        follows (``pause``: the loop settles first); ``send(Command.RESUME)`` ends it."""
+        self.commands.put(Order(Command.PAUSE, {"reason": "suspended"}))
+
     def request_stop(self) -> None:
         """Stop after the current step; evals, samples and pauses notice at once."""
         self.stop_event.set()
@@ -383,6 +389,8 @@ class Run:
                 return
             self.changed[a["key"]] = new
             self.emit(Change(step=self.step, key=a["key"], old=old, new=new, source=order.source))
+        elif order.command is Command.PAUSE:  # ``suspend``
+            self.pause(str(a.get("reason", "user")))
         elif order.command is Command.SAMPLE and (sample := self._handlers.of(Command.SAMPLE)) is not None:
             prompt = a.get("prompt", "")
             text = sample(prompt, a.get("tokens"), a.get("temperature"), a.get("top_k"))

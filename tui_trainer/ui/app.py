@@ -115,8 +115,10 @@ class DashboardApp(App):
             self.typed.ask_status()
         self.call_after_refresh(self._refit)
 
-    def on_resize(self) -> None:
-        self._apply_size()
+    def on_resize(self, event: Any = None) -> None:
+        # The event's size: here ``self.size`` can still be the old one, and the compact layout
+        # came a resize late (80x24 drawn as at 200x50, and the other way round).
+        self._apply_size(getattr(event, "size", None))
         self.call_after_refresh(self._refit)
 
     def _refit(self) -> None:
@@ -125,8 +127,8 @@ class DashboardApp(App):
             self.samples.forget()
             self.update_view(force_plots=True)
 
-    def _apply_size(self) -> None:
-        w, h = self.size
+    def _apply_size(self, size: Any = None) -> None:
+        w, h = size if size is not None else self.size
         screen = getattr(self, "main", None) or self.screen  # the panes', even with help on top
         screen.set_class(w < COMPACT_BELOW[0] or h < COMPACT_BELOW[1], "-compact")
 

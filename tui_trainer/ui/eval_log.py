@@ -26,6 +26,8 @@ class EvalLog(DataTable):
         self._best: list[float] = []
         self._multi: bool | None = None
         self._bpb = False
+        self._timed = True
+        self._runs: list[RunSeries] | None = None  # those last shown: shown again at a new size
 
     def reset(self) -> None:
         """Forget every row: the next ``show`` rebuilds the table from the runs."""
@@ -33,13 +35,22 @@ class EvalLog(DataTable):
         self._seen, self._best, self._multi = [], [], None
         self._bpb = False
 
+    def on_resize(self) -> None:
+        """A new width may take the time column in or leave it out (``show``)."""
+        if self._runs is not None:
+            self.show(self._runs)
+
     def show(self, runs: list[RunSeries]) -> None:
+        self._runs = runs
         multi = len(runs) > 1
         # Bits per byte (comparable across tokenizers) has a column once some eval has it.
         bpb = self._bpb or any(e.bpb is not None for r in runs for e in r.evals)
-        if multi != self._multi or bpb != self._bpb:
+        # With bpb, the time column fits only a wide pane: a narrow one leaves it out (the loss plot's
+        # x axis has the time) rather than cut it to ``0:`` at the edge.
+        timed = not bpb or self.size.width >= _width(runs, multi)
+        if multi != self._multi or bpb != self._bpb or timed != self._timed:
             self.reset()
-            self._multi, self._bpb = multi, bpb
+            self._multi, self._bpb, self._timed = multi, bpb, timed
             if multi:  # val before train: the column runs are compared on stays in a narrow pane
                 self.add_column("run", key="run")
                 self.add_column("step", key="step")
@@ -51,7 +62,8 @@ class EvalLog(DataTable):
                 self.add_column("val", key="val")
             if bpb:
                 self.add_column("bpb", key="bpb")
-            self.add_column("time", key="time")
+            if timed:
+                self.add_column("time", key="time")
         while len(self._seen) < len(runs):
             self._seen.append(0)
             self._best.append(math.inf)
@@ -65,8 +77,9 @@ class EvalLog(DataTable):
                     self._best[i] = val
                 row: list = [Text(fmt_int(e.step), justify="right"), Text(fmt_loss(e.train), justify="right"),
                              Text(fmt_loss(e.val) + ("*" if best else " "), justify="right",
-                                  style="bold" if best else ""),
-                             Text(fmt_duration(e.elapsed), justify="right")]
+                                  style="bold" if best else "")]
+                if timed:
+                    row.append(Text(fmt_duration(e.elapsed), justify="right"))
                 if bpb:
                     row.insert(3, Text(fmt_loss(e.bpb), justify="right"))
                 if multi:
@@ -79,6 +92,19 @@ class EvalLog(DataTable):
             self.sort("step", key=_step_key)
         if added and at_end:
             self.scroll_end(animate=False)
+
+
+def _width(runs: list[RunSeries], multi: bool) -> int:
+    """The width every column takes with bpb and time (each its widest cell or
+    title, and the table's padding of 1 on each side)."""
+    widths = [4, 5, 4, 3, 4]  # step, train, val, bpb, time: the titles
+    for r in runs:
+        for e in r.evals:
+            cells = (fmt_int(e.step), fmt_loss(e.train), fmt_loss(e.val) + "*", fmt_loss(e.bpb), fmt_duration(e.elapsed))
+            widths = [max(w, len(c)) for w, c in zip(widths, cells)]
+    if multi:
+        widths.append(max(3, *(2 + len(safe.name(r.name, 12)) for r in runs)))
+    return sum(widths) + 2 * len(widths)
 
 
 def _step_key(cell: Text) -> float:

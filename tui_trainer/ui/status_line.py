@@ -43,6 +43,7 @@ class StatusLine(Static):
 
     MAX_LINES = 4  # the stylesheet's max-height
     _shown = Text("")
+    _laid_width = -1  # the width the last text was fitted to
 
     def show(self, runs: list[RunSeries], note: str = "") -> None:
         lines = []
@@ -97,9 +98,13 @@ class StatusLine(Static):
             lines.append(self._others(runs, len(full)))
         text = Text("\n").join(lines) if lines else Text("no run yet")
         if text != self._shown:
-            # A relayout only when the number of lines changes: this runs 4 times a second.
-            self.update(text, layout=len(text.plain.splitlines()) != len(self._shown.plain.splitlines()))
-            self._shown = text
+            # A relayout only when the number of lines or the width changes: this runs 4 times a second.
+            # The width too: the first text is made before the layout (width 0, every part kept) and
+            # wraps; the next, fitted to the width, has as many lines but must take fewer rows.
+            width = self.size.width
+            self.update(text, layout=len(text.plain.splitlines()) != len(self._shown.plain.splitlines())
+                        or width != self._laid_width)
+            self._shown, self._laid_width = text, width
 
 
     def _others(self, runs: list[RunSeries], first: int) -> Text:

@@ -25,15 +25,18 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 from textual.app import App
 from textual.binding import Binding
 
+from ..control.commands import Command
 from ..records import Paused, Resumed
 
 BINDING = Binding("ctrl+z", "suspend_process", "suspend", show=False)
 POLL_S = 0.5
+SETTLE_S = 2.0  # the longest Ctrl-Z waits for the loop to pause at its next safe point
 
 
 class Suspender:
@@ -109,9 +112,34 @@ class Suspender:
 
     def note(self, paused: bool) -> None:
         """A pause (reason ``suspended``) or its resume in the log of the run
-        this process trains; nothing for a run another process trains."""
-        trainer = getattr(self.app.source, "trainer", None) if self.app.mode == "live" else None
-        if trainer is None or not hasattr(trainer, "emit") or paused == self.noted:
+        this process trains; nothing for a run another process trains.
+
+        The run pauses on its loop's thread (``Run.suspend``), which first
+        brings the steps still in flight to the log: the pause is written
+        after the steps it follows, at the step trained, and the process is
+        stopped only once the loop waits there (at most ``SETTLE_S``: a loop
+        busy with an eval pauses when it is done, after the ``fg``)."""
+        source = self.app.source if self.app.mode == "live" else None
+        trainer = getattr(source, "trainer", None)
+        if trainer is None or paused == self.noted:
+            return
+        run = getattr(source, "run", None)
+        if callable(getattr(run, "suspend", None)):
+            if paused and (run.paused or run.stopping or getattr(source, "end", None) is not None):
+                return  # already paused by a person (that pause goes on), or no longer training
+            try:
+                if paused:
+                    run.suspend()
+                    deadline = time.monotonic() + SETTLE_S
+                    while not run.paused and time.monotonic() < deadline and not run.stopping:
+                        time.sleep(0.005)
+                else:
+                    run.send(Command.RESUME)
+            except Exception:  # noqa: BLE001 - a run that cannot be asked must not keep the terminal
+                return
+            self.noted = paused
+            return
+        if not hasattr(trainer, "emit"):
             return
         if paused and getattr(trainer, "paused", False):
             return  # already paused by a person: that pause goes on
