@@ -12,7 +12,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
 from ..records import Record
 
@@ -116,3 +116,15 @@ class JsonlSink:
                 pass
             os.close(self._fd)
             self._fd = None
+
+
+def effective_records(records: Iterable[Any]) -> list[Any]:
+    """The records that still count, after resumes (dicts or ``Record``s).
+
+    In file order, each resumed ``run_start`` at step S drops the earlier
+    records whose step is greater than S.  The rule lives with the log
+    reader (``logs/resumes.py``), which applies it when it reads a log; this
+    name is kept for scripts that read it from here (``tui_trainer.runlog``).
+    """
+    from ..logs.resumes import effective_records as rule  # here, not at the top: logs/ imports LOG_NAME
+    return rule(records)
