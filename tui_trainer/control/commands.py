@@ -108,3 +108,15 @@ class CommandQueue(queue.Queue):
 
     def pending(self) -> int:
         return self.qsize()
+
+    def take(self, wait_s: float | None, most: int) -> list[Any]:
+        """Up to ``most`` requests, in order: waiting up to ``wait_s`` for the
+        first when given (a paused loop), else only what is there now."""
+        taken: list[Any] = []
+        try:
+            taken.append(self.get(timeout=wait_s) if wait_s is not None else self.get_nowait())
+            while len(taken) < most:
+                taken.append(self.get_nowait())
+        except queue.Empty:
+            pass
+        return taken

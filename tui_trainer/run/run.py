@@ -319,16 +319,9 @@ class Run:
             self.checkpoints.poll()
             self._check_pause_at()
             taken: list[Command | Order] = []
-            if self.is_main:
-                try:
-                    waiting = self.paused and not self.stopping
-                    taken.append(self.commands.get(timeout=PAUSE_POLL_S) if waiting
-                                 else self.commands.get_nowait())
-                    while len(taken) < MAX_COMMANDS_PER_STEP:
-                        taken.append(self.commands.get_nowait())
-                except queue.Empty:
-                    pass
-                taken = [c for c in taken if not self._dropped(c)]  # rank 0 writes the notes; no rank applies them
+            if self.is_main:  # rank 0 takes them and writes the notes of dropped ones; no rank applies those
+                wait = PAUSE_POLL_S if self.paused and not self.stopping else None
+                taken = [c for c in self.commands.take(wait, MAX_COMMANDS_PER_STEP) if not self._dropped(c)]
             cmds, stop = self.sync.sync_commands(taken, self.stop_event.is_set())
             self._agreed_stop = self._agreed_stop or stop or Command.STOP in cmds
             for cmd in cmds:
