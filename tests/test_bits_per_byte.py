@@ -132,7 +132,7 @@ async def test_the_eval_log_shows_bpb_once_a_run_has_it():
 
     recs = [replace(r, val_bpb=r.val_loss / math.log(2)) if isinstance(r, Eval) else r for r in fixed_records()]
     app = DashboardApp(FixedSource(recs))
-    async with app.run_test(size=(100, 30)) as pilot:
+    async with app.run_test(size=(120, 40)) as pilot:  # the full layout: its eval pane has room for the time too
         await pilot.pause()
         log = app.query_one(EvalLog)
         assert [str(c.label) for c in log.columns.values()] == ["step", "train", "val", "bpb", "time"]
