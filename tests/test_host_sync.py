@@ -282,3 +282,26 @@ def test_a_pause_that_lands_inside_a_log_interval_comes_after_the_steps_before_i
     at = kinds.index(("Paused", 5))
     assert kinds[:at] == [("TrainStep", s) for s in range(1, 6)], kinds
     assert [s for k, s in kinds if k == "TrainStep"] == list(range(1, 13))
+
+
+def test_each_step_record_says_when_its_step_ran(tmp_path, monkeypatch):
+    """Records written together at a log interval keep their own steps'
+    times (``time``), not the moment they were written: a reader timing
+    steps from ``time`` sees them one by one, in order."""
+    monkeypatch.setattr("tui_trainer.train.guard.RECORDS_LAG_S", math.inf)
+    cfg = make_config({"steps": 20, "threads": 1, "log_every": 10, "eval_every": 1000, "checkpoint_every": 1000})
+    sink = Records()
+    import time as real
+    from types import SimpleNamespace
+
+    ran: list[float] = []  # the engine's clock, read once as each step is launched
+
+    def tick() -> float:
+        ran.append(1_000_000.0 + len(ran))
+        return ran[-1]
+
+    monkeypatch.setattr(engine, "time", SimpleNamespace(time=tick, perf_counter=real.perf_counter,
+                                                        monotonic=real.monotonic, sleep=real.sleep))
+    Trainer(cfg, None, [sink]).run()
+    times = [r.time for r in sink.records if isinstance(r, TrainStep)]
+    assert len(times) == 20 and times == ran[-20:], (times, ran)  # not the moment they were written

@@ -202,7 +202,8 @@ class Trainer:
         dt = time.perf_counter() - t
         if self.governor is not None:  # CPU only, where the host's time is the step's: told as each step ends
             self.governor.step_done(dt)
-        self.guard.launched(Launched(stats, lr, n * self.dist.world_size, dt, self.elapsed, drawn_from, t))
+        self.guard.launched(Launched(stats, lr, n * self.dist.world_size, dt, self.elapsed, drawn_from, t,
+                                     wall=time.time()))
         # settled before a save the manager has scheduled (it asks, it does not decide)
         due = self.guard.due(self.step, cfg, self.ckpts.due(self.step, cfg.steps), self._run)
         return self._settle() if due else True

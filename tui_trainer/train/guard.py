@@ -62,6 +62,7 @@ class Launched:
     elapsed_s: float
     sampler_state: Any  # the sampler before its batches were drawn
     at: float = 0.0  # time.perf_counter() when it was launched
+    wall: float = 0.0  # time.time() when it was launched: its record's time, however late it is written
 
 
 @dataclass
@@ -75,14 +76,17 @@ class Settled:
     tokens: int
     dt: float  # seconds of the step, the time the host waited for the device included
     elapsed_s: float
+    wall: float = 0.0  # when the step ran (time.time()); 0: when the record is made
 
     def record(self, step: int, consecutive: int, tokens: int) -> BadStep | TrainStep:
         """Its record: ``step`` steps trained (this one included when applied)."""
+        when = {"time": self.wall} if self.wall > 0 else {}
         if self.skipped:
-            return BadStep(step=step + 1, train_loss=self.loss, grad_norm=self.grad_norm, consecutive=consecutive)
+            return BadStep(step=step + 1, train_loss=self.loss, grad_norm=self.grad_norm, consecutive=consecutive,
+                           **when)
         return TrainStep(step=step, train_loss=self.loss, lr=self.lr, grad_norm=self.grad_norm,
                          tokens_per_sec=self.tokens / self.dt if self.dt > 0 else 0.0, elapsed_s=self.elapsed_s,
-                         tokens=tokens)
+                         tokens=tokens, **when)
 
 
 class StepGuard:
@@ -171,7 +175,7 @@ class StepGuard:
                 self.sampler.load_state_dict(p.sampler_state)
                 break
             done.append(Settled(loss=loss, grad_norm=norm, skipped=bool(skipped), lr=p.lr, tokens=p.tokens,
-                                dt=p.dt * stretch, elapsed_s=p.elapsed_s))
+                                dt=p.dt * stretch, elapsed_s=p.elapsed_s, wall=p.wall))
         return done, len(pending)
 
 
