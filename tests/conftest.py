@@ -25,3 +25,16 @@ def _token_cache(tmp_path_factory, monkeypatch):
     """Token ids made in a test are cached in a folder of its own, never in
     the user's ~/.cache/tui-trainer."""
     monkeypatch.setenv("TUI_TRAINER_CACHE", str(tmp_path_factory.mktemp("token-cache")))
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """A test that trains may move torch's thread count (the governor): the
+    next test starts at the count this one found."""
+    import sys
+
+    torch = sys.modules.get("torch")  # only where a test imported it: the UI tests stay torch-free
+    n = torch.get_num_threads() if torch is not None else None
+    yield
+    if n is not None:
+        torch.set_num_threads(n)

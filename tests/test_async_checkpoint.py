@@ -28,13 +28,6 @@ TINY = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--context-length",
 WAIT_S = 60  # generous: the machine is shared
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 def _cfg(out, *extra):
     return cli.config_from_args(cli.build_parser().parse_args(
         ["train", "--headless", "--out", str(out), *TINY, *extra]))

@@ -22,13 +22,6 @@ TINY = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--context-length",
         "--eval-batches", "1", "--sample-tokens", "8", "--warmup-steps", "2", "--threads", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 def train(out, *extra, steps=4, every=2):
     return cli.main(["train", "--headless", "--out", str(out), "--steps", str(steps), "--eval-every", str(every),
                      *TINY, *extra])

@@ -21,13 +21,6 @@ TINY = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--context-length",
         "--eval-batches", "1", "--sample-tokens", "8", "--warmup-steps", "2", "--threads", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 def _state(step: int, size: int = 16) -> dict:
     return {"format": ckpt.FORMAT, "step": step, "tokens": step * 10, "config": {"seed": 1},
             "model": {"w": torch.full((size,), float(step))}, "optimizer": {}, "sampler": {}, "rng": {}}

@@ -34,13 +34,6 @@ LOOP_CALLS = {"after", "bind", "restore", "set_every", "due"}
 RUN_CALLS = LOOP_CALLS | {"use_folder", "disable", "poll"}
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 # --- from the source ----------------------------------------------------------------
 
 def _name(node: ast.AST) -> str | None:

@@ -22,22 +22,7 @@ from tui_trainer.logs import ReadCounts, effective_records, read_records
 from tui_trainer.run.log_writer import LOG_NAME
 
 pytest.importorskip("tokenizers")
-
-TINY = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--context-length", "16", "--batch-size", "4",
-        "--eval-batches", "1", "--sample-tokens", "12", "--warmup-steps", "2", "--threads", "1"]
-WORDS = "alpha beta gamma delta epsilon river stone garden window morning".split()
-
-
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
-def prose(n_lines: int = 200, seed: int = 0) -> str:
-    rng = np.random.default_rng(seed)
-    return "\n".join(" ".join(WORDS[i] for i in rng.integers(0, len(WORDS), 8)) for _ in range(n_lines)) + "\n"
+from texttools import TINY, prose  # noqa: E402
 
 
 @pytest.fixture
@@ -46,7 +31,7 @@ def folder(tmp_path):
     (d / "sub").mkdir(parents=True)
     # names whose sorted order is not their creation order
     for i, name in enumerate(["b.txt", "a.txt", "sub/c.md", ".hidden.txt"]):
-        (d / name).write_text(prose(seed=i))
+        (d / name).write_text(prose(200, seed=i))
     return d
 
 
@@ -94,7 +79,7 @@ def test_token_files_in_a_folder_and_an_empty_folder_are_one_line(folder, tmp_pa
     with pytest.raises(UserError, match="shard.bin, a .bin of token ids, as text; pass the .bin itself"):
         load_corpus(cfg(folder))
     (tmp_path / "empty" / ".git").mkdir(parents=True)
-    (tmp_path / "empty" / ".git" / "x.txt").write_text(prose())  # hidden: left out
+    (tmp_path / "empty" / ".git" / "x.txt").write_text(prose(200))  # hidden: left out
     with pytest.raises(UserError, match="is a directory with no files in it"):
         load_corpus(cfg(tmp_path / "empty"))
 

@@ -34,13 +34,6 @@ TINY = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--context-length",
 ENV = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 def start(out: Path, *extra: str, prelude: str | None = None, **kw) -> subprocess.Popen:
     argv = ["train", "--headless", "--out", str(out), *TINY, *extra]
     if prelude is None:

@@ -19,13 +19,6 @@ TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--context-length",
 STEPS = 12
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 def train(*args):
     return cli.main(["train", "--headless", *args])
 

@@ -15,13 +15,6 @@ from tui_trainer import cli
 from tui_trainer.run.log_writer import LOG_NAME
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def family(tmp_path_factory):
     """base (8 steps, checkpoints at 2, 4, 6, 8); half and clip, its forks at 4 and 6; quarter, half's fork at 6."""

@@ -24,13 +24,6 @@ TINY = dict(n_layer=1, n_embd=32, n_head=2, context_length=16, eval_batches=1, s
             device="cpu", dtype="fp32", warmup_steps=2)
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 def cfg(**kw):
     return make_config({**TINY, **kw})
 

@@ -32,13 +32,6 @@ class Records:
         self.records.append(r)
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 def test_counter_sees_every_kind_of_sync():
     t = torch.ones(())
     with CountSyncs() as c:

@@ -36,13 +36,6 @@ TINY = dict(n_layer=1, n_head=2, n_embd=16, context_length=8, batch_size=2, eval
 STEPS, STOP, LONGER = 60, 25, 120  # a 60-step run, stopped at 25 (a step there changes the LR by 3%), trained on to 120
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 class Watch:
     """A sink that keeps every record; at a step it asks for a stop or puts
     orders on the run's queue from the training thread (they apply there: the

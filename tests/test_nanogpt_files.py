@@ -32,13 +32,6 @@ TRAIN_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nA
 VAL_TEXT = "MENENIUS:\nWhy, masters, my good friends, mine honest neighbours,\nWill you undo yourselves?\n\n" * 10
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def shakespeare(tmp_path) -> Path:
     """A folder as nanoGPT's data/shakespeare_char/prepare.py makes it."""

@@ -149,15 +149,6 @@ class Sink:
         self.records.append(r)
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    import torch
-
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 def test_a_fuzzed_socket_never_ends_the_run(tiny_cfg, tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()

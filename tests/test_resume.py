@@ -20,13 +20,6 @@ TINY = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--context-length",
 STEPS, EVAL = 24, 8
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 def _args(out, *extra):
     return ["train", "--headless", "--out", str(out), "--steps", str(STEPS), "--eval-every", str(EVAL), *TINY, *extra]
 

@@ -21,13 +21,6 @@ TINY = {"n_layer": 1, "n_head": 2, "n_embd": 16, "context_length": 8, "batch_siz
         "sample_tokens": 4, "warmup_steps": 2, "threads": 1, "log_every": 10, "eval_every": 100}
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 def requests(rng: random.Random) -> list:
     return rng.choice([
         [Order(Command.SET, {"key": "steps", "value": rng.randint(2, 6)}, "socket")],  # below the step in flight

@@ -24,13 +24,6 @@ from tui_trainer.run.time_budget import TimeBudget, parse_duration
 from test_lr_continuity import TINY, session
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 def _start(total=1000, **kw):
     return RunStart(step=0, run_name="r", config={}, n_params=1, device="cpu", total_steps=total, **kw)
 

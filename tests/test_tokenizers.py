@@ -22,28 +22,13 @@ from tui_trainer.logs import ReadCounts, effective_records, read_records
 from tui_trainer.run.log_writer import LOG_NAME
 
 pytest.importorskip("tokenizers")
-
-TINY = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--context-length", "16", "--batch-size", "4",
-        "--eval-batches", "1", "--sample-tokens", "12", "--warmup-steps", "2", "--threads", "1"]
-WORDS = "alpha beta gamma delta epsilon river stone garden window morning".split()
-
-
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
-def prose(n_lines: int = 1500, seed: int = 0) -> str:
-    rng = np.random.default_rng(seed)
-    return "\n".join(" ".join(WORDS[i] for i in rng.integers(0, len(WORDS), 8)) for _ in range(n_lines)) + "\n"
+from texttools import TINY, prose  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def text_file(tmp_path_factory):
     p = tmp_path_factory.mktemp("data") / "prose.txt"
-    p.write_text(prose())
+    p.write_text(prose(1500))
     return p
 
 
