@@ -263,8 +263,11 @@ class Trainer:
                                 threads=torch.get_num_threads() if self.hw.threads else None))
 
     def _on_resume(self) -> None:
-        self.bad_in_row = 0
-        self.guard.reset()
+        """A person resumed: a diverged run gets a fresh count of bad steps in
+        a row; a run paused mid-streak for any other reason keeps its count."""
+        if self.diverged:
+            self.bad_in_row = 0
+            self.guard.reset()
 
     def set_lr_scale(self, v: float) -> None:
         """The live setting ``lr_scale`` (``control/live.py``): lr(t) = v x schedule(t) from the next step."""

@@ -25,9 +25,13 @@ the sampler back) and they are not logged.
 Data-parallel: the loss and norm are averaged across ranks on the device
 before the flag is taken, so every rank takes the same decision.
 
-Where the step cannot skip itself on the device (a non-fused AdamW, or fp16's
-``GradScaler``, which skips on its own inf check), the guard reads the numbers
-before the step, as before: one host sync a step, same records.
+fp16 (``GradScaler``): an overflowed gradient is the scaler's to skip, not a
+bad step; the fused step skips on the guard's flag or the overflow, and
+``scaler.update()`` lowers the scale, all on the device.  After every step,
+skipped or not, the scaler is updated: its next ``unscale_`` needs that.
+
+Where the step cannot skip itself on the device (a non-fused AdamW), the guard
+reads the numbers before the step, as before: one host sync a step, same records.
 """
 from __future__ import annotations
 
@@ -46,9 +50,9 @@ RECORDS_LAG_S = 1.0  # settle at least this often, so a slow step's record is no
 
 def skips_on_device(optimizer: torch.optim.Optimizer, scaler: Any) -> bool:
     """Whether ``optimizer.step`` can skip itself from a device flag: torch's
-    fused Adam/AdamW (``found_inf``), without fp16's scaler."""
+    fused Adam/AdamW (``found_inf``), with fp16's scaler or without."""
     fused = all(g.get("fused") for g in optimizer.param_groups)
-    return bool(fused and getattr(optimizer, "_step_supports_amp_scaling", False) and not scaler.is_enabled())
+    return bool(fused and getattr(optimizer, "_step_supports_amp_scaling", False))
 
 
 @dataclass
@@ -116,17 +120,21 @@ class StepGuard:
             stats = self.dist.mean_tensor(stats)
         if not self.on_device:
             return self._step_on_host(stats)
-        bad = ~torch.isfinite(stats).all()
+        finite = torch.isfinite(stats)
+        overflow = ~finite[1] if self.scaler.is_enabled() else None  # fp16: the scaler's skip, not a bad step
+        bad = ~finite[0] if overflow is not None else ~finite.all()
         if self._bad_run is None:
             self._bad_run = torch.zeros((), dtype=torch.int64, device=stats.device)
         frozen = self._bad_run >= max_bad
         skip = bad | frozen
         self._bad_run = torch.where(skip, self._bad_run + 1, 0)
-        self.optimizer.found_inf = skip.float()  # type: ignore[attr-defined]  # read by fused Adam's step
+        found_inf = skip if overflow is None else skip | overflow
+        self.optimizer.found_inf = found_inf.float()  # type: ignore[attr-defined]  # read by fused Adam's step
         try:
             self.optimizer.step()
         finally:
             del self.optimizer.found_inf  # type: ignore[attr-defined]
+        self.scaler.update()  # fp16: the scale drops after an overflow (on the device); else nothing
         return torch.cat([stats, torch.stack([skip, frozen]).to(stats.dtype)])
 
     def _step_on_host(self, stats: torch.Tensor) -> list[float]:
@@ -134,6 +142,7 @@ class StepGuard:
         bad = not math.isfinite(loss_v) or (not math.isfinite(norm_v) and not self.scaler.is_enabled())
         if bad:
             self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.update()  # fp16: unscale_ was called; without an update the next step's raises
         else:
             self.scaler.step(self.optimizer)  # fp16: skips the update itself on inf grads
             self.scaler.update()
