@@ -206,3 +206,50 @@ def test_commands_over_the_control_channel_reach_both_ranks_then_resume(tmp_path
     recs = records(run)
     assert recs[-1]["type"] == "run_end" and recs[-1]["status"] == "finished"
     assert recs[-1]["step"] == end["step"] + 4
+
+
+def test_no_host_sync_inside_a_step_under_ddp(tmp_path):
+    """Two ranks: the steps between log intervals read nothing back from the
+    device, and neither does the per-step command sync (CPU tensors over its
+    own gloo group); every step is still reported, in order, on both ranks.
+    (Before: one all-reduce on the device and a read of it every step.)"""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(REPO / "tests" / "ddp_sync_probe.py"), str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"syncs.{rank}.json").read_text())
+        assert (got["status"], got["step"]) == ("finished", 24)
+        boundary = {s for s in range(1, 25) if s % got["log_every"] == 0 or s % got["eval_every"] == 0}
+        inside = [(s, n) for s, n in got["per_step"] if s not in boundary]
+        assert len(inside) >= 12
+        assert all(n == 0 for _, n in inside), f"rank {rank}: host syncs inside steps: {inside}"
+        assert not [(s, c) for s, c in got["between"] if s not in boundary | {0}], got["between"]
+    assert json.loads((tmp_path / "syncs.0.json").read_text())["train"] == list(range(1, 25))  # rank 0 reports
+
+
+def test_a_lagging_rank_settles_every_rank_at_the_same_step():
+    """The settle flag is agreed like the stop flag: any rank's lag settles all."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_agree_on_settle, args=(2, _free_port()), nprocs=2, join=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _agree_on_settle(rank: int, world: int, port: int) -> None:
+    torch_dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        d = distributed.Dist(rank=rank, world_size=world, backend="gloo",
+                             control_group=torch_dist.new_group(backend="gloo"))
+        for lag0, lag1 in ((False, False), (True, False), (False, True), (True, True)):
+            cmds, stop, settle = d.sync_commands([], False, lag0 if rank == 0 else lag1)
+            assert (cmds, stop, settle) == ([], False, lag0 or lag1)
+    finally:
+        torch_dist.destroy_process_group()

@@ -69,12 +69,14 @@ MAX_COMMANDS_PER_STEP = 8
 class CommandSync(Protocol):
     """Data-parallel agreement (``distributed.Dist``): every rank calls
     ``sync_commands`` at the same point of each step and gets rank 0's
-    commands and the OR of every rank's stop flag."""
+    commands, the OR of every rank's stop flag and the OR of every rank's
+    "settle the steps in flight now" flag."""
 
     enabled: bool
     is_main: bool
 
-    def sync_commands(self, commands: list[Command], stop: bool) -> tuple[list[Command], bool]: ...
+    def sync_commands(self, commands: list[Command], stop: bool,
+                      settle: bool = False) -> tuple[list[Command], bool, bool]: ...
 
 
 #: Every steering command's wire name, in the enum's order.

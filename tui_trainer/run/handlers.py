@@ -22,19 +22,30 @@ class Handlers:
         self._why_not: dict[Command, str] = {}  # a loop's own words for a request it cannot take
         self.on_resume: Callable[[], Any] | None = None
         self.on_pause: Callable[[], int | None] | None = None
+        self.lagging: Callable[[], bool] | None = None  # the loop's steps in flight wait too long for the log
         self._check_prompt: Callable[[str], str | None] | None = None
 
     def set(self, *, on_eval: Callable[[], Any] | None = None, on_checkpoint: Callable[[], Any] | None = None,
             on_sample: Callable[..., str] | None = None, on_resume: Callable[[], Any] | None = None,
             check_prompt: Callable[[str], str | None] | None = None,
-            on_pause: Callable[[], int | None] | None = None) -> None:
-        """Replace every handler; one left None is refused."""
+            on_pause: Callable[[], int | None] | None = None,
+            lagging: Callable[[], bool] | None = None) -> None:
+        """Replace every handler; one left None is refused.  What the loop
+        does, on its own thread, when asked to evaluate, checkpoint or sample
+        now (``on_sample(prompt, tokens, temperature, top_k) -> text``).
+        ``on_pause()`` brings the loop's steps in flight to the log before a
+        pause is written, and says the step it has trained to.
+        ``lagging()``: the loop's steps in flight have waited long enough for
+        the log; data-parallel, any rank's says all settle at the next step.
+        ``check_prompt(prompt)`` says why a sample's prompt cannot be taken
+        (its tokenizer's word), asked when the request arrives; without it a
+        prompt must be text (no lone surrogates)."""
         for cmd, fn in zip(ASKABLE, (on_eval, on_checkpoint, on_sample)):
             if fn is not None:
                 self._fns[cmd] = fn
             else:
                 self._fns.pop(cmd, None)
-        self.on_resume, self.on_pause = on_resume, on_pause
+        self.on_resume, self.on_pause, self.lagging = on_resume, on_pause, lagging
         self._check_prompt = check_prompt
 
     def of(self, command: Command) -> Callable[..., Any] | None:

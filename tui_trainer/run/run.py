@@ -235,22 +235,12 @@ class Run:
             if isinstance(settled, int):
                 self.step = settled
 
-    def set_handlers(self, *, on_eval: Callable[[], Any] | None = None,
-                     on_checkpoint: Callable[[], Any] | None = None,
-                     on_sample: Callable[..., str] | None = None,
-                     on_resume: Callable[[], Any] | None = None,
-                     check_prompt: Callable[[str], str | None] | None = None,
-                     on_pause: Callable[[], int | None] | None = None) -> None:
+    def set_handlers(self, **handlers: Callable[..., Any] | None) -> None:
         """What the loop does, on its own thread, when asked to evaluate,
-        checkpoint or sample now (``on_sample(prompt, tokens, temperature,
-        top_k) -> text``).  A request with no handler is refused at once.
-        ``on_pause()`` brings the loop's steps in flight to the log before a
-        pause is written, and says the step it has trained to.
-        ``check_prompt(prompt)`` says why a sample's prompt cannot be taken
-        (its tokenizer's word), asked when the request arrives; without it a
-        prompt must be text (no lone surrogates)."""
-        self._handlers.set(on_eval=on_eval, on_checkpoint=on_checkpoint, on_sample=on_sample,
-                           on_resume=on_resume, check_prompt=check_prompt, on_pause=on_pause)
+        checkpoint or sample now, and more (``handlers.Handlers.set``: on_eval,
+        on_checkpoint, on_sample, on_resume, check_prompt, on_pause, lagging).
+        A request with no handler is refused at once."""
+        self._handlers.set(**handlers)
 
     def refusal(self, command: Command) -> str | None:
         """Why this run cannot take ``command`` (None when it can)."""
@@ -322,8 +312,12 @@ class Run:
             if self.is_main:  # rank 0 takes them and writes the notes of dropped ones; no rank applies those
                 wait = PAUSE_POLL_S if self.paused and not self.stopping else None
                 taken = [c for c in self.commands.take(wait, MAX_COMMANDS_PER_STEP) if not self._dropped(c)]
-            cmds, stop = self.sync.sync_commands(taken, self.stop_event.is_set())
+            lagging = self._handlers.lagging
+            cmds, stop, settle = self.sync.sync_commands(taken, self.stop_event.is_set(),
+                                                         bool(lagging is not None and lagging()))
             self._agreed_stop = self._agreed_stop or stop or Command.STOP in cmds
+            if settle:  # at the same step on every rank: no rank settles alone (a frozen step is drawn again)
+                self._settle_loop()
             for cmd in cmds:
                 self._apply(cmd)
             if not (self.paused and not self.stopping):

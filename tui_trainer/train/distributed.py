@@ -17,8 +17,12 @@ How the ranks stay in step:
   across ranks too, so every rank makes the same skip-or-step decision on a
   NaN and the log shows the global loss.
 - Only rank 0 listens for commands.  Once per step every rank joins one small
-  all-reduce carrying rank 0's commands and every rank's "please stop" flag,
-  so a pause, eval, checkpoint or stop happens on all ranks at the same step.
+  all-reduce carrying rank 0's commands, every rank's "please stop" flag and
+  every rank's "settle now" flag (its steps in flight waited too long for the
+  log), so a pause, eval, checkpoint, stop or settle happens on all ranks at
+  the same step.  That all-reduce is of CPU tensors over a gloo group of its
+  own (``control_group``), also under NCCL: the host reads it without
+  waiting for the GPU, so a step has no host sync (train/guard.py).
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ import torch.nn as nn
 from ..control.commands import MAX_COMMANDS_PER_STEP, WITH_ARGS, Command, Order
 from ..config import UserError
 from .data import BatchSampler, _windows
+from .guard import host_only
 
 
 @dataclass
@@ -44,6 +49,7 @@ class Dist:
     backend: str | None = None
     device: torch.device = torch.device("cpu")
     owns_group: bool = False  # we called init_process_group, so we tear it down
+    control_group: Any = None  # gloo, CPU tensors: the per-step command all-reduce never waits for a GPU
 
     @property
     def enabled(self) -> bool:
@@ -97,32 +103,37 @@ class Dist:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t / self.world_size
 
-    def sync_commands(self, commands: Sequence[Any], stop: bool) -> tuple[list[Any], bool]:
+    def sync_commands(self, commands: Sequence[Any], stop: bool,
+                      settle: bool = False) -> tuple[list[Any], bool, bool]:
         """Every rank calls this at the same point of every step.
 
         Rank 0 passes the commands it took from its queue (at most
         ``MAX_COMMANDS_PER_STEP``; the others pass none); each rank passes its
-        own stop flag (a signal).  All ranks get rank 0's commands and the OR
-        of the stop flags: one all-reduce of 9 integers, plus, only in a step
-        that carries a ``set`` or ``sample``, one broadcast of their arguments.
+        own stop flag (a signal) and its own settle flag.  All ranks get rank
+        0's commands, the OR of the stop flags and the OR of the settle flags:
+        one all-reduce of 10 integers on the CPU (``control_group``), plus,
+        only in a step that carries a ``set`` or ``sample``, one broadcast of
+        their arguments.
         """
         codes = list(Command)
-        t = torch.zeros(MAX_COMMANDS_PER_STEP + 1, dtype=torch.int64, device=self.device)
+        n = MAX_COMMANDS_PER_STEP
+        t = host_only(torch.zeros(n + 2, dtype=torch.int64))
         orders: list[Order | None] = []
         if self.is_main:
-            for i, c in enumerate(commands[:MAX_COMMANDS_PER_STEP]):
+            for i, c in enumerate(commands[:n]):
                 t[i] = codes.index(c.command if isinstance(c, Order) else Command(c)) + 1
                 orders.append(c if isinstance(c, Order) else None)
-        t[-1] = int(stop)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        got = [c for c in t.tolist()[:-1] if c > 0]
+        t[n], t[n + 1] = int(stop), int(settle)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control_group)
+        agreed = t.tolist()  # CPU memory: no wait for a GPU
+        got = [c for c in agreed[:n] if c > 0]
         if any(codes[c - 1] in WITH_ARGS for c in got):
             box = [orders if self.is_main else None]
-            dist.broadcast_object_list(box, src=0)
+            dist.broadcast_object_list(box, src=0, group=self.control_group)
             orders = box[0] or []
         out = [orders[i] if i < len(orders) and orders[i] is not None else codes[c - 1]
                for i, c in enumerate(got)]
-        return out, bool(t.tolist()[-1])
+        return out, bool(agreed[n]), bool(agreed[n + 1])
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
@@ -211,4 +222,5 @@ def setup(hw: Any) -> Dist:
         d.owns_group = True
     if dist.get_world_size() != d.world_size or dist.get_rank() != d.rank:
         raise UserError("the process group does not match RANK/WORLD_SIZE; start the processes with torchrun")
+    d.control_group = dist.new_group(backend="gloo")  # every rank, in the same order: a collective
     return d

@@ -96,7 +96,8 @@ class Trainer:
         self.lr_scale, self.schedule = 1.0, LRSchedule()  # lr(t) = lr_scale (a live setting) x schedule.lr(t)
         run.set_handlers(on_eval=self._forced_probe, on_checkpoint=self._manual_save,
                          on_sample=self._requested_sample, on_resume=self._on_resume,
-                         check_prompt=self.corpus.tokenizer.check, on_pause=self._settled_step)
+                         check_prompt=self.corpus.tokenizer.check, on_pause=self._settled_step,
+                         lagging=self.guard.lagging)
         define_live_settings(self, run)
         if resume is not None:  # a resume.ResumePlan: load every state it holds
             from ..run.resume import apply_resume

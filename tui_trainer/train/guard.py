@@ -154,15 +154,23 @@ class StepGuard:
     def due(self, step: int, cfg: Any, checkpoint_due: bool, run: Any) -> bool:
         """Whether the loop settles now, having launched step ``step``: at its
         log interval, an eval, a checkpoint or its last step; when ``run``
-        has a command, a stop or its pause_at waiting; once the oldest step in
-        flight has waited ``RECORDS_LAG_S``; at every step where the numbers
-        were read on the host anyway (and under DDP, whose per-step command
-        all-reduce reads them back each step already)."""
+        has a stop or its pause_at waiting; at every step where the numbers
+        were read on the host anyway.  One process also settles when a
+        command waits or the oldest step in flight has waited
+        ``RECORDS_LAG_S`` (``lagging``).  Data-parallel, every rank must
+        settle at the same steps (a frozen step's batches are drawn again, and
+        the ranks' collectives must pair up), so only what all ranks agree on
+        counts here; a command or a lagging rank settles every rank at the
+        next step's command sync (``run.Run.between_steps``)."""
         if not self.pending:
             return False
-        return (not self.on_device or self.dist.enabled or step >= cfg.steps or step % cfg.log_every == 0
-                or step % cfg.eval_every == 0 or checkpoint_due or run.stopping or not run.commands.empty()
-                or 0 < run.pause_at <= step or time.perf_counter() - self.pending[0].at >= RECORDS_LAG_S)
+        agreed = (not self.on_device or step >= cfg.steps or step % cfg.log_every == 0
+                  or step % cfg.eval_every == 0 or checkpoint_due or run.stopping or 0 < run.pause_at <= step)
+        return agreed or (not self.dist.enabled and (not run.commands.empty() or self.lagging()))
+
+    def lagging(self) -> bool:
+        """The oldest step in flight has waited ``RECORDS_LAG_S`` for the log."""
+        return bool(self.pending) and time.perf_counter() - self.pending[0].at >= RECORDS_LAG_S
 
     def settle(self) -> tuple[list[Settled], int]:
         """The steps in flight, read in one copy: (the steps that happened, in
@@ -192,17 +200,26 @@ HOST_SYNCS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.cpu, torch.Te
               torch.Tensor.__int__, torch.Tensor.__bool__, torch.Tensor.__index__, torch.Tensor.__array__}
 
 
+def host_only(t: torch.Tensor) -> torch.Tensor:
+    """Mark ``t``, a CPU tensor that is never on a device (the data-parallel
+    command all-reduce's, over gloo): reading it makes no host wait for a GPU,
+    so ``HostSyncCounter`` does not count it."""
+    t._host_only = True  # type: ignore[attr-defined]
+    return t
+
+
 class HostSyncCounter(TorchFunctionMode):
     """``with HostSyncCounter() as c:`` counts, in ``c.calls``, the calls on
     this thread that make the host wait for the device (``.item()``,
     ``.tolist()``, ``.cpu()``, ``.numpy()``, ``float()``, ``int()``,
-    ``bool()``), on any tensor: on a CPU-only machine, what a GPU would wait for."""
+    ``bool()``), on any tensor but those made ``host_only``: on a CPU-only
+    machine, what a GPU would wait for."""
 
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[str] = []
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if func in HOST_SYNCS:
+        if func in HOST_SYNCS and not (args and getattr(args[0], "_host_only", False)):
             self.calls.append(getattr(func, "__name__", str(func)))
         return func(*args, **(kwargs or {}))
