@@ -298,3 +298,24 @@ def test_each_step_record_says_when_its_step_ran(tmp_path, monkeypatch):
     Trainer(cfg, None, [sink]).run()
     times = [r.time for r in sink.records if isinstance(r, TrainStep)]
     assert len(times) == 20 and times == ran[-20:], (times, ran)  # not the moment they were written
+
+
+def test_a_resources_record_never_runs_ahead_of_the_steps_it_follows(monkeypatch):
+    """Resources are sampled when the steps in flight have reached the log:
+    a ``resources`` record at step k comes after the ``train`` record of step k."""
+    from tui_trainer.records import Resources
+
+    monkeypatch.setattr("tui_trainer.train.guard.RECORDS_LAG_S", math.inf)
+    monkeypatch.setattr("tui_trainer.run.resources.EVERY_S", 0.0)  # due after every step
+    cfg = make_config({"steps": 20, "threads": 1, "log_every": 5, "eval_every": 1000, "checkpoint_every": 1000})
+    sink = Records()
+    Trainer(cfg, None, [sink]).run()
+    logged, ahead, seen = 0, [], 0
+    for r in sink.records:
+        if isinstance(r, TrainStep):
+            logged = r.step
+        elif isinstance(r, Resources):
+            seen += 1
+            if r.step > logged:
+                ahead.append((r.step, logged))
+    assert seen >= 4 and not ahead, (seen, ahead)

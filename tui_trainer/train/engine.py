@@ -146,8 +146,8 @@ class Trainer:
                             break
                         run.pause("diverged")
                     continue
-                if time.perf_counter() - self._sampled_at >= resources.EVERY_S:
-                    self._sample_resources()
+                if not self.guard.pending and time.perf_counter() - self._sampled_at >= resources.EVERY_S:
+                    self._sample_resources()  # once the steps before it are in the log: never ahead of them
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                     self._probe(forced=False)
                 self.ckpts.after(self.step, val_loss=self._val_at_step())  # scheduled, best or nothing
