@@ -349,3 +349,16 @@ def test_fork_and_resume_together_are_refused(parent, tmp_path, capsys):
     assert train("--fork", str(parent), "--resume", str(parent), "--out", str(tmp_path / "x")) == 2
     err = capsys.readouterr().err.strip()
     assert "--fork and --resume cannot be used together" in err and not (tmp_path / "x").exists()
+
+
+def test_a_run_folder_whose_name_ends_in_at_a_number_forks_by_its_name(parent, tmp_path):
+    """A folder literally named ``r@4`` (no run ``r`` beside it) is a run, not
+    step 4 of a missing ``r``; ``r@4@8`` is its step 8."""
+    import shutil
+
+    odd = tmp_path / "r@4"
+    shutil.copytree(parent, odd, ignore=shutil.ignore_patterns(LOCK_NAME))
+    assert train("--fork", str(odd), "--out", str(tmp_path / "a"), "--steps", str(STEPS + 2), *TINY) == 0
+    assert run_start(tmp_path / "a")["step"] == STEPS  # from its latest
+    assert train("--fork", f"{odd}@8", "--out", str(tmp_path / "b"), "--steps", "10", *TINY) == 0
+    assert run_start(tmp_path / "b")["step"] == 8

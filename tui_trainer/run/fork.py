@@ -66,10 +66,17 @@ class ForkPlan(ResumePlan):
 
 
 def split_target(text: str) -> tuple[Path, int | None]:
-    """``RUN[@STEP]`` as (folder or file, step or None)."""
+    """``RUN[@STEP]`` as (folder or file, step or None).  A path that ends in
+    ``@`` and digits is a run of that name when it exists and the part
+    before the ``@`` does not (a folder named ``r@5``; ``r@5@8`` is its step 8)."""
     head, at, tail = text.rpartition("@")
     if at and tail.isascii() and tail.isdigit() and head:  # "²" is a digit to isdigit, not to int
-        return Path(head), int(tail)
+        try:
+            whole = Path(text).exists() and not Path(head).exists()
+        except (OSError, ValueError):  # a NUL byte, a name too long: not a folder either way
+            whole = False
+        if not whole:
+            return Path(head), int(tail)
     return Path(text), None
 
 
