@@ -166,3 +166,136 @@ def test_a_ddp_wrapped_model_generates_with_its_module(tmp_path):
         assert generate_and_print_sample(ddp, "abc", 12, **kw) == generate_and_print_sample(model, "abc", 12, **kw)
     finally:
         dist.destroy_process_group()
+
+
+# --- the fixed-shape step a GPU replays as a CUDA graph (kv_cache.OneToken) ------
+
+class RecordedOps:
+    """A CUDA graph's semantics on the CPU: ``capture`` records every aten op
+    the step calls, with its arguments as they were (scalars baked in, the
+    very tensors referenced), without keeping its results; ``replay`` runs
+    those ops again in order, writing each result into the tensor the
+    capture produced, so later ops read fresh values, as a graph's kernels
+    do in the memory they were captured with."""
+
+    def __init__(self):
+        self.captures = self.replays = 0
+
+    def warm_up(self, fn):
+        return fn()
+
+    def capture(self, fn):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        ops = []
+
+        class Record(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                ops.append((func, args, kwargs or {}, out))
+                return out
+
+        with Record():
+            out = fn()
+        self.captures += 1
+
+        def replay():
+            self.replays += 1
+            for func, args, kwargs, was in ops:
+                got = func(*args, **kwargs)
+                pairs = zip(was, got) if isinstance(was, (tuple, list)) else [(was, got)]
+                for w, g in pairs:
+                    if isinstance(w, torch.Tensor) and isinstance(g, torch.Tensor) and w is not g:
+                        w.copy_(g)
+
+        return replay, out
+
+
+@pytest.mark.parametrize("graphs", [None, "recorded"], ids=["fixed, eager", "fixed, captured and replayed"])
+def test_the_fixed_shape_step_gives_the_no_cache_logits(monkeypatch, graphs):
+    """The GPU's step (token and position on the device, every position
+    attended under a mask), run eagerly and replayed from one capture, on
+    the CPU: the logits of the uncached path at every position, prompts of
+    several lengths, samples past the context."""
+    from functools import partial
+
+    from tui_trainer.train import model as model_mod
+    from tui_trainer.train.kv_cache import OneToken
+
+    made, seen = [], []
+
+    class Seen(OneToken):  # a replay calls no forward, so no forward hook sees its logits
+        def __call__(self, token):
+            out = super().__call__(token)
+            seen.append(out[:, -1].clone())
+            return out
+
+    def one_token(*a, **k):
+        made.append(Seen(*a, fixed=True, graphs=RecordedOps() if graphs else None, **k))
+        return made[-1]
+
+    def hook(m, args, out):  # the prompt's and the cropped windows' logits; the fixed step's are Seen's
+        cache = args[1] if len(args) > 1 else None
+        if not (cache and cache[0].fixed is not None and args[0].size(1) == 1):
+            seen.append(out[:, -1].clone())
+
+    monkeypatch.setattr(model_mod, "OneToken", one_token)
+    rng = random.Random(11)
+    for case in range(8):
+        ctx = rng.choice([8, 13])
+        model = make(ctx=ctx, n_layer=2, n_head=rng.choice([1, 2]), dropout=rng.choice([0.0, 0.3]),
+                     bias=rng.choice([True, False]), seed=case)
+        prompt_len, new = rng.choice([1, 3, ctx - 1]), rng.choice([ctx, 2 * ctx])
+        idx = torch.randint(0, 32, (rng.choice([1, 2]), prompt_len), generator=torch.Generator().manual_seed(case))
+        seen.clear()
+        handle = model.register_forward_hook(hook)
+        try:
+            out = model.generate(idx, new, generator=torch.Generator().manual_seed(case))
+        finally:
+            handle.remove()
+        assert len(seen) == new
+        with torch.no_grad():
+            for t, got in enumerate(seen):
+                want = model(out[:, :prompt_len + t][:, -ctx:])[:, -1]
+                torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4, msg=f"case {case}, token {t}")
+        if graphs and ctx - prompt_len >= 3:  # one eager token, one capture, the rest replayed
+            g = made[-1].graphs
+            assert (g.captures, g.replays) == (1, ctx - prompt_len - 1), (case, g.captures, g.replays)
+
+
+def test_two_tokens_of_the_fixed_step_run_the_same_kernels_with_the_same_arguments():
+    """What a replay needs: nothing the host knows about the position (a
+    Python int) reaches an op; only tensors' contents differ between tokens."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from tui_trainer.train.kv_cache import KVCache, OneToken
+
+    model = make(ctx=16, n_layer=2, n_head=2, seed=9)
+
+    def signature(x):
+        if isinstance(x, torch.Tensor):
+            return ("tensor", tuple(x.shape), x.dtype, x.stride())
+        if isinstance(x, (list, tuple)):
+            return tuple(signature(v) for v in x)
+        return x
+
+    calls: list[list] = []
+
+    class Calls(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            calls[-1].append((func, signature(args), signature(sorted((kwargs or {}).items()))))
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad():
+        cache = [KVCache(16) for _ in model.transformer.h]
+        model(torch.tensor([[1, 2, 3]]), cache)
+        one = OneToken(model, cache, fixed=True, graphs=None)
+        for token in (4, 5, 6):
+            one.token.copy_(torch.tensor([[token]]))  # outside the step: what the host sets before a replay
+            one.state.pos.fill_(cache[0].length)
+            calls.append([])
+            with Calls():
+                one.step()
+            for c in cache:
+                c.length += 1
+    assert len(calls[0]) > 20 and calls[0] == calls[1] == calls[2]

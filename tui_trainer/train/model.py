@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from .kv_cache import KVCache, OneToken
+
 
 @dataclass
 class GPTConfig:
@@ -95,37 +97,6 @@ def weights_finite(state: dict) -> bool:
         return True
     norms = torch.stack([n.float() for n in torch._foreach_norm(params, math.inf)])
     return bool(torch.isfinite(norms).all())
-
-
-class KVCache:
-    """One block's keys and values for the positions generated so far, in a
-    buffer of ``size`` (the context length) positions allocated once, so a new
-    token costs attention over one query, not the whole context (gpt-fast's
-    static cache; here sliced to the positions filled, as generation is eager)."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self.length = 0  # positions filled
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
-
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
-        """Attention of the new positions' queries (B, heads, T, head) over every
-        position so far, theirs included; their keys and values are kept."""
-        start, T = self.length, k.size(2)
-        if self.k is None or self.k.shape[:2] != k.shape[:2] or self.k.dtype != k.dtype:
-            self.k = k.new_empty(k.size(0), k.size(1), self.size, k.size(3))
-            self.v = torch.empty_like(self.k)
-        assert self.v is not None and start + T <= self.size
-        end = self.length = start + T
-        self.k[:, :, start:end] = k
-        self.v[:, :, start:end] = v
-        keys, values = self.k[:, :, :end], self.v[:, :, :end]
-        if start == 0:
-            return F.scaled_dot_product_attention(q, keys, values, dropout_p=dropout_p, is_causal=True)
-        # New position i (at start + i) sees every key up to its own: one new token sees them all.
-        mask = None if T == 1 else torch.ones(T, end, dtype=torch.bool, device=q.device).tril(start)
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=dropout_p)
 
 
 class CausalSelfAttention(nn.Module):
@@ -232,7 +203,9 @@ class GPT(nn.Module):
         start = cache[0].length if cache else 0
         if start + T > self.config.context_length:
             raise ValueError(f"sequence of {start + T} tokens exceeds context_length {self.config.context_length}")
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+        fixed = cache[0].fixed if cache and T == 1 and cache[0].k is not None else None
+        # A fixed-shape step (kv_cache.OneToken) takes its position from the device, not the host.
+        pos = fixed.pos if fixed is not None else torch.arange(start, start + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for i, block in enumerate(self.transformer.h):
             x = block(x, cache[i] if cache else None)
@@ -255,8 +228,9 @@ class GPT(nn.Module):
 
         Each token is predicted from the last ``context_length`` tokens at
         positions 0.. (what ``self(idx[:, -context_length:])`` predicts).  The
-        blocks' keys and values are kept (``KVCache``), so while the sequence
-        fits the context a token costs one position; past it every position
+        blocks' keys and values are kept (``kv_cache.KVCache``), so while the
+        sequence fits the context a token costs one position (on a GPU, one
+        replay of a CUDA graph: ``kv_cache.OneToken``); past it every position
         shifts, so the cropped window is computed afresh for each token
         (learned absolute positions: no cached key stays valid).
         ``generator`` keeps sampling off the global RNG, so printing a sample
@@ -264,15 +238,17 @@ class GPT(nn.Module):
         """
         n = self.config.context_length
         cache = [KVCache(n) for _ in self.transformer.h]
+        one_token: OneToken | None = None
         for _ in range(max_new_tokens):
             if should_stop is not None and should_stop():
                 break
             if idx.size(1) > n:  # every position shifts: the cropped window afresh, as without a cache
                 logits = self(idx[:, -n:])
-            elif cache[0].length:
-                logits = self(idx[:, -1:], cache)  # the one new token, after the cached ones
+            elif one_token is not None:
+                logits = one_token(idx[:, -1:])  # the one new token, after the cached ones
             else:
                 logits = self(idx, cache)
+                one_token = OneToken(self, cache)  # on a GPU: at fixed shapes, a CUDA graph replayed
             logits = logits[:, -1, :].float() / temperature
             if top_k is not None:
                 v, _ = torch.topk(logits, min(top_k, logits.size(-1)))

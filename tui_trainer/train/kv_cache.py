@@ -1,0 +1,174 @@
+"""Generation's KV cache, and its one-token step at fixed shapes.
+
+``KVCache`` keeps one block's keys and values for the positions generated so
+far, in a buffer of context-length positions allocated once, so a new token
+costs attention over one query, not the whole context (gpt-fast's static
+cache).  On the CPU a new token attends over the positions filled (a slice:
+fewer bytes read, and a CPU pays for every byte).
+
+``OneToken`` is the step after the prompt: one new token through the model.
+On a GPU the step is kept at fixed shapes (``FixedStep``): the token and its
+position are device tensors, the keys go in with ``index_copy_`` and every
+position is attended with a mask of those filled, so each token runs the same
+kernels with the same arguments.  That makes it a CUDA graph: captured once
+per sample, then replayed per token, one launch instead of a few hundred,
+which is where an eager sample's time goes on a GPU (the kernels themselves
+take microseconds at this size).  If capture fails the step runs eagerly at
+the same fixed shapes.  ``tests/test_kv_cache.py`` checks on the CPU that the
+fixed step's logits match the uncached path and that two tokens at different
+positions call the same ops with the same arguments (what a replay needs).
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any, Callable
+
+import torch
+from torch.nn import functional as F
+
+GRAPHS = True  # capture the fixed step as a CUDA graph where CUDA is used
+
+
+def _autocast_without_cache(dev: str) -> Any:
+    """The autocast in force on ``dev``, its cache of cast weights off; nothing when none is."""
+    try:
+        on, dtype = torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev)
+    except (TypeError, AttributeError):  # torch < 2.4: one flag for CUDA
+        on, dtype = dev == "cuda" and torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    return torch.autocast(dev, dtype=dtype, cache_enabled=False) if on else nullcontext()
+
+
+class FixedStep:
+    """The state every block's cache shares in a fixed-shape step: the new
+    token's position, and the mask of the positions it sees (those up to its own)."""
+
+    def __init__(self, size: int, device: torch.device):
+        self.pos = torch.zeros(1, dtype=torch.long, device=device)
+        self.positions = torch.arange(size, device=device)
+        self.mask = torch.zeros(1, 1, 1, size, dtype=torch.bool, device=device)
+
+    def update_mask(self) -> None:
+        """In place, from ``pos`` (on the device: part of the step)."""
+        torch.le(self.positions, self.pos, out=self.mask.view(-1))
+
+
+class KVCache:
+    """One block's keys and values for the positions generated so far (see the module docstring)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.length = 0  # positions filled
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.fixed: FixedStep | None = None  # set by OneToken: one new token at fixed shapes
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+        """Attention of the new positions' queries (B, heads, T, head) over every
+        position so far, theirs included; their keys and values are kept."""
+        if self.fixed is not None and self.k is not None and k.size(2) == 1:
+            return self._attend_fixed(q, k, v)
+        start, T = self.length, k.size(2)
+        if self.k is None or self.k.shape[:2] != k.shape[:2] or self.k.dtype != k.dtype:
+            self.k = k.new_zeros(k.size(0), k.size(1), self.size, k.size(3))
+            self.v = torch.zeros_like(self.k)
+        assert self.v is not None and start + T <= self.size
+        end = self.length = start + T
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        keys, values = self.k[:, :, :end], self.v[:, :, :end]
+        if start == 0:
+            return F.scaled_dot_product_attention(q, keys, values, dropout_p=dropout_p, is_causal=True)
+        # New position i (at start + i) sees every key up to its own: one new token sees them all.
+        mask = None if T == 1 else torch.ones(T, end, dtype=torch.bool, device=q.device).tril(start)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=dropout_p)
+
+    def _attend_fixed(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """One new token at ``fixed.pos``, over the whole buffer and the mask:
+        no shape or argument depends on the position (``length`` is the host's)."""
+        assert self.fixed is not None and self.v is not None
+        self.k.index_copy_(2, self.fixed.pos, k.to(self.k.dtype))
+        self.v.index_copy_(2, self.fixed.pos, v.to(self.v.dtype))
+        return F.scaled_dot_product_attention(q, self.k, self.v, attn_mask=self.fixed.mask)
+
+
+class CudaGraphs:
+    """How ``OneToken`` captures and replays its step on CUDA (a test passes
+    another with the same two methods to replay it on the CPU)."""
+
+    def warm_up(self, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Run ``fn`` once before a capture, on a side stream (torch's CUDA graphs notes)."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            out = fn()
+        torch.cuda.current_stream().wait_stream(side)
+        return out
+
+    def capture(self, fn: Callable[[], torch.Tensor]) -> tuple[Callable[[], Any], torch.Tensor]:
+        """(replay, the output buffer each replay writes): ``fn``'s kernels, not run."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = fn()
+        return graph.replay, out
+
+
+class OneToken:
+    """``one_token(token)``: the logits (B, 1, vocab) for one new token
+    (B, 1) after the positions ``cache`` holds, through ``model(token,
+    cache)``.  ``fixed``: at fixed shapes (the default on a GPU), and then
+    captured once and replayed through ``graphs`` (``CudaGraphs`` on a GPU).
+    A capture that fails leaves the fixed step eager."""
+
+    def __init__(self, model: Callable[..., torch.Tensor], cache: list[KVCache], *, fixed: bool | None = None,
+                 graphs: Any = "auto"):
+        assert cache and cache[0].k is not None, "fill the cache with the prompt first"
+        self.model, self.cache = model, cache
+        device = cache[0].k.device
+        self.fixed = device.type == "cuda" if fixed is None else fixed
+        if graphs == "auto":
+            graphs = CudaGraphs() if self.fixed and device.type == "cuda" and GRAPHS else None
+        self.graphs = graphs if self.fixed else None
+        self.replay: Callable[[], Any] | None = None
+        self.out: torch.Tensor | None = None
+        self.eager_calls = 0
+        if self.fixed:
+            self.state = FixedStep(cache[0].size, device)
+            for c in cache:
+                c.fixed = self.state
+            self.token = torch.zeros(cache[0].k.size(0), 1, dtype=torch.long, device=device)
+
+    def __call__(self, token: torch.Tensor) -> torch.Tensor:
+        length = self.cache[0].length
+        if length + 1 > self.cache[0].size:
+            raise ValueError(f"sequence of {length + 1} tokens exceeds the cache's {self.cache[0].size}")
+        if not self.fixed:
+            return self.model(token, self.cache)
+        self.token.copy_(token)
+        self.state.pos.fill_(length)
+        out = self._run()
+        for c in self.cache:
+            c.length = length + 1
+        return out.clone()  # a replay's output buffer is the next replay's too
+
+    def step(self) -> torch.Tensor:
+        """The fixed step itself: reads ``token`` and ``state.pos``, writes the caches."""
+        # Autocast's cache of cast weights must be off while a graph is captured (torch's CUDA graphs notes).
+        with _autocast_without_cache(self.token.device.type):
+            self.state.update_mask()
+            return self.model(self.token, self.cache)
+
+    def _run(self) -> torch.Tensor:
+        if self.replay is not None:
+            self.replay()
+            assert self.out is not None
+            return self.out
+        if self.graphs is not None and self.eager_calls >= 1:  # warmed up once: capture, then replay
+            try:
+                replay, out = self.graphs.capture(self.step)
+                replay()
+                self.replay, self.out = replay, out
+                return out
+            except Exception:  # noqa: BLE001 - a capture that fails costs the speed, never the sample
+                self.graphs = None
+        self.eager_calls += 1
+        return self.graphs.warm_up(self.step) if self.graphs is not None else self.step()
