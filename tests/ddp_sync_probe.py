@@ -14,8 +14,9 @@ from tui_trainer.records import TrainStep
 from tui_trainer.run.run import Run
 from tui_trainer.train import guard
 from tui_trainer.train.engine import Trainer
-from tui_trainer.train.guard import HostSyncCounter
 from tui_trainer.train.parts import build_parts
+
+from synccount import run_counting_syncs  # beside this file
 
 
 def main(out: Path) -> None:
@@ -32,31 +33,7 @@ def main(out: Path) -> None:
                 train.append(r.step)
 
     run = Run.unlocked(None, sinks=[Steps()], sync=parts.dist, checkpoint_every=1000)
-    t = Trainer(cfg, run, parts=parts)
-    per_step: list[tuple[int, int]] = []
-    between: list[tuple[int, str]] = []
-    real, stepping = t._train_step, [False]
-
-    def counted():
-        before, stepping[0] = len(counter.calls), True
-        try:
-            return real()
-        finally:
-            stepping[0] = False
-            per_step.append((t.step, len(counter.calls) - before))
-
-    class Where(HostSyncCounter):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            n = len(self.calls)
-            result = super().__torch_function__(func, types, args, kwargs)
-            if len(self.calls) > n and not stepping[0]:
-                between.append((t.step, self.calls[-1]))
-            return result
-
-    counter = Where()
-    t._train_step = counted
-    with counter:
-        end = t.run()
+    end, per_step, between = run_counting_syncs(Trainer(cfg, run, parts=parts))
     rank = parts.dist.rank
     (out / f"syncs.{rank}.json").write_text(json.dumps({"status": end.status, "step": end.step, "per_step": per_step,
                                                          "between": between, "train": train,

@@ -23,6 +23,8 @@ from tui_trainer.train import engine
 from tui_trainer.train.engine import Trainer
 from tui_trainer.train.guard import HostSyncCounter as CountSyncs, Launched, StepGuard
 
+from synccount import run_counting_syncs
+
 
 class Records:
     def __init__(self):
@@ -47,32 +49,8 @@ def test_no_host_sync_inside_a_step_between_log_intervals(tmp_path, monkeypatch)
     cfg = make_config({"steps": 60, "threads": 1, "out": str(tmp_path / "run")})
     assert cfg.log_every > 1 and cfg.fused_adamw  # the default: several steps a log interval
     sink = Records()
-    t = Trainer(cfg, None, [sink])
-    per_step: list[tuple[int, int]] = []  # (step launched, syncs during it)
-    between: list[tuple[int, str]] = []  # (step trained, sync) in the rest of the loop
-    real, stepping = t._train_step, [False]
-
-    def counted():
-        before, stepping[0] = len(counter.calls), True
-        try:
-            ok = real()
-        finally:
-            stepping[0] = False
-        per_step.append((t.step, len(counter.calls) - before))
-        return ok
-
-    class Where(CountSyncs):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            n = len(self.calls)
-            out = super().__torch_function__(func, types, args, kwargs)
-            if len(self.calls) > n and not stepping[0]:
-                between.append((t.step, self.calls[-1]))
-            return out
-
-    counter = Where()
-    monkeypatch.setattr(t, "_train_step", counted)
-    with counter:
-        end = t.run()
+    # (step launched, syncs during it); (step trained, sync) in the rest of the loop
+    end, per_step, between = run_counting_syncs(Trainer(cfg, None, [sink]))
     assert end.status == "finished" and end.step == 60
     boundary = {s for s in range(1, 61) if s % cfg.log_every == 0 or s % cfg.eval_every == 0}
     inside = [(s, n) for s, n in per_step if s not in boundary]
