@@ -21,7 +21,7 @@ BASE = dict(n_layer=2, n_embd=64, max_lr=1e-3, batch_size=32, seed=1337)
 
 def write_run(folder: Path, steps: int = 50, *, eval_every: int = 10, end: str | None = "finished",
               config: dict | None = None, name: str | None = None, loss=None, start_time: float = 1.7e9,
-              samples: bool = True, pause: bool = False, extra: bool = False) -> Path:
+              samples: bool = True, pause: bool = False, extra: bool = False, parent: dict | None = None) -> Path:
     """A run folder whose log has a run_start, ``steps`` train lines, evals
     (val = train + 0.1) and samples every ``eval_every``, and a run_end with
     status ``end`` (None: no run_end, as a crash leaves it)."""
@@ -31,7 +31,7 @@ def write_run(folder: Path, steps: int = 50, *, eval_every: int = 10, end: str |
     cfg = dict(BASE, out=str(folder), name=None, steps=steps, **(config or {}))
     sink = JsonlSink(folder / "losses.jsonl")
     sink.emit(RunStart(step=0, run_name=name or folder.name, config=cfg, n_params=1000, device="cpu",
-                       total_steps=steps, time=start_time))
+                       total_steps=steps, time=start_time, parent=parent))
     for s in range(1, steps + 1):
         more = {"acc": s / steps} if extra else {}
         sink.emit(TrainStep(step=s, train_loss=loss(s), lr=cfg["max_lr"] * min(1.0, s / 5), tokens_per_sec=1000.0 + s,

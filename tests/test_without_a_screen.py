@@ -189,3 +189,21 @@ def test_without_a_terminal_view_and_attach_name_snap_and_status(tmp_path, capsy
             assert one_error_line(code, err) and "needs a terminal" in err and "--snap" in err and "status" in err
     finally:
         lock.release()
+
+
+def test_ls_family_lists_each_run_with_its_forks_under_it(tmp_path):
+    folder = tmp_path / "outs"
+    base = write_run(folder / "base", start_time=1.70e9)
+    write_run(folder / "other", start_time=1.71e9)
+    half = write_run(folder / "half", start_time=1.72e9, parent={"folder": str(base), "name": "base", "step": 20})
+    write_run(folder / "quarter", start_time=1.73e9, parent={"folder": str(half), "name": "half", "step": 30})
+
+    def order(*flags):
+        p = cli(["ls", folder, *flags], tmp_path)
+        assert p.returncode == 0, p.stderr
+        return [line.split()[0] for line in p.stdout.decode().splitlines()[1:] if line.strip()]
+
+    assert order() == ["quarter", "half", "other", "base"]  # newest first
+    assert order("--family") == ["base", "half", "quarter", "other"]
+    p = cli(["ls", folder, "--family"], tmp_path)
+    assert "half ← base@20" in p.stdout.decode() and "quarter ← half@30" in p.stdout.decode()

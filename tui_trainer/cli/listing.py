@@ -52,6 +52,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if scanner.error:
         raise UserError(f"{scanner.error}; check the folder's permissions")
     runs = newest_first([s for s in summaries if s.ok])
+    if args.family:  # the runs browser's order when sorted by its run column: a parent, then its forks
+        runs.sort(key=lambda s: s.family or s.label.lower())
     skipped = [s for s in summaries if not s.ok]
     settings = list(settings_diff(runs))
     if args.json:

@@ -147,6 +147,8 @@ def add_screenless(sub: argparse._SubParsersAction) -> None:
     ls = sub.add_parser("ls", help="list a folder of runs as a table (no terminal needed)")
     ls.add_argument("dir", nargs="?", metavar="DIR", help="a folder of runs (default: ./outputs)")
     ls.add_argument("--json", action="store_true", help="one JSON object per line, per run")
+    ls.add_argument("--family", action="store_true",
+                    help="group each run with its forks under it (forks of forks under those), not newest first")
     st = sub.add_parser("status", help="one run's figures; exit 0 finished, 3 running or paused, "
                                        "1 any other end, 2 a bad argument")
     st.add_argument("run", metavar="RUN", help="a run folder (outputs/run-...)")
