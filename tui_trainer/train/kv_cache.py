@@ -105,10 +105,22 @@ class CudaGraphs:
         return out
 
     def capture(self, fn: Callable[[], torch.Tensor]) -> tuple[Callable[[], Any], torch.Tensor]:
-        """(replay, the output buffer each replay writes): ``fn``'s kernels, not run."""
+        """(replay, the output buffer each replay writes): ``fn``'s kernels, not run.
+
+        Not ``torch.cuda.graph``: it empties the allocator's caches first, so
+        the training step after every sample would allocate its memory again.
+        ``thread_local``: the checkpoint writer's thread may be copying a
+        snapshot meanwhile; only this thread's calls are held to the capture's rules."""
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = fn()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            graph.capture_begin(capture_error_mode="thread_local")
+            try:
+                out = fn()
+            finally:
+                graph.capture_end()
+        torch.cuda.current_stream().wait_stream(side)
         return graph.replay, out
 
 
