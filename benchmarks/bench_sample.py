@@ -11,6 +11,14 @@ machine slows them alike; each figure is the median over the rounds, and the
 ratio is taken from those medians.  Both arms sample the same tokens (the
 same seeded generator), which the benchmark checks.
 
+A cached token reads every weight once (one row through each matrix), so on
+a CPU its floor is the model's bytes over the memory's read bandwidth: the
+benchmark measures that bandwidth (a sum over 512 MB, more than any cache)
+and prints the floor beside the cached time.  Where the cached arm sits on
+its floor, more threads cannot speed it up, while the uncached arm (matrix
+products of up to 256 rows) is compute-bound and does speed up: the ratio
+then falls with the thread count.
+
 On a shared CPU, mind the thread count: a cached token is a few hundred small
 kernels, and with more torch threads than idle cores each one can wait a
 time slice at its barrier (on a 2-core machine at load 7, 200 cached tokens
@@ -20,6 +28,7 @@ count its thread governor chose for training (``threads.ThreadGovernor``).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -62,6 +71,17 @@ def timed(fn, model: GPT, prompt: torch.Tensor, tokens: int) -> tuple[float, tor
     return time.perf_counter() - t, out
 
 
+def read_bandwidth() -> float:
+    """Bytes per second a sum reads from memory (best of 3, 512 MB)."""
+    big = torch.ones(128 * 2**20)  # 512 MB of float32: far past the caches
+    best = math.inf
+    for _ in range(3):
+        t = time.perf_counter()
+        big.sum()
+        best = min(best, time.perf_counter() - t)
+    return big.numel() * big.element_size() / best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -90,13 +110,19 @@ def main() -> None:
                 raise SystemExit(f"{name}: the cached sample differs from the uncached one")
     print(f"{args.tokens}-token sample, median of {args.rounds} interleaved rounds, "
           f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}")
-    print(f"{'shape':<28} {'no cache':>10} {'cache':>10} {'speed-up':>9}")
+    bandwidth = read_bandwidth()
+    print(f"{'shape':<28} {'no cache':>10} {'cache':>10} {'speed-up':>9}   {'weights':>8} {'cache floor':>11}")
     for name, model in models.items():
         n, h, w, c = SHAPES[name]
         plain = statistics.median(times[name, "no cache"])
         cached = statistics.median(times[name, "cache"])
+        weights = sum(p.numel() * p.element_size() for p in model.parameters())
+        floor = weights * args.tokens / bandwidth  # every weight read once per token
         label = f"{name} ({n}x{w}, ctx {c})"
-        print(f"{label:<28} {plain:>9.3f}s {cached:>9.3f}s {plain / cached:>8.1f}x")
+        print(f"{label:<28} {plain:>9.3f}s {cached:>9.3f}s {plain / cached:>8.1f}x   "
+              f"{weights / 1e6:>6.1f}MB {floor:>10.3f}s")
+    print(f"cache floor: the weights read once per token at {bandwidth / 1e9:.1f} GB/s, this machine's read "
+          f"bandwidth at {torch.get_num_threads()} threads (a sum over 512 MB)")
 
 
 if __name__ == "__main__":
