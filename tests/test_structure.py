@@ -112,6 +112,20 @@ def test_the_training_side_never_reaches_the_ui():
             assert not ui, f"{m} reaches the UI: {sorted(ui)}"
 
 
+def test_steering_sits_below_the_run_and_the_loop():
+    """``control/`` (commands, the channel, settings) is what a run, a loop and
+    a client all speak: it reaches none of them (an attach client's helpers live
+    in ``cli/remote.py``; the --time sink is added by the engine)."""
+    graph = _graph()
+    for m in graph:  # the package's own __init__ aside: every module is imported under it
+        graph[m] = ({n for n in graph[m][0] if n != "tui_trainer"}, graph[m][1])
+    for m in graph:
+        if m.startswith("tui_trainer.control"):
+            above = {n for n in _reaches(graph, m)
+                     if n.split(".")[1:2] and n.split(".")[1] in {"run", "train", "loops", "cli", "ui", "text"}}
+            assert not above, f"{m} reaches {sorted(above)}"
+
+
 def test_what_the_ui_draws_from_needs_no_torch():
     """The viewer must open before (and without) PyTorch: ``ui/`` and everything it
     imports at module level or lazily, torch-free."""

@@ -47,7 +47,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     import json
 
     from ..control.channel import request
-    from ..control.remote import check_attachable, need_terminal, request_sample, send_settings
+    from .remote import check_attachable, need_terminal, request_sample, send_settings
 
     if args.send:
         answer = request(args.run_dir, args.send)  # ControlError: one line, exit 2
@@ -68,7 +68,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    from ..control.remote import need_terminal
+    from .remote import need_terminal
 
     if args.snap or args.size:
         if not args.snap:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..control.remote import read_sample, sample_request
+from .remote import read_sample, sample_request
 from ..run.log_writer import LOG_NAME
 
 MAX_POINTS = 2000

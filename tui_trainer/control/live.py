@@ -10,8 +10,8 @@ KEY=VALUE`` (or the dashboard's command line) may change while it trains.
 | ``grad_clip``, ``weight_decay`` | clipping (0: off) and AdamW's decay of the matrices |
 | ``pause_at`` | (the run's own) pause once that step has been trained; 0 clears it |
 
-With ``--time``, a ``TimeBudget`` sink sets ``steps`` itself once it knows
-the pace: a change with source ``time`` (``time_budget.py``).
+With ``--time``, a ``TimeBudget`` sink (``run/time_budget.py``, added by the
+engine) sets ``steps`` itself once it knows the pace: a change with source ``time``.
 
 Each is checked before it is applied (``settings.Settings``).  A change that
 moves the next step's LR by more than 5% also writes an ``lr_jump`` record.
@@ -25,7 +25,6 @@ from typing import Any, Callable
 
 from ..bounds import problem
 from ..config import setting_problem
-from ..run.time_budget import TimeBudget
 
 # The built-in loop's keys, in the order --help and status list them (the run adds pause_at).
 LIVE_KEYS = ("lr_scale", "max_lr", "min_lr", "steps", "eval_every", "checkpoint_every", "grad_clip",
@@ -100,5 +99,3 @@ def define_live_settings(t: Any, run: Any) -> None:
              help="clip the gradient norm to this (0: off)")
     s.define("weight_decay", float, lambda: cfg.weight_decay, set_weight_decay, check=check_cfg("weight_decay"),
              help="AdamW weight decay of matrices and embeddings")
-    if cfg.time_budget:  # --time: a sink that sets steps once it knows the pace (time_budget.py)
-        run.add_sink(TimeBudget(cfg.time_budget, run.commands, floor=cfg.warmup_steps))

@@ -31,6 +31,7 @@ from .rng import rng_state, set_rng_state
 from .parts import Parts, build_parts
 from ..records import Eval, Resources, RunEnd, RunStart, Sample, Status
 from ..run.run import Run, Sink
+from ..run.time_budget import TimeBudget
 from .schedule import LRSchedule
 from .guard import Launched, StepGuard
 from .step import accumulate_gradients
@@ -99,6 +100,8 @@ class Trainer:
                          check_prompt=self.corpus.tokenizer.check, on_pause=self._settled_step,
                          lagging=self.guard.lagging)
         define_live_settings(self, run)
+        if cfg.time_budget:  # --time: a sink that sets steps once it knows the pace
+            run.add_sink(TimeBudget(cfg.time_budget, run.commands, floor=cfg.warmup_steps))
         if resume is not None:  # a resume.ResumePlan: load every state it holds
             from ..run.resume import apply_resume
 

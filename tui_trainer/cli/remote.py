@@ -17,8 +17,8 @@ EXIT_OK, EXIT_FAILED = 0, 1
 def send_settings(run_dir: str, assignments: list[str]) -> int:
     import json
 
-    from .channel import request
-    from .settings import parse_assignment
+    from ..control.channel import request
+    from ..control.settings import parse_assignment
 
     ok = True
     for text in assignments:
@@ -82,7 +82,7 @@ def request_sample(run_dir: str, prompt: str, *, tokens: int | None = None, temp
     import json
     import os
 
-    from .channel import request
+    from ..control.channel import request
     from ..run.log_writer import LOG_NAME
 
     log = Path(run_dir) / LOG_NAME
