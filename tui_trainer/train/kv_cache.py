@@ -7,7 +7,9 @@ cache).  On the CPU a new token attends over the positions filled (a slice:
 fewer bytes read, and a CPU pays for every byte).
 
 ``OneToken`` is the step after the prompt: one new token through the model.
-On a GPU the step is kept at fixed shapes (``FixedStep``): the token and its
+On the CPU, where a token's step reads every weight from memory once, its
+linear layers take one row through each matrix in the layout that memory
+reads fastest (``OneRow``).  On a GPU the step is kept at fixed shapes (``FixedStep``): the token and its
 position are device tensors, the keys go in with ``index_copy_`` and every
 position is attended with a mask of those filled, so each token runs the same
 kernels with the same arguments.  That makes it a CUDA graph: captured once
@@ -24,18 +26,58 @@ from contextlib import nullcontext
 from typing import Any, Callable
 
 import torch
+import torch.nn as nn
 from torch.nn import functional as F
 
 GRAPHS = True  # capture the fixed step as a CUDA graph where CUDA is used
 
 
+def _autocast(dev: str) -> tuple[bool, torch.dtype]:
+    """(whether autocast is on for ``dev``, its dtype)."""
+    try:
+        return torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev)
+    except (TypeError, AttributeError):  # torch < 2.4: a function per device
+        if dev == "cpu":
+            return torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+        return torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+
+
 def _autocast_without_cache(dev: str) -> Any:
     """The autocast in force on ``dev``, its cache of cast weights off; nothing when none is."""
-    try:
-        on, dtype = torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev)
-    except (TypeError, AttributeError):  # torch < 2.4: one flag for CUDA
-        on, dtype = dev == "cuda" and torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    on, dtype = _autocast(dev)
     return torch.autocast(dev, dtype=dtype, cache_enabled=False) if on else nullcontext()
+
+
+def linear(m: nn.Linear, x: torch.Tensor, cache: "KVCache | None") -> torch.Tensor:
+    """``m(x)``, or through the cache's ``OneRow`` when generation set one."""
+    return m(x) if cache is None or cache.rows is None else cache.rows(m, x)
+
+
+class OneRow:
+    """A CPU token's linear layers, one row (B=1, T=1) through each matrix.
+
+    torch's ``linear`` of one row reads a matrix wider than deep (out >= 2 x
+    in: ``c_attn``, ``c_fc``, a large vocabulary's head) at about half the
+    memory bandwidth a row times a row-major transposed copy reads it at (8-9
+    against 14-17 GB/s on a 2-core EPYC, benchmarks/bench_sample.py); the
+    others read fastest as a matrix-vector product.  The transposed copies are
+    made once per sample (the weights do not change while it is drawn) and
+    freed with it.  Anything else (several rows, autocast) is ``m(x)``."""
+
+    def __init__(self, modules: Any):
+        self.t = {m: m.weight.detach().t().contiguous() for m in modules
+                  if isinstance(m, nn.Linear) and m.out_features >= 2 * m.in_features}
+
+    def __call__(self, m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3 or x.size(0) != 1 or x.size(1) != 1 or x.dtype != m.weight.dtype:
+            return m(x)
+        row = x.view(1, -1)
+        wt = self.t.get(m)
+        if wt is not None:
+            y = row @ wt if m.bias is None else torch.addmm(m.bias, row, wt)
+        else:
+            y = (torch.mv(m.weight, row[0]) if m.bias is None else torch.addmv(m.bias, m.weight, row[0]))
+        return y.view(1, 1, -1)
 
 
 class FixedStep:
@@ -61,6 +103,7 @@ class KVCache:
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
         self.fixed: FixedStep | None = None  # set by OneToken: one new token at fixed shapes
+        self.rows: OneRow | None = None  # set by OneToken on the CPU: a token's linear layers
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
         """Attention of the new positions' queries (B, heads, T, head) over every
@@ -143,6 +186,10 @@ class OneToken:
         self.replay: Callable[[], Any] | None = None
         self.out: torch.Tensor | None = None
         self.eager_calls = 0
+        if device.type == "cpu" and not self.fixed and not _autocast("cpu")[0]:
+            rows = OneRow(model.modules()) if isinstance(model, nn.Module) else None
+            for c in cache:
+                c.rows = rows
         if self.fixed:
             self.state = FixedStep(cache[0].size, device)
             for c in cache:

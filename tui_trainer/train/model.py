@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from .kv_cache import KVCache, OneToken
+from .kv_cache import KVCache, OneToken, linear
 
 
 @dataclass
@@ -112,7 +112,7 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = linear(self.c_attn, x, cache).split(C, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
@@ -124,7 +124,7 @@ class CausalSelfAttention(nn.Module):
             # materialises the T x T mask for is_causal.
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        return self.resid_dropout(linear(self.c_proj, y, cache))
 
 
 class MLP(nn.Module):
@@ -135,8 +135,8 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        return self.dropout(linear(self.c_proj, self.gelu(linear(self.c_fc, x, cache)), cache))
 
 
 class Block(nn.Module):
@@ -151,7 +151,7 @@ class Block(nn.Module):
         # Pre-LN: the residual stream is never normalised in place, which keeps
         # gradients well-scaled through depth without careful warmup.
         x = x + self.attn(self.ln_1(x), cache)
-        x = x + self.mlp(self.ln_2(x))
+        x = x + self.mlp(self.ln_2(x), cache)
         return x
 
 
@@ -211,7 +211,7 @@ class GPT(nn.Module):
             x = block(x, cache[i] if cache else None)
         if cache:
             x = x[:, -1:]
-        return self.lm_head(self.transformer.ln_f(x))
+        return linear(self.lm_head, self.transformer.ln_f(x), cache[0] if cache else None)
 
     def flops_per_token(self) -> float:
         """Training FLOPs per token: ``hardware.flops_per_token`` (6N plus
