@@ -299,3 +299,24 @@ def test_two_tokens_of_the_fixed_step_run_the_same_kernels_with_the_same_argumen
             for c in cache:
                 c.length += 1
     assert len(calls[0]) > 20 and calls[0] == calls[1] == calls[2]
+
+
+def test_a_cpu_token_reads_wide_matrices_transposed_and_matches_linear():
+    """``OneRow``: one row through each linear layer, at the layout memory
+    reads fastest; the same numbers as ``linear`` (fp32, within rounding),
+    and ``m(x)`` for anything but one fp32 row."""
+    from tui_trainer.train.kv_cache import OneRow
+
+    torch.manual_seed(0)
+    wide, deep, no_bias = torch.nn.Linear(8, 24), torch.nn.Linear(24, 8), torch.nn.Linear(8, 20, bias=False)
+    rows = OneRow([wide, deep, no_bias])
+    assert set(rows.t) == {wide, no_bias}  # out >= 2 x in: a transposed copy
+    for m in (wide, deep, no_bias):
+        x = torch.randn(1, 1, m.in_features)
+        torch.testing.assert_close(rows(m, x), m(x), atol=1e-6, rtol=1e-5)
+        several = torch.randn(2, 3, m.in_features)
+        assert torch.equal(rows(m, several), m(several))  # not one row: linear itself
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a sample under autocast takes linear's path
+        model = make(ctx=8, seed=2)
+        out = model.generate(torch.tensor([[1, 2]]), 10, top_k=1)
+    assert out.shape == (1, 12)
