@@ -136,3 +136,27 @@ def test_the_loops_own_time_between_steps_is_in_the_shown_rate():
             sps, tps = s.rates()
             assert abs(tps / (TOKENS / 0.13) - 1) < 0.01, (r.step, tps)
             assert abs(sps * 0.13 - 1) < 0.01, (r.step, sps)
+
+
+def test_a_run_that_evaluates_every_few_steps_shows_a_steady_rate():
+    """An eval (and its sample) of 0.5 s after every second step of 0.1 s, as
+    a short run's defaults give: the rate and the ETA are those of the steps
+    from step 3 on, not a swing between 10k and 2k tok/s at each eval (the
+    median of two gaps, one with an eval in it, was their mean)."""
+    from tests.test_pause_points import STEP_S, TOKENS as TPS, Timeline, fed
+
+    tl = Timeline(total=40)
+    for _ in range(10):
+        tl.steps(2).eval(0.4, sample=0.1).checkpoint(0.01)
+        s = fed(tl)
+        sps, tps = s.rates()
+        if tl.step >= 4:
+            assert abs(tps * STEP_S / TPS - 1) < 0.01, (tl.step, tps)
+            assert abs(sps * STEP_S - 1) < 0.01, (tl.step, sps)
+            assert abs(s.eta_s() - (40 - tl.step) * STEP_S) < 0.01, (tl.step, s.eta_s())
+    out = io.StringIO()
+    sink = ConsoleSink(log_every=1, stream=out)
+    for r in tl.out:
+        sink.emit(r)
+    rates = {ln.split(" | ")[3] for ln in out.getvalue().splitlines() if ln.startswith("step ") and "ETA" in ln}
+    assert rates == {"10.2k tok/s"}, rates

@@ -17,7 +17,7 @@ import numpy as np
 
 from .curve import Curve, columns
 from .pace import Pace
-from .pauses import PausePoints
+from .pauses import NAMES as PAUSE_STATES, PausePoints
 from ..fmt import fmt_value
 from ..records import Ack, BadStep, Change, Checkpoint, EndStatus, EngineState, Eval, Paused, Record, Resources, Resumed, RunEnd, RunStart, Sample, Status, TrainStep
 from .smoothing import EMA_BETA, ema, ema_step
@@ -130,6 +130,10 @@ class RunSeries:
                 self.total_steps = r.new
         elif isinstance(r, Status):
             self.pauses.status(r)
+            if r.state in PAUSE_STATES:
+                # Its time is its own (``pauses``): the wall time from the last step to the next is not a
+                # step's, or a run that evaluates every few steps shows a rate and ETA that swing at each.
+                self.pace.gap()
             if r.state == "compiling":
                 self._compiling = True
             if self._state not in ENDED:
