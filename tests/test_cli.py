@@ -179,3 +179,24 @@ def test_best_checkpoint_is_kept_when_seen_not_only_on_checkpoint_steps(tmp_path
     state = torch.load(out_dir / "best.pt", weights_only=True)
     assert state["step"] == best_step
     assert state["best_val"] == evals[best_step]
+
+
+@pytest.mark.parametrize("stdin_tty, stdout_tty, headless, noted, live", [
+    (False, True, False, True, False),   # tui-trainer train < /dev/null in a terminal: plain lines, said why
+    (True, True, False, False, True),    # both ends a terminal: the dashboard
+    (False, True, True, False, False),   # --headless: asked for, nothing to say
+    (True, False, False, False, False),  # > file: no screen to say it on
+])
+def test_train_with_no_keyboard_says_why_there_is_no_dashboard(stdin_tty, stdout_tty, headless, noted, live,
+                                                              monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr(cli, "train_headless", lambda args: ran.append("headless") or 0)
+    monkeypatch.setattr(cli, "train_live", lambda args: ran.append("live") or 0)
+    monkeypatch.setattr(cli.sys.stdin, "isatty", lambda: stdin_tty)
+    monkeypatch.setattr(cli.sys.stdout, "isatty", lambda: stdout_tty)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    args = cli.build_parser().parse_args(["train", "--steps", "3"] + (["--headless"] if headless else []))
+    assert cli.cmd_train(args) == 0
+    assert ran == ["live" if live else "headless"]
+    err = capsys.readouterr().err
+    assert ("standard input is not a terminal" in err) is noted, err

@@ -38,6 +38,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     several = os.environ.get("WORLD_SIZE", "1") not in ("", "1")  # torchrun: always headless
     if not (args.headless or several or not (sys.stdout.isatty() and sys.stdin.isatty())):
         return train_live(args)  # the dashboard, up before torch is imported
+    if not (args.headless or several) and sys.stdout.isatty():  # a screen, but no keyboard: say why no dashboard
+        print("note: standard input is not a terminal (< /dev/null, a pipe), so no dashboard: plain lines "
+              "instead (--headless asks for them; attach from another terminal to watch and steer)", file=sys.stderr)
     return train_headless(args)
 
 
