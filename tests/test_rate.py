@@ -160,3 +160,30 @@ def test_a_run_that_evaluates_every_few_steps_shows_a_steady_rate():
         sink.emit(r)
     rates = {ln.split(" | ")[3] for ln in out.getvalue().splitlines() if ln.startswith("step ") and "ETA" in ln}
     assert rates == {"10.2k tok/s"}, rates
+
+
+def test_mfu_under_torchrun_is_against_every_ranks_device(monkeypatch):
+    """The token rate of a torchrun run is every rank's (tokens_per_step
+    counts the processes), so its peak is every rank's device: against one
+    device's, 2 CPU ranks read 42% where one process at the same pace per
+    rank read 21%, and 8 GPUs at 40% each read 320%, shown as '-'."""
+    from types import SimpleNamespace
+
+    from tui_trainer.train import engine
+    from tui_trainer.train.model import GPT, GPTConfig
+
+    monkeypatch.setattr(engine, "peak_flops", lambda *args: 1e12)
+    model = GPT(GPTConfig(vocab_size=256, context_length=16, n_layer=1, n_head=2, n_embd=16))
+
+    def flops(world: int):
+        trainer = SimpleNamespace(dist=SimpleNamespace(is_main=True, world_size=world), model=model,
+                                  hw=SimpleNamespace(device="cpu", dtype="fp32", tf32=True))
+        return engine.Trainer._flops(trainer)
+
+    (fpt, one), (fpt8, eight) = flops(1), flops(8)
+    assert fpt == fpt8 and one == 1e12 and eight == 8e12
+    s = RunSeries()
+    s.apply(start(fpt=fpt8, peak=eight))
+    for r in records([TOKENS * fpt8 / (0.4 * 8e12)] * 10):  # the run's rate: 8 ranks, each at 40% of its device
+        s.apply(r)
+    assert abs(s.mfu() - 0.4) < 1e-6
