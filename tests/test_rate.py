@@ -187,3 +187,16 @@ def test_mfu_under_torchrun_is_against_every_ranks_device(monkeypatch):
     for r in records([TOKENS * fpt8 / (0.4 * 8e12)] * 10):  # the run's rate: 8 ranks, each at 40% of its device
         s.apply(r)
     assert abs(s.mfu() - 0.4) < 1e-6
+
+
+def test_a_run_that_evaluates_every_step_still_has_an_eta():
+    """--eval-every 1: every gap between steps holds an eval; the ETA is that
+    of the steps, known from step 2 (the evals' own time taken out of each
+    gap rather than each gap dropped)."""
+    from tests.test_pause_points import STEP_S, Timeline, fed
+
+    tl = Timeline(total=20)
+    for _ in range(6):
+        tl.steps(1).eval(0.3, sample=0.2)
+    s = fed(tl)
+    assert abs(s.eta_s() - 14 * STEP_S) < 0.01, s.eta_s()
