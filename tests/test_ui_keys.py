@@ -290,3 +290,24 @@ async def test_the_footer_shows_each_key_whole_or_not_at_all(tmp_path):
                 else:
                     assert len(shown) < len(got), got  # attached, 80 or 90 columns: not every key
             await pilot.press("q")
+
+
+
+async def test_attached_to_a_killed_run_the_footer_offers_no_steering(tmp_path):
+    """kill -9 on a run leaves its socket file: attached, the status line
+    said CRASHED while the footer still offered p, e, c, : and x, each then
+    refused.  Nobody listens on the file: view only, as for any ended run."""
+    import socket
+
+    run_dir = tmp_path / "run"
+    write_log(run_dir)  # no run_end, and no process holds its lock
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(run_dir / "control.sock"))  # a socket file no process listens on, as a kill leaves it
+    stale.close()
+    app = attach_app(AttachSource(run_dir))
+    async with app.run_test(size=(200, 24)) as pilot:
+        await until(pilot, lambda: app.runs and app.runs[0].state == "crashed", "the crash seen")
+        f = await settled_footer(app, pilot, "close")
+        assert not {"p", "e", "c", ":", "x", "g"} & set(f), f
+        assert app.state == "offline"
+        await pilot.press("q")
