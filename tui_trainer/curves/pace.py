@@ -6,8 +6,10 @@ its step took), so an eval or a checkpoint between steps does not dent it;
 the step that compiled the model is left out.  Where the wall time between
 train records is slower per token (the loop's own time between steps:
 logging, steering, the sinks), that pace is shown, as it is what the run
-gets; the median leaves the evals and checkpoints between steps out of it.
-Steps/s, for the ETA, is from the wall time between train records.
+gets; the evals, checkpoints and the compile between steps are taken out of
+it (``add``'s ``away_s``: their own time, ``pauses``), so a run that evaluates
+every step or two has a steady rate too.  Steps/s, for the ETA, is from the
+wall time between train records, less the same.
 
 Medians, not means: a compile, the first slow steps, an eval or a checkpoint
 are a few outliers among the steps, so the figures show the steady pace from
