@@ -179,3 +179,42 @@ def test_best_checkpoint_is_kept_when_seen_not_only_on_checkpoint_steps(tmp_path
     state = torch.load(out_dir / "best.pt", weights_only=True)
     assert state["step"] == best_step
     assert state["best_val"] == evals[best_step]
+
+
+@pytest.mark.parametrize("stdin_tty, stdout_tty, background, headless, noted, live", [
+    (False, True, False, False, "standard input is not a terminal", False),  # < /dev/null in a terminal
+    (True, True, True, False, "started in the background (&)", False),  # cmd &: the shell stops a dashboard
+    (True, True, False, False, "", True),    # both ends a terminal: the dashboard
+    (False, True, False, True, "", False),   # --headless: asked for, nothing to say
+    (True, True, True, True, "", False),
+    (True, False, False, False, "", False),  # > file: no screen to say it on
+])
+def test_train_with_no_keyboard_says_why_there_is_no_dashboard(stdin_tty, stdout_tty, background, headless, noted,
+                                                              live, monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr(cli, "train_headless", lambda args: ran.append("headless") or 0)
+    monkeypatch.setattr(cli, "train_live", lambda args: ran.append("live") or 0)
+    monkeypatch.setattr(cli.sys.stdin, "isatty", lambda: stdin_tty)
+    monkeypatch.setattr(cli.sys.stdout, "isatty", lambda: stdout_tty)
+    monkeypatch.setattr(cli, "_in_background", lambda: background)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    args = cli.build_parser().parse_args(["train", "--steps", "3"] + (["--headless"] if headless else []))
+    assert cli.cmd_train(args) == 0
+    assert ran == ["live" if live else "headless"]
+    err = capsys.readouterr().err
+    assert (noted and noted in err and "so no dashboard" in err and err.count("\n") == 1) or (not noted and not err), err
+
+
+def test_in_background_asks_the_terminal_whose_job_has_it(monkeypatch):
+    monkeypatch.setattr(cli.sys.stdin, "fileno", lambda: 0)
+    monkeypatch.setattr(os, "getpgrp", lambda: 100)
+    monkeypatch.setattr(os, "tcgetpgrp", lambda fd: 100)
+    assert cli._in_background() is False
+    monkeypatch.setattr(os, "tcgetpgrp", lambda fd: 200)
+    assert cli._in_background() is True
+
+    def no_terminal(fd):
+        raise OSError(25, "Inappropriate ioctl for device")
+
+    monkeypatch.setattr(os, "tcgetpgrp", no_terminal)
+    assert cli._in_background() is False

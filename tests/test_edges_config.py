@@ -304,8 +304,24 @@ def test_check_fits_against_a_given_memory_size():
     with pytest.raises(UserError, match="4 processes"):
         check_fits(cfg, 256, "cpu", processes=4, total_bytes=64 << 30)
     huge_batch = TrainConfig(batch_size=100_000_000)
-    with pytest.raises(UserError, match="lower --batch-size or --context-length"):
+    with pytest.raises(UserError, match=r"lower --batch-size \(raise --grad-accum to keep the tokens per step\) "
+                                        "or --context-length"):
         check_fits(huge_batch, 256, "cpu", total_bytes=64 << 30)
+
+
+def test_a_cpu_run_of_a_gigabyte_or_more_says_its_memory_estimate():
+    """--preset gpt2-124m on a CPU: the first line says how much memory it
+    will take of the machine's, as check_fits counts it; the demo says nothing."""
+    from tui_trainer.presets import PRESETS
+    from tui_trainer.train.memory import memory_note
+
+    big = TrainConfig(**{k: v for k, v in PRESETS["gpt2-124m"].items() if k in TrainConfig.__dataclass_fields__})
+    note = memory_note(big, 256, "cpu", total_bytes=24 << 30)
+    assert note is not None and note.startswith("memory: at least ") and "of this machine's 24.0 GiB" in note, note
+    assert "1.3 GiB weights, gradients and AdamW state" in note and "\n" not in note, note
+    assert "2 processes" in memory_note(big, 256, "cpu", processes=2, total_bytes=24 << 30)
+    assert memory_note(big, 256, "cuda", total_bytes=24 << 30) is None  # not RAM
+    assert memory_note(TrainConfig(), 256, "cpu", total_bytes=24 << 30) is None
 
 
 def test_demo_model_fits_this_machine():

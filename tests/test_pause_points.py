@@ -210,3 +210,52 @@ def _now() -> float:
     import time
 
     return time.time()
+
+
+FAILED = "torch.compile failed (InductorError); running eagerly"
+
+
+def test_a_compile_that_failed_is_said_not_shown_as_compiled():
+    """--compile without a C++ compiler: the engine trains eagerly and says so
+    in its status; the status line said "compiled in 6.6 s" and the console
+    nothing at all."""
+    tl = Timeline().status("compiling", detail="torch.compile").status("running", after=6.6, detail=FAILED).steps(3)
+    assert fed(tl).pause_text(now=T0 + tl.t) == "compile failed after 6.6 s: eager"
+    out = io.StringIO()
+    sink = ConsoleSink(log_every=10, stream=out)
+    for r in tl.out:
+        sink.emit(r)
+    lines = out.getvalue().splitlines()
+    assert f"note: {FAILED}" in lines and not any("compiled" in ln for ln in lines), lines
+
+
+def test_the_console_says_how_long_the_compile_took():
+    tl = Timeline().status("compiling", detail="torch.compile").steps(1).status("running", detail="compiled")
+    tl.out[-2].time = T0 + 9.9  # the compiled step ended 9.9 s after the compile began
+    out = io.StringIO()
+    sink = ConsoleSink(log_every=10, stream=out)
+    for r in tl.out:
+        sink.emit(r)
+    lines = out.getvalue().splitlines()
+    assert lines[1:3] == ["compile | compiled in 9.9 s", "step      1/200 | loss 2.0000 | lr 1.00e-03 | - tok/s | grad 1"], lines
+
+
+async def test_the_dashboard_says_a_failed_compile_and_the_devices_notes():
+    """What headless prints (the compile's failure, the notes on the first
+    line: a switch asked for and off, a CPU run's memory) the dashboard,
+    which shows no device, says in a toast."""
+    from tests.uitools import FixedSource, fixed_records, until
+    from tui_trainer.ui.app import DashboardApp
+
+    app = DashboardApp(FixedSource(fixed_records(n=5)))
+    async with app.run_test(size=(120, 30)) as pilot:
+        app._answer(RunStart(step=0, run_name="r", config={}, n_params=1, total_steps=9, device=(
+            "cpu (fp32, 2 threads); torch.compile on CPU needs a C++ compiler and none is on PATH: running eagerly; "
+            "memory: at least 10.4 GiB of this machine's 23.5 GiB")))
+        app._answer(RunStart(step=0, run_name="r", config={}, n_params=1, total_steps=9, device="cpu (fp32)"))
+        app._answer(Status(step=0, state="running", detail=FAILED))
+        await until(pilot, lambda: len(app._notifications) >= 2, "the toasts")
+        said = [str(n.message) for n in app._notifications]
+        assert said == ["torch.compile on CPU needs a C++ compiler and none is on PATH: running eagerly; memory: at "
+                        "least 10.4 GiB of this machine's 23.5 GiB", FAILED], said
+        await pilot.press("q")

@@ -136,3 +136,67 @@ def test_the_loops_own_time_between_steps_is_in_the_shown_rate():
             sps, tps = s.rates()
             assert abs(tps / (TOKENS / 0.13) - 1) < 0.01, (r.step, tps)
             assert abs(sps * 0.13 - 1) < 0.01, (r.step, sps)
+
+
+def test_a_run_that_evaluates_every_few_steps_shows_a_steady_rate():
+    """An eval (and its sample) of 0.5 s after every second step of 0.1 s, as
+    a short run's defaults give: the rate and the ETA are those of the steps
+    from step 3 on, not a swing between 10k and 2k tok/s at each eval (the
+    median of two gaps, one with an eval in it, was their mean)."""
+    from tests.test_pause_points import STEP_S, TOKENS as TPS, Timeline, fed
+
+    tl = Timeline(total=40)
+    for _ in range(10):
+        tl.steps(2).eval(0.4, sample=0.1).checkpoint(0.01)
+        s = fed(tl)
+        sps, tps = s.rates()
+        if tl.step >= 4:
+            assert abs(tps * STEP_S / TPS - 1) < 0.01, (tl.step, tps)
+            assert abs(sps * STEP_S - 1) < 0.01, (tl.step, sps)
+            assert abs(s.eta_s() - (40 - tl.step) * STEP_S) < 0.01, (tl.step, s.eta_s())
+    out = io.StringIO()
+    sink = ConsoleSink(log_every=1, stream=out)
+    for r in tl.out:
+        sink.emit(r)
+    rates = {ln.split(" | ")[3] for ln in out.getvalue().splitlines() if ln.startswith("step ") and "ETA" in ln}
+    assert rates == {"10.2k tok/s"}, rates
+
+
+def test_mfu_under_torchrun_is_against_every_ranks_device(monkeypatch):
+    """The token rate of a torchrun run is every rank's (tokens_per_step
+    counts the processes), so its peak is every rank's device: against one
+    device's, 2 CPU ranks read 42% where one process at the same pace per
+    rank read 21%, and 8 GPUs at 40% each read 320%, shown as '-'."""
+    from types import SimpleNamespace
+
+    from tui_trainer.train import engine
+    from tui_trainer.train.model import GPT, GPTConfig
+
+    monkeypatch.setattr(engine, "peak_flops", lambda *args: 1e12)
+    model = GPT(GPTConfig(vocab_size=256, context_length=16, n_layer=1, n_head=2, n_embd=16))
+
+    def flops(world: int):
+        trainer = SimpleNamespace(dist=SimpleNamespace(is_main=True, world_size=world), model=model,
+                                  hw=SimpleNamespace(device="cpu", dtype="fp32", tf32=True))
+        return engine.Trainer._flops(trainer)
+
+    (fpt, one), (fpt8, eight) = flops(1), flops(8)
+    assert fpt == fpt8 and one == 1e12 and eight == 8e12
+    s = RunSeries()
+    s.apply(start(fpt=fpt8, peak=eight))
+    for r in records([TOKENS * fpt8 / (0.4 * 8e12)] * 10):  # the run's rate: 8 ranks, each at 40% of its device
+        s.apply(r)
+    assert abs(s.mfu() - 0.4) < 1e-6
+
+
+def test_a_run_that_evaluates_every_step_still_has_an_eta():
+    """--eval-every 1: every gap between steps holds an eval; the ETA is that
+    of the steps, known from step 2 (the evals' own time taken out of each
+    gap rather than each gap dropped)."""
+    from tests.test_pause_points import STEP_S, Timeline, fed
+
+    tl = Timeline(total=20)
+    for _ in range(6):
+        tl.steps(1).eval(0.3, sample=0.2)
+    s = fed(tl)
+    assert abs(s.eta_s() - 14 * STEP_S) < 0.01, s.eta_s()

@@ -163,3 +163,24 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     refused(empty, want=["holds no checkpoint"])
+
+
+def test_a_run_still_training_before_its_first_save_is_said_as_such(tmp_path, capsys):
+    """--resume (or --fork) on a run that is training and has not saved yet
+    said "holds no checkpoint ... start a new run instead"; it is a run going
+    on: the line says so and how to reach it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOG_NAME).write_text('{"type": "run_start", "step": 0}\n')
+    with RunLock(run):  # the run is still going in another process
+        for flag, want in (("--resume", f"attach {run}, and resume it once"),
+                           ("--fork", f"attach {run} --send checkpoint")):
+            assert cli.main(["train", "--headless", flag, str(run)]) == cli.EXIT_USAGE
+            err = capsys.readouterr().err.strip()
+            assert err.startswith(f"error: {flag} {run}: that run is still training and has saved no checkpoint "
+                                  "yet") and want in err and "\n" not in err, err
+    for flag, want in (("--resume", "start a new run instead"), ("--fork", "--checkpoint-every N")):
+        assert cli.main(["train", "--headless", flag, str(run)]) == cli.EXIT_USAGE
+        err = capsys.readouterr().err.strip()
+        assert "holds no checkpoint" in err and want in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -271,3 +271,30 @@ def test_marks_follow_the_x_axis_and_plots_without_them_are_unchanged():
         diff = [c for c, (x, y) in enumerate(zip(a[0], b[0])) if x != y]
         assert len(diff) == 1 and b[0][diff[0]] == "■"
         assert diff[0] == tick_column(b, "40" if mode == "step" else "400")
+
+
+async def test_the_prompt_box_suggests_the_runs_own_prompt(tmp_path):
+    """g on a run trained on prose: the placeholder is its sample prompt (from
+    its data), not a line of Python; a run that names none keeps the code one."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    sink = JsonlSink(run_dir / LOG_NAME)
+    sink.emit(RunStart(step=0, run_name="r", config={"sample_prompt": "forest dog \x1b[31m"}, n_params=1,
+                       device="cpu", total_steps=1000))
+    sink.emit(TrainStep(step=1, train_loss=5.0, lr=1e-3, tokens_per_sec=1000.0, grad_norm=1.0, elapsed_s=0.1,
+                        tokens=64))
+    sink.close()
+    with serve_trainer(served_fake(step=1), run_dir):
+        app, _, _ = attached(run_dir)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.runs[0].step == 1, "the log")
+            await pilot.press("g")
+            await until(pilot, lambda: isinstance(app.screen, CommandScreen), "the prompt box")
+            shown = app.screen.query_one("#cmd-input").placeholder
+            assert shown.startswith("forest dog ") and "[31m" in shown and "\x1b" not in shown, shown
+            await pilot.press("escape")
+            app.runs[0].config = {}
+            await pilot.press("g")
+            await until(pilot, lambda: isinstance(app.screen, CommandScreen), "the prompt box")
+            assert app.screen.query_one("#cmd-input").placeholder == "def parse("
+            await pilot.press("escape", "q")

@@ -260,3 +260,54 @@ def test_each_key_has_one_row_wherever_it_works():
                 rows = keys.active(mode, state, caps)
                 assert len({k.key for k in rows}) == len(rows), (mode, state, caps)
                 assert {"q", "question_mark", "ctrl+c"} <= {k.key for k in rows}, (mode, state)
+
+
+
+async def test_the_footer_shows_each_key_whole_or_not_at_all(tmp_path):
+    """Attached at 80 columns the footer ended "[ ] sa" (at 90 "g generat"):
+    Textual cut its last key at the edge.  Now the keys shown are whole, a
+    prefix of the table's order, and a wider screen shows those left out."""
+    run_dir = tmp_path / "run"
+    write_log(run_dir)
+    with serve_trainer(fake_trainer(), run_dir):
+        app = attach_app(AttachSource(run_dir))
+        async with app.run_test(size=SIZE) as pilot:
+            await settled_footer(app, pilot, "close")
+
+            def keys_shown() -> list[tuple[str, bool, int]]:
+                return [(k.key_display, k.display, k.region.right) for k in app.main.query(FooterKey)]
+
+            for width in (80, 90, 60, 200, 80):
+                await pilot.resize_terminal(width, 24)
+                await until(pilot, lambda: all(right <= width for _, shown, right in keys_shown() if shown)
+                            and any(shown for _, shown, _ in keys_shown()), f"the footer fitted to {width}")
+                got = keys_shown()
+                shown = [key for key, on, _ in got if on]
+                assert shown == [key for key, _, _ in got][:len(shown)], got  # a prefix: q and ? first
+                assert shown[:2] == ["q", "?"], got
+                if width == 200:
+                    assert len(shown) == len(got), got
+                else:
+                    assert len(shown) < len(got), got  # attached, 80 or 90 columns: not every key
+            await pilot.press("q")
+
+
+
+async def test_attached_to_a_killed_run_the_footer_offers_no_steering(tmp_path):
+    """kill -9 on a run leaves its socket file: attached, the status line
+    said CRASHED while the footer still offered p, e, c, : and x, each then
+    refused.  Nobody listens on the file: view only, as for any ended run."""
+    import socket
+
+    run_dir = tmp_path / "run"
+    write_log(run_dir)  # no run_end, and no process holds its lock
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(run_dir / "control.sock"))  # a socket file no process listens on, as a kill leaves it
+    stale.close()
+    app = attach_app(AttachSource(run_dir))
+    async with app.run_test(size=(200, 24)) as pilot:
+        await until(pilot, lambda: app.runs and app.runs[0].state == "crashed", "the crash seen")
+        f = await settled_footer(app, pilot, "close")
+        assert not {"p", "e", "c", ":", "x", "g"} & set(f), f
+        assert app.state == "offline"
+        await pilot.press("q")

@@ -36,9 +36,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     import os
 
     several = os.environ.get("WORLD_SIZE", "1") not in ("", "1")  # torchrun: always headless
-    if not (args.headless or several or not (sys.stdout.isatty() and sys.stdin.isatty())):
+    terminal = sys.stdout.isatty() and sys.stdin.isatty()
+    if not (args.headless or several or not terminal or _in_background()):
         return train_live(args)  # the dashboard, up before torch is imported
+    if not (args.headless or several) and sys.stdout.isatty():  # a screen, but no keyboard: say why no dashboard
+        why = ("it was started in the background (&): a dashboard there is stopped by the shell at once"
+               if terminal else "standard input is not a terminal (< /dev/null, a pipe)")
+        print(f"note: {why}, so no dashboard: plain lines instead (--headless asks for them; "
+              "attach from another terminal to watch and steer)", file=sys.stderr)
     return train_headless(args)
+
+
+def _in_background() -> bool:
+    """Whether this process is a background job of its terminal (``cmd &``):
+    a full-screen program there is stopped (SIGTTOU) before it draws anything."""
+    import os
+
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) != os.getpgrp()
+    except (OSError, AttributeError, ValueError):
+        return False
 
 
 def cmd_attach(args: argparse.Namespace) -> int:

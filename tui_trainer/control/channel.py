@@ -303,11 +303,23 @@ class ControlClient:
             return {"ok": False, "cmd": cmd, "error": str(e)}
 
     def available(self) -> bool:
+        """Whether a run listens here: its socket, and a process on it (a kill -9 leaves the file behind,
+        and a window attached to it offered keys that could only be refused).  Never blocks."""
         try:
-            find_socket(self.run_dir)
-            return True
+            path = find_socket(self.run_dir)
         except ControlError:
             return False
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            s.connect(os.fspath(path))  # the server drops a connection that sends nothing
+        except (BlockingIOError, InterruptedError, PermissionError):
+            return True  # there, its queue full; or another user's, which a request says in words
+        except OSError:
+            return False  # refused (no process listens), gone, not a socket, a path too long
+        finally:
+            s.close()
+        return True
 
 
 def start_for_run(target: Any, run_dir: str | os.PathLike[str]) -> ControlServer | None:

@@ -6,8 +6,10 @@ its step took), so an eval or a checkpoint between steps does not dent it;
 the step that compiled the model is left out.  Where the wall time between
 train records is slower per token (the loop's own time between steps:
 logging, steering, the sinks), that pace is shown, as it is what the run
-gets; the median leaves the evals and checkpoints between steps out of it.
-Steps/s, for the ETA, is from the wall time between train records.
+gets; the evals, checkpoints and the compile between steps are taken out of
+it (``add``'s ``away_s``: their own time, ``pauses``), so a run that evaluates
+every step or two has a steady rate too.  Steps/s, for the ETA, is from the
+wall time between train records, less the same.
 
 Medians, not means: a compile, the first slow steps, an eval or a checkpoint
 are a few outliers among the steps, so the figures show the steady pace from
@@ -56,15 +58,19 @@ class Pace:
         # (elapsed, step, tokens) of the previous train record; None: a new start or a gap
         self._last: tuple[Any, int, Any] | None = None
 
-    def add(self, step: int, tokens: Any, elapsed_s: Any, tokens_per_sec: Any, compiled: bool = False) -> None:
+    def add(self, step: int, tokens: Any, elapsed_s: Any, tokens_per_sec: Any, compiled: bool = False,
+            away_s: float = 0.0) -> None:
         """One train record: its own rate (unless its step compiled the model)
-        and the wall time since the previous one."""
+        and the wall time since the previous one, less ``away_s`` (an eval,
+        a checkpoint between them: their own time)."""
         last, self._last = self._last, (elapsed_s, step, tokens)
         if last is not None and _finite(elapsed_s) and _finite(last[0]) and step > last[1] \
                 and elapsed_s >= last[0]:
-            self._gaps.append((elapsed_s - last[0]) / (step - last[1]))
-            if _finite(tokens) and _finite(last[2]) and tokens > last[2]:
-                self._token_gaps.append((elapsed_s - last[0]) / (tokens - last[2]))
+            wall = elapsed_s - last[0] - (away_s if _finite(away_s) and away_s > 0 else 0.0)
+            if wall > 0:  # else the clocks disagree: no gap worth keeping
+                self._gaps.append(wall / (step - last[1]))
+                if _finite(tokens) and _finite(last[2]) and tokens > last[2]:
+                    self._token_gaps.append(wall / (tokens - last[2]))
         if not compiled and _finite(tokens_per_sec) and 0 < tokens_per_sec < 1e30:
             self._step_times.append(1.0 / tokens_per_sec)
 

@@ -20,6 +20,8 @@ from ..records import Checkpoint, Status
 SHOWN_S = 30.0  # an ended pause point stays on the status line this long (wall seconds)
 LONGEST_S = 1e7  # a duration beyond this (a clock gone wrong, a hostile log) is not shown
 NAMES = {"evaluating": "eval", "checkpointing": "checkpoint", "compiling": "compiled in"}
+# How the engine's status detail begins when the compile failed and the run went on eagerly (engine._compile_step).
+COMPILE_FAILED = "torch.compile failed"
 
 
 def _time(v: object) -> float | None:
@@ -49,6 +51,7 @@ class PausePoint:
     blocked_s: float | None = None  # a checkpoint record's: training held up
     write_s: float | None = None    # a checkpoint record's: its write (in the background when async)
     reported: float | None = None   # when the checkpoint record came
+    failed: bool = False            # a compile that failed: the run went on eagerly
 
     @property
     def seconds(self) -> float | None:
@@ -80,6 +83,8 @@ class PausePoints:
             self.end(r.time)
             self.latest = self.last[r.state] = PausePoint(r.state, r.step, _time(r.time))
         else:
+            if compile_failed(r) and "compiling" in self.last:  # said as the compile ends, or just after
+                self.last["compiling"].failed = True
             self.end(r.time)
 
     def end(self, when: object) -> None:
@@ -127,11 +132,17 @@ class PausePoints:
         ended = [p for p in self.last.values() if p.ended is not None and p.seconds is not None]
         for p in sorted(ended, key=_shown_from, reverse=True):
             if now - _shown_from(p) <= SHOWN_S:
-                said = f"{NAMES[p.state]} {fmt_seconds(p.seconds)}"
+                said = (f"compile failed after {fmt_seconds(p.seconds)}: eager" if p.failed
+                        else f"{NAMES[p.state]} {fmt_seconds(p.seconds)}")
                 if p.write_s is not None and p.write_s > p.seconds + 0.005:  # written in the background
                     said += f" (write {fmt_seconds(p.write_s)})"
                 out.append(said)
         return ", ".join(out[:max(1, most)])
+
+
+def compile_failed(r: Status) -> bool:
+    """Whether ``r`` says the compile failed and the run trains eagerly."""
+    return r.state == "running" and isinstance(r.detail, str) and r.detail.startswith(COMPILE_FAILED)
 
 
 def _shown_from(p: PausePoint) -> float:

@@ -104,12 +104,15 @@ class RunSeries:
         self.tokens_per_step: float | None = None  # run_start: every micro-batch of every process
         self.resources: Resources | None = None  # the latest memory sample
         self.pauses = PausePoints()  # the compile, evals and checkpoints: their own time, not the rate's
+        self._away_s = 0.0  # the time of the pause points since the last train record: not a step's
 
     # --- feeding ---
     def apply(self, r: Record) -> None:
         self.version += 1
         if isinstance(r, TrainStep):
+            going = self.pauses.going_on
             self.pauses.end(r.time)
+            self._away(going)
             self._train(r)
         elif isinstance(r, Eval):
             self.evals.append(EvalPoint(r.step, r.train_loss, r.val_loss, r.elapsed_s, r.val_bpb))
@@ -129,7 +132,9 @@ class RunSeries:
             if r.key == "steps" and isinstance(r.new, int):
                 self.total_steps = r.new
         elif isinstance(r, Status):
+            going = self.pauses.going_on
             self.pauses.status(r)
+            self._away(going)
             if r.state == "compiling":
                 self._compiling = True
             if self._state not in ENDED:
@@ -220,7 +225,8 @@ class RunSeries:
             self._state = "running"
         self._live_steps += 1
         compiled, self._compiling = self._compiling, False
-        self.pace.add(r.step, r.tokens, r.elapsed_s, r.tokens_per_sec, compiled)
+        away, self._away_s = self._away_s, 0.0
+        self.pace.add(r.step, r.tokens, r.elapsed_s, r.tokens_per_sec, compiled, away_s=away)
         if _finite(r.lr):
             self.lr_curve.append(r.step, r.lr)
         if _finite(r.train_loss):
@@ -229,6 +235,12 @@ class RunSeries:
             self._ema_state, self._ema_count, smoothed = ema_step(self._ema_state, self._ema_count,
                                                                    r.train_loss)
             self.smooth.append(r.step, smoothed)
+
+    def _away(self, p: Any) -> None:
+        """``p``, the pause point that was going on, if it has just ended: its time is its own, not the
+        next step's (a run that evaluates every few steps showed a rate and ETA that swung at each eval)."""
+        if p is not None and p.ended is not None and p.seconds is not None:
+            self._away_s += p.seconds
 
     def seed_rates(self, recent: list[TrainStep]) -> None:
         """Feed the rate estimator a log's recent train records of its latest

@@ -16,8 +16,8 @@ import sys
 from typing import TextIO
 
 from ..fmt import fmt_count, fmt_duration, fmt_loss, fmt_mfu, fmt_value
-from ..records import Ack, BadStep, Change, Checkpoint, Eval, LrJump, Paused, Record, Resumed, RunEnd, RunStart, Sample, TrainStep
-from ..curves.pauses import fmt_seconds
+from ..records import Ack, BadStep, Change, Checkpoint, Eval, LrJump, Paused, Record, Resumed, RunEnd, RunStart, Sample, Status, TrainStep
+from ..curves.pauses import compile_failed, fmt_seconds
 from ..curves.series import RunSeries
 from ..terminal import printable
 
@@ -42,7 +42,14 @@ class ConsoleSink:
         return text.replace("\n", "⏎") if self.terminal else text.replace("\\", "\\\\").replace("\n", "\\n")
 
     def emit(self, r: Record) -> None:
+        compiling = self.series.pauses.going_on
         self.series.apply(r)
+        if compiling is not None and compiling.state == "compiling" and compiling.ended is not None:
+            # The compile's end (its step's record, or the status that says it failed): its own time.
+            if not compiling.failed:  # a failed one is said by its status (below)
+                self._print(f"compile | compiled in {fmt_seconds(compiling.seconds)}")
+        if isinstance(r, Status) and compile_failed(r):
+            self._print(f"note: {r.detail}")
         if isinstance(r, TrainStep):
             if r.step % self.log_every == 0 or r.step == 1:
                 s = self.series

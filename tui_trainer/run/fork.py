@@ -30,6 +30,7 @@ from typing import Any
 
 from . import checkpoint as ckpt
 from ..config import RESUMABLE_CHANGES, UserError, choices, flag_type, range_problem
+from .folder import is_live
 from .resume import ResumePlan, load_resume_state, load_trainer_checkpoint, merge_settings
 
 FORK_CHANGES = frozenset(RESUMABLE_CHANGES | {"max_lr", "min_lr", "warmup_steps", "grad_clip", "weight_decay"})
@@ -106,6 +107,9 @@ def _pick(target: str) -> tuple[Path, Path, dict[str, Any]]:
         if (where / ckpt.LATEST).is_file():
             path, state = load_resume_state(where, where / ckpt.LATEST)
             return where, path, state
+        if not steps and is_live(where):
+            raise UserError(f"--fork {where}: that run is still training and has saved no checkpoint yet; a fork "
+                            f"starts from one: save one now with tui-trainer attach {where} --send checkpoint")
         if not steps:
             raise UserError(f"--fork {where} holds no checkpoint; a fork starts from one: fork a run that saved "
                             "one (--checkpoint-every N)")

@@ -43,6 +43,7 @@ from typing import Any
 
 from . import checkpoint as ckpt
 from .checkpoint_schema import SchemaError, check_trainer_state
+from .folder import is_live
 from ..config import FIELDS, MAX_STEPS, RESUMABLE_CHANGES, TrainConfig, UserError, make_config
 
 
@@ -73,6 +74,9 @@ def find_checkpoint(target: str | os.PathLike[str]) -> tuple[Path, Path]:
         if steps:
             raise UserError(f"--resume {p} has no {ckpt.LATEST}; pass --resume {steps[-1][1]} to continue "
                             "from its newest checkpoint")
+        if is_live(p):  # not a run that failed early: one still training, before its first save
+            raise UserError(f"--resume {p}: that run is still training and has saved no checkpoint yet; "
+                            f"watch it with tui-trainer attach {p}, and resume it once it has ended")
         raise UserError(f"--resume {p} holds no checkpoint (no {ckpt.LATEST}); it cannot be resumed, "
                         "start a new run instead")
     return p, latest

@@ -255,8 +255,9 @@ class Trainer:
         if not self.dist.is_main:
             return None, None
         try:
+            peak = peak_flops(self.hw.device, self.hw.dtype, self.hw.tf32)  # one device's; the rate is every rank's
             return (flops_per_token(self.model.config, self.model.num_params()),
-                    peak_flops(self.hw.device, self.hw.dtype, self.hw.tf32))
+                    peak * self.dist.world_size if peak else peak)
         except Exception:
             return None, None
 

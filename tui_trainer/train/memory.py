@@ -53,9 +53,30 @@ def check_fits(c: TrainConfig, vocab_size: int, device_type: str = "cpu", *,
     if need <= total:
         return
     n = estimate_params(c, vocab_size)
-    fix = ("lower --n-embd or --n-layer" if state >= acts else "lower --batch-size or --context-length")
+    # Activations are one micro-batch's: --grad-accum keeps the tokens per step in less of them.
+    fix = ("lower --n-embd or --n-layer" if state >= acts else
+           "lower --batch-size (raise --grad-accum to keep the tokens per step) or --context-length")
     each = " per process" if processes > 1 else ""
     raise UserError(f"this run needs at least {_size(need)} of memory{each and f' ({processes} processes)'} "
                     f"({n:.2g} parameters x {BYTES_PER_PARAM} bytes for weights, gradients and AdamW state = "
                     f"{_size(state * processes)}, plus {_size(acts * processes)} of activations), but this machine "
                     f"has {_size(total)}; {fix}")
+
+
+SAID_FROM = 1 << 30  # a CPU run that needs this much says how much on its first line
+
+
+def memory_note(c: TrainConfig, vocab_size: int, device_type: str = "cpu", *,
+                processes: int = 1, total_bytes: int | None = None) -> str | None:
+    """A CPU run's memory estimate, for its first line when it is 1 GiB or
+    more (a preset on a CPU), as check_fits counts it; None otherwise."""
+    if device_type != "cpu":
+        return None
+    state, acts = estimate_memory(c, vocab_size)
+    if (state + acts) * processes < SAID_FROM:
+        return None
+    total = total_memory() if total_bytes is None else total_bytes
+    of = f" of this machine's {_size(total)}" if total else ""
+    each = f", {processes} processes" if processes > 1 else ""
+    return (f"memory: at least {_size((state + acts) * processes)}{of} ({_size(state * processes)} weights, "
+            f"gradients and AdamW state + {_size(acts * processes)} activations{each})")

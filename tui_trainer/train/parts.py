@@ -21,7 +21,7 @@ from ..config import PROMPT_FROM_DATA, TrainConfig, UserError
 from .data import BatchSampler, ByteTokenizer, Corpus, IdTokenizer, load_corpus, make_batches
 from .distributed import Dist
 from .hardware import Hardware, configure
-from .memory import check_fits
+from .memory import check_fits, memory_note
 from .model import GPT, GPTConfig
 from ..text.nanogpt import init_from
 from .optim import make_optimizer
@@ -67,6 +67,8 @@ def build_parts(cfg: TrainConfig, hw: Hardware | None = None, dist: Dist | None 
     if why is not None:  # refused here, before a run folder exists, not at the first eval
         raise UserError(f"--sample-prompt: {why}")
     check_fits(cfg, corpus.vocab_size, hw.device.type, processes=dist.world_size)
+    if note := memory_note(cfg, corpus.vocab_size, hw.device.type, processes=dist.world_size):
+        hw.notes.append(note)  # the run's first line says it (hw.describe)
     model_config = GPTConfig(vocab_size=corpus.vocab_size, context_length=cfg.context_length,
                              n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                              dropout=cfg.dropout, bias=cfg.bias)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..curves.pauses import compile_failed
 from ..fmt import fmt_int, fmt_loss
-from ..records import Ack, Checkpoint, Eval, LrJump, Paused, Record, Resumed, RunEnd
+from ..records import Ack, Checkpoint, Eval, LrJump, Paused, Record, Resumed, RunEnd, RunStart, Status
 from . import safe
 from .status_line import StatusLine
 
@@ -88,6 +89,12 @@ class Answers:
         elif isinstance(r, LrJump):
             self.set_note(f"lr jumps at step {step}")
             app.say(r.message, warn=True)
+        elif isinstance(r, Status) and compile_failed(r):  # --compile asked for and not had: said, not only logged
+            app.say(safe.plain(r.detail, 200, newlines=False), warn=True)
+        elif isinstance(r, RunStart) and isinstance(r.device, str) and "; " in r.device:
+            # The device's notes (a switch asked for and off, a CPU run's memory): headless prints them on its
+            # first line; the dashboard shows no device, so they are said here.
+            app.say(safe.plain(r.device.split("; ", 1)[1], 500, newlines=False), warn=True, timeout=12)
         elif isinstance(r, Ack) and not r.ok:
             self.tell(f"✗ {safe.plain(r.command, 40)} refused", f"{r.command} refused: {r.message}", ok=False)
         elif isinstance(r, RunEnd):

@@ -27,7 +27,6 @@ from typing import Any, Callable
 
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Footer
 
 from ..control.commands import Command
 from ..records import Record, RunEnd
@@ -43,6 +42,7 @@ from .suspend import BINDING as SUSPEND_KEY, Suspender
 from .titles import plot_title
 from .alert import Alert
 from .eval_log import EvalLog
+from .footer import KeysFooter
 from .help_screen import HelpScreen
 from .sample_pane import SamplePane
 from .status_line import StatusLine
@@ -97,7 +97,7 @@ class DashboardApp(App):
             yield CurvePlot("lr", id="lr")
             with VerticalScroll(id="sample-box"):
                 yield SamplePane(id="sample")
-        yield Footer(compact=True, show_command_palette=False)
+        yield KeysFooter(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         # The panes' screen: queries go here, not to whatever screen is on top (help).

@@ -81,7 +81,7 @@ class CommandScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="cmd-box"):
             yield Static(self._hint(), id="cmd-hint")
-            placeholder = self.desk.examples() if self.kind == "command" else "def parse("
+            placeholder = self.desk.examples() if self.kind == "command" else self.desk.prompt_example()
             yield Input(self.initial, placeholder=placeholder, id="cmd-input", compact=True,
                         suggester=_Suggest(self), select_on_focus=False)
 
@@ -158,6 +158,12 @@ class TypedCommands:
         """The command line's placeholder: the run's own settings, then what else it takes."""
         shown = [f"{k}={value_text(v)}" for k, v in sorted(self.settings.items())[:2]] or ["KEY=VALUE"]
         return " · ".join([*shown, *(["sample PROMPT"] if self._samples() else []), "pause"])
+
+    def prompt_example(self) -> str:
+        """The prompt box's placeholder: the run's own sample prompt (from its data), else a line of code."""
+        runs = getattr(self.app, "runs", None) or []
+        prompt = runs[0].config.get("sample_prompt") if runs and isinstance(runs[0].config, dict) else None
+        return safe.plain(prompt, 60, newlines=False) if isinstance(prompt, str) and prompt.strip() else "def parse("
 
     def usage(self) -> str:
         return USAGE if self._samples() else USAGE.replace(" · sample PROMPT", "")

@@ -24,13 +24,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from ..runs import RunSummary, settings_diff
 from . import safe
 from .plot import rich_colour
 from .run_columns import COLUMNS, PADDING, Column, fit_columns, matches, setting_columns
 from .settings_diff import SettingsDiff
+from .footer import KeysFooter
 from .help_screen import key_table
 
 REFRESH_S = 2.0       # a re-scan: what changed is read again, the rest is a stat and a lock test
@@ -94,7 +95,7 @@ class RunsScreen(ModalScreen[None]):
             yield RunsTable(id="runs-table", cursor_type="row", zebra_stripes=True)
             yield Input(id="runs-filter", placeholder="regex, e.g. lr|wide  (enter applies, escape cancels)")
             yield Static(id="runs-note")
-        yield Footer(compact=True, show_command_palette=False)
+        yield KeysFooter(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
