@@ -291,8 +291,10 @@ def test_a_non_utf8_prompt_from_attach_samples_and_the_run_goes_on(tiny_cfg, run
             assert cli.main(["attach", str(run_dir), "--sample", "caf\udce9", "--tokens", "4"]) == 0
             assert capsys.readouterr().out.startswith("caf")
             code = cli.main(["attach", str(run_dir), "--sample", "\ud800abc"])
-            out = capsys.readouterr().out
-            assert code == 1 and json.loads(out)["ok"] is False and "lone surrogate" in out
+            got = capsys.readouterr()
+            assert code == 1 and not got.out  # one error line, not the socket's JSON answer
+            assert got.err.startswith("error: the run refused the sample: ") and "lone surrogate" in got.err
+            assert got.err.count("\n") == 1
             assert request(run_dir, "status")["state"] == "running"
             assert request(run_dir, "stop")["ok"]
         finally:

@@ -89,8 +89,9 @@ def request_sample(run_dir: str, prompt: str, *, tokens: int | None = None, temp
     start = log.stat().st_size if log.exists() else 0
     rid = f"{os.getpid()}-{time.monotonic_ns()}"
     answer = request(run_dir, sample_request(prompt, rid, tokens=tokens, temperature=temperature, top_k=top_k))
-    if not answer.get("ok"):
-        print(json.dumps(answer))
+    if not answer.get("ok"):  # one line, as every refusal: the answer's own words, which name the fix
+        why = answer.get("error") or json.dumps(answer)
+        print(f"error: the run refused the sample: {printable(str(why), newlines=False)}", file=sys.stderr)
         return EXIT_FAILED
     rec = read_sample(log, start, rid)
     print(printable(rec.get("text", "")), flush=True)  # a sample may hold any byte
