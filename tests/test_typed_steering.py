@@ -284,7 +284,8 @@ async def test_the_prompt_box_suggests_the_runs_own_prompt(tmp_path):
     sink.emit(TrainStep(step=1, train_loss=5.0, lr=1e-3, tokens_per_sec=1000.0, grad_norm=1.0, elapsed_s=0.1,
                         tokens=64))
     sink.close()
-    with serve_trainer(served_fake(step=1), run_dir):
+    t = served_fake(step=1)
+    with serve_trainer(t, run_dir):
         app, _, _ = attached(run_dir)
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: app.runs[0].step == 1, "the log")
@@ -292,9 +293,15 @@ async def test_the_prompt_box_suggests_the_runs_own_prompt(tmp_path):
             await until(pilot, lambda: isinstance(app.screen, CommandScreen), "the prompt box")
             shown = app.screen.query_one("#cmd-input").placeholder
             assert shown.startswith("forest dog ") and "[31m" in shown and "\x1b" not in shown, shown
-            await pilot.press("escape")
+            await pilot.press("enter")  # nothing typed: the run's own prompt, as the placeholder says
+            await until(pilot, lambda: not t.commands.empty(), "the sample request")
+            (order,) = drained(t.commands)
+            assert order.command is Command.SAMPLE and order.args["prompt"] == "forest dog \x1b[31m"
             app.runs[0].config = {}
             await pilot.press("g")
             await until(pilot, lambda: isinstance(app.screen, CommandScreen), "the prompt box")
             assert app.screen.query_one("#cmd-input").placeholder == "def parse("
-            await pilot.press("escape", "q")
+            await pilot.press("enter")  # no prompt of its own to fall back on: nothing sent
+            await until(pilot, lambda: not isinstance(app.screen, CommandScreen), "the box closed")
+            assert t.commands.empty()
+            await pilot.press("q")

@@ -159,11 +159,16 @@ class TypedCommands:
         shown = [f"{k}={value_text(v)}" for k, v in sorted(self.settings.items())[:2]] or ["KEY=VALUE"]
         return " · ".join([*shown, *(["sample PROMPT"] if self._samples() else []), "pause"])
 
-    def prompt_example(self) -> str:
-        """The prompt box's placeholder: the run's own sample prompt (from its data), else a line of code."""
+    def own_prompt(self) -> str | None:
+        """The run's own sample prompt (its config's, from its data), if it names one."""
         runs = getattr(self.app, "runs", None) or []
         prompt = runs[0].config.get("sample_prompt") if runs and isinstance(runs[0].config, dict) else None
-        return safe.plain(prompt, 60, newlines=False) if isinstance(prompt, str) and prompt.strip() else "def parse("
+        return prompt if isinstance(prompt, str) and prompt.strip() and len(prompt) <= 10_000 else None
+
+    def prompt_example(self) -> str:
+        """The prompt box's placeholder: the run's own sample prompt, else a line of code."""
+        prompt = self.own_prompt()
+        return safe.plain(prompt, 60, newlines=False) if prompt is not None else "def parse("
 
     def usage(self) -> str:
         return USAGE if self._samples() else USAGE.replace(" · sample PROMPT", "")
@@ -186,9 +191,10 @@ class TypedCommands:
             if not past or past[-1] != text:
                 past.append(text)
                 del past[:-HISTORY]
-        if kind == "prompt":
-            req: dict[str, Any] | None = {"cmd": "sample", "prompt": unescape(text)} if text else None
-            why = None if text else "no prompt typed: nothing sent"
+        if kind == "prompt":  # enter on an empty box: the run's own prompt, the one its placeholder shows
+            prompt = unescape(text) if text else self.own_prompt()
+            req: dict[str, Any] | None = {"cmd": "sample", "prompt": prompt} if prompt else None
+            why = None if prompt else "no prompt typed: nothing sent"
         else:
             req, why = parse(text)
         if req is None:
