@@ -228,7 +228,22 @@ def test_no_host_sync_inside_a_step_under_ddp(tmp_path):
     assert json.loads((tmp_path / "syncs.0.json").read_text())["train"] == list(range(1, 25))  # rank 0 reports
 
 
-def test_a_lagging_rank_settles_every_rank_at_the_same_step():
+def test_a_lagging_rank_settles_every_rank_at_the_same_steps(tmp_path):
+    """Rank 1's steps wait too long for the log at every step, rank 0's never:
+    both settle at the same steps (the flag rides the command all-reduce),
+    so their collectives pair up and the run ends with every step logged."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(REPO / "tests" / "ddp_sync_probe.py"), str(tmp_path), "1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = [json.loads((tmp_path / f"syncs.{rank}.json").read_text()) for rank in (0, 1)]
+    assert all((g["status"], g["step"]) == ("finished", 24) for g in got)
+    assert got[0]["settles"] == got[1]["settles"]
+    assert len(got[0]["settles"]) > 24 // got[0]["log_every"] + 2  # more than the log intervals: the lag's
+    assert got[0]["train"] == list(range(1, 25))
+
+
+def test_the_settle_flag_is_agreed_like_the_stop_flag():
     """The settle flag is agreed like the stop flag: any rank's lag settles all."""
     import torch.multiprocessing as mp
 
