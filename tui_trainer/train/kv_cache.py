@@ -9,10 +9,10 @@ fewer bytes read, and a CPU pays for every byte).
 ``OneToken`` is the step after the prompt: one new token through the model.
 On the CPU, where a token's step reads every weight from memory once, its
 linear layers take one row through each matrix in the layout that memory
-reads fastest (``OneRow``).  On a GPU the step is kept at fixed shapes (``FixedStep``): the token and its
-position are device tensors, the keys go in with ``index_copy_`` and every
-position is attended with a mask of those filled, so each token runs the same
-kernels with the same arguments.  That makes it a CUDA graph: captured once
+reads fastest (``OneRow``).  On a GPU the step is kept at fixed shapes
+(``FixedStep``): the token and its position are device tensors, the keys go
+in with ``index_copy_`` and every position is attended with a mask of those
+filled, so each token runs the same kernels with the same arguments.  That makes it a CUDA graph: captured once
 per sample, then replayed per token, one launch instead of a few hundred,
 which is where an eager sample's time goes on a GPU (the kernels themselves
 take microseconds at this size).  If capture fails the step runs eagerly at
@@ -71,7 +71,7 @@ class OneRow:
     def __call__(self, m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3 or x.size(0) != 1 or x.size(1) != 1 or x.dtype != m.weight.dtype:
             return m(x)
-        row = x.view(1, -1)
+        row = x.reshape(1, -1)
         wt = self.t.get(m)
         if wt is not None:
             y = row @ wt if m.bias is None else torch.addmm(m.bias, row, wt)
