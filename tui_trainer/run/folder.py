@@ -20,6 +20,7 @@ except ImportError:  # Windows: no advisory locks; one writer is then up to the 
     fcntl = None  # type: ignore[assignment]
 
 from ..config import UserError
+from ..files import checked_folder_name
 from .log_writer import LOG_NAME
 
 DEFAULT_ROOT = Path("outputs")
@@ -105,7 +106,10 @@ def check_new_run_dir(out: str | None) -> None:
 
 
 def create_run_dir(out: str | None, name: str | None = None, root: Path = DEFAULT_ROOT) -> Path:
-    """Create and return the run folder: ``out`` exactly, or a fresh name under ``root``."""
+    """Create and return the run folder: ``out`` exactly, or a fresh name under ``root``
+    (``name``: one folder inside it, never a path that leads elsewhere)."""
+    if out is None and name is not None:
+        checked_folder_name(name)
     try:
         if out is not None:
             path = Path(out)

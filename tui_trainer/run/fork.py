@@ -30,6 +30,7 @@ from typing import Any
 
 from . import checkpoint as ckpt
 from ..config import RESUMABLE_CHANGES, UserError, choices, flag_type, range_problem
+from ..files import checked_folder_name
 from .resume import ResumePlan, load_resume_state, load_trainer_checkpoint, merge_settings
 
 FORK_CHANGES = frozenset(RESUMABLE_CHANGES | {"max_lr", "min_lr", "warmup_steps", "grad_clip", "weight_decay"})
@@ -116,8 +117,8 @@ def _pick(target: str) -> tuple[Path, Path, dict[str, Any]]:
 
 def fork_folder(parent: Path, step: int, name: str | None) -> Path:
     """A free folder next to ``parent``: ``name`` or ``<parent>-fork<step>``
-    (``-2``, ``-3``... when taken)."""
-    base = name or f"{parent.resolve().name}-fork{step}"
+    (``-2``, ``-3``... when taken); ``name`` is one folder there, never a path."""
+    base = (name and checked_folder_name(name)) or f"{parent.resolve().name}-fork{step}"
     for i in range(1, 10_000):
         p = parent.resolve().parent / (base if i == 1 else f"{base}-{i}")
         if not p.exists():

@@ -1,0 +1,149 @@
+"""Hostile input, wave 6: settings that name files and folders.
+
+- A TOML string may hold a NUL byte, which no path can: ``data``, ``out`` and
+  ``init_from`` with one were a ``ValueError: embedded null byte`` traceback
+  (``config.validate`` refuses them now, in one line, before anything is made).
+- A run's name becomes a folder (``outputs/NAME``, a fork's ``NAME`` beside its
+  parent): ``../../x`` put the run outside, ``a/b`` nested it, ``.`` made a
+  hidden ``.-2``, a NUL was a traceback.  ``files.folder_name_problem`` is the
+  one check every folder made from a name passes (``run.folder.create_run_dir``,
+  ``run.fork.fork_folder``, and ``config.validate`` before any window).
+- ``--tokenizer`` without ``--data`` was silently ignored (the embedded corpus
+  trains on bytes; the file named was never read): one line now.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from tui_trainer import cli
+from tui_trainer.files import NAME_MAX, folder_name_problem
+
+HOSTILE = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--context-length", "16", "--batch-size", "4",
+        "--eval-batches", "1", "--sample-tokens", "4"]
+# Text a TOML basic string can hold once escaped (no lone surrogates).
+chars = st.characters(blacklist_categories=("Cs",))
+
+
+def toml_string(s: str) -> str:
+    """``s`` as a TOML basic string: every control character, DEL, quote and backslash escaped."""
+    return '"' + "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or c in '\x7f"\\' else c for c in s) + '"'
+
+
+def tree(root: Path) -> set[str]:
+    return {os.path.relpath(os.path.join(d, f), root) for d, dirs, files in os.walk(root) for f in dirs + files}
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    cap = capsys.readouterr()
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), cap.err
+    assert "Traceback" not in cap.err + cap.out
+    assert not any(ord(c) < 32 for c in lines[0]), lines[0]
+    return lines[0]
+
+
+# Names that cannot be one folder: a path (a separator anywhere), '.', '..', a NUL, too long.
+bad_names = st.one_of(
+    st.tuples(st.text(chars, max_size=6), st.sampled_from(["/", "../", "/../", "./"]), st.text(chars, max_size=6))
+    .map("".join),
+    st.sampled_from([".", "..", "../..", "/", "/etc", "../../x"]),
+    st.tuples(st.text(chars, max_size=6), st.text(chars, max_size=6)).map(lambda t: f"{t[0]}\x00{t[1]}"),
+    st.text(st.sampled_from("aé"), min_size=NAME_MAX + 1, max_size=NAME_MAX + 40),
+)
+
+
+@HOSTILE
+@given(name=bad_names)
+def test_a_name_that_is_not_one_folder_is_one_line_and_makes_nothing(tmp_path_factory, capsys, name):
+    """``train --config`` with such a ``name`` (no --out: the folder would be
+    outputs/NAME): one line, exit 2, nothing made anywhere near."""
+    root = tmp_path_factory.mktemp("n")
+    work = root / "a" / "b"
+    work.mkdir(parents=True)
+    conf = work / "run.toml"
+    conf.write_text(f"steps = 2\nname = {toml_string(name)}\n", encoding="utf-8")
+    before = tree(root)
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        assert cli.main(["train", "--headless", "--config", str(conf)]) == 2
+    finally:
+        os.chdir(cwd)
+    assert one_error_line(capsys).startswith("error: --name ")
+    assert tree(root) == before
+
+
+@pytest.fixture(scope="module")
+def parent_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("parent") / "base"
+    assert cli.main(["train", "--headless", "--steps", "2", "--out", str(run), *TINY]) == 0
+    return run
+
+
+@HOSTILE
+@given(name=bad_names)
+def test_a_forks_name_that_is_not_one_folder_is_one_line_and_makes_nothing(parent_run, capsys, name):
+    """``--fork RUN`` names its folder beside RUN by ``name`` (from a TOML file
+    here, as a NUL cannot be an argument): never a folder elsewhere."""
+    conf = parent_run.parent / "fork.toml"
+    conf.write_text(f"name = {toml_string(name)}\n", encoding="utf-8")
+    top = parent_run.parent.parent
+    before = tree(top)
+    assert cli.main(["train", "--headless", "--fork", str(parent_run), "--steps", "3", "--config", str(conf)]) == 2
+    assert one_error_line(capsys).startswith("error: --name ")
+    assert tree(top) == before
+
+
+@HOSTILE
+@given(key=st.sampled_from(["data", "out", "init_from"]), head=st.text(chars, max_size=8),
+       tail=st.text(chars, max_size=8))
+def test_a_nul_in_a_path_setting_is_one_line_and_makes_nothing(tmp_path_factory, capsys, key, head, tail):
+    work = tmp_path_factory.mktemp("nul")
+    conf = work / "run.toml"
+    conf.write_text(f"steps = 2\n{key} = {toml_string(head + chr(0) + tail)}\n", encoding="utf-8")
+    before = tree(work)
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        assert cli.main(["train", "--headless", "--config", str(conf)]) == 2
+    finally:
+        os.chdir(cwd)
+    line = one_error_line(capsys)
+    assert line.startswith(f"error: --{key.replace('_', '-')} holds a NUL byte"), line
+    assert tree(work) == before
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.text(chars, min_size=1, max_size=40))
+def test_a_name_is_refused_exactly_when_it_is_not_one_folder(name):
+    one_folder = name not in (".", "..") and "/" not in name and "\x00" not in name \
+        and len(name.encode("utf-8", "surrogateescape")) <= NAME_MAX
+    assert (folder_name_problem(name) is None) == one_folder, name
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=st.one_of(st.integers(257, 1 << 20).map(lambda n: f"bpe:{n}"), st.just("gpt2"),
+                      st.sampled_from(["tokenizer.json", "ranks.tiktoken", "missing.json"])))
+def test_a_tokenizer_without_data_is_one_line_not_ignored(tmp_path_factory, capsys, spec):
+    """The embedded corpus trains on bytes: a --tokenizer given without --data
+    was silently ignored (its file never even read); now one line, no folder."""
+    work = tmp_path_factory.mktemp("tok")
+    (work / "tokenizer.json").write_text('{"a": 1}')  # not even a tokenizer: it was never read
+    out = work / "run"
+    assert cli.main(["train", "--headless", "--steps", "2", "--tokenizer", str(work / spec) if "." in spec else spec,
+                     "--out", str(out)]) == 2
+    line = one_error_line(capsys)
+    assert "needs --data" in line and not out.exists(), line
+
+
+def test_plain_names_still_make_their_folder(tmp_path, monkeypatch):
+    """A name that is one folder (any unicode, spaces, an escape shown as such) is its folder."""
+    monkeypatch.chdir(tmp_path)
+    name = "lr half é \x1b[31m"
+    assert cli.main(["train", "--headless", "--steps", "2", "--name", name, *TINY]) == 0
+    assert (tmp_path / "outputs" / name / "losses.jsonl").is_file()
