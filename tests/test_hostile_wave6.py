@@ -147,3 +147,65 @@ def test_plain_names_still_make_their_folder(tmp_path, monkeypatch):
     name = "lr half é \x1b[31m"
     assert cli.main(["train", "--headless", "--steps", "2", "--name", name, *TINY]) == 0
     assert (tmp_path / "outputs" / name / "losses.jsonl").is_file()
+
+
+# --- TUI_TRAINER_LAUNCH: an environment variable is untrusted -----------------------------------------------
+LAUNCH_DIR_PREFIX, LAUNCH_FILE = "tui-trainer-run-", "run_dir"  # what tui-trainer run makes (loops/launch.py)
+
+def _launch_target(root: Path, kind: str, content: bytes) -> tuple[str, Path]:
+    """(the variable's value, the file that must keep ``content``)."""
+    precious = root / "precious.txt"
+    precious.write_bytes(content)
+    if kind == "file":  # a file of the user's: ~/.bashrc
+        return str(precious), precious
+    if kind == "dir_link":  # a link to a private folder: not the launcher's own
+        private = root / "private"
+        private.mkdir(mode=0o700)
+        (root / f"{LAUNCH_DIR_PREFIX}x").symlink_to(private)
+        return str(root / f"{LAUNCH_DIR_PREFIX}x" / LAUNCH_FILE), precious
+    folder = root / (f"{LAUNCH_DIR_PREFIX}x" if kind != "not_prefixed" else "x")
+    folder.mkdir(mode=0o755 if kind == "shared" else 0o700)
+    target = folder / (LAUNCH_FILE if kind != "other_name" else "notes.txt")
+    if kind == "link":
+        target.symlink_to(precious)
+    else:
+        target.write_bytes(content)
+        precious = target
+    return str(target), precious
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["file", "shared", "exists", "other_name", "not_prefixed", "link", "dir_link"]),
+       content=st.binary(min_size=1, max_size=64))
+def test_a_launch_variable_not_of_the_launcher_overwrites_nothing(tmp_path_factory, monkeypatch, kind, content):
+    """``init`` under a TUI_TRAINER_LAUNCH it did not get from ``tui-trainer
+    run`` (left exported, inherited, hostile) replaced the file it named with
+    a folder's path and sent the script's output into the run folder; now the
+    file is kept and the output stays on the terminal."""
+    import tui_trainer
+    from tui_trainer.loops.api import LAUNCH_ENV
+
+    root = tmp_path_factory.mktemp("launch")
+    value, precious = _launch_target(root, kind, content)
+    monkeypatch.setenv(LAUNCH_ENV, value)
+    saved = os.dup(1), os.dup(2)  # were they redirected, the test session's own output is put back
+    before = os.fstat(1).st_ino, os.fstat(2).st_ino
+    try:
+        with tui_trainer.init(str(root / "run"), signals=False, quiet=True) as run:
+            run.log(1, train_loss=1.0)
+        after = os.fstat(1).st_ino, os.fstat(2).st_ino
+    finally:
+        for fd, kept in zip((1, 2), saved):
+            os.dup2(kept, fd)
+            os.close(kept)
+    assert precious.read_bytes() == content
+    assert after == before and not (root / "run" / "output.log").exists()
+
+
+def test_the_launchers_own_file_is_taken(tmp_path):
+    import tempfile
+
+    from tui_trainer.loops.api import launch_file
+
+    with tempfile.TemporaryDirectory(prefix=LAUNCH_DIR_PREFIX, dir=tmp_path) as tmp:
+        assert launch_file(str(Path(tmp) / LAUNCH_FILE)) == Path(tmp) / LAUNCH_FILE
