@@ -209,3 +209,42 @@ def test_the_launchers_own_file_is_taken(tmp_path):
 
     with tempfile.TemporaryDirectory(prefix=LAUNCH_DIR_PREFIX, dir=tmp_path) as tmp:
         assert launch_file(str(Path(tmp) / LAUNCH_FILE)) == Path(tmp) / LAUNCH_FILE
+
+
+# --- the control socket: connections that hold a slot and never finish ---------------------------------------
+
+def test_connections_that_never_finish_cannot_keep_a_request_out(tmp_path):
+    """Clients that connect and send half a line, a byte now and then, or
+    nothing (a leaked script, a hostile one) took every slot: a ``stop`` was
+    answered ``busy: 16 clients connected`` for as long as they stayed.  Now
+    the quietest makes room; seeded random hoards of every size and manner."""
+    import random
+    import socket
+
+    from tui_trainer.control.channel import request
+    from tui_trainer.control.server import ControlServer
+
+    rng = random.Random(6)
+    for trial in range(8):
+        run_dir = tmp_path / f"r{trial}"
+        run_dir.mkdir()
+        got: list[object] = []
+        slots = rng.randint(1, 16)
+        with ControlServer(run_dir, lambda req: got.append(req) or {"ok": True}, max_clients=slots) as srv:
+            hoard = []
+            for _ in range(slots + rng.randint(0, 12)):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(os.fspath(srv.path))
+                s.sendall(rng.choice([b"", b"{", b'{"cmd": "pau', b"\x00\xff", b"[" * 10, b'{"cmd": "stop"']))
+                hoard.append(s)
+            for s in rng.sample(hoard, len(hoard) // 3):  # some keep their slot fresh
+                try:
+                    s.sendall(b" ")
+                except OSError:
+                    pass  # already made room for another
+            answer = request(run_dir, {"cmd": "stop"}, timeout=10.0)
+            assert answer["ok"] is True, (trial, slots, answer)
+            assert got[-1] == {"cmd": "stop", "deadline": got[-1]["deadline"]}
+            assert all(r.get("cmd") == "stop" and "deadline" in r for r in got), got  # no half line became one
+            for s in hoard:
+                s.close()

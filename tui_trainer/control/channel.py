@@ -253,7 +253,7 @@ def request(run_dir: str | os.PathLike[str], cmd: str | dict[str, Any], timeout:
     s.settimeout(timeout)
     try:
         try:
-            s.connect(os.fspath(path))
+            s = _connect(s, path, timeout)
         except (FileNotFoundError, ConnectionRefusedError):
             raise ControlError(f"no live run in {run_dir}: the control socket is not answering "
                                "(the run has ended or was killed)") from None
@@ -286,6 +286,30 @@ def request(run_dir: str | os.PathLike[str], cmd: str | dict[str, Any], timeout:
     if not isinstance(answer, dict):
         raise ControlError(f"the run in {run_dir} sent a malformed answer")
     return answer
+
+
+def _connect(s: socket.socket, path: Path, timeout: float) -> socket.socket:
+    """``s`` connected to ``path``; while the run's queue of connections is
+    full (EAGAIN: a flood of other clients it is still taking in), tried
+    again on a fresh socket until ``timeout``.  A fresh socket that fails
+    otherwise is closed here (the caller closes the one it gave)."""
+    end = time.monotonic() + timeout
+    first = s
+    while True:
+        try:
+            s.connect(os.fspath(path))
+            return s
+        except BlockingIOError:
+            s.close()
+        except BaseException:
+            if s is not first:
+                s.close()
+            raise
+        if time.monotonic() >= end:
+            raise socket.timeout from None
+        time.sleep(0.02)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(max(0.01, end - time.monotonic()))
 
 
 class ControlClient:
