@@ -248,3 +248,67 @@ def test_connections_that_never_finish_cannot_keep_a_request_out(tmp_path):
             assert all(r.get("cmd") == "stop" and "deadline" in r for r in got), got  # no half line became one
             for s in hoard:
                 s.close()
+
+
+# --- run names from a log: work bounded whatever their length -----------------------------------------------
+
+words = st.text(st.sampled_from("abcxyz019"), min_size=1, max_size=4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(names=st.lists(st.lists(words, min_size=150, max_size=400).map("-".join), min_size=2, max_size=3),
+       tail=st.lists(st.text(st.sampled_from("pq"), min_size=1, max_size=3), min_size=3, max_size=3))
+def test_labels_of_names_of_many_words_are_made_in_bounded_memory(names, tail):
+    """``ls``, the runs browser, ``view A B``, ``--snap`` and ``export`` label
+    runs by the shortest part of their names no other has; the parts were
+    every run of consecutive words, so two log names of 1500 words each made
+    ``tui-trainer ls`` take 4 GB and end in a MemoryError.  Here at most a few
+    hundred parts a name, checked by the memory it takes (not its time)."""
+    import tracemalloc
+
+    from tui_trainer.runs.labels import LABEL_MAX, short_labels
+
+    names = [f"{n}-{t}" for n, t in zip(names, tail)]
+    tracemalloc.start()
+    try:
+        labels = short_labels(names)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+    assert len(labels) == len(names) and all(0 < len(lab) <= LABEL_MAX for lab in labels)
+    if len(set(names)) == len(names):
+        assert len(set(labels)) == len(labels), (names, labels)
+
+
+def test_ls_of_runs_named_in_thousands_of_words(tmp_path, capsys):
+    from runmaker import write_run
+
+    for i, letter in enumerate("wv"):
+        write_run(tmp_path / f"r{i}", steps=3, eval_every=1, name="-".join(f"{letter}{k}" for k in range(1500)))
+    assert cli.main(["ls", str(tmp_path)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert [r.split()[0] for r in rows[1:]] == ["w1499", "v1499"] or \
+        sorted(r.split()[0] for r in rows[1:]) == ["v1499", "w1499"], rows
+
+
+@settings(max_examples=30, deadline=None)
+@given(size=st.integers(0, 200_000), char=st.sampled_from("xa.é"))
+def test_the_browser_filter_searches_a_bounded_part_of_a_name(size, char):
+    """The ``/`` filter is the user's regex over untrusted names: ``x.*y`` on a
+    name of 200k characters is quadratic (minutes with the screen held).  Each
+    field it searches is bounded, whatever the name's length."""
+    from tui_trainer.runs.summary import RunSummary
+    from tui_trainer.ui.run_columns import matches
+
+    seen: list[int] = []
+
+    class Counting:
+        def search(self, text: str) -> bool:
+            seen.append(len(text))
+            return False
+
+    s = RunSummary("p", char * min(size, 255) or "f", run_name=char * size)
+    s.label, s.status = (char * size)[:12], "finished"
+    assert matches(Counting(), s) is False  # type: ignore[arg-type]
+    assert len(seen) == 4 and max(seen) <= 256
