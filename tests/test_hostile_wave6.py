@@ -312,3 +312,91 @@ def test_the_browser_filter_searches_a_bounded_part_of_a_name(size, char):
     s.label, s.status = (char * size)[:12], "finished"
     assert matches(Counting(), s) is False  # type: ignore[arg-type]
     assert len(seen) == 4 and max(seen) <= 256
+
+
+# --- the client side of the control socket: what answers is untrusted too ----------------------------------
+
+def _fake_run(behaviour: str, size: int) -> tuple[Path, object]:
+    """A run folder whose control.sock is served by a thread that answers as ``behaviour``."""
+    import socket
+    import tempfile
+    import threading
+
+    folder = Path(tempfile.mkdtemp(prefix="w6", dir="/tmp"))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(folder / "control.sock"))
+    listener.listen(1)
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.settimeout(0.5)
+        try:
+            conn.recv(4096)
+            if behaviour == "trickle":  # a byte now and then, never a line: for longer than the client waits
+                for _ in range(size):
+                    if done.wait(0.1):
+                        break
+                    conn.sendall(b" ")
+            elif behaviour == "endless":  # megabytes without a line break
+                chunk = b"x" * 65536
+                for _ in range(size):
+                    if done.is_set():
+                        break
+                    conn.sendall(chunk)
+            elif behaviour == "deep":
+                conn.sendall(b"[" * size + b"]" * size + b"\n")
+            elif behaviour == "not_a_dict":
+                conn.sendall(b'["ok", true]\n')
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        done.set()
+        thread.join(timeout=30)
+        listener.close()
+        import shutil
+        shutil.rmtree(folder, ignore_errors=True)
+
+    return folder, stop
+
+
+@settings(max_examples=12, deadline=None)
+@given(case=st.one_of(st.tuples(st.just("trickle"), st.integers(40, 80)),
+                      st.tuples(st.just("endless"), st.integers(40, 200)),
+                      st.tuples(st.just("deep"), st.integers(2_000, 200_000)),
+                      st.tuples(st.just("not_a_dict"), st.just(0))))
+def test_a_socket_that_answers_badly_is_one_control_error(case):
+    """``attach --send``, ``status``, ``mcp`` ask through ``channel.request``:
+    a socket that trickled bytes kept it waiting (each recv had the timeout,
+    the exchange none), one that sent megabytes without a line break grew its
+    buffer without end, and an answer nested deep was a RecursionError."""
+    from tui_trainer.control.channel import ControlError, request
+
+    behaviour, size = case
+    folder, stop = _fake_run(behaviour, size)
+    try:
+        with pytest.raises(ControlError) as e:
+            request(folder, "status", timeout=1.0)
+    finally:
+        stop()
+    words = {"trickle": "did not answer within", "endless": "without ending its answer",
+             "deep": "without an answer", "not_a_dict": "malformed"}[behaviour]
+    assert words in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_a_socket_of_another_user_is_not_asked(monkeypatch):
+    from tui_trainer.control import channel
+
+    folder, stop = _fake_run("not_a_dict", 0)
+    monkeypatch.setattr(channel, "peer_uid", lambda s: os.getuid() + 1)
+    try:
+        with pytest.raises(channel.ControlError, match="served by another user"):
+            channel.request(folder, "stop", timeout=1.0)
+    finally:
+        stop()
