@@ -400,3 +400,40 @@ def test_a_socket_of_another_user_is_not_asked(monkeypatch):
             channel.request(folder, "stop", timeout=1.0)
     finally:
         stop()
+
+
+# --- lines read outside the log reader: nesting too deep for the JSON parser ------------------------------------
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(where=st.sampled_from(["parent", "tail", "control.json"]), depth=st.integers(1_100, 30_000),
+       bracket=st.sampled_from("[{"), command=st.sampled_from(["snap", "export", "status", "ls", "attach", "send"]))
+def test_a_line_nested_too_deep_is_no_traceback(tmp_path_factory, capsys, where, depth, bracket, command):
+    """Lines read beside the log reader (a log's first line for a fork's
+    parent, its tail for the run's end, control.json, a followed sample) went
+    through ``json.loads`` catching ValueError only: a line nested deeper than
+    its recursion was a RecursionError traceback (``view --snap``, ``export``,
+    ``attach RUN``).  All go through ``records.json_object`` now."""
+    import json
+
+    from runmaker import write_run
+
+    root = tmp_path_factory.mktemp("deep")
+    run = write_run(root / "r", steps=3, eval_every=1, end=None)
+    deep = ("[" * depth + "]" * depth) if bracket == "[" else ('{"a":' * depth + "1" + "}" * depth)
+    log = run / "losses.jsonl"
+    lines = log.read_text().splitlines()
+    if where == "parent":
+        start = json.loads(lines[0])
+        lines[0] = json.dumps(start)[:-1] + f', "parent": {deep}}}'
+    elif where == "tail":
+        lines.append(f'{{"type": "run_end", "step": 3, "x": {deep}}}')
+    else:
+        (run / "control.json").write_text(f'{{"socket": {deep}}}')
+    log.write_text("\n".join(lines) + "\n")
+    argv = {"snap": ["view", "--snap", str(run)], "export": ["export", str(run), "-o", "-"],
+            "status": ["status", str(run)], "ls": ["ls", str(root)], "attach": ["attach", str(run)],
+            "send": ["attach", str(run), "--send", "status"]}[command]
+    code = cli.main(argv)
+    cap = capsys.readouterr()
+    assert isinstance(code, int) and "Traceback" not in cap.err + cap.out
+    assert all(line.startswith("error: ") for line in cap.err.splitlines() if line.strip() and command != "export")

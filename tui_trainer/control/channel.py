@@ -49,6 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from ..bounds import BOUNDS, Bound
+from ..files import read_if_regular
+from ..records import json_object
 from .commands import STEERING, WITH_ARGS, Command, CommandQueue, Dropped, Order, Source, surrogate_problem
 from .settings import coerce, short
 from .server import INFO_NAME, MAX_LINE, MAX_SOCKET_PATH, SOCKET_NAME, ControlError, ControlServer, peer_uid
@@ -66,12 +68,9 @@ def find_socket(run_dir: str | os.PathLike[str]) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ControlError(f"{run_dir} is not a run folder; pass the folder a run is writing (outputs/run-...)")
-    info = run_dir / INFO_NAME
-    if info.is_file():
-        try:
-            return Path(json.loads(info.read_text(encoding="utf-8"))["socket"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+    info = json_object(read_if_regular(run_dir / INFO_NAME, 1 << 12) or b"")  # file content: untrusted
+    if info is not None and isinstance(info.get("socket"), str) and info["socket"] and "\x00" not in info["socket"]:
+        return Path(info["socket"])
     p = run_dir / SOCKET_NAME
     if p.exists() or p.is_symlink():
         return p
