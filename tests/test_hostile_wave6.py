@@ -437,3 +437,27 @@ def test_a_line_nested_too_deep_is_no_traceback(tmp_path_factory, capsys, where,
     cap = capsys.readouterr()
     assert isinstance(code, int) and "Traceback" not in cap.err + cap.out
     assert all(line.startswith("error: ") for line in cap.err.splitlines() if line.strip() and command != "export")
+
+
+# --- TUI_TRAINER_CACHE may name any folder: only the cache's own files are removed ---------------------------
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stem=st.text(st.sampled_from("abcz019_-"), min_size=1, max_size=12),
+       pid=st.integers(4_194_305, 9_999_999_999), tail=st.sampled_from(["", "-", "-beef", "-0123abcd", ".x"]),
+       dead=st.integers(4_194_305, 2**31 - 1))
+def test_the_token_cache_cleans_only_its_own_stale_files(tmp_path_factory, stem, pid, tail, dead):
+    """A cache folder's stale temporary files (their writer gone) are removed
+    at the next write; the test was any ``.*.tmp`` whose second-last part
+    began with a number no process has, so with TUI_TRAINER_CACHE at a shared
+    folder (a home, a project) another program's ``.notes.123.tmp`` went too,
+    and one whose number was past a C int (``.x.9999999999.tmp``) was an OverflowError."""
+    from tui_trainer.text import token_cache
+
+    folder = tmp_path_factory.mktemp("cache")
+    theirs = folder / f".{stem}.{pid}{tail}.tmp"  # pids above the kernel's maximum: no process has them
+    theirs.write_bytes(b"someone's notes")
+    ours = folder / f".{'ab' * 16}.ids.{dead}-0123abcd.tmp"
+    ours.write_bytes(b"half a cache file")
+    token_cache._clear_stale(folder)
+    assert theirs.read_bytes() == b"someone's notes"
+    assert not ours.exists()
