@@ -461,3 +461,29 @@ def test_the_token_cache_cleans_only_its_own_stale_files(tmp_path_factory, stem,
     token_cache._clear_stale(folder)
     assert theirs.read_bytes() == b"someone's notes"
     assert not ours.exists()
+
+
+# --- flags whose value reaches a wait -----------------------------------------------------------------------
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.one_of(st.floats(7 * 86400 + 1, 1e308), st.sampled_from(["1e10", "1e308", "inf", "nan", "0", "-1"])),
+       command=st.sampled_from(["train", "attach", "view"]))
+def test_an_on_event_timeout_past_what_a_wait_takes_is_one_line(tmp_path_factory, capsys, value, command):
+    """``--on-event-timeout 1e10`` was taken, trained, and ended in an
+    OverflowError traceback (a join's timeout past time_t) after the run."""
+    work = tmp_path_factory.mktemp("ev")
+    text = value if isinstance(value, str) else repr(value)
+    argv = {"train": ["train", "--headless", "--steps", "2", "--out", str(work / "run")],
+            "attach": ["attach", str(work)], "view": ["view", "--follow", str(work)]}[command]
+    assert cli.main([*argv, "--on-event", "true", "--on-event-timeout", text]) == 2
+    assert "--on-event-timeout" in one_error_line(capsys)
+    assert not (work / "run").exists()
+
+
+@settings(max_examples=30, deadline=None)
+@given(value=st.floats(1e-3, 7 * 86400))
+def test_an_on_event_timeout_up_to_a_week_is_taken(value):
+    from tui_trainer.cli.parser import build_parser
+
+    args = build_parser().parse_args(["train", "--on-event", "true", "--on-event-timeout", repr(value)])
+    assert args.on_event_timeout == value
