@@ -487,3 +487,17 @@ def test_an_on_event_timeout_up_to_a_week_is_taken(value):
 
     args = build_parser().parse_args(["train", "--on-event", "true", "--on-event-timeout", repr(value)])
     assert args.on_event_timeout == value
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=bad_names, out=st.booleans())
+def test_a_typed_fork_refuses_at_once_the_name_train_fork_would(name, out):
+    """``:fork name=...`` in the dashboard or attach shows the ``train --fork``
+    command to run: a name that command refuses is refused in the box at once."""
+    from tui_trainer.run.fork import setting_words
+
+    settings_typed = {"name": name, **({"out": "elsewhere"} if out else {})}
+    why = setting_words(settings_typed)
+    assert (why is None) == out, why
+    if why is not None:
+        assert why.startswith("name=")
