@@ -195,8 +195,8 @@ def test_idle_and_excess_connections_do_not_block_others(run_dir):
             s.connect(os.fspath(srv.path))
             s.sendall(b'{"cmd": "pau')  # half a line, never finished
             idle.append(s)
-        (refused,) = raw(srv.path, b'{"cmd": "status"}\n')
-        assert refused["ok"] is False and "busy" in refused["error"]
+        (answered,) = raw(srv.path, b'{"cmd": "status"}\n')  # the quietest half line made room for it
+        assert answered["ok"] is True
         for s in idle:
             s.close()
         deadline = time.monotonic() + 5

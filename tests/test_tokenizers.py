@@ -323,7 +323,7 @@ def test_live_sample_requests_go_through_the_tokenizer(tmp_path, text_file):
 
 def test_settings_and_toml(tmp_path):
     toml = tmp_path / "c.toml"
-    toml.write_text('tokenizer = "bpe:512"\n')
+    toml.write_text('tokenizer = "bpe:512"\ndata = "notes.txt"\n')  # without --data it is refused (bytes)
     args = cli.build_parser().parse_args(["train", "--config", str(toml)])
     assert cli.config_from_args(args).tokenizer == "bpe:512"
     assert make_config({}).tokenizer == "bytes"

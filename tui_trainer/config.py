@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args, get_type_hints
 from .bounds import BOUNDS, MAX_STEPS, number, parse_duration, problem, tokenizer_problem as spec_problem  # noqa: F401
 from .errors import UserError  # noqa: F401 (re-exported: config.UserError)
 from .field_kinds import FieldType, field_type
+from .files import checked_folder_name
 from .presets import Preset, describe as describe_presets, preset_values
 
 
@@ -345,6 +346,10 @@ def validate(c: TrainConfig) -> None:
     for name in ("data", "out", "init_from"):
         if getattr(c, name) == "":
             bad(f"{_flag(name)} is empty; pass a path, or leave {_flag(name)} out for the default")
+        if "\x00" in (getattr(c, name) or ""):  # a TOML string may hold one; no path can
+            bad(f"{_flag(name)} holds a NUL byte ({_shown(getattr(c, name))}), which no path can; pass the path without it")
+    if c.name is not None and c.out is None:  # the folder is outputs/NAME: refused before any window or load
+        checked_folder_name(c.name)
     n = estimate_params(c, c.vocab_size or 2)
     if n > MAX_PARAMS:
         bad(f"the model would have about {n:.1e} parameters (--n-layer {c.n_layer}, --n-embd {c.n_embd}), "

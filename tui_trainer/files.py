@@ -18,6 +18,42 @@ from typing import IO, Any
 
 from .errors import UserError
 
+NAME_MAX = 255  # bytes in one folder name on the common filesystems
+
+
+def folder_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be the one folder a run is made in from its name
+    (``outputs/NAME``, a fork's ``NAME`` beside its parent), or None.  A name
+    is one folder: never a path that leads elsewhere (``../../x``, ``a/b``,
+    ``/etc``), ``.`` or ``..``, a NUL byte no path can hold, or longer than a
+    folder name may be.  Untrusted (a TOML file, a checkpoint's config): the
+    one check every folder made from a name passes."""
+    if not name:
+        return "is empty"
+    if "\x00" in name:
+        return "holds a NUL byte, which no folder name can"
+    if name in (".", ".."):
+        return "is not a folder name"
+    if os.sep in name or (os.altsep and os.altsep in name):
+        return f"holds a '{os.sep}': a name is one folder, not a path"
+    try:
+        size = len(os.fsencode(name))
+    except UnicodeError:
+        return "holds a character no file name can"
+    if size > NAME_MAX:
+        return f"is {size} bytes long, more than a folder name may be ({NAME_MAX})"
+    return None
+
+
+def checked_folder_name(name: str, flag: str = "--name") -> str:
+    """``name``, or the one-line ``UserError`` of ``folder_name_problem``."""
+    if (why := folder_name_problem(name)) is not None:
+        shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:60] + "…"
+        raise UserError(f"{flag} {shown} {why}; pass a plain name such as 'lr-half' "
+                        "(--out PATH chooses the folder itself)")
+    return name
+
+
 _SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
                   (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 

@@ -12,12 +12,26 @@ Field names are a contract with users' scripts: the lesson's
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from .field_kinds import FieldCheck, field_checks  # noqa: F401 (records' names: the decoder's checks)
+
+def json_object(raw: bytes | str) -> dict[str, Any] | None:
+    """One line of untrusted JSON as the object it holds, or None: not JSON,
+    not UTF-8, nested too deep for the parser (its RecursionError), an integer
+    of too many digits, or JSON that is no object.  Every line read outside
+    the log reader (``logs.parsing``: a log's tail, its first line, control.json,
+    a followed sample) goes through here, so none of them can raise."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
 
 #: A run's end, as ``run_end.status`` says it.
 EndStatus = Literal["finished", "stopped", "diverged", "failed", "killed"]

@@ -59,13 +59,17 @@ def add_mouse_flag(p: argparse.ArgumentParser) -> None:
                         "your terminal's copy and paste work, over SSH too")
 
 
+MAX_EVENT_TIMEOUT_S = 7 * 86400  # a week; past ~1e9 s the waits on the command overflow (an OverflowError at the end)
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"--on-event-timeout takes seconds above 0, not {text!r}")
+    if not 0 < value <= MAX_EVENT_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(f"--on-event-timeout takes seconds above 0 and at most "
+                                         f"{MAX_EVENT_TIMEOUT_S} (a week), not {text!r}")
     return value
 
 

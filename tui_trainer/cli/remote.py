@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
+from ..records import json_object
 from ..terminal import printable
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -48,8 +49,6 @@ def read_sample(log: Path, start: int, rid: str, wait_s: float = SAMPLE_WAIT_S) 
     after byte ``start`` (it is drawn on the training thread between steps).
     A refusal (its ``ack``), the run's end or no sample within ``wait_s`` is
     a ``UserError`` saying which."""
-    import json
-
     deadline = time.monotonic() + wait_s
     buf = b""
     with open(log, "rb") as f:
@@ -61,11 +60,8 @@ def read_sample(log: Path, start: int, rid: str, wait_s: float = SAMPLE_WAIT_S) 
                 continue
             *lines, buf = (buf + chunk).split(b"\n")
             for raw in lines:
-                try:
-                    rec = json.loads(raw)
-                except ValueError:
-                    continue
-                if not isinstance(rec, dict):
+                rec = json_object(raw)
+                if rec is None:
                     continue
                 if rec.get("type") == "sample" and rec.get("id") == rid:
                     return rec

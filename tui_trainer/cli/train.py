@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .parser import EXIT_FAILED, EXIT_OK
-from ..config import FIELDS, TrainConfig, load_toml, make_config
+from ..config import FIELDS, TrainConfig, UserError, load_toml, make_config
 
 
 def config_values_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -25,7 +25,13 @@ def config_values_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return make_config(config_values_from_args(args))
+    """A new run's settings.  A ``--tokenizer`` without ``--data`` is refused:
+    the embedded corpus is read as bytes, so it would be silently ignored."""
+    cfg = make_config(config_values_from_args(args))
+    if cfg.data is None and cfg.tokenizer != "bytes":
+        raise UserError(f"--tokenizer {cfg.tokenizer} needs --data: the embedded corpus trains on bytes; "
+                        f"pass --data FILE with --tokenizer, or leave --tokenizer out")
+    return cfg
 
 
 def plan_fork_args(args: argparse.Namespace, check_out: bool = True) -> Any:

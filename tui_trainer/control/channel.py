@@ -49,6 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from ..bounds import BOUNDS, Bound
+from ..files import read_if_regular
+from ..records import json_object
 from .commands import STEERING, WITH_ARGS, Command, CommandQueue, Dropped, Order, Source, surrogate_problem
 from .settings import coerce, short
 from .server import INFO_NAME, MAX_LINE, MAX_SOCKET_PATH, SOCKET_NAME, ControlError, ControlServer, peer_uid
@@ -66,12 +68,9 @@ def find_socket(run_dir: str | os.PathLike[str]) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ControlError(f"{run_dir} is not a run folder; pass the folder a run is writing (outputs/run-...)")
-    info = run_dir / INFO_NAME
-    if info.is_file():
-        try:
-            return Path(json.loads(info.read_text(encoding="utf-8"))["socket"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+    info = json_object(read_if_regular(run_dir / INFO_NAME, 1 << 12) or b"")  # file content: untrusted
+    if info is not None and isinstance(info.get("socket"), str) and info["socket"] and "\x00" not in info["socket"]:
+        return Path(info["socket"])
     p = run_dir / SOCKET_NAME
     if p.exists() or p.is_symlink():
         return p
@@ -238,6 +237,7 @@ def serve_trainer(target: Any, run_dir: str | os.PathLike[str]) -> ControlServer
 
 
 # --- the client -------------------------------------------------------------
+MAX_ANSWER = 1 << 20  # bytes of one answer (a status with its settings, a sample's text: a few kB)
 
 def request(run_dir: str | os.PathLike[str], cmd: str | dict[str, Any], timeout: float = 3.0) -> dict[str, Any]:
     """Send one request to the run in ``run_dir`` and return its answer.
@@ -251,41 +251,91 @@ def request(run_dir: str | os.PathLike[str], cmd: str | dict[str, Any], timeout:
     req.setdefault("deadline", round(time.time() + timeout - min(0.5, timeout / 4), 3))
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
+    end = time.monotonic() + timeout  # for the whole exchange: a peer that trickles bytes is not waited on
     try:
         try:
-            s.connect(os.fspath(path))
+            s = _connect(s, path, timeout)
         except (FileNotFoundError, ConnectionRefusedError):
             raise ControlError(f"no live run in {run_dir}: the control socket is not answering "
                                "(the run has ended or was killed)") from None
         except PermissionError:
             raise ControlError(f"permission denied on {path}: the run belongs to another user") from None
+        _check_peer(s, run_dir, path)
         try:
             s.sendall((json.dumps(req) + "\n").encode())
         except (BrokenPipeError, ConnectionResetError):
             pass  # refused at the door (another user, too many clients): the reason is waiting to be read
-        buf = b""
-        while b"\n" not in buf:
+        chunks: list[bytes] = []
+        got = 0
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise socket.timeout
+            s.settimeout(left)
             try:
-                chunk = s.recv(4096)
+                chunk = s.recv(1 << 16)
             except ConnectionResetError:
                 break
             if not chunk:
                 break
-            buf += chunk
+            chunks.append(chunk)
+            got += len(chunk)
+            if b"\n" in chunk:
+                break
+            if got > MAX_ANSWER:
+                raise ControlError(f"the socket of {run_dir} ({path}) sent more than {MAX_ANSWER >> 20} MiB "
+                                   "without ending its answer; it is not a run's control channel")
     except socket.timeout:
         raise ControlError(f"the run in {run_dir} did not answer within {timeout:g}s") from None
     except OSError as e:
         raise ControlError(f"control channel of {run_dir} failed ({e.strerror or e})") from None
     finally:
         s.close()
-    line = buf.split(b"\n", 1)[0]
+    line = b"".join(chunks).split(b"\n", 1)[0]
     try:
         answer = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ControlError(f"the run in {run_dir} closed the connection without an answer") from None
     if not isinstance(answer, dict):
         raise ControlError(f"the run in {run_dir} sent a malformed answer")
     return answer
+
+
+def _check_peer(s: socket.socket, run_dir: Any, path: Path) -> None:
+    """The socket a run folder names (``control.sock``, or ``control.json``'s
+    path: file content, so untrusted) is served by this user's process, or a
+    one-line ``ControlError``: a request never goes to another user's socket."""
+    try:
+        uid = peer_uid(s)
+    except OSError:
+        return
+    if uid is not None and uid != os.getuid():
+        raise ControlError(f"the control socket {path} of {run_dir} is served by another user (uid {uid}), "
+                           "not by a run of yours; check the folder (its control.json or control.sock)")
+
+
+def _connect(s: socket.socket, path: Path, timeout: float) -> socket.socket:
+    """``s`` connected to ``path``; while the run's queue of connections is
+    full (EAGAIN: a flood of other clients it is still taking in), tried
+    again on a fresh socket until ``timeout``.  A fresh socket that fails
+    otherwise is closed here (the caller closes the one it gave)."""
+    end = time.monotonic() + timeout
+    first = s
+    while True:
+        try:
+            s.connect(os.fspath(path))
+            return s
+        except BlockingIOError:
+            s.close()
+        except BaseException:
+            if s is not first:
+                s.close()
+            raise
+        if time.monotonic() >= end:
+            raise socket.timeout from None
+        time.sleep(0.02)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(max(0.01, end - time.monotonic()))
 
 
 class ControlClient:

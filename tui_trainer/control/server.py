@@ -52,7 +52,7 @@ class ControlServer:
     """Serves ``handler(request) -> answer`` on the run folder's socket.
 
     One thread, non-blocking sockets and a selector: a slow or hostile client
-    can hold a connection slot, never the thread.
+    can hold a connection slot until a new one needs it, never the thread.
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], handler: Callable[[Any], dict[str, Any]], *,
@@ -212,9 +212,7 @@ class ControlServer:
             self._say_and_drop(sock, {"ok": False, "error": "permission denied: this run belongs to another user"})
             return
         if len(self._conns) >= self.max_clients:
-            self.refused += 1
-            self._say_and_drop(sock, {"ok": False, "error": f"busy: {self.max_clients} clients connected"})
-            return
+            self._make_room()
         free = free_descriptors()
         if free is not None and free < FD_HEADROOM:
             self.refused += 1
@@ -223,6 +221,21 @@ class ControlServer:
         conn = _Conn(sock)
         self._conns[sock.fileno()] = conn
         self._sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _make_room(self) -> None:
+        """Every slot taken: the connection quiet the longest goes, so the one
+        arriving is heard.  Requests are answered as their line arrives, so a
+        connection in a slot holds half a line or waits for nothing: clients
+        that connect and never finish (a leaked script, a hostile one) cannot
+        keep a stop or a status out."""
+        stalest = min(self._conns.values(), key=lambda c: c.last)
+        self.refused += 1
+        try:
+            stalest.sock.send(b'{"ok": false, "error": "dropped: quiet while other clients waited; '
+                              b'send one whole line at once"}\n')
+        except OSError:
+            pass
+        self._drop(stalest)
 
     def _out_of_descriptors(self) -> None:
         """accept failed with EMFILE/ENFILE: spend the reserve descriptor to

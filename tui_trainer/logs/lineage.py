@@ -12,12 +12,12 @@ each is read once, up to the latest step any of them left it at (``prefixes``).
 """
 from __future__ import annotations
 
-import json
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..records import json_object
 from ..run.log_writer import LOG_NAME
 from ..curves.series import RunSeries
 from .history import read_history
@@ -36,8 +36,8 @@ def fork_parent(log: Path) -> tuple[Path, str, int] | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        d = json.loads(os.pread(fd, HEAD_MAX, 0).split(b"\n", 1)[0])
-    except (OSError, ValueError):
+        d = json_object(os.pread(fd, HEAD_MAX, 0).split(b"\n", 1)[0])
+    except OSError:
         return None
     finally:
         os.close(fd)

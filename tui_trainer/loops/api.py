@@ -27,6 +27,7 @@ import atexit
 import dataclasses
 import math
 import os
+import stat
 import sys
 import weakref
 from pathlib import Path
@@ -42,6 +43,7 @@ from ..terminal import printable
 
 #: Set by ``tui-trainer run``: the file ``init`` writes the run folder's path to.
 LAUNCH_ENV = "TUI_TRAINER_LAUNCH"
+LAUNCH_DIR_PREFIX, LAUNCH_FILE = "tui-trainer-run-", "run_dir"  # the launcher's private folder and file in it
 OUTPUT_NAME = "output.log"
 FLOAT_MAX_INT = int(sys.float_info.max)
 
@@ -129,8 +131,8 @@ def init(path: str | os.PathLike[str] | None = None, config: Any = None, *,
     _note_exit_status()
     if main and run.folder is not None:
         launched = os.environ.pop(LAUNCH_ENV, None)
-        if launched:
-            announce(run.folder, Path(launched))
+        if launched and (where := launch_file(launched)) is not None:
+            announce(run.folder, where)
         elif not quiet:
             where = printable(run.folder, newlines=False)
             print(f"tui-trainer: run in {where}; watch and steer it with: tui-trainer attach {where}",
@@ -246,6 +248,26 @@ def torch_process_group() -> Any:
     backend = dist.get_backend()
     device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
     return Dist(rank=dist.get_rank(), world_size=dist.get_world_size(), backend=backend, device=device)
+
+
+def launch_file(value: str) -> Path | None:
+    """The file ``tui-trainer run`` named in ``TUI_TRAINER_LAUNCH`` for this
+    script, or None.  The variable is untrusted (inherited by a later script,
+    left exported, set by anyone): only a ``run_dir`` not there yet, in a
+    folder of this user's that the launcher made (``tui-trainer-run-*``,
+    owner-only), is one.  Anything else is ignored: announcing to it would
+    replace a file and send the script's output away from the terminal."""
+    where = Path(value)
+    if where.name != LAUNCH_FILE or not where.parent.name.startswith(LAUNCH_DIR_PREFIX):
+        return None
+    try:
+        st = os.lstat(where.parent)
+        if os.path.lexists(where):
+            return None  # another script announced already: the launcher attached to that run
+    except (OSError, ValueError):
+        return None
+    mine = getattr(os, "getuid", lambda: st.st_uid)() == st.st_uid
+    return where if stat.S_ISDIR(st.st_mode) and mine and not st.st_mode & 0o077 else None
 
 
 def announce(folder: Path, where: Path) -> None:

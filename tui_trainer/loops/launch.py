@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .api import LAUNCH_ENV, OUTPUT_NAME
+from .api import LAUNCH_DIR_PREFIX, LAUNCH_ENV, LAUNCH_FILE, OUTPUT_NAME
 from ..errors import UserError
 
 POLL_S = 0.1
@@ -46,8 +46,8 @@ def launch(command: Sequence[str], *, mouse: bool = True) -> int:
     if not has_terminal():
         raise UserError(f"tui-trainer run needs a terminal (stdin and stdout); without one start the "
                         f"script itself ({shown}) and watch it with tui-trainer attach RUN_DIR")
-    with tempfile.TemporaryDirectory(prefix="tui-trainer-run-") as tmp:
-        where = Path(tmp) / "run_dir"
+    with tempfile.TemporaryDirectory(prefix=LAUNCH_DIR_PREFIX) as tmp:  # owner-only (api.launch_file)
+        where = Path(tmp) / LAUNCH_FILE
         # A handler, not SIG_IGN: handlers are reset at exec, so the script
         # gets Ctrl-C's default (KeyboardInterrupt, or its run's handling).
         old_int = signal.signal(signal.SIGINT, _note)

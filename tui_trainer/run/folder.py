@@ -20,6 +20,8 @@ except ImportError:  # Windows: no advisory locks; one writer is then up to the 
     fcntl = None  # type: ignore[assignment]
 
 from ..config import UserError
+from ..files import checked_folder_name
+from ..records import json_object
 from .log_writer import LOG_NAME
 
 DEFAULT_ROOT = Path("outputs")
@@ -62,8 +64,6 @@ def is_live(folder: Path) -> bool:
 def last_end(folder: Path, tail_bytes: int = 1 << 16) -> dict[str, Any] | None:
     """The run's last ``run_end`` record if its log ends with one (read from
     the tail only); None when the run did not end cleanly or has no log."""
-    import json
-
     try:
         # O_NONBLOCK and a check of the open file: a FIFO in the log's place must not hang us
         fd = os.open(Path(folder) / LOG_NAME, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -82,13 +82,12 @@ def last_end(folder: Path, tail_bytes: int = 1 << 16) -> dict[str, Any] | None:
     for raw in reversed(lines):
         if b'"type"' not in raw:
             continue
-        try:
-            rec = json.loads(raw)
-        except ValueError:
+        rec = json_object(raw)
+        if rec is None:
             continue
-        if isinstance(rec, dict) and rec.get("type") == "run_end":
+        if rec.get("type") == "run_end":
             return rec
-        if isinstance(rec, dict) and rec.get("type") in ("train", "eval", "checkpoint", "run_start"):
+        if rec.get("type") in ("train", "eval", "checkpoint", "run_start"):
             return None  # records after the last run_end: a later session did not end
     return None
 
@@ -105,7 +104,10 @@ def check_new_run_dir(out: str | None) -> None:
 
 
 def create_run_dir(out: str | None, name: str | None = None, root: Path = DEFAULT_ROOT) -> Path:
-    """Create and return the run folder: ``out`` exactly, or a fresh name under ``root``."""
+    """Create and return the run folder: ``out`` exactly, or a fresh name under ``root``
+    (``name``: one folder inside it, never a path that leads elsewhere)."""
+    if out is None and name is not None:
+        checked_folder_name(name)
     try:
         if out is not None:
             path = Path(out)

@@ -31,6 +31,7 @@ from typing import Any
 from . import checkpoint as ckpt
 from ..config import RESUMABLE_CHANGES, UserError, choices, flag_type, range_problem
 from .folder import is_live
+from ..files import checked_folder_name, folder_name_problem
 from .resume import ResumePlan, load_resume_state, load_trainer_checkpoint, merge_settings
 
 FORK_CHANGES = frozenset(RESUMABLE_CHANGES | {"max_lr", "min_lr", "warmup_steps", "grad_clip", "weight_decay"})
@@ -127,8 +128,8 @@ def _pick(target: str) -> tuple[Path, Path, dict[str, Any]]:
 
 def fork_folder(parent: Path, step: int, name: str | None) -> Path:
     """A free folder next to ``parent``: ``name`` or ``<parent>-fork<step>``
-    (``-2``, ``-3``... when taken)."""
-    base = name or f"{parent.resolve().name}-fork{step}"
+    (``-2``, ``-3``... when taken); ``name`` is one folder there, never a path."""
+    base = (name and checked_folder_name(name)) or f"{parent.resolve().name}-fork{step}"
     for i in range(1, 10_000):
         p = parent.resolve().parent / (base if i == 1 else f"{base}-{i}")
         if not p.exists():
@@ -157,7 +158,10 @@ def setting_words(settings: dict[str, str]) -> str | None:
     """Why the typed ``settings`` (``:fork KEY=VALUE``, values as typed) cannot
     be a fork's flags, or None: each value of the setting's type and range
     (``config.range_problem``); the rules between settings are checked when
-    the fork starts, against the parent's config."""
+    the fork starts, against the parent's config.  A ``name`` that makes the
+    folder (no ``out``) is one folder name, as ``train --fork`` will check."""
+    if "name" in settings and "out" not in settings and (why := folder_name_problem(settings["name"])):
+        return f"name={settings['name']} {why}"
     for key, text in settings.items():
         kind = flag_type(key)
         try:

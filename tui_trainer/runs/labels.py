@@ -8,6 +8,10 @@ from pathlib import Path
 from .summary import RunSummary
 
 LABEL_MAX = 12           # characters of a label: the eval table shows 12 of a run's name
+# A name is untrusted (a log's run_start): its parts are the runs of at most PART_WORDS
+# consecutive words among its last NAME_WORDS, so a name of thousands of words costs a
+# few hundred parts, not millions (every run of words of 1500 words was 4 GB and a MemoryError).
+PART_WORDS, NAME_WORDS = 8, 64
 # A separator between the words of a name: - _ space /, but not the minus of 3e-4.
 _SEP = re.compile(r"[_ /]+|(?<![0-9]e)-+")
 
@@ -56,9 +60,10 @@ def short_labels(names: list[str], limit: int = LABEL_MAX) -> list[str]:
 
 
 def _parts(name: str) -> list[str]:
-    """Every run of consecutive words of ``name``, as written (separators kept), in order of their end."""
-    spans = _words(name) or [(0, len(name))]
-    return [name[spans[i][0]:spans[j][1]] for j in range(len(spans)) for i in range(j, -1, -1)]
+    """Every run of at most ``PART_WORDS`` consecutive words among the last
+    ``NAME_WORDS`` of ``name``, as written (separators kept), in order of their end."""
+    spans = (_words(name) or [(0, len(name))])[-NAME_WORDS:]
+    return [name[spans[i][0]:spans[j][1]] for j in range(len(spans)) for i in range(j, max(-1, j - PART_WORDS), -1)]
 
 
 _NUMBER = re.compile(r"[0-9.eE+-]+")

@@ -27,6 +27,7 @@ import hashlib
 import itertools
 import mmap
 import os
+import re
 import secrets
 import stat
 import struct
@@ -225,16 +226,23 @@ def _write(path: Path, key: bytes, itemsize: int, fill: Callable[[Any], tuple[in
         raise
 
 
+# Our own temporary files only (``_write``): TUI_TRAINER_CACHE may name any folder, and
+# another program's ``.notes.123.tmp`` there is not ours to delete.
+_STALE = re.compile(r"\.[0-9a-f]{32,64}\.[a-z.]+\.(\d{1,10})-[0-9a-f]{8}\.tmp")
+
+
 def _clear_stale(folder: Path) -> None:
     """Temporary files left by a process that no longer exists (killed mid-write)."""
     for t in folder.glob(".*.tmp"):
         try:
-            pid = int(t.name.rsplit(".", 2)[-2].split("-")[0])
-            os.kill(pid, 0)
+            m = _STALE.fullmatch(t.name)
+            if m is None:
+                continue
+            os.kill(int(m.group(1)), 0)
         except ProcessLookupError:
             with contextlib.suppress(OSError):
                 t.unlink()
-        except (ValueError, IndexError, OSError):
+        except (ValueError, OverflowError, OSError):
             continue
 
 
