@@ -46,6 +46,18 @@ def test_bad_torchrun_variables_are_one_line_errors(env, fragment):
         distributed.from_env(env)
 
 
+def test_world_size_set_by_hand_without_torchrun_is_one_line_and_no_folder(tmp_path, monkeypatch, capsys):
+    for var in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    out = tmp_path / "run"
+    assert cli.main(["train", "--headless", "--steps", "6", "--threads", "1", "--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot join the other processes") and "torchrun" in err and "\n" not in err
+    assert not out.exists()
+
+
 def test_single_process_run_uses_no_collectives(tiny_cfg, tmp_path, monkeypatch):
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)

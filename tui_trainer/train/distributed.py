@@ -218,7 +218,11 @@ def setup(hw: Any) -> Dist:
     if dist.is_initialized():
         d.backend = dist.get_backend()
     else:
-        dist.init_process_group(backend=d.backend)
+        try:
+            dist.init_process_group(backend=d.backend)
+        except ValueError as e:  # WORLD_SIZE set by hand without torchrun's other variables (MASTER_ADDR, ...)
+            raise UserError(f"cannot join the other processes ({str(e).splitlines()[0][:200]}); start them with "
+                            "torchrun --nproc_per_node=N, or unset WORLD_SIZE for one process") from None
         d.owns_group = True
     if dist.get_world_size() != d.world_size or dist.get_rank() != d.rank:
         raise UserError("the process group does not match RANK/WORLD_SIZE; start the processes with torchrun")
