@@ -301,21 +301,50 @@ def test_two_tokens_of_the_fixed_step_run_the_same_kernels_with_the_same_argumen
     assert len(calls[0]) > 20 and calls[0] == calls[1] == calls[2]
 
 
-def test_a_cpu_token_reads_wide_matrices_transposed_and_matches_linear():
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_a_cpu_token_reads_wide_matrices_transposed_and_matches_linear(monkeypatch, backend):
     """``OneRow``: one row through each linear layer, at the layout memory
-    reads fastest; the same numbers as ``linear`` (fp32, within rounding),
-    and ``m(x)`` for anything but one fp32 row."""
+    reads fastest, through torch's BLAS or numpy's; the same numbers as
+    ``linear`` (fp32, within rounding), and ``m(x)`` for anything but one fp32 row."""
+    from tui_trainer.train import kv_cache
     from tui_trainer.train.kv_cache import OneRow
 
+    monkeypatch.setattr(kv_cache, "_backend", lambda rows, lin: backend)
     torch.manual_seed(0)
     wide, deep, no_bias = torch.nn.Linear(8, 24), torch.nn.Linear(24, 8), torch.nn.Linear(8, 20, bias=False)
     rows = OneRow([wide, deep, no_bias])
     assert set(rows.t) == {wide, no_bias}  # out >= 2 x in: a transposed copy
+    assert rows.torch_threads == (1 if backend == "numpy" else None)
     for m in (wide, deep, no_bias):
         x = torch.randn(1, 1, m.in_features)
         torch.testing.assert_close(rows(m, x), m(x), atol=1e-6, rtol=1e-5)
         several = torch.randn(2, 3, m.in_features)
         assert torch.equal(rows(m, several), m(several))  # not one row: linear itself
+    model = make(ctx=12, n_layer=2, n_head=2, seed=6)  # and a whole sample: the uncached logits, every position
+    seen = []
+    hook = model.register_forward_hook(lambda mod, args, out: seen.append(out[:, -1].clone()))
+    try:
+        out = model.generate(torch.tensor([[3, 1, 4]]), 8, generator=torch.Generator().manual_seed(1))
+    finally:
+        hook.remove()
+    with torch.no_grad():
+        for t, got in enumerate(seen):
+            torch.testing.assert_close(got, model(out[:, :3 + t])[:, -1], atol=1e-4, rtol=1e-4)
+
+
+def test_which_blas_reads_a_row_is_measured_and_measured_again_once_old(monkeypatch):
+    from tui_trainer.train import kv_cache
+
+    monkeypatch.setattr(kv_cache, "_CHOSEN", {})
+    model = make(ctx=8, seed=7)
+    first = kv_cache.OneRow(model.modules())
+    assert first.backend in ("numpy", "torch") and len(kv_cache._CHOSEN) == 1
+    (key, (choice, when)), = kv_cache._CHOSEN.items()
+    kv_cache._CHOSEN[key] = ("torch" if choice == "numpy" else "numpy", when)  # kept while young
+    assert kv_cache.OneRow(model.modules()).backend != choice
+    kv_cache._CHOSEN[key] = (kv_cache._CHOSEN[key][0], when - kv_cache.CHOICE_S - 1)  # old: measured again
+    kv_cache.OneRow(model.modules())
+    assert kv_cache._CHOSEN[key][1] > when
     with torch.autocast("cpu", dtype=torch.bfloat16):  # a sample under autocast takes linear's path
         model = make(ctx=8, seed=2)
         out = model.generate(torch.tensor([[1, 2]]), 10, top_k=1)

@@ -22,8 +22,9 @@ positions call the same ops with the same arguments (what a replay needs).
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import Any, Callable
+import time
+from contextlib import contextmanager, nullcontext
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -56,21 +57,40 @@ def linear(m: nn.Linear, x: torch.Tensor, cache: "KVCache | None") -> torch.Tens
 class OneRow:
     """A CPU token's linear layers, one row (B=1, T=1) through each matrix.
 
-    torch's ``linear`` of one row reads a matrix wider than deep (out >= 2 x
-    in: ``c_attn``, ``c_fc``, a large vocabulary's head) at about half the
-    memory bandwidth a row times a row-major transposed copy reads it at (8-9
-    against 14-17 GB/s on a 2-core EPYC, benchmarks/bench_sample.py); the
-    others read fastest as a matrix-vector product.  The transposed copies are
-    made once per sample (the weights do not change while it is drawn) and
-    freed with it.  Anything else (several rows, autocast) is ``m(x)``."""
+    One row through a matrix is a matrix-vector product, bound by how fast
+    memory is read.  torch's ``linear`` reads a matrix wider than deep (out >=
+    2 x in: ``c_attn``, ``c_fc``, a large vocabulary's head) at about half the
+    speed a row times a row-major transposed copy reads it at, so those are
+    read from such a copy (made once per sample: the weights do not change
+    while it is drawn); the others as they are.  And the BLAS behind numpy
+    (OpenBLAS in its wheels) reads both shapes faster again than torch's on
+    some CPUs (2x on a 2-core EPYC, where torch's is MKL), but its threads
+    are its own: on a busy machine it can be the slower.  So which of the two
+    is used is measured on the model's own matrices, per shape and torch
+    thread count, again once the choice is ``CHOICE_S`` old (``backend``);
+    numpy's runs with torch at one thread (``torch_threads``), so the two
+    thread pools never contend for the cores.  Anything else (several rows,
+    autocast, not float32) is ``m(x)``."""
 
     def __init__(self, modules: Any):
-        self.t = {m: m.weight.detach().t().contiguous() for m in modules
-                  if isinstance(m, nn.Linear) and m.out_features >= 2 * m.in_features}
+        lin = [m for m in modules if isinstance(m, nn.Linear)]
+        self.t = {m: m.weight.detach().t().contiguous() for m in lin if m.out_features >= 2 * m.in_features}
+        self.backend = _backend(self, lin)
+        self.torch_threads = 1 if self.backend == "numpy" else None
+        self._np = {m: ((self.t[m] if m in self.t else m.weight.detach()).numpy(), m in self.t,
+                        None if m.bias is None else m.bias.detach().numpy())
+                    for m in lin if m.weight.dtype == torch.float32} if self.backend == "numpy" else {}
 
     def __call__(self, m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3 or x.size(0) != 1 or x.size(1) != 1 or x.dtype != m.weight.dtype:
             return m(x)
+        if m in self._np:
+            w, wide, b = self._np[m]
+            v = x.detach().reshape(-1).numpy()
+            y = v @ w if wide else w @ v
+            if b is not None:
+                y += b
+            return torch.from_numpy(y).view(1, 1, -1)
         row = x.reshape(1, -1)
         wt = self.t.get(m)
         if wt is not None:
@@ -78,6 +98,52 @@ class OneRow:
         else:
             y = (torch.mv(m.weight, row[0]) if m.bias is None else torch.addmv(m.bias, m.weight, row[0]))
         return y.view(1, 1, -1)
+
+
+CHOICE_S = 30.0  # a choice is measured again once it is this old: the load on the machine moves
+_CHOSEN: dict[tuple, tuple[str, float]] = {}  # (matrix shapes, torch threads): ("numpy" or "torch", when)
+
+
+def _backend(rows: OneRow, lin: list[nn.Linear]) -> str:
+    """The faster way through ``lin`` for one row: a few rounds of each, on
+    the model's first matrices (at most 8: tens of MB read, milliseconds)."""
+    sample = [m for m in lin if m.weight.dtype == torch.float32][:8]
+    key = (tuple((m.out_features, m.in_features) for m in sample), torch.get_num_threads())
+    if not sample:
+        return "torch"
+    if key not in _CHOSEN or time.monotonic() - _CHOSEN[key][1] > CHOICE_S:
+        trial = OneRow.__new__(OneRow)
+        trial.t, trial.backend, trial.torch_threads = rows.t, "numpy", 1
+        trial._np = {m: ((rows.t[m] if m in rows.t else m.weight.detach()).numpy(), m in rows.t,
+                         None if m.bias is None else m.bias.detach().numpy()) for m in sample}
+        plain = OneRow.__new__(OneRow)
+        plain.t, plain.backend, plain.torch_threads, plain._np = rows.t, "torch", None, {}
+        xs = {m: torch.randn(1, 1, m.in_features) for m in sample}
+        best = {"numpy": float("inf"), "torch": float("inf")}
+        with torch.no_grad():
+            for _ in range(3):
+                for name, way in (("torch", plain), ("numpy", trial)):
+                    with torch_threads(way.torch_threads):
+                        t = time.perf_counter()
+                        for m in sample:
+                            way(m, xs[m])
+                        best[name] = min(best[name], time.perf_counter() - t)
+        _CHOSEN[key] = ("numpy" if best["numpy"] < best["torch"] else "torch", time.monotonic())
+    return _CHOSEN[key][0]
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's CPU thread count set to ``n`` inside (None: unchanged)."""
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class FixedStep:
@@ -201,7 +267,9 @@ class OneToken:
         if length + 1 > self.cache[0].size:
             raise ValueError(f"sequence of {length + 1} tokens exceeds the cache's {self.cache[0].size}")
         if not self.fixed:
-            return self.model(token, self.cache)
+            rows = self.cache[0].rows
+            with torch_threads(rows.torch_threads if rows is not None else None):
+                return self.model(token, self.cache)
         self.token.copy_(token)
         self.state.pos.fill_(length)
         out = self._run()
