@@ -337,7 +337,9 @@ def test_which_blas_reads_a_row_is_measured_and_measured_again_once_old(monkeypa
 
     monkeypatch.setattr(kv_cache, "_CHOSEN", {})
     model = make(ctx=8, seed=7)
+    rng = torch.get_rng_state()
     first = kv_cache.OneRow(model.modules())
+    assert torch.equal(torch.get_rng_state(), rng)  # measuring draws nothing from the training RNG
     assert first.backend in ("numpy", "torch") and len(kv_cache._CHOSEN) == 1
     (key, (choice, when)), = kv_cache._CHOSEN.items()
     kv_cache._CHOSEN[key] = ("torch" if choice == "numpy" else "numpy", when)  # kept while young
