@@ -207,3 +207,14 @@ def test_ls_family_lists_each_run_with_its_forks_under_it(tmp_path):
     assert order("--family") == ["base", "half", "quarter", "other"]
     p = cli(["ls", folder, "--family"], tmp_path)
     assert "half ← base@20" in p.stdout.decode() and "quarter ← half@30" in p.stdout.decode()
+
+
+def test_ls_shows_an_absent_best_val_as_a_dash_as_status_does(tmp_path):
+    folder = tmp_path / "outs"
+    write_run(folder / "no-evals", eval_every=1000, end=None)  # crashed before its first eval
+    p = cli(["ls", folder], tmp_path)
+    assert p.returncode == 0, p.stderr
+    head, row = p.stdout.decode().splitlines()[:2]
+    cells = dict(zip(["run", "status", "step", "best"], row.split()))
+    assert cells["best"] == "-" and "nan" not in row, row
+    assert "best val: -" in cli(["status", folder / "no-evals"], tmp_path).stdout.decode()

@@ -27,7 +27,11 @@ def step_text(s: RunSummary) -> str:
 
 
 def best_text(s: RunSummary) -> str:
-    return fmt_loss(s.best_val) if s.evals_read or not math.isnan(s.best_val) else "…"
+    """The best val loss; ``-`` for a run with no finite eval (absent, not a NaN
+    loss), ``…`` while its evals are still being read."""
+    if s.best_step is None and math.isnan(s.best_val):
+        return "-" if s.evals_read else "…"
+    return fmt_loss(s.best_val)
 
 
 def best_step_text(s: RunSummary) -> str:
