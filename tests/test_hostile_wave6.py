@@ -57,6 +57,16 @@ bad_names = st.one_of(
 )
 
 
+def train_refused_in(work: Path, conf: Path) -> None:
+    """``train --config CONF`` run from ``work`` (relative outputs/ land there): refused, exit 2."""
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        assert cli.main(["train", "--headless", "--config", str(conf)]) == 2
+    finally:
+        os.chdir(cwd)
+
+
 @HOSTILE
 @given(name=bad_names)
 def test_a_name_that_is_not_one_folder_is_one_line_and_makes_nothing(tmp_path_factory, capsys, name):
@@ -68,12 +78,7 @@ def test_a_name_that_is_not_one_folder_is_one_line_and_makes_nothing(tmp_path_fa
     conf = work / "run.toml"
     conf.write_text(f"steps = 2\nname = {toml_string(name)}\n", encoding="utf-8")
     before = tree(root)
-    cwd = os.getcwd()
-    os.chdir(work)
-    try:
-        assert cli.main(["train", "--headless", "--config", str(conf)]) == 2
-    finally:
-        os.chdir(cwd)
+    train_refused_in(work, conf)
     assert one_error_line(capsys).startswith("error: --name ")
     assert tree(root) == before
 
@@ -107,12 +112,7 @@ def test_a_nul_in_a_path_setting_is_one_line_and_makes_nothing(tmp_path_factory,
     conf = work / "run.toml"
     conf.write_text(f"steps = 2\n{key} = {toml_string(head + chr(0) + tail)}\n", encoding="utf-8")
     before = tree(work)
-    cwd = os.getcwd()
-    os.chdir(work)
-    try:
-        assert cli.main(["train", "--headless", "--config", str(conf)]) == 2
-    finally:
-        os.chdir(cwd)
+    train_refused_in(work, conf)
     line = one_error_line(capsys)
     assert line.startswith(f"error: --{key.replace('_', '-')} holds a NUL byte"), line
     assert tree(work) == before

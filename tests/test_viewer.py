@@ -304,9 +304,7 @@ async def test_the_status_line_is_one_row_when_its_first_draw_was_wider_than_the
     row under the status line in ``view``, ``view --follow``, ``attach`` and ``run``."""
     folder = tmp_path / ("a-run-whose-status-line-is-longer-than-the-window-" + "x" * 20)
     write_run(folder / "losses.jsonl")
-    source = FileSource([folder])
-    source.prepare()
-    app = viewer_app(source)
+    app, source = viewer([folder])
     try:
         async with app.run_test(size=(60, 20)) as pilot:
             status = app.main.query_one("#status")
@@ -334,9 +332,7 @@ async def test_the_eval_table_fits_its_pane_with_bits_per_byte(tmp_path, size, t
     lines += [TrainStep(step=9000, train_loss=2.5, lr=1e-3, tokens_per_sec=1e3, grad_norm=1.0, elapsed_s=8000.0,
                         time=8000.0), RunEnd(step=9000, status="finished", elapsed_s=8000.0, time=8000.0)]
     (folder / "losses.jsonl").write_text("".join(dumps(r) + "\n" for r in lines))
-    source = FileSource([folder])
-    source.prepare()
-    app = viewer_app(source)
+    app, source = viewer([folder])
     try:
         async with app.run_test(size=size) as pilot:
             table = app.main.query_one(EvalLog)
@@ -358,9 +354,7 @@ async def test_a_resize_to_a_small_terminal_takes_the_compact_layout_at_once(tmp
     had set it: 80x24 was drawn as 200x50 had been, and the other way round."""
     folder = tmp_path / "run1"
     write_run(folder / "losses.jsonl")
-    source = FileSource([folder])
-    source.prepare()
-    app = viewer_app(source)
+    app, source = viewer([folder])
     try:
         async with app.run_test(size=(200, 50)) as pilot:
             await until(pilot, lambda: app.main.query_one(EvalLog).row_count == 5, "the evals")

@@ -72,10 +72,13 @@ class OneRow:
     thread pools never contend for the cores.  Anything else (several rows,
     autocast, not float32) is ``m(x)``."""
 
-    def __init__(self, modules: Any):
+    def __init__(self, modules: Any, backend: str | None = None, t: dict | None = None):
+        """``backend`` ("numpy" or "torch"; None: measured) and ``t`` (the
+        transposed copies, when already made) are for ``_backend``'s trials."""
         lin = [m for m in modules if isinstance(m, nn.Linear)]
-        self.t = {m: m.weight.detach().t().contiguous() for m in lin if m.out_features >= 2 * m.in_features}
-        self.backend = _backend(self, lin)
+        self.t = t if t is not None else {m: m.weight.detach().t().contiguous() for m in lin
+                                          if m.out_features >= 2 * m.in_features}
+        self.backend = backend or _backend(self, lin)
         self.torch_threads = 1 if self.backend == "numpy" else None
         self._np = {m: ((self.t[m] if m in self.t else m.weight.detach()).numpy(), m in self.t,
                         None if m.bias is None else m.bias.detach().numpy())
@@ -112,17 +115,12 @@ def _backend(rows: OneRow, lin: list[nn.Linear]) -> str:
     if not sample:
         return "torch"
     if key not in _CHOSEN or time.monotonic() - _CHOSEN[key][1] > CHOICE_S:
-        trial = OneRow.__new__(OneRow)
-        trial.t, trial.backend, trial.torch_threads = rows.t, "numpy", 1
-        trial._np = {m: ((rows.t[m] if m in rows.t else m.weight.detach()).numpy(), m in rows.t,
-                         None if m.bias is None else m.bias.detach().numpy()) for m in sample}
-        plain = OneRow.__new__(OneRow)
-        plain.t, plain.backend, plain.torch_threads, plain._np = rows.t, "torch", None, {}
+        ways = {name: OneRow(sample, name, rows.t) for name in ("torch", "numpy")}
         xs = {m: torch.full((1, 1, m.in_features), 0.5) for m in sample}  # never the training RNG
         best = {"numpy": float("inf"), "torch": float("inf")}
         with torch.no_grad():
             for _ in range(3):
-                for name, way in (("torch", plain), ("numpy", trial)):
+                for name, way in ways.items():
                     with torch_threads(way.torch_threads):
                         t = time.perf_counter()
                         for m in sample:
